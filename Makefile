@@ -1,0 +1,37 @@
+# Two commands from a clean clone: `make run` and `make test`. Everything else is optional.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+ARGS   ?=
+
+.PHONY: run test lint typecheck check bench conformance clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "need Python >= 3.11 as PYTHON (got $$($(PYTHON) --version))"; exit 1; }
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test,dev]'
+	touch $@
+
+run: $(STAMP)          ## start the server on 127.0.0.1:9500 (Ctrl-C stops it)
+	$(BIN)/cc-server $(ARGS)
+
+test: $(STAMP)         ## the whole test suite
+	$(BIN)/python -m pytest $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check protocol cc_server cc_client tests examples
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+conformance: $(STAMP)  ## the shared black-box suite (needs ../shared)
+	../shared/conformance/run.sh .
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,676 @@
+"""msgpack bodies <-> messages, with exact decimals, aware datetimes and strict validation.
+
+Encoding rules (PROTOCOL.md has the full table):
+- Decimal: msgpack extension type 1, payload the ASCII text of the number ("10.50").
+- datetime: the standard msgpack timestamp extension (type -1), always UTC.
+- bytes: msgpack bin; strings: msgpack str (UTF-8); floats never carry money or quantities.
+- Every body is a map. Unknown fields, missing required fields and wrong types are refused
+  with `InvalidMessage` (code INVALID_REQUEST); undecodable bytes likewise.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Callable, Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import msgpack
+
+from . import messages as m
+from .errors import InvalidMessage
+from .frames import Frame, encode_frame
+
+EXT_DECIMAL = 1
+MAX_DECIMAL_EXPONENT = 24      # |value| < 10**25
+MIN_DECIMAL_EXPONENT = -18     # at most 18 fractional digits
+_UTC = dt.UTC
+
+
+# ------------------------------------------------------------------------ msgpack level
+
+def _default(obj: object) -> object:
+    if type(obj) is Decimal:
+        return msgpack.ExtType(EXT_DECIMAL, str(obj).encode("ascii"))
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    if isinstance(obj, tuple):
+        return list(obj)
+    raise TypeError(f"cannot encode {type(obj).__name__} on the wire")
+
+
+def check_decimal(value: Decimal) -> Decimal:
+    """Refuse non-finite decimals and those outside the wire's range (ValueError)."""
+    if not value.is_finite():
+        raise ValueError(f"decimal {value} is not finite")
+    if value:
+        exponent = value.as_tuple().exponent
+        assert isinstance(exponent, int)
+        if exponent < MIN_DECIMAL_EXPONENT or value.adjusted() > MAX_DECIMAL_EXPONENT:
+            raise ValueError(f"decimal {value} is outside the supported range "
+                             f"(< 1E{MAX_DECIMAL_EXPONENT + 1}, at most "
+                             f"{-MIN_DECIMAL_EXPONENT} fractional digits)")
+    return value
+
+
+def _ext_hook(code: int, data: bytes) -> object:
+    if code != EXT_DECIMAL:
+        raise InvalidMessage(f"unknown msgpack extension type {code}")
+    try:
+        return check_decimal(Decimal(data.decode("ascii")))
+    except (UnicodeDecodeError, InvalidOperation, ValueError) as exc:
+        raise InvalidMessage(f"bad decimal: {exc}") from None
+
+
+def pack(obj: object) -> bytes:
+    """msgpack with this protocol's extension types."""
+    return msgpack.packb(obj, default=_default, datetime=True, use_bin_type=True)
+
+
+def unpack(body: bytes) -> Any:
+    """Inverse of `pack`; any failure is an `InvalidMessage`."""
+    try:
+        return msgpack.unpackb(body, ext_hook=_ext_hook, timestamp=3, raw=False,
+                               strict_map_key=True, use_list=True)
+    except InvalidMessage:
+        raise
+    except Exception as exc:  # msgpack raises a zoo of ValueError/TypeError subclasses
+        raise InvalidMessage(f"undecodable body: {type(exc).__name__}: {exc}") from None
+
+
+# ------------------------------------------------------------------------ field checks
+
+def _fields(obj: object, required: frozenset[str], optional: frozenset[str],
+            what: str) -> dict[str, Any]:
+    if type(obj) is not dict:
+        raise InvalidMessage(f"{what} must be a map")
+    keys = obj.keys()
+    if not keys <= required | optional:
+        raise InvalidMessage(f"{what}: unknown field(s) {sorted(keys - required - optional)}")
+    if not required <= keys:
+        raise InvalidMessage(f"{what}: missing field(s) {sorted(required - keys)}")
+    return obj
+
+
+def _id(value: object, what: str) -> str:
+    if type(value) is not str or not value or len(value) > m.MAX_ID_LENGTH:
+        raise InvalidMessage(f"{what} must be a non-empty string of at most "
+                             f"{m.MAX_ID_LENGTH} characters")
+    return value
+
+
+def _opt_id(value: object, what: str) -> str | None:
+    return None if value is None else _id(value, what)
+
+
+def _text(value: object, what: str) -> str:
+    if type(value) is not str or len(value) > m.MAX_STRING_LENGTH:
+        raise InvalidMessage(f"{what} must be a string of at most {m.MAX_STRING_LENGTH} "
+                             "characters")
+    return value
+
+
+def _int(value: object, what: str, low: int, high: int) -> int:
+    if type(value) is not int or not low <= value <= high:
+        raise InvalidMessage(f"{what} must be an integer in {low}..{high}")
+    return value
+
+
+def _bool(value: object, what: str) -> bool:
+    if type(value) is not bool:
+        raise InvalidMessage(f"{what} must be a boolean")
+    return value
+
+
+def _dec(value: object, what: str) -> Decimal:
+    if type(value) is not Decimal:
+        raise InvalidMessage(f"{what} must be a decimal (extension type {EXT_DECIMAL})")
+    return value
+
+
+def _time(value: object, what: str) -> dt.datetime:
+    if type(value) is not dt.datetime:
+        raise InvalidMessage(f"{what} must be a timestamp")
+    return value
+
+
+def _bin(value: object, what: str, limit: int) -> bytes:
+    if type(value) is not bytes or len(value) > limit:
+        raise InvalidMessage(f"{what} must be binary of at most {limit} bytes")
+    return value
+
+
+def _enum(enum: type[Any], value: object, what: str) -> Any:
+    try:
+        return enum(value)
+    except ValueError:
+        raise InvalidMessage(f"{what} must be one of {[e.value for e in enum]}") from None
+
+
+def _list(value: object, what: str, limit: int) -> list[Any]:
+    if type(value) is not list or len(value) > limit:
+        raise InvalidMessage(f"{what} must be an array of at most {limit} elements")
+    return value
+
+
+def _dec_map(value: object, what: str) -> dict[str, Decimal]:
+    if type(value) is not dict or len(value) > m.MAX_PROPERTIES:
+        raise InvalidMessage(f"{what} must be a map of at most {m.MAX_PROPERTIES} entries")
+    for key, amount in value.items():
+        _id(key, f"{what} key")
+        _dec(amount, f"{what}[{key!r}]")
+    return value
+
+
+# ------------------------------------------------------------------------ value types
+
+def item_to_wire(item: m.ChargeableItem | None) -> list[Any] | None:
+    """A chargeable item as [name, {property: value}]."""
+    return None if item is None else [item.name, item.properties]
+
+
+def item_from_wire(obj: object, what: str = "item") -> m.ChargeableItem | None:
+    if obj is None:
+        return None
+    if type(obj) is not list or len(obj) != 2 or type(obj[1]) is not dict:
+        raise InvalidMessage(f"{what} must be [name, {{properties}}]")
+    try:
+        return m.ChargeableItem(obj[0], obj[1])
+    except (TypeError, ValueError) as exc:
+        raise InvalidMessage(f"{what}: {exc}") from None
+
+
+def tx_to_wire(tx: m.Transaction) -> dict[str, Any]:
+    wire = {"id": tx.transaction_id, "time": tx.time, "user": tx.user_id,
+            "session": tx.session_id, "rid": tx.reservation_id, "kind": tx.kind,
+            "reason": tx.reason, "amount": tx.amount, "currency": tx.currency}
+    if tx.counters:
+        wire["counters"] = tx.counters
+    return wire
+
+
+_TX_REQ = frozenset({"id", "time", "user", "session", "rid", "kind", "reason", "amount",
+                     "currency"})
+_TX_OPT = frozenset({"counters"})
+
+
+def tx_from_wire(obj: object) -> m.Transaction:
+    d = _fields(obj, _TX_REQ, _TX_OPT, "transaction")
+    return m.Transaction(
+        _int(d["id"], "transaction id", 0, 2**63), _time(d["time"], "time"),
+        _id(d["user"], "user"), _opt_id(d["session"], "session"), _opt_id(d["rid"], "rid"),
+        _enum(m.TxKind, d["kind"], "kind"), _enum(m.TxReason, d["reason"], "reason"),
+        _dec(d["amount"], "amount"), _id(d["currency"], "currency"),
+        _dec_map(d.get("counters", {}), "counters"))
+
+
+def rating_to_wire(r: m.RatingResult | None) -> dict[str, Any] | None:
+    if r is None:
+        return None
+    return {"amount": r.amount, "currency": r.currency,
+            "tx": [tx_to_wire(t) for t in r.transactions]}
+
+
+_RATING_KEYS = frozenset({"amount", "currency", "tx"})
+
+
+def rating_from_wire(obj: object, what: str) -> m.RatingResult | None:
+    if obj is None:
+        return None
+    d = _fields(obj, _RATING_KEYS, frozenset(), what)
+    txs = _list(d["tx"], f"{what}.tx", 1 << 20)
+    return m.RatingResult(_dec(d["amount"], f"{what}.amount"), _id(d["currency"], "currency"),
+                          tuple(tx_from_wire(t) for t in txs))
+
+
+def subscriber_to_wire(s: m.Subscriber) -> dict[str, Any]:
+    return {"user": s.user_id, "currency": s.currency, "balance": s.balance,
+            "reserved": s.reserved, "available": s.available, "counters": s.counters,
+            "counters_reserved": s.counters_reserved}
+
+
+_SUB_KEYS = frozenset({"user", "currency", "balance", "reserved", "available", "counters",
+                       "counters_reserved"})
+
+
+def subscriber_from_wire(obj: object) -> m.Subscriber:
+    d = _fields(obj, _SUB_KEYS, frozenset(), "subscriber")
+    return m.Subscriber(_id(d["user"], "user"), _id(d["currency"], "currency"),
+                        _dec(d["balance"], "balance"), _dec(d["reserved"], "reserved"),
+                        _dec(d["available"], "available"), _dec_map(d["counters"], "counters"),
+                        _dec_map(d["counters_reserved"], "counters_reserved"))
+
+
+def session_to_wire(s: m.SessionInfo) -> dict[str, Any]:
+    return {"session": s.session_id, "user": s.user_id, "service": s.service_id,
+            "created": s.created_at, "listener": s.listener_id, "external": s.external_data,
+            "reservations": [
+                {"rid": r.reservation_id, "state": r.state, "item": item_to_wire(r.item),
+                 "amount": r.amount, "expires": r.expires_at,
+                 "resolution": r.default_resolution, "counters": r.counters,
+                 "inverse": r.property_to_inverse} for r in s.reservations]}
+
+
+_SESSION_KEYS = frozenset({"session", "user", "service", "created", "listener", "external",
+                           "reservations"})
+_RES_INFO_KEYS = frozenset({"rid", "state", "item", "amount", "expires", "resolution",
+                            "counters", "inverse"})
+
+
+def session_from_wire(obj: object) -> m.SessionInfo:
+    d = _fields(obj, _SESSION_KEYS, frozenset(), "session")
+    reservations = []
+    for raw in _list(d["reservations"], "reservations", 1 << 20):
+        r = _fields(raw, _RES_INFO_KEYS, frozenset(), "reservation")
+        reservations.append(m.ReservationInfo(
+            _id(r["rid"], "rid"), _id(r["state"], "state"), item_from_wire(r["item"]),
+            _dec(r["amount"], "amount"), _time(r["expires"], "expires"),
+            _enum(m.Resolution, r["resolution"], "resolution"),
+            _dec_map(r["counters"], "counters"), _opt_id(r["inverse"], "inverse")))
+    listener = d["listener"]
+    external = d["external"]
+    return m.SessionInfo(
+        _id(d["session"], "session"), _id(d["user"], "user"), _id(d["service"], "service"),
+        _time(d["created"], "created"),
+        None if listener is None else _int(listener, "listener", 1, m.MAX_LISTENER_ID),
+        None if external is None else _bin(external, "external", m.MAX_EXTERNAL_DATA),
+        tuple(reservations))
+
+
+# ------------------------------------------------------------------------ handshake etc.
+
+def _enc_hello(msg: m.Hello) -> dict[str, Any]:
+    return {"versions": list(msg.versions), "client": msg.client_name, "user": msg.user,
+            "password": msg.password}
+
+
+_HELLO_OPT = frozenset({"client", "user", "password"})
+
+
+def _dec_hello(obj: object) -> m.Hello:
+    d = _fields(obj, frozenset({"versions"}), _HELLO_OPT, "HELLO")
+    versions = tuple(_int(v, "version", 0, 0xFFFF)
+                     for v in _list(d["versions"], "versions", 16))
+    client, user, password = d.get("client"), d.get("user"), d.get("password")
+    return m.Hello(versions, None if client is None else _text(client, "client"),
+                   _opt_id(user, "user"), None if password is None else _text(password, "password"))
+
+
+def _enc_hello_ok(msg: m.HelloOk) -> dict[str, Any]:
+    return {"version": msg.version, "server": msg.server, "heartbeat": msg.heartbeat,
+            "max_frame": msg.max_frame, "max_in_flight": msg.max_in_flight,
+            "roles": list(msg.roles)}
+
+
+_HELLO_OK_KEYS = frozenset({"version", "server", "heartbeat", "max_frame", "max_in_flight",
+                            "roles"})
+
+
+def _dec_hello_ok(obj: object) -> m.HelloOk:
+    d = _fields(obj, _HELLO_OK_KEYS, frozenset(), "HELLO_OK")
+    heartbeat = d["heartbeat"]
+    if type(heartbeat) not in (int, float) or not 0 < heartbeat < 86400:
+        raise InvalidMessage("heartbeat must be a number of seconds in (0, 86400)")
+    return m.HelloOk(_int(d["version"], "version", 0, 0xFFFF), _text(d["server"], "server"),
+                     float(heartbeat), _int(d["max_frame"], "max_frame", 1, 2**32 - 1),
+                     _int(d["max_in_flight"], "max_in_flight", 1, 2**32 - 1),
+                     tuple(_id(r, "role") for r in _list(d["roles"], "roles", 16)))
+
+
+def _empty(cls: type[Any], name: str) -> Callable[[object], Any]:
+    def decode(obj: object) -> Any:
+        _fields(obj, frozenset(), frozenset(), name)
+        return cls()
+    return decode
+
+
+def _enc_empty(msg: object) -> dict[str, Any]:
+    return {}
+
+
+def _dec_goodbye(obj: object) -> m.Goodbye:
+    d = _fields(obj, frozenset(), frozenset({"reason"}), "GOODBYE")
+    return m.Goodbye(_text(d.get("reason", ""), "reason"))
+
+
+def _dec_error(obj: object) -> m.Error:
+    d = _fields(obj, frozenset({"code"}), frozenset({"message"}), "ERROR")
+    return m.Error(_id(d["code"], "code"), _text(d.get("message", ""), "message"))
+
+
+# ------------------------------------------------------------------------ containers
+
+def _enc_sub(s: m.SubRequest) -> dict[str, Any]:
+    wire: dict[str, Any] = {"action": s.action, "rid": s.reservation_id}
+    if s.item is not None:
+        wire["item"] = [s.item.name, s.item.properties]
+    if s.next_item is not None:
+        wire["next"] = [s.next_item.name, s.next_item.properties]
+    if s.ttl is not None:
+        wire["ttl"] = s.ttl
+    if s.default_resolution is not None:
+        wire["resolution"] = s.default_resolution
+    if s.property_to_inverse is not None:
+        wire["inverse"] = s.property_to_inverse
+    return wire
+
+
+_SUB_REQ = frozenset({"action", "rid"})
+_SUB_OPT = frozenset({"item", "next", "ttl", "resolution", "inverse"})
+_SUB_FIELDS = {  # optional fields each action accepts
+    "reserve": frozenset({"item", "ttl", "resolution", "inverse"}),
+    "confirm": frozenset({"item"}),
+    "cancel": frozenset(),
+    "confirm_and_reserve": _SUB_OPT,
+}
+_MAX_TTL = 400 * 86400.0
+
+
+def _dec_sub(obj: object) -> m.SubRequest:
+    d = _fields(obj, _SUB_REQ, _SUB_OPT, "sub-request")
+    action = _enum(m.Action, d["action"], "action")
+    extra = d.keys() - _SUB_REQ - _SUB_FIELDS[action]
+    if extra:
+        raise InvalidMessage(f"{action} does not take {sorted(extra)}")
+    ttl = d.get("ttl")
+    if ttl is not None:
+        if type(ttl) is Decimal:
+            ttl = float(ttl)
+        if type(ttl) not in (int, float) or not math.isfinite(ttl) or abs(ttl) > _MAX_TTL:
+            raise InvalidMessage(f"ttl must be a finite number of seconds, |ttl| <= {_MAX_TTL}")
+    resolution = d.get("resolution")
+    return m.SubRequest(
+        action, _id(d["rid"], "rid"),
+        item_from_wire(d.get("item")), item_from_wire(d.get("next"), "next"), ttl,
+        None if resolution is None else _enum(m.Resolution, resolution, "resolution"),
+        _opt_id(d.get("inverse"), "inverse"))
+
+
+def _enc_execute(msg: m.Execute) -> dict[str, Any]:
+    wire: dict[str, Any] = {
+        "op": msg.operation_id, "kind": msg.kind, "user": msg.user_id,
+        "service": msg.service_id, "session": msg.session_id,
+        "subs": [_enc_sub(s) for s in msg.subs]}
+    if msg.listener_id is not None:
+        wire["listener"] = msg.listener_id
+    if msg.external_data is not None:
+        wire["external"] = msg.external_data
+    if msg.result_type is not None:
+        wire["result_type"] = msg.result_type
+    if msg.cleanup_result_type is not None:
+        wire["cleanup_result_type"] = msg.cleanup_result_type
+    if msg.filter_transaction is not None:
+        wire["filter"] = msg.filter_transaction
+    return wire
+
+
+_EXEC_REQ = frozenset({"op", "kind", "user", "service", "session", "subs"})
+_EXEC_OPT = frozenset({"listener", "external", "result_type", "cleanup_result_type", "filter"})
+
+
+def _dec_execute(obj: object) -> m.Execute:
+    d = _fields(obj, _EXEC_REQ, _EXEC_OPT, "EXECUTE")
+    kind = _enum(m.ContainerKind, d["kind"], "kind")
+    subs = tuple(_dec_sub(s) for s in _list(d["subs"], "subs", m.MAX_SUBREQUESTS))
+    allowed = m.ALLOWED_ACTIONS[kind]
+    for s in subs:
+        if s.action not in allowed:
+            raise InvalidMessage(f"a {kind} container does not allow {s.action}")
+    listener = d.get("listener")
+    if listener is not None:
+        if kind is not m.ContainerKind.START:
+            raise InvalidMessage("only a start container sets a listener id")
+        _int(listener, "listener", 1, m.MAX_LISTENER_ID)
+    external = d.get("external")
+    if external is not None:
+        if kind is m.ContainerKind.STOP:
+            raise InvalidMessage("a stop container does not set external data")
+        _bin(external, "external data", m.MAX_EXTERNAL_DATA)
+    rt, crt, filt = d.get("result_type"), d.get("cleanup_result_type"), d.get("filter")
+    return m.Execute(
+        _bin(d["op"], "operation id", 64), kind, _id(d["user"], "user"),
+        _id(d["service"], "service"), _id(d["session"], "session"), subs, listener, external,
+        None if rt is None else _enum(m.ResultType, rt, "result_type"),
+        None if crt is None else _enum(m.ResultType, crt, "cleanup_result_type"),
+        None if filt is None else _bool(filt, "filter"))
+
+
+def _enc_outcome(o: m.Outcome) -> dict[str, Any]:
+    wire: dict[str, Any] = {"rid": o.reservation_id}
+    if o.error is not None:
+        wire["error"] = o.error
+        if o.message:
+            wire["message"] = o.message
+    if o.cancel_result is not None:
+        wire["cancel"] = rating_to_wire(o.cancel_result)
+    if o.confirm_result is not None:
+        wire["confirm"] = rating_to_wire(o.confirm_result)
+    if o.reserve_result is not None:
+        wire["reserve"] = rating_to_wire(o.reserve_result)
+    if o.granted_item is not None:
+        wire["granted"] = [o.granted_item.name, o.granted_item.properties]
+    if o.expires_at is not None:
+        wire["expires"] = o.expires_at
+    return wire
+
+
+_OUTCOME_OPT = frozenset({"error", "message", "cancel", "confirm", "reserve", "granted",
+                          "expires"})
+
+
+def _dec_outcome(obj: object) -> m.Outcome:
+    d = _fields(obj, frozenset({"rid"}), _OUTCOME_OPT, "outcome")
+    error, expires = d.get("error"), d.get("expires")
+    return m.Outcome(
+        _id(d["rid"], "rid"), None if error is None else _id(error, "error"),
+        None if d.get("message") is None else _text(d["message"], "message"),
+        rating_from_wire(d.get("cancel"), "cancel"),
+        rating_from_wire(d.get("confirm"), "confirm"),
+        rating_from_wire(d.get("reserve"), "reserve"),
+        item_from_wire(d.get("granted"), "granted"),
+        None if expires is None else _time(expires, "expires"))
+
+
+def _enc_execute_result(msg: m.ExecuteResult) -> dict[str, Any]:
+    return {"session": msg.session_id, "results": [_enc_outcome(o) for o in msg.outcomes]}
+
+
+def _dec_execute_result(obj: object) -> m.ExecuteResult:
+    d = _fields(obj, frozenset({"session", "results"}), frozenset(), "EXECUTE_RESULT")
+    outcomes = _list(d["results"], "results", 1 << 20)
+    return m.ExecuteResult(_id(d["session"], "session"),
+                           tuple(_dec_outcome(o) for o in outcomes))
+
+
+# ------------------------------------------------------------------------ operator
+
+def _opt(check: Callable[[object, str], Any]) -> Callable[[object, str], Any]:
+    def optional(value: object, what: str) -> Any:
+        return None if value is None else check(value, what)
+    return optional
+
+
+def _currency(value: object, what: str) -> str:
+    if type(value) is not str or len(value) != 3 or not value.isascii() or not value.isupper():
+        raise InvalidMessage(f"{what} must be a three-letter ISO 4217 code such as 'EUR'")
+    return value
+
+
+def _limit(value: object, what: str) -> int:
+    return _int(value, what, 1, 1 << 20)
+
+
+def _after(value: object, what: str) -> int:
+    return _int(value, what, 0, 2**63)
+
+
+#: command -> {arg: (checker, required)}; the server implements each of them.
+ADMIN_COMMANDS: dict[str, dict[str, tuple[Callable[[object, str], Any], bool]]] = {
+    "create_subscriber": {"user": (_id, True), "balance": (_dec, True),
+                          "currency": (_currency, False), "counters": (_opt(_dec_map), False)},
+    "get_subscriber": {"user": (_id, True)},
+    "top_up": {"user": (_id, True), "amount": (_dec, True)},
+    "find_sessions": {"user": (_opt(_id), False), "session": (_opt(_id), False),
+                      "limit": (_opt(_limit), False)},
+    "cancel_session": {"session": (_id, True)},
+    "transactions": {"user": (_opt(_id), False), "session": (_opt(_id), False),
+                     "after": (_opt(_after), False), "limit": (_opt(_limit), False)},
+    "request_renewal": {"session": (_id, True), "rid": (_id, True)},
+    "stats": {},
+}
+
+
+def _enc_admin(msg: m.AdminRequest) -> dict[str, Any]:
+    wire: dict[str, Any] = {"cmd": msg.command, "args": msg.args}
+    if msg.operation_id is not None:
+        wire["op"] = msg.operation_id
+    return wire
+
+
+def _dec_admin(obj: object) -> m.AdminRequest:
+    d = _fields(obj, frozenset({"cmd", "args"}), frozenset({"op"}), "ADMIN")
+    command = d["cmd"]
+    schema = ADMIN_COMMANDS.get(command) if type(command) is str else None
+    if schema is None:
+        raise InvalidMessage(f"unknown admin command {command!r}; "
+                             f"known: {sorted(ADMIN_COMMANDS)}")
+    args = d["args"]
+    if type(args) is not dict:
+        raise InvalidMessage("admin args must be a map")
+    unknown = args.keys() - schema.keys()
+    if unknown:
+        raise InvalidMessage(f"{command}: unknown argument(s) {sorted(unknown)}")
+    for name, (check, required) in schema.items():
+        if name in args:
+            check(args[name], f"{command}.{name}")
+        elif required:
+            raise InvalidMessage(f"{command}: missing argument {name!r}")
+    op = d.get("op")
+    return m.AdminRequest(command, args, None if op is None else _bin(op, "operation id", 64))
+
+
+def _dec_admin_result(obj: object) -> m.AdminResult:
+    d = _fields(obj, frozenset(), frozenset({"value"}), "ADMIN_RESULT")
+    return m.AdminResult(d.get("value"))
+
+
+# ------------------------------------------------------------------------ renewal
+
+def _dec_listener(cls: type[Any], name: str) -> Callable[[object], Any]:
+    def decode(obj: object) -> Any:
+        d = _fields(obj, frozenset({"listener"}), frozenset(), name)
+        return cls(_int(d["listener"], "listener", 1, m.MAX_LISTENER_ID))
+    return decode
+
+
+def _enc_notification(n: m.Notification) -> dict[str, Any]:
+    return {"id": n.notification_id, "listener": n.listener_id, "session": n.session_id,
+            "rid": n.reservation_id, "user": n.user_id, "service": n.service_id,
+            "reason": n.reason, "expires": n.expires_at, "attempt": n.attempt,
+            "external": n.external_data}
+
+
+_NOTIFY_KEYS = frozenset({"id", "listener", "session", "rid", "user", "service", "reason",
+                          "expires", "attempt", "external"})
+
+
+def _dec_notification(obj: object) -> m.Notification:
+    d = _fields(obj, _NOTIFY_KEYS, frozenset(), "NOTIFY")
+    external = d["external"]
+    return m.Notification(
+        _int(d["id"], "id", 0, 2**63), _int(d["listener"], "listener", 1, m.MAX_LISTENER_ID),
+        _id(d["session"], "session"), _id(d["rid"], "rid"), _id(d["user"], "user"),
+        _id(d["service"], "service"), _id(d["reason"], "reason"),
+        _time(d["expires"], "expires"), _int(d["attempt"], "attempt", 1, 1 << 20),
+        None if external is None else _bin(external, "external", m.MAX_EXTERNAL_DATA))
+
+
+def _dec_ack(obj: object) -> m.Ack:
+    d = _fields(obj, frozenset({"id"}), frozenset({"confirm"}), "ACK")
+    return m.Ack(_int(d["id"], "id", 0, 2**63), _bool(d.get("confirm", False), "confirm"))
+
+
+def _dec_ack_ok(obj: object) -> m.AckOk:
+    d = _fields(obj, frozenset({"status"}), frozenset(), "ACK_OK")
+    return m.AckOk(_id(d["status"], "status"))
+
+
+# ------------------------------------------------------------------------ dispatch
+
+T = m.MsgType
+_ENCODERS: dict[type[Any], tuple[int, Callable[[Any], Any]]] = {
+    m.Hello: (T.HELLO, _enc_hello),
+    m.HelloOk: (T.HELLO_OK, _enc_hello_ok),
+    m.Ping: (T.PING, _enc_empty),
+    m.Pong: (T.PONG, _enc_empty),
+    m.Goodbye: (T.GOODBYE, lambda g: {"reason": g.reason}),
+    m.Error: (T.ERROR, lambda e: {"code": e.code, "message": e.message}),
+    m.Execute: (T.EXECUTE, _enc_execute),
+    m.ExecuteResult: (T.EXECUTE_RESULT, _enc_execute_result),
+    m.AdminRequest: (T.ADMIN, _enc_admin),
+    m.AdminResult: (T.ADMIN_RESULT, lambda r: {"value": r.value}),
+    m.Listen: (T.LISTEN, lambda x: {"listener": x.listener_id}),
+    m.ListenOk: (T.LISTEN_OK, _enc_empty),
+    m.Unlisten: (T.UNLISTEN, lambda x: {"listener": x.listener_id}),
+    m.UnlistenOk: (T.UNLISTEN_OK, _enc_empty),
+    m.Notification: (T.NOTIFY, _enc_notification),
+    m.Ack: (T.ACK, lambda a: {"id": a.notification_id, "confirm": a.confirm}),
+    m.AckOk: (T.ACK_OK, lambda a: {"status": a.status}),
+}
+
+_DECODERS: dict[int, Callable[[object], Any]] = {
+    T.HELLO: _dec_hello,
+    T.HELLO_OK: _dec_hello_ok,
+    T.PING: _empty(m.Ping, "PING"),
+    T.PONG: _empty(m.Pong, "PONG"),
+    T.GOODBYE: _dec_goodbye,
+    T.ERROR: _dec_error,
+    T.EXECUTE: _dec_execute,
+    T.EXECUTE_RESULT: _dec_execute_result,
+    T.ADMIN: _dec_admin,
+    T.ADMIN_RESULT: _dec_admin_result,
+    T.LISTEN: _dec_listener(m.Listen, "LISTEN"),
+    T.LISTEN_OK: _empty(m.ListenOk, "LISTEN_OK"),
+    T.UNLISTEN: _dec_listener(m.Unlisten, "UNLISTEN"),
+    T.UNLISTEN_OK: _empty(m.UnlistenOk, "UNLISTEN_OK"),
+    T.NOTIFY: _dec_notification,
+    T.ACK: _dec_ack,
+    T.ACK_OK: _dec_ack_ok,
+}
+
+
+def encode_body(msg: m.Message) -> tuple[int, bytes]:
+    """(message type, msgpack body) of a message."""
+    msg_type, to_wire = _ENCODERS[type(msg)]
+    return msg_type, pack(to_wire(msg))
+
+
+def encode(msg: m.Message, request_id: int = 0) -> bytes:
+    """The whole frame of a message."""
+    msg_type, to_wire = _ENCODERS[type(msg)]
+    return encode_frame(msg_type, request_id, pack(to_wire(msg)))
+
+
+def decode_body(msg_type: int, body: bytes) -> m.Message:
+    """The message of a frame's type and body; `InvalidMessage` if it is not valid."""
+    decoder = _DECODERS.get(msg_type)
+    if decoder is None:
+        raise InvalidMessage(f"unknown message type {msg_type:#04x}")
+    return decoder(unpack(body))  # type: ignore[no-any-return]
+
+
+def decode(frame: Frame) -> m.Message:
+    """The message a frame carries."""
+    return decode_body(frame.type, frame.body)
+
+
+def admin_value_from_wire(command: str, value: Any) -> Any:
+    """Typed value of an admin result, by the command it answers."""
+    if command in ("create_subscriber", "get_subscriber", "top_up"):
+        return subscriber_from_wire(value)
+    if command == "find_sessions":
+        return [session_from_wire(s) for s in _list(value, "sessions", 1 << 20)]
+    if command in ("transactions", "cancel_session"):
+        return [tx_from_wire(t) for t in _list(value, "transactions", 1 << 20)]
+    return value

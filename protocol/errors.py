@@ -1,0 +1,85 @@
+"""Error codes shared by server and client, and the protocol layer's own exceptions.
+
+Every failure that crosses the wire is an ERROR frame carrying one of the `ErrorCode`
+strings below (or, for a single sub-request, the same string in its outcome). The codes
+of SPEC section 3 are business outcomes; the others belong to the transport.
+
+Exception tree of this package (the client has its own, public one in `cc_client`)::
+
+    ProtocolError            code: ErrorCode
+    +-- FrameTooLarge        a header announced more than the size limit
+    +-- MalformedFrame       a header that cannot be valid (reserved bits set, ...)
+    +-- InvalidMessage       a body that does not decode or does not validate
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    """Every error code that may appear on the wire."""
+
+    # business outcomes (SPEC section 3); whole container or one sub-request
+    SESSION_EXISTS = "SESSION_EXISTS"
+    SESSION_NOT_FOUND = "SESSION_NOT_FOUND"
+    DUPLICATE_RESERVATION = "DUPLICATE_RESERVATION"
+    RESERVATION_NOT_FOUND = "RESERVATION_NOT_FOUND"
+    CREDIT_LIMIT_REACHED = "CREDIT_LIMIT_REACHED"
+    UNKNOWN_CHARGEABLE_ITEM = "UNKNOWN_CHARGEABLE_ITEM"
+    INVALID_REQUEST = "INVALID_REQUEST"
+    USER_UNKNOWN = "USER_UNKNOWN"
+    USER_EXISTS = "USER_EXISTS"
+    FORBIDDEN = "FORBIDDEN"
+    # connection and transport
+    AUTHENTICATION_FAILED = "AUTHENTICATION_FAILED"
+    UNSUPPORTED_VERSION = "UNSUPPORTED_VERSION"
+    HANDSHAKE_REQUIRED = "HANDSHAKE_REQUIRED"
+    PROTOCOL_ERROR = "PROTOCOL_ERROR"
+    FRAME_TOO_LARGE = "FRAME_TOO_LARGE"
+    CONTAINER_TOO_LARGE = "CONTAINER_TOO_LARGE"
+    TOO_MANY_REQUESTS = "TOO_MANY_REQUESTS"
+    TOO_MANY_CONNECTIONS = "TOO_MANY_CONNECTIONS"
+    HANDSHAKE_TIMEOUT = "HANDSHAKE_TIMEOUT"
+    IDLE_TIMEOUT = "IDLE_TIMEOUT"
+    SHUTTING_DOWN = "SHUTTING_DOWN"
+    SERVER_ERROR = "SERVER_ERROR"
+
+
+#: Codes after which the same request may succeed if sent again (possibly elsewhere).
+RETRYABLE = frozenset({ErrorCode.SHUTTING_DOWN, ErrorCode.TOO_MANY_REQUESTS,
+                       ErrorCode.TOO_MANY_CONNECTIONS})
+
+
+class ProtocolError(Exception):
+    """Raised by the sans-IO core for bytes that break the protocol."""
+
+    code: ErrorCode = ErrorCode.PROTOCOL_ERROR
+
+    def __init__(self, message: str, code: ErrorCode | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+    @property
+    def message(self) -> str:
+        """The human-readable text."""
+        return str(self.args[0]) if self.args else ""
+
+
+class FrameTooLarge(ProtocolError):
+    """A frame header announced a body larger than the negotiated limit."""
+
+    code = ErrorCode.FRAME_TOO_LARGE
+
+
+class MalformedFrame(ProtocolError):
+    """A frame header that no valid peer sends."""
+
+    code = ErrorCode.PROTOCOL_ERROR
+
+
+class InvalidMessage(ProtocolError):
+    """A frame body that does not decode, or a field that fails validation."""
+
+    code = ErrorCode.INVALID_REQUEST

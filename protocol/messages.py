@@ -1,0 +1,375 @@
+"""Message types, their fields, and the value types both ends share.
+
+Pure data: how each message looks on the wire, and how it is validated, is in `codec.py`.
+A frame whose type has the `REPLY` bit (0x80) set answers the peer's request with the same
+request id; every other frame is a request or a push. Request id 0 means "no reply".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import IntEnum, StrEnum
+from typing import Any, TypeAlias
+
+PROTOCOL_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+REPLY = 0x80
+
+# Hard limits of the format itself (the server may configure tighter ones).
+MAX_ID_LENGTH = 256            # user, session, service, reservation ids, property names
+MAX_STRING_LENGTH = 4096       # any other string
+MAX_PROPERTIES = 64            # properties per chargeable item
+MAX_SUBREQUESTS = 1024         # sub-requests per container
+MAX_EXTERNAL_DATA = 4096       # session external data, bytes
+MAX_LISTENER_ID = 127
+
+
+class MsgType(IntEnum):
+    """The message type byte of the frame header."""
+
+    HELLO = 0x01
+    PING = 0x02
+    GOODBYE = 0x03
+    EXECUTE = 0x10
+    ADMIN = 0x20
+    LISTEN = 0x30
+    UNLISTEN = 0x31
+    NOTIFY = 0x40
+    ACK = 0x41
+    HELLO_OK = HELLO | REPLY
+    PONG = PING | REPLY
+    EXECUTE_RESULT = EXECUTE | REPLY
+    ADMIN_RESULT = ADMIN | REPLY
+    LISTEN_OK = LISTEN | REPLY
+    UNLISTEN_OK = UNLISTEN | REPLY
+    ACK_OK = ACK | REPLY
+    ERROR = 0xFF
+
+
+class ContainerKind(StrEnum):
+    START = "start"
+    UPDATE = "update"
+    STOP = "stop"
+
+
+class Action(StrEnum):
+    RESERVE = "reserve"
+    CONFIRM = "confirm"
+    CANCEL = "cancel"
+    CONFIRM_AND_RESERVE = "confirm_and_reserve"
+
+
+#: Which sub-request actions each container kind allows (SPEC section 3).
+ALLOWED_ACTIONS: Mapping[ContainerKind, frozenset[Action]] = {
+    ContainerKind.START: frozenset({Action.RESERVE}),
+    ContainerKind.UPDATE: frozenset(Action),
+    ContainerKind.STOP: frozenset({Action.CONFIRM, Action.CANCEL}),
+}
+
+
+class Resolution(StrEnum):
+    """What happens to a reservation nobody confirms or cancels."""
+
+    CANCELED = "CANCELED"
+    CONFIRMED = "CONFIRMED"
+
+
+class ResultType(StrEnum):
+    """How much of the transactions a rating result carries back."""
+
+    NO_TRANSACTIONS = "NO_TRANSACTIONS"
+    MASTER_TRANSACTION = "MASTER_TRANSACTION"
+    ALL_TRANSACTIONS = "ALL_TRANSACTIONS"
+
+
+class TxKind(StrEnum):
+    RESERVE = "reserve"
+    RELEASE = "release"
+    CONFIRM = "confirm"
+    TOP_UP = "top_up"
+
+
+class TxReason(StrEnum):
+    REQUEST = "request"
+    STOP = "stop"
+    EXPIRY = "expiry"
+    ADMIN = "admin"
+
+
+class RenewalReason(StrEnum):
+    CREDIT_AVAILABLE = "credit_available"
+    OPERATOR = "operator"
+
+
+PropertyValue: TypeAlias = str | int | Decimal | bool | dt.datetime
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+
+
+def check_property(name: object, value: object) -> None:
+    """Raise TypeError/ValueError unless (name, value) is a valid item property."""
+    if type(name) is not str or not name or len(name) > MAX_ID_LENGTH:
+        raise ValueError(f"property name must be a non-empty str of at most "
+                         f"{MAX_ID_LENGTH} characters, not {name!r}")
+    kind = type(value)
+    if kind is int:
+        if not _INT_MIN <= value <= _INT_MAX:  # type: ignore[operator]
+            raise ValueError(f"property {name!r}: integer {value} out of the 64-bit range")
+    elif kind is Decimal:
+        if not value.is_finite():  # type: ignore[attr-defined]
+            raise ValueError(f"property {name!r}: Decimal must be finite, not {value}")
+    elif kind is str:
+        if len(value) > MAX_STRING_LENGTH:  # type: ignore[arg-type]
+            raise ValueError(f"property {name!r}: string longer than {MAX_STRING_LENGTH}")
+    elif kind is dt.datetime:
+        if value.tzinfo is None:  # type: ignore[attr-defined]
+            raise ValueError(f"property {name!r}: datetime must be timezone-aware")
+    elif kind is not bool:
+        hint = " (use decimal.Decimal for fractions)" if kind is float else ""
+        raise TypeError(f"property {name!r}: {kind.__name__} is not a property type; "
+                        f"use str, int, Decimal, bool or an aware datetime{hint}")
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeableItem:
+    """What is charged: an item name (None in a partial item) and typed properties."""
+
+    name: str | None
+    properties: Mapping[str, PropertyValue] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.name is not None and (type(self.name) is not str or not self.name
+                                      or len(self.name) > MAX_ID_LENGTH):
+            raise ValueError(f"item name must be None or a non-empty str, not {self.name!r}")
+        if not isinstance(self.properties, Mapping):
+            raise TypeError("properties must be a mapping of name to value")
+        if len(self.properties) > MAX_PROPERTIES:
+            raise ValueError(f"an item has at most {MAX_PROPERTIES} properties")
+        for key, value in self.properties.items():
+            check_property(key, value)
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """One journal entry: a movement of money and/or allowance counters."""
+
+    transaction_id: int
+    time: dt.datetime
+    user_id: str
+    session_id: str | None
+    reservation_id: str | None
+    kind: TxKind
+    reason: TxReason
+    amount: Decimal
+    currency: str
+    counters: Mapping[str, Decimal] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RatingResult:
+    """The amount one rating step moved, and the transactions it journaled."""
+
+    amount: Decimal
+    currency: str
+    transactions: tuple[Transaction, ...] = ()
+
+
+# ------------------------------------------------------------------------ handshake etc.
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    versions: tuple[int, ...] = SUPPORTED_VERSIONS
+    client_name: str | None = None
+    user: str | None = None
+    password: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HelloOk:
+    version: int
+    server: str
+    heartbeat: float           # seconds; silence for 3 intervals means the peer is dead
+    max_frame: int
+    max_in_flight: int
+    roles: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Goodbye:
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    code: str
+    message: str = ""
+
+
+# ------------------------------------------------------------------------ containers
+
+@dataclass(frozen=True, slots=True)
+class SubRequest:
+    """One prepare_* call of a container."""
+
+    action: Action
+    reservation_id: str
+    item: ChargeableItem | None = None          # reserve item, or confirmation item
+    next_item: ChargeableItem | None = None     # confirm_and_reserve: new reservation item
+    ttl: int | float | None = None              # seconds; < 0 at confirm_and_reserve: keep
+    default_resolution: Resolution | None = None
+    property_to_inverse: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Execute:
+    """A start, update or stop container."""
+
+    operation_id: bytes
+    kind: ContainerKind
+    user_id: str
+    service_id: str
+    session_id: str
+    subs: tuple[SubRequest, ...]
+    listener_id: int | None = None
+    external_data: bytes | None = None
+    # None: the session's default (set by its start container; ALL_TRANSACTIONS / False)
+    result_type: ResultType | None = None
+    cleanup_result_type: ResultType | None = None
+    filter_transaction: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one sub-request (or one clean-up at stop) did."""
+
+    reservation_id: str
+    error: str | None = None
+    message: str | None = None
+    cancel_result: RatingResult | None = None
+    confirm_result: RatingResult | None = None
+    reserve_result: RatingResult | None = None
+    granted_item: ChargeableItem | None = None
+    expires_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExecuteResult:
+    session_id: str
+    outcomes: tuple[Outcome, ...]
+
+
+# ------------------------------------------------------------------------ operator
+
+@dataclass(frozen=True, slots=True)
+class AdminRequest:
+    """An operator command (see `codec.ADMIN_COMMANDS` for the commands and their args)."""
+
+    command: str
+    args: Mapping[str, Any] = field(default_factory=dict)
+    operation_id: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AdminResult:
+    value: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    user_id: str
+    currency: str
+    balance: Decimal
+    reserved: Decimal
+    available: Decimal
+    counters: Mapping[str, Decimal] = field(default_factory=dict)
+    counters_reserved: Mapping[str, Decimal] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationInfo:
+    reservation_id: str
+    state: str                     # "open", "starved" or "ended"
+    item: ChargeableItem | None
+    amount: Decimal
+    expires_at: dt.datetime
+    default_resolution: Resolution
+    counters: Mapping[str, Decimal] = field(default_factory=dict)
+    property_to_inverse: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    session_id: str
+    user_id: str
+    service_id: str
+    created_at: dt.datetime
+    listener_id: int | None = None
+    external_data: bytes | None = None
+    reservations: tuple[ReservationInfo, ...] = ()
+
+
+# ------------------------------------------------------------------------ renewal
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    listener_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class ListenOk:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Unlisten:
+    listener_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class UnlistenOk:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """A "renew reservation" push to a registered listener."""
+
+    notification_id: int
+    listener_id: int
+    session_id: str
+    reservation_id: str
+    user_id: str
+    service_id: str
+    reason: str
+    expires_at: dt.datetime
+    attempt: int
+    external_data: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    notification_id: int
+    confirm: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AckOk:
+    status: str   # "acknowledged", "already_acknowledged" or "unknown"
+
+
+Message: TypeAlias = (
+    Hello | HelloOk | Ping | Pong | Goodbye | Error | Execute | ExecuteResult | AdminRequest
+    | AdminResult | Listen | ListenOk | Unlisten | UnlistenOk | Notification | Ack | AckOk
+)

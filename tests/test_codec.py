@@ -1,0 +1,244 @@
+"""Message layer: exact types, strict validation, round trips and fuzzing."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocol import codec
+from protocol import messages as m
+from protocol.errors import InvalidMessage
+from protocol.frames import FrameDecoder
+
+UTC = dt.UTC
+T0 = dt.datetime(2026, 11, 23, 12, 0, 0, 250000, tzinfo=UTC)
+
+
+def roundtrip(msg: m.Message, rid: int = 7) -> m.Message:
+    (frame,) = FrameDecoder().feed(codec.encode(msg, rid))
+    assert frame.request_id == rid
+    return codec.decode(frame)
+
+
+# ------------------------------------------------------------------ byte vectors
+
+def test_decimal_is_ext_type_1_with_ascii_text() -> None:
+    assert codec.pack(Decimal("10.50")) == bytes.fromhex("c705" "01") + b"10.50"
+    assert codec.unpack(bytes.fromhex("d401") + b"7") == Decimal("7")
+
+
+def test_datetime_is_the_standard_timestamp_extension() -> None:
+    packed = codec.pack(dt.datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC))
+    assert packed == bytes.fromhex("d6ff00000001")
+    assert codec.unpack(packed) == dt.datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC)
+
+
+def test_ping_frame_bytes() -> None:
+    assert codec.encode(m.Ping(), 5) == bytes.fromhex("00000001" "02" "00" "0000" "00000005" "80")
+
+
+# ------------------------------------------------------------------ round trips
+
+def test_execute_roundtrip_keeps_exact_types() -> None:
+    item = m.ChargeableItem("data", {"volume": Decimal("10.5"), "rat": "5G", "roaming": False,
+                                     "start": T0, "count": 3})
+    msg = m.Execute(b"op-123", m.ContainerKind.UPDATE, "alice", "DATA", "s-1", (
+        m.SubRequest(m.Action.CONFIRM_AND_RESERVE, "r1", item, m.ChargeableItem(None, {}), -1),
+        m.SubRequest(m.Action.RESERVE, "r2", item, None, 0.5, m.Resolution.CONFIRMED, "volume"),
+    ), None, b"ctx", m.ResultType.NO_TRANSACTIONS)
+    back = roundtrip(msg)
+    assert back == msg
+    assert isinstance(back, m.Execute)
+    props = back.subs[0].item.properties  # type: ignore[union-attr]
+    assert type(props["volume"]) is Decimal and props["start"] == T0
+    assert type(props["roaming"]) is bool and type(props["count"]) is int
+
+
+def test_execute_result_roundtrip() -> None:
+    tx = m.Transaction(42, T0, "alice", "s-1", "r1", m.TxKind.RESERVE, m.TxReason.REQUEST,
+                       Decimal("1.00"), "EUR", {"free_data": Decimal(30)})
+    rating = m.RatingResult(Decimal("1.00"), "EUR", (tx,))
+    msg = m.ExecuteResult("s-1", (
+        m.Outcome("r1", None, None, rating, rating, rating, m.ChargeableItem("data", {"v": 1}), T0),
+        m.Outcome("r2", "CREDIT_LIMIT_REACHED", "no credit"),
+    ))
+    assert roundtrip(msg) == msg
+
+
+@pytest.mark.parametrize("msg", [
+    m.Hello((1, 2), "gw-1", "op", "secret"), m.Hello(),
+    m.HelloOk(1, "cc-server 0.1", 5.0, 1 << 20, 256, ("charging", "admin")),
+    m.Ping(), m.Pong(), m.Goodbye("shutting down"), m.Error("SESSION_NOT_FOUND", "nope"),
+    m.AdminRequest("top_up", {"user": "alice", "amount": Decimal("2.5")}, b"o1"),
+    m.AdminRequest("stats", {}), m.AdminResult({"x": [1, Decimal(2)]}),
+    m.Listen(7), m.ListenOk(), m.Unlisten(127), m.UnlistenOk(),
+    m.Notification(1, 7, "s", "r", "u", "DATA", "credit_available", T0, 2, b"gw"),
+    m.Ack(1, True), m.AckOk("acknowledged"),
+])
+def test_every_message_roundtrips(msg: m.Message) -> None:
+    assert roundtrip(msg) == msg
+
+
+def test_admin_values_roundtrip() -> None:
+    sub = m.Subscriber("u", "EUR", Decimal(10), Decimal(1), Decimal(9), {"f": Decimal(3)}, {})
+    wire = codec.unpack(codec.pack(codec.subscriber_to_wire(sub)))
+    assert codec.subscriber_from_wire(wire) == sub
+    info = m.SessionInfo("s", "u", "DATA", T0, 7, b"x", (m.ReservationInfo(
+        "r1", "open", m.ChargeableItem("data", {"volume": 5}), Decimal("0.05"), T0,
+        m.Resolution.CANCELED, {}, None),))
+    assert codec.session_from_wire(codec.unpack(codec.pack(codec.session_to_wire(info)))) == info
+
+
+# ------------------------------------------------------------------ validation
+
+def body(obj: Any) -> bytes:
+    return codec.pack(obj)
+
+
+GOOD_EXEC = {"op": b"1", "kind": "start", "user": "u", "service": "DATA", "session": "s",
+             "subs": [{"action": "reserve", "rid": "r1", "item": ["data", {"volume": 1}],
+                       "ttl": 30}]}
+
+
+def bad_exec(**changes: Any) -> bytes:
+    obj = {**GOOD_EXEC, **changes}
+    return body({k: v for k, v in obj.items() if v is not ...})
+
+
+def test_good_execute_decodes() -> None:
+    assert isinstance(codec.decode_body(m.MsgType.EXECUTE, body(GOOD_EXEC)), m.Execute)
+
+
+@pytest.mark.parametrize("raw, fragment", [
+    (bad_exec(extra=1), "unknown field"),
+    (bad_exec(user=...), "missing field"),
+    (bad_exec(user=5), "user"),
+    (bad_exec(user=""), "user"),
+    (bad_exec(user="x" * 300), "user"),
+    (bad_exec(kind="begin"), "kind"),
+    (bad_exec(listener=0), "listener"),
+    (bad_exec(listener=128), "listener"),
+    (bad_exec(external=b"x" * 4097), "external"),
+    (bad_exec(external="text"), "external"),
+    (bad_exec(subs=[{"action": "confirm", "rid": "r1"}]), "does not allow"),
+    (bad_exec(subs=[{"action": "reserve", "rid": "r1", "ttl": "30"}]), "ttl"),
+    (bad_exec(subs=[{"action": "reserve", "rid": "r1", "ttl": float("nan")}]), "ttl"),
+    (bad_exec(subs=[{"action": "reserve", "rid": "r1", "item": ["data", {"v": 1.5}]}]), "float"),
+    (bad_exec(subs=[{"action": "reserve", "rid": "r1", "item": ["data", {"v": None}]}]), "v"),
+    (bad_exec(subs=[{"action": "reserve", "rid": "r1", "item": "data"}]), "item"),
+    (bad_exec(subs="r1"), "subs"),
+    (bad_exec(result_type="SOME"), "result_type"),
+    (body([1, 2]), "map"),
+    (body({"op": b"1"}) + b"\x00", "undecodable"),
+    (bytes.fromhex("c7030109") + b"NaN", "decimal"),
+    (b"\xc1", "undecodable"),
+])
+def test_invalid_execute_bodies_are_refused(raw: bytes, fragment: str) -> None:
+    with pytest.raises(InvalidMessage) as info:
+        codec.decode_body(m.MsgType.EXECUTE, raw)
+    assert fragment in str(info.value)
+    assert info.value.code == "INVALID_REQUEST"
+
+
+@pytest.mark.parametrize("text", ["NaN", "Infinity", "1E+30", "1E-19", "abc", "-sNaN"])
+def test_out_of_range_or_non_finite_decimals_refused(text: str) -> None:
+    with pytest.raises(InvalidMessage):
+        codec.unpack(msgpack.packb(msgpack.ExtType(1, text.encode())))
+
+
+def test_unknown_extension_and_message_type_refused() -> None:
+    with pytest.raises(InvalidMessage):
+        codec.unpack(msgpack.packb(msgpack.ExtType(9, b"x")))
+    with pytest.raises(InvalidMessage, match="unknown message type"):
+        codec.decode_body(0x77, body({}))
+
+
+def test_admin_schema_is_enforced() -> None:
+    ok = body({"cmd": "top_up", "args": {"user": "u", "amount": Decimal(1)}})
+    assert codec.decode_body(m.MsgType.ADMIN, ok) == m.AdminRequest(
+        "top_up", {"user": "u", "amount": Decimal(1)})
+    for args in ({"user": "u"}, {"user": "u", "amount": 1}, {"user": "u", "amount": Decimal(1),
+                                                              "x": 1}):
+        with pytest.raises(InvalidMessage):
+            codec.decode_body(m.MsgType.ADMIN, body({"cmd": "top_up", "args": args}))
+    with pytest.raises(InvalidMessage, match="unknown admin command"):
+        codec.decode_body(m.MsgType.ADMIN, body({"cmd": "drop_tables", "args": {}}))
+
+
+def test_chargeable_item_refuses_floats_and_naive_datetimes() -> None:
+    with pytest.raises(TypeError, match="Decimal"):
+        m.ChargeableItem("data", {"volume": 1.5})
+    with pytest.raises(ValueError, match="aware"):
+        m.ChargeableItem("data", {"at": dt.datetime(2026, 1, 1)})
+    with pytest.raises(ValueError):
+        m.ChargeableItem("", {})
+
+
+# ------------------------------------------------------------------ properties
+
+ids = st.text(min_size=1, max_size=20)
+decimals = st.decimals(allow_nan=False, allow_infinity=False, places=4,
+                       min_value=Decimal("-1e12"), max_value=Decimal("1e12"))
+times = st.datetimes(min_value=dt.datetime(1971, 1, 1), max_value=dt.datetime(2200, 1, 1),
+                     timezones=st.just(UTC))
+prop_values = st.one_of(st.text(max_size=30), st.integers(-(2**63), 2**64 - 1), decimals,
+                        st.booleans(), times)
+items = st.builds(m.ChargeableItem, st.one_of(st.none(), ids),
+                  st.dictionaries(ids, prop_values, max_size=5))
+subs = st.builds(m.SubRequest, st.sampled_from([m.Action.RESERVE]), ids,
+                 st.one_of(st.none(), items), st.none(),
+                 st.one_of(st.none(), st.integers(-1000, 1000),
+                           st.floats(-1000, 1000, allow_nan=False)),
+                 st.one_of(st.none(), st.sampled_from(m.Resolution)), st.one_of(st.none(), ids))
+executes = st.builds(m.Execute, st.binary(min_size=1, max_size=16),
+                     st.just(m.ContainerKind.START), ids, ids, ids,
+                     st.lists(subs, max_size=4).map(tuple),
+                     st.one_of(st.none(), st.integers(1, 127)),
+                     st.one_of(st.none(), st.binary(max_size=64)),
+                     st.one_of(st.none(), st.sampled_from(m.ResultType)),
+                     st.one_of(st.none(), st.sampled_from(m.ResultType)),
+                     st.one_of(st.none(), st.booleans()))
+
+
+@given(executes)
+def test_execute_roundtrip_property(msg: m.Execute) -> None:
+    assert roundtrip(msg, 1) == msg
+
+
+@settings(max_examples=300)
+@given(st.integers(0, 255), st.binary(max_size=300))
+def test_fuzz_any_body_decodes_or_raises_invalid_message(msg_type: int, raw: bytes) -> None:
+    with contextlib.suppress(InvalidMessage):
+        codec.decode_body(msg_type, raw)
+
+
+json_like = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63), st.text(max_size=10),
+              st.binary(max_size=10), decimals, st.floats()),
+    lambda inner: st.one_of(st.lists(inner, max_size=4),
+                            st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=20)
+
+
+@settings(max_examples=300)
+@given(st.sampled_from(list(m.MsgType)), json_like)
+def test_fuzz_well_formed_msgpack_of_wrong_shape(msg_type: int, obj: Any) -> None:
+    with contextlib.suppress(InvalidMessage):
+        codec.decode_body(msg_type, codec.pack(obj))
+
+
+@pytest.mark.parametrize("sub", [
+    {"action": "cancel", "rid": "r1", "ttl": 5},
+    {"action": "confirm", "rid": "r1", "next": ["data", {}]},
+    {"action": "reserve", "rid": "r1", "next": ["data", {}]},
+])
+def test_fields_that_do_not_belong_to_the_action_are_refused(sub: dict[str, Any]) -> None:
+    with pytest.raises(InvalidMessage, match="does not take"):
+        codec.decode_body(m.MsgType.EXECUTE, bad_exec(kind="update", subs=[sub]))
