@@ -1,0 +1,261 @@
+"""The charging engine: subscribers, sessions, reservations, rating, journal. No IO.
+
+Every public method takes the current time (`now`, epoch seconds) from its caller, runs
+to completion without yielding, and either returns what happened or raises `Refused`
+having changed nothing. The server calls it from one thread, so containers for one
+subscriber can never interleave.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Mapping
+from decimal import Context, Decimal, DecimalException, Inexact, InvalidOperation, localcontext
+from typing import Any
+
+from protocol import messages as m
+from protocol.errors import ErrorCode
+
+from . import sessions as rules
+from .accounts import Account
+from .catalog import Catalog, CatalogError, PricePlan
+from .errors import Refused
+from .expiry import ExpiryQueue
+from .journal import DEFAULT_RETAIN, Journal
+from .sessions import ChargingSession, Op, Session
+
+__all__ = ["Catalog", "CatalogError", "ChargingSession", "Engine", "PricePlan", "Refused",
+           "Session"]
+
+UTC = dt.UTC
+# Wide enough that no amount of the wire's range is ever rounded; rounding would be a bug.
+MONEY = Context(prec=80, traps=[InvalidOperation, Inexact])
+REQUEST, STOP, EXPIRY, ADMIN = (m.TxReason.REQUEST, m.TxReason.STOP, m.TxReason.EXPIRY,
+                                m.TxReason.ADMIN)
+
+
+class Engine:
+    """All charging state of one server."""
+
+    def __init__(self, catalog: Catalog | None = None,
+                 journal_retain: int = DEFAULT_RETAIN) -> None:
+        self.catalog = catalog or Catalog.builtin()
+        self.accounts: dict[str, Account] = {}
+        self.sessions: dict[str, Session] = {}
+        self.journal = Journal(journal_retain)
+        self.expiry = ExpiryQueue()
+        #: charging sessions whose subscriber gained credit while they were starved or
+        #: reduced, with the reason; the renewal layer drains it (`take_renewals`).
+        self.renewals: dict[ChargingSession, m.RenewalReason] = {}
+        self.counts: Counter[str] = Counter()
+
+    # ------------------------------------------------------------------ containers
+
+    def execute(self, req: m.Execute, now: float) -> m.ExecuteResult:
+        """Apply one container; `Refused` for a whole-container failure."""
+        account = self.accounts.get(req.user_id)
+        if account is None:
+            raise Refused(ErrorCode.USER_UNKNOWN, f"no subscriber {req.user_id!r}")
+        if req.kind is m.ContainerKind.START:
+            session = self._new_session(req, now)
+        else:
+            found = self.sessions.get(req.session_id)
+            if found is None or found.user_id != req.user_id or \
+                    found.service_id != req.service_id:
+                raise Refused(ErrorCode.SESSION_NOT_FOUND,
+                              f"no session {req.session_id!r} for this user and service")
+            session = found
+        before = account.balance - account.reserved, tuple(account.hungry)
+        op = Op(account, session, now, self.catalog, self.journal, self.expiry, REQUEST,
+                req.result_type or session.result_type,
+                session.filter_transaction if req.filter_transaction is None
+                else req.filter_transaction)
+        with localcontext(MONEY):
+            if req.external_data is not None:
+                session.external_data = req.external_data
+            outcomes = [self._sub(op, sub) for sub in req.subs]
+            if req.kind is m.ContainerKind.START:
+                if session.charging:
+                    self.sessions[session.session_id] = session
+                    account.sessions.add(session.session_id)
+            elif req.kind is m.ContainerKind.STOP:
+                named = {sub.reservation_id for sub in req.subs}
+                op.reason = STOP
+                op.result_type = req.cleanup_result_type or session.cleanup_result_type
+                for cs in list(session.charging.values()):
+                    if cs.open:
+                        outcome = rules.clean_up(op, cs)
+                        if cs.reservation_id not in named:
+                            outcomes.append(outcome)
+                self._remove(session)
+        self._credit_changed(account, before)
+        return m.ExecuteResult(session.session_id, tuple(outcomes))
+
+    def _new_session(self, req: m.Execute, now: float) -> Session:
+        if req.session_id in self.sessions:
+            raise Refused(ErrorCode.SESSION_EXISTS, f"session {req.session_id!r} exists")
+        if not req.subs:
+            raise Refused(ErrorCode.INVALID_REQUEST, "a start container needs a prepare_reserve")
+        return Session(req.session_id, req.user_id, req.service_id, now, req.listener_id,
+                       req.external_data, req.result_type or m.ResultType.ALL_TRANSACTIONS,
+                       req.cleanup_result_type or m.ResultType.ALL_TRANSACTIONS,
+                       bool(req.filter_transaction))
+
+    def _sub(self, op: Op, sub: m.SubRequest) -> m.Outcome:
+        try:
+            return rules.HANDLERS[sub.action](op, sub)
+        except Refused as exc:
+            return m.Outcome(sub.reservation_id, exc.code, exc.message)
+        except DecimalException:  # a quantity or price outside exact arithmetic
+            return m.Outcome(sub.reservation_id, ErrorCode.INVALID_REQUEST,
+                             "amount out of the exactly representable range")
+
+    def _remove(self, session: Session) -> None:
+        session.alive = False
+        self.sessions.pop(session.session_id, None)
+        account = self.accounts.get(session.user_id)
+        if account is not None:
+            account.sessions.discard(session.session_id)
+
+    def _credit_changed(self, account: Account,
+                        before: tuple[Decimal, tuple[ChargingSession, ...]]) -> None:
+        """Queue renewals for charging sessions that were starved or reduced before an
+        operation that raised the available credit (starving one never notifies it)."""
+        available, hungry = before
+        if hungry and account.balance - account.reserved > available:
+            for cs in hungry:
+                if cs in account.hungry:
+                    self.renewals.setdefault(cs, m.RenewalReason.CREDIT_AVAILABLE)
+
+    # ------------------------------------------------------------------ time
+
+    def next_expiry(self) -> float | None:
+        """The earliest reservation deadline (possibly one no longer current), or None."""
+        return self.expiry.next_deadline()
+
+    def expire(self, now: float, limit: int = 10_000) -> int:
+        """Clean up reservations whose TTL ran out by `now`; returns how many were due."""
+        due = self.expiry.pop_due(now, limit)
+        with localcontext(MONEY):
+            for item in due:
+                assert isinstance(item, ChargingSession)
+                session = item.session
+                account = self.accounts[session.user_id]
+                before = account.balance - account.reserved, tuple(account.hungry)
+                if item.open:
+                    op = Op(account, session, now, self.catalog, self.journal, self.expiry,
+                            EXPIRY, session.cleanup_result_type, session.filter_transaction)
+                    rules.clean_up(op, item)
+                if session.settled(now):
+                    self._remove(session)
+                self._credit_changed(account, before)
+        return len(due)
+
+    # ------------------------------------------------------------------ operator
+
+    def _account(self, user_id: str) -> Account:
+        account = self.accounts.get(user_id)
+        if account is None:
+            raise Refused(ErrorCode.USER_UNKNOWN, f"no subscriber {user_id!r}")
+        return account
+
+    def create_subscriber(self, user_id: str, balance: Decimal, currency: str = "EUR",
+                          counters: Mapping[str, Decimal] | None = None) -> m.Subscriber:
+        """A new subscriber; `Refused(USER_EXISTS)` if the id is taken."""
+        if user_id in self.accounts:
+            raise Refused(ErrorCode.USER_EXISTS, f"subscriber {user_id!r} already exists")
+        for name, value in (counters or {}).items():
+            if value < 0:
+                raise Refused(ErrorCode.INVALID_REQUEST, f"counter {name!r} must be >= 0")
+        account = Account(user_id, balance, currency, counters)
+        self.accounts[user_id] = account
+        return account.snapshot()
+
+    def get_subscriber(self, user_id: str) -> m.Subscriber:
+        """Balance, reserved, available and counters of one subscriber."""
+        return self._account(user_id).snapshot()
+
+    def top_up(self, user_id: str, amount: Decimal, now: float) -> m.Subscriber:
+        """Credit the balance (journaled); may trigger renewal notifications."""
+        account = self._account(user_id)
+        if amount <= 0:
+            raise Refused(ErrorCode.INVALID_REQUEST, "a top-up amount must be > 0")
+        before = account.balance - account.reserved, tuple(account.hungry)
+        with localcontext(MONEY):
+            account.balance += amount
+        self.journal.record(dt.datetime.fromtimestamp(now, UTC), user_id, None, None,
+                            m.TxKind.TOP_UP, ADMIN, amount, account.currency)
+        self._credit_changed(account, before)
+        return account.snapshot()
+
+    def find_sessions(self, user_id: str | None = None, session_id: str | None = None,
+                      limit: int = 1000) -> list[m.SessionInfo]:
+        """Live sessions by user and/or id (at most `limit`)."""
+        if session_id is not None:
+            found = self.sessions.get(session_id)
+            ids = [session_id] if found and user_id in (None, found.user_id) else []
+        elif user_id is not None:
+            account = self.accounts.get(user_id)
+            ids = sorted(account.sessions)[:limit] if account else []
+        else:
+            ids = [sid for sid, _ in zip(self.sessions, range(limit), strict=False)]
+        return [self._info(self.sessions[sid]) for sid in ids]
+
+    @staticmethod
+    def _info(s: Session) -> m.SessionInfo:
+        return m.SessionInfo(
+            s.session_id, s.user_id, s.service_id, dt.datetime.fromtimestamp(s.created_at, UTC),
+            s.listener_id, s.external_data, tuple(
+                m.ReservationInfo(
+                    cs.reservation_id,
+                    "starved" if cs.starved else "open" if cs.open else "ended", cs.item,
+                    cs.held, dt.datetime.fromtimestamp(cs.expires_at, UTC), cs.resolution,
+                    {cs.counter: cs.units} if cs.counter and cs.units else {}, cs.inverse)
+                for cs in s.charging.values()))
+
+    def cancel_session(self, session_id: str, now: float) -> list[m.Transaction]:
+        """Release every reservation of a session, whatever its default, and remove it."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise Refused(ErrorCode.SESSION_NOT_FOUND, f"no session {session_id!r}")
+        account = self.accounts[session.user_id]
+        before = account.balance - account.reserved, tuple(account.hungry)
+        first = self.journal.next_id
+        op = Op(account, session, now, self.catalog, self.journal, self.expiry, ADMIN,
+                m.ResultType.ALL_TRANSACTIONS, False)
+        with localcontext(MONEY):
+            for cs in list(session.charging.values()):
+                if cs.open:
+                    rules.clean_up(op, cs, m.Resolution.CANCELED)
+        self._remove(session)
+        self._credit_changed(account, before)
+        return self.journal.query(session_id=session_id, after=first - 1)
+
+    def transactions(self, user_id: str | None = None, session_id: str | None = None,
+                     after: int | None = None, limit: int | None = None) -> list[m.Transaction]:
+        """Journal entries, oldest first."""
+        return self.journal.query(user_id, session_id, after, limit)
+
+    def request_renewal(self, session_id: str, reservation_id: str) -> ChargingSession:
+        """Operator-triggered renewal notification for one open charging session."""
+        session = self.sessions.get(session_id)
+        cs = session.charging.get(reservation_id) if session else None
+        if cs is None or not cs.open:
+            raise Refused(ErrorCode.RESERVATION_NOT_FOUND,
+                          f"no open reservation {reservation_id!r} in session {session_id!r}")
+        self.renewals[cs] = m.RenewalReason.OPERATOR
+        return cs
+
+    def take_renewals(self) -> dict[ChargingSession, m.RenewalReason]:
+        """Charging sessions due a renewal notification since the last call."""
+        due, self.renewals = self.renewals, {}
+        return due
+
+    def stats(self) -> dict[str, Any]:
+        """Sizes of the engine's state."""
+        open_cs = sum(1 for s in self.sessions.values() for cs in s.charging.values()
+                      if cs.open)
+        return {"subscribers": len(self.accounts), "sessions": len(self.sessions),
+                "reservations": open_cs, "journal_entries": len(self.journal),
+                "journal_next_id": self.journal.next_id, "expiry_queue": len(self.expiry)}

@@ -1,0 +1,76 @@
+"""Subscribers: balance, reserved, available, and allowance counters.
+
+Invariants (checked by the tests after every step):
+    available == balance - reserved
+    reserved  == sum of what live reservations hold
+    counters_reserved[c] == sum of counter units live reservations hold
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+
+from protocol import messages as m
+
+ZERO = Decimal(0)
+
+
+class Account:
+    """One subscriber's money and counters."""
+
+    __slots__ = ("balance", "counters", "counters_reserved", "currency", "hungry", "reserved",
+                 "sessions", "user_id")
+
+    def __init__(self, user_id: str, balance: Decimal, currency: str,
+                 counters: Mapping[str, Decimal] | None = None) -> None:
+        self.user_id = user_id
+        self.currency = currency
+        self.balance = balance
+        self.reserved = ZERO
+        self.counters: dict[str, Decimal] = dict(counters or {})
+        self.counters_reserved: dict[str, Decimal] = {}
+        self.sessions: set[str] = set()         # ids of this user's live sessions
+        self.hungry: dict[object, None] = {}    # starved or reduced charging sessions
+
+    @property
+    def available(self) -> Decimal:
+        """Balance minus what reservations hold."""
+        return self.balance - self.reserved
+
+    def counter_available(self, name: str | None) -> Decimal:
+        """Units of counter `name` not held by a reservation."""
+        if name is None:
+            return ZERO
+        return self.counters.get(name, ZERO) - self.counters_reserved.get(name, ZERO)
+
+    def hold(self, amount: Decimal, counter: str | None, units: Decimal) -> None:
+        """Reserve money and counter units."""
+        self.reserved += amount
+        if units:
+            assert counter is not None
+            self.counters_reserved[counter] = self.counters_reserved.get(counter, ZERO) + units
+
+    def release(self, amount: Decimal, counter: str | None, units: Decimal) -> None:
+        """Give back what `hold` took."""
+        self.reserved -= amount
+        if units:
+            assert counter is not None
+            left = self.counters_reserved[counter] - units
+            if left:
+                self.counters_reserved[counter] = left
+            else:
+                del self.counters_reserved[counter]
+
+    def debit(self, amount: Decimal, counter: str | None, units: Decimal) -> None:
+        """Charge money (the balance may go below zero) and consume counter units."""
+        self.balance -= amount
+        if units:
+            assert counter is not None
+            self.counters[counter] = self.counters.get(counter, ZERO) - units
+
+    def snapshot(self) -> m.Subscriber:
+        """The subscriber as the operator API shows it."""
+        return m.Subscriber(self.user_id, self.currency, self.balance, self.reserved,
+                            self.balance - self.reserved, dict(self.counters),
+                            dict(self.counters_reserved))

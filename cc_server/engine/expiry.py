@@ -1,0 +1,60 @@
+"""Reservation deadlines: a binary heap with lazy deletion.
+
+Each entry is (deadline, sequence, charging session). An entry is stale when the charging
+session's deadline has moved since (a confirm-and-reserve) or its session is gone; stale
+entries are skipped when popped, and the heap is rebuilt (stale entries dropped) whenever
+it has doubled since the last rebuild, so memory stays proportional to live reservations
+and each operation costs amortised O(log n).
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Protocol
+
+
+class Expiring(Protocol):
+    """What the queue needs to know of a charging session."""
+
+    expires_at: float
+
+    @property
+    def alive(self) -> bool: ...
+
+
+class ExpiryQueue:
+    """Deadlines of charging sessions, earliest first."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Expiring]] = []
+        self._seq = 0
+        self._compact_at = 1024
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def push(self, item: Expiring) -> None:
+        """Schedule `item` at its current `expires_at`."""
+        self._seq += 1
+        heapq.heappush(self._heap, (item.expires_at, self._seq, item))
+        if len(self._heap) >= self._compact_at:
+            self._compact()
+
+    def next_deadline(self) -> float | None:
+        """The earliest deadline in the heap (possibly stale), or None."""
+        return self._heap[0][0] if self._heap else None
+
+    def pop_due(self, now: float, limit: int) -> list[Expiring]:
+        """Up to `limit` items whose current deadline is <= now, earliest first."""
+        heap = self._heap
+        due: list[Expiring] = []
+        while heap and heap[0][0] <= now and len(due) < limit:
+            deadline, _, item = heapq.heappop(heap)
+            if item.expires_at == deadline and item.alive:
+                due.append(item)
+        return due
+
+    def _compact(self) -> None:
+        self._heap = [e for e in self._heap if e[2].expires_at == e[0] and e[2].alive]
+        heapq.heapify(self._heap)
+        self._compact_at = max(1024, 2 * len(self._heap))

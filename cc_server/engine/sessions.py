@@ -1,0 +1,342 @@
+"""Sessions, charging sessions, and the sub-request rules of SPEC section 3.
+
+Every function here validates everything it can before it changes anything, so a refused
+sub-request (`Refused`) leaves no trace. The one deliberate exception is confirm-and-reserve:
+its release (1) and debit (2) stand even when the new reservation (3) finds no credit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from protocol import messages as m
+from protocol.errors import ErrorCode
+
+from .accounts import ZERO, Account
+from .catalog import Catalog, PricePlan, affordable_quantity, rate
+from .errors import Refused
+from .expiry import ExpiryQueue
+from .journal import Journal
+
+UTC = dt.UTC
+NO_TX = m.ResultType.NO_TRANSACTIONS
+MASTER_TX = m.ResultType.MASTER_TRANSACTION
+
+
+class Session:
+    """A multiservice session: one subscriber, one service, many charging sessions."""
+
+    __slots__ = ("alive", "charging", "cleanup_result_type", "created_at", "external_data",
+                 "filter_transaction", "listener_id", "result_type", "service_id",
+                 "session_id", "user_id")
+
+    def __init__(self, session_id: str, user_id: str, service_id: str, created_at: float,
+                 listener_id: int | None = None, external_data: bytes | None = None,
+                 result_type: m.ResultType = m.ResultType.ALL_TRANSACTIONS,
+                 cleanup_result_type: m.ResultType = m.ResultType.ALL_TRANSACTIONS,
+                 filter_transaction: bool = False) -> None:
+        self.session_id = session_id
+        self.user_id = user_id
+        self.service_id = service_id
+        self.created_at = created_at
+        self.listener_id = listener_id
+        self.external_data = external_data
+        self.result_type = result_type
+        self.cleanup_result_type = cleanup_result_type
+        self.filter_transaction = filter_transaction
+        self.charging: dict[str, ChargingSession] = {}
+        self.alive = True
+
+    def settled(self, now: float) -> bool:
+        """True when no charging session is open and the latest expiry has passed."""
+        charging = self.charging.values()
+        return not any(cs.open for cs in charging) and \
+            max((cs.expires_at for cs in charging), default=now) <= now
+
+
+class ChargingSession:
+    """One reservation id of a session: what it holds, until when, and how it ends."""
+
+    __slots__ = ("counter", "expires_at", "held", "inverse", "item", "open", "reduced",
+                 "reservation_id", "resolution", "session", "starved", "ttl", "units")
+
+    def __init__(self, session: Session, reservation_id: str, item: m.ChargeableItem,
+                 ttl: float, expires_at: float, resolution: m.Resolution,
+                 inverse: str | None) -> None:
+        self.session = session
+        self.reservation_id = reservation_id
+        self.item = item                  # the stored reservation item (granted, if reduced)
+        self.ttl = ttl
+        self.expires_at = expires_at
+        self.resolution = resolution
+        self.inverse = inverse
+        self.held = ZERO                  # money held
+        self.counter: str | None = None   # allowance counter the units are held on
+        self.units = ZERO                 # counter units held
+        self.open = True
+        self.starved = False              # open, nothing held: its new reservation failed
+        self.reduced = False              # granted less than asked by inverse rating
+
+    @property
+    def alive(self) -> bool:
+        """Whether its session still exists (for the expiry queue)."""
+        return self.session.alive
+
+
+class Op:
+    """One container (or clean-up) being applied: to whom, when, and how to report it."""
+
+    __slots__ = ("account", "catalog", "expiry", "filter", "journal", "now", "now_dt",
+                 "reason", "result_type", "session")
+
+    def __init__(self, account: Account, session: Session, now: float, catalog: Catalog,
+                 journal: Journal, expiry: ExpiryQueue, reason: m.TxReason,
+                 result_type: m.ResultType, filter_transaction: bool) -> None:
+        self.account = account
+        self.session = session
+        self.now = now
+        self.now_dt = dt.datetime.fromtimestamp(now, UTC)
+        self.catalog = catalog
+        self.journal = journal
+        self.expiry = expiry
+        self.reason = reason
+        self.result_type = result_type
+        self.filter = filter_transaction
+
+
+# ------------------------------------------------------------------------ validation
+
+def consolidate(stored: m.ChargeableItem, given: m.ChargeableItem | None) -> m.ChargeableItem:
+    """Overlay a None or partial item on the stored one, property by property."""
+    if given is None:
+        return stored
+    if not given.properties:
+        return stored if given.name in (None, stored.name) else \
+            m.ChargeableItem(given.name, stored.properties)
+    return m.ChargeableItem(given.name or stored.name, {**stored.properties, **given.properties})
+
+
+def _quantity(item: m.ChargeableItem, plan: PricePlan) -> Decimal:
+    value = item.properties.get(plan.quantity)
+    kind = type(value)
+    if kind is int:
+        quantity = Decimal(value)  # type: ignore[arg-type]
+    elif kind is Decimal:
+        quantity = value  # type: ignore[assignment]
+    elif value is None:
+        raise Refused(ErrorCode.INVALID_REQUEST,
+                      f"item {item.name!r} needs its quantity property {plan.quantity!r}")
+    else:
+        raise Refused(ErrorCode.INVALID_REQUEST, f"quantity property {plan.quantity!r} must be "
+                      f"an int or a Decimal, not {kind.__name__}")
+    if quantity < 0:
+        raise Refused(ErrorCode.INVALID_REQUEST, f"{plan.quantity} must not be negative")
+    return quantity
+
+
+def priced(op: Op, item: m.ChargeableItem) -> tuple[PricePlan, Decimal, Decimal]:
+    """(plan, price per step, quantity) of an item, or `Refused`."""
+    if item.name is None:
+        raise Refused(ErrorCode.INVALID_REQUEST, "the chargeable item has no name")
+    service = op.session.service_id
+    plan = op.catalog.plan(service, item.name)
+    if plan is None:
+        raise Refused(ErrorCode.UNKNOWN_CHARGEABLE_ITEM,
+                      f"service {service!r} has no chargeable item {item.name!r}")
+    price = plan.prices.get(op.account.currency)
+    if price is None:
+        raise Refused(ErrorCode.UNKNOWN_CHARGEABLE_ITEM,
+                      f"item {item.name!r} has no price in {op.account.currency}")
+    return plan, price, _quantity(item, plan)
+
+
+def _check_inverse(inverse: str | None, plan: PricePlan) -> None:
+    if inverse is not None and inverse != plan.quantity:
+        raise Refused(ErrorCode.INVALID_REQUEST, f"property_to_inverse must name the quantity "
+                      f"property {plan.quantity!r}, not {inverse!r}")
+
+
+def _open(op: Op, reservation_id: str) -> ChargingSession:
+    cs = op.session.charging.get(reservation_id)
+    if cs is None or not cs.open:
+        raise Refused(ErrorCode.RESERVATION_NOT_FOUND,
+                      f"no open reservation {reservation_id!r} in this session")
+    return cs
+
+
+# ------------------------------------------------------------------------ money moves
+
+def _result(op: Op, amount: Decimal, tx: m.Transaction | None) -> m.RatingResult:
+    if tx is None or op.result_type is NO_TX or (op.filter and not tx.amount):
+        return m.RatingResult(amount, op.account.currency)
+    return m.RatingResult(amount, op.account.currency, (tx,))
+
+
+def _journal(op: Op, cs: ChargingSession, kind: m.TxKind, amount: Decimal,
+             counter: str | None, units: Decimal) -> m.Transaction | None:
+    if not amount and not units:
+        return None
+    return op.journal.record(op.now_dt, op.account.user_id, op.session.session_id,
+                             cs.reservation_id, kind, op.reason, amount,
+                             op.account.currency, counter, units)
+
+
+def release(op: Op, cs: ChargingSession) -> m.RatingResult:
+    """Give back what `cs` holds (the re-rated reservation: result (1))."""
+    amount, counter, units = cs.held, cs.counter, cs.units
+    op.account.release(amount, counter, units)
+    cs.held, cs.units = ZERO, ZERO
+    return _result(op, amount, _journal(op, cs, m.TxKind.RELEASE, amount, counter, units))
+
+
+def debit(op: Op, cs: ChargingSession, plan: PricePlan, price: Decimal,
+          quantity: Decimal) -> m.RatingResult:
+    """Rate a consumed quantity and charge it in full (result (2)); never fails for credit."""
+    rating = rate(plan, price, quantity, op.account.counter_available(plan.allowance))
+    op.account.debit(rating.amount, plan.allowance, rating.allowance)
+    tx = _journal(op, cs, m.TxKind.CONFIRM, rating.amount, plan.allowance, rating.allowance)
+    return _result(op, rating.amount, tx)
+
+
+def hold(op: Op, cs: ChargingSession, item: m.ChargeableItem, plan: PricePlan, price: Decimal,
+         quantity: Decimal, inverse: str | None) -> m.RatingResult:
+    """Rate and reserve `item` for `cs` (result (3)), reduced by inverse rating if allowed.
+
+    Raises `Refused(CREDIT_LIMIT_REACHED)` before changing anything when nothing fits.
+    """
+    account = op.account
+    counter_available = account.counter_available(plan.allowance)
+    rating = rate(plan, price, quantity, counter_available)
+    available = account.balance - account.reserved
+    reduced = False
+    if rating.amount and rating.amount > available:
+        if inverse is None:
+            raise Refused(ErrorCode.CREDIT_LIMIT_REACHED, f"{rating.amount} {account.currency} "
+                          f"needed, {available} available")
+        granted = affordable_quantity(plan, price, quantity, counter_available, available)
+        if granted <= 0:
+            raise Refused(ErrorCode.CREDIT_LIMIT_REACHED, f"not even one {plan.step} "
+                          f"{plan.quantity} step is affordable ({available} available)")
+        rating = rate(plan, price, granted, counter_available)
+        original = item.properties[plan.quantity]
+        value = int(granted) if type(original) is int and granted == granted.to_integral() \
+            else granted
+        item = m.ChargeableItem(item.name, {**item.properties, plan.quantity: value})
+        reduced = True
+    account.hold(rating.amount, plan.allowance, rating.allowance)
+    cs.item, cs.held, cs.counter, cs.units = item, rating.amount, plan.allowance, rating.allowance
+    cs.starved, cs.reduced = False, reduced
+    if reduced:
+        account.hungry[cs] = None
+    else:
+        account.hungry.pop(cs, None)
+    return _result(op, rating.amount, _journal(op, cs, m.TxKind.RESERVE, rating.amount,
+                                               plan.allowance, rating.allowance))
+
+
+def end(op: Op, cs: ChargingSession) -> None:
+    """The charging session is over (confirmed, cancelled, cleaned up)."""
+    cs.open = False
+    cs.starved = cs.reduced = False
+    op.account.hungry.pop(cs, None)
+
+
+def _expires(op: Op, cs: ChargingSession) -> dt.datetime:
+    return dt.datetime.fromtimestamp(cs.expires_at, UTC)
+
+
+# ------------------------------------------------------------------------ sub-requests
+
+def reserve(op: Op, sub: m.SubRequest) -> m.Outcome:
+    """prepare_reserve: open a new charging session holding the rated item."""
+    rid = sub.reservation_id
+    if rid in op.session.charging:
+        raise Refused(ErrorCode.DUPLICATE_RESERVATION,
+                      f"reservation {rid!r} already exists in this session")
+    ttl = sub.ttl
+    if ttl is None or ttl <= 0:
+        raise Refused(ErrorCode.INVALID_REQUEST, f"a reservation needs a ttl > 0 (got {ttl})")
+    if sub.item is None:
+        raise Refused(ErrorCode.INVALID_REQUEST, "prepare_reserve needs a chargeable item")
+    plan, price, quantity = priced(op, sub.item)
+    _check_inverse(sub.property_to_inverse, plan)
+    cs = ChargingSession(op.session, rid, sub.item, ttl, op.now + ttl,
+                         sub.default_resolution or m.Resolution.CANCELED,
+                         sub.property_to_inverse)
+    result = hold(op, cs, sub.item, plan, price, quantity, cs.inverse)
+    op.session.charging[rid] = cs
+    op.expiry.push(cs)
+    return m.Outcome(rid, reserve_result=result, granted_item=cs.item,
+                     expires_at=_expires(op, cs))
+
+
+def confirm(op: Op, sub: m.SubRequest) -> m.Outcome:
+    """prepare_confirm: release the reservation (1), debit the consolidated item (2)."""
+    cs = _open(op, sub.reservation_id)
+    plan, price, quantity = priced(op, consolidate(cs.item, sub.item))
+    cancel_result = release(op, cs)
+    confirm_result = debit(op, cs, plan, price, quantity)
+    end(op, cs)
+    return m.Outcome(cs.reservation_id, cancel_result=cancel_result,
+                     confirm_result=confirm_result)
+
+
+def cancel(op: Op, sub: m.SubRequest) -> m.Outcome:
+    """prepare_cancel: release the reservation; the charging session ends."""
+    cs = _open(op, sub.reservation_id)
+    cancel_result = release(op, cs)
+    end(op, cs)
+    return m.Outcome(cs.reservation_id, cancel_result=cancel_result)
+
+
+def confirm_and_reserve(op: Op, sub: m.SubRequest) -> m.Outcome:
+    """prepare_confirm_and_reserve: the three rating results of SAP CC."""
+    cs = _open(op, sub.reservation_id)
+    confirm_item = consolidate(cs.item, sub.item)
+    next_item = consolidate(cs.item, sub.next_item)
+    c_plan, c_price, c_quantity = priced(op, confirm_item)
+    n_plan, n_price, n_quantity = priced(op, next_item)
+    _check_inverse(sub.property_to_inverse, n_plan)
+    inverse = sub.property_to_inverse or (cs.inverse if cs.inverse == n_plan.quantity else None)
+    ttl = sub.ttl
+    if ttl == 0:
+        raise Refused(ErrorCode.INVALID_REQUEST, "ttl 0 is invalid (> 0 sets, < 0 keeps)")
+    if ttl is None or ttl < 0:
+        ttl = cs.ttl
+    cancel_result = release(op, cs)
+    confirm_result = debit(op, cs, c_plan, c_price, c_quantity)
+    cs.ttl, cs.expires_at, cs.inverse = ttl, op.now + ttl, inverse
+    cs.resolution = sub.default_resolution or cs.resolution
+    op.expiry.push(cs)
+    try:
+        reserve_result = hold(op, cs, next_item, n_plan, n_price, n_quantity, inverse)
+    except Refused as exc:   # starved: open with nothing held until its TTL
+        cs.item, cs.starved, cs.reduced = next_item, True, False
+        op.account.hungry[cs] = None
+        return m.Outcome(cs.reservation_id, exc.code, exc.message, cancel_result,
+                         confirm_result, expires_at=_expires(op, cs))
+    return m.Outcome(cs.reservation_id, None, None, cancel_result, confirm_result,
+                     reserve_result, cs.item, _expires(op, cs))
+
+
+def clean_up(op: Op, cs: ChargingSession, resolution: m.Resolution | None = None) -> m.Outcome:
+    """Apply the default (or the given) resolution to an open charging session."""
+    amount, counter, units = cs.held, cs.counter, cs.units
+    cancel_result = release(op, cs)
+    confirm_result = None
+    if (resolution or cs.resolution) is m.Resolution.CONFIRMED:
+        op.account.debit(amount, counter, units)
+        confirm_result = _result(op, amount,
+                                 _journal(op, cs, m.TxKind.CONFIRM, amount, counter, units))
+    end(op, cs)
+    return m.Outcome(cs.reservation_id, cancel_result=cancel_result,
+                     confirm_result=confirm_result)
+
+
+HANDLERS = {
+    m.Action.RESERVE: reserve,
+    m.Action.CONFIRM: confirm,
+    m.Action.CANCEL: cancel,
+    m.Action.CONFIRM_AND_RESERVE: confirm_and_reserve,
+}
