@@ -65,7 +65,8 @@ def _ext_hook(code: int, data: bytes) -> object:
 
 def pack(obj: object) -> bytes:
     """msgpack with this protocol's extension types."""
-    return msgpack.packb(obj, default=_default, datetime=True, use_bin_type=True)
+    packed: bytes = msgpack.packb(obj, default=_default, datetime=True, use_bin_type=True)
+    return packed
 
 
 def unpack(body: bytes) -> Any:

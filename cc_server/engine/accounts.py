@@ -10,8 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from protocol import messages as m
+
+if TYPE_CHECKING:
+    from .sessions import ChargingSession
 
 ZERO = Decimal(0)
 
@@ -31,7 +35,8 @@ class Account:
         self.counters: dict[str, Decimal] = dict(counters or {})
         self.counters_reserved: dict[str, Decimal] = {}
         self.sessions: set[str] = set()         # ids of this user's live sessions
-        self.hungry: dict[object, None] = {}    # starved or reduced charging sessions
+        #: starved or reduced charging sessions (a dict: insertion-ordered set)
+        self.hungry: dict[ChargingSession, None] = {}
 
     @property
     def available(self) -> Decimal:

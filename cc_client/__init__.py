@@ -1,0 +1,57 @@
+"""Async client of the charging server (a blocking facade lives in `cc_client.sync`).
+
+    import cc_client
+    from cc_client import ChargeableItem, Resolution
+
+    async with cc_client.connect("127.0.0.1:9500") as client:
+        op = client.create_session_start_operation(user_id="alice", service_id="DATA",
+                                                   session_id="s-1")
+        op.prepare_reserve("r-1", ChargeableItem("data", {"volume": 100}), ttl=30)
+        result = await op.execute()
+"""
+
+from protocol.messages import (
+    ChargeableItem,
+    RatingResult,
+    ReservationInfo,
+    Resolution,
+    ResultType,
+    SessionInfo,
+    Subscriber,
+    Transaction,
+)
+
+from .client import Client, Connector, connect
+from .errors import (
+    AuthenticationFailed,
+    ChargingError,
+    CommunicationFailure,
+    CreditLimitReached,
+    DuplicateReservation,
+    Forbidden,
+    InvalidRequest,
+    LimitExceeded,
+    OperationFailure,
+    ReservationNotFound,
+    ServerFailure,
+    SessionExists,
+    SessionNotFound,
+    UnknownChargeableItem,
+    UserExists,
+    UserUnknown,
+)
+from .listeners import RenewalNotification
+from .operations import SessionStartOperation, SessionStopOperation, SessionUpdateOperation
+from .results import ReservationResult, SessionResult
+
+__version__ = "0.1.0"
+__all__ = [
+    "AuthenticationFailed", "ChargeableItem", "ChargingError", "Client",
+    "CommunicationFailure", "Connector", "CreditLimitReached", "DuplicateReservation",
+    "Forbidden", "InvalidRequest", "LimitExceeded", "OperationFailure", "RatingResult",
+    "RenewalNotification", "ReservationInfo", "ReservationNotFound", "ReservationResult",
+    "Resolution", "ResultType", "ServerFailure", "SessionExists", "SessionInfo",
+    "SessionNotFound", "SessionResult", "SessionStartOperation", "SessionStopOperation",
+    "SessionUpdateOperation", "Subscriber", "Transaction", "UnknownChargeableItem",
+    "UserExists", "UserUnknown", "connect",
+]

@@ -1,0 +1,108 @@
+"""The operator API, `client.admin` (role `admin` when the server has a users file)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
+
+from protocol import codec
+from protocol import messages as m
+from protocol.messages import SessionInfo, Subscriber, Transaction
+
+if TYPE_CHECKING:
+    from .client import Client
+
+T = m.MsgType
+MUTATING = frozenset({"create_subscriber", "top_up", "cancel_session"})
+
+
+def to_decimal(value: Decimal | int | str, what: str) -> Decimal:
+    """An exact amount from a Decimal, int or decimal string (floats are refused)."""
+    if isinstance(value, bool) or not isinstance(value, Decimal | int | str):
+        raise TypeError(f"{what} must be a Decimal, int or decimal string, not "
+                        f"{type(value).__name__}")
+    try:
+        result = Decimal(value)
+    except InvalidOperation:
+        raise ValueError(f"{what}: {value!r} is not a decimal number") from None
+    try:
+        return codec.check_decimal(result)
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}") from None
+
+
+class OperatorAPI:
+    """Subscribers, sessions, the journal and statistics."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    async def _run(self, command: str, **args: Any) -> Any:
+        args = {k: v for k, v in args.items() if v is not None}
+        op = self._client.new_operation_id() if command in MUTATING else None
+        msg_type, body = await self._client.call(
+            *codec.encode_body(m.AdminRequest(command, args, op)))
+        if msg_type != T.ADMIN_RESULT:
+            raise self._client.error_of(msg_type, body)
+        result = codec.decode_body(msg_type, body)
+        assert isinstance(result, m.AdminResult)
+        return codec.admin_value_from_wire(command, result.value)
+
+    async def create_subscriber(self, user_id: str, balance: Decimal | int | str,
+                                currency: str = "EUR",
+                                counters: Mapping[str, Decimal | int | str] | None = None
+                                ) -> Subscriber:
+        """Create a subscriber (UserExists if the id is taken)."""
+        counted = {name: to_decimal(v, f"counter {name!r}") for name, v in (counters or {}).items()}
+        sub: Subscriber = await self._run(
+            "create_subscriber", user=user_id, balance=to_decimal(balance, "balance"),
+            currency=currency, counters=counted or None)
+        return sub
+
+    async def get_subscriber(self, user_id: str) -> Subscriber:
+        """Balance, reserved, available and counters (UserUnknown if absent)."""
+        sub: Subscriber = await self._run("get_subscriber", user=user_id)
+        return sub
+
+    async def top_up(self, user_id: str, amount: Decimal | int | str) -> Subscriber:
+        """Credit the balance; returns the subscriber afterwards."""
+        sub: Subscriber = await self._run("top_up", user=user_id,
+                                          amount=to_decimal(amount, "amount"))
+        return sub
+
+    async def find_sessions(self, user_id: str | None = None, session_id: str | None = None,
+                            limit: int | None = None) -> list[SessionInfo]:
+        """Live sessions, by user and/or session id (at most `limit`, default 1000)."""
+        found: list[SessionInfo] = await self._run("find_sessions", user=user_id,
+                                                   session=session_id, limit=limit)
+        return found
+
+    async def cancel_session(self, session_id: str) -> list[Transaction]:
+        """Release every reservation of a session and remove it; the releases journaled."""
+        txs: list[Transaction] = await self._run("cancel_session", session=session_id)
+        return txs
+
+    async def transactions(self, user_id: str | None = None, session_id: str | None = None,
+                           after: int | None = None, limit: int | None = None
+                           ) -> list[Transaction]:
+        """Journal entries, oldest first, fetched page by page; `after` is a transaction id."""
+        entries: list[Transaction] = []
+        while limit is None or len(entries) < limit:
+            page: list[Transaction] = await self._run(
+                "transactions", user=user_id, session=session_id, after=after,
+                limit=None if limit is None else limit - len(entries))
+            entries += page
+            if not page:
+                break
+            after = page[-1].transaction_id
+        return entries
+
+    async def request_renewal(self, session_id: str, reservation_id: str) -> None:
+        """Have the server send a renewal notification for this charging session."""
+        await self._run("request_renewal", session=session_id, rid=reservation_id)
+
+    async def stats(self) -> dict[str, Any]:
+        """Server statistics."""
+        stats: dict[str, Any] = await self._run("stats")
+        return stats

@@ -1,0 +1,116 @@
+"""What execute() returns: SessionResult, ReservationResult (RatingResult is shared)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+from protocol import messages as m
+from protocol.messages import ChargeableItem, RatingResult, Transaction
+
+from .errors import ChargingError, error_from_code
+
+__all__ = ["RatingResult", "ReservationResult", "SessionResult", "Transaction"]
+
+
+class ReservationResult:
+    """Outcome of one sub-request (or of one clean-up at stop).
+
+    `error` is None when `ok`, else a `ChargingError` subclass instance whose `code` is the
+    SPEC code (e.g. `CreditLimitReached`, code "CREDIT_LIMIT_REACHED").
+    """
+
+    __slots__ = ("cancel_result", "confirm_result", "error", "expires_at", "granted_item",
+                 "reservation_id", "reserve_result")
+
+    def __init__(self, reservation_id: str, error: ChargingError | None = None,
+                 cancel_result: RatingResult | None = None,
+                 confirm_result: RatingResult | None = None,
+                 reserve_result: RatingResult | None = None,
+                 granted_item: ChargeableItem | None = None,
+                 expires_at: dt.datetime | None = None) -> None:
+        self.reservation_id = reservation_id
+        self.error = error
+        self.cancel_result = cancel_result
+        self.confirm_result = confirm_result
+        self.reserve_result = reserve_result
+        self.granted_item = granted_item
+        self.expires_at = expires_at
+
+    @property
+    def ok(self) -> bool:
+        """True when the sub-request succeeded."""
+        return self.error is None
+
+    @classmethod
+    def from_outcome(cls, o: m.Outcome) -> ReservationResult:
+        """Build from the wire outcome."""
+        error = None if o.error is None else error_from_code(o.error, o.message or "")
+        return cls(o.reservation_id, error, o.cancel_result, o.confirm_result,
+                   o.reserve_result, o.granted_item, o.expires_at)
+
+    def __repr__(self) -> str:
+        parts = [f"{self.reservation_id!r}", "ok" if self.ok else f"error={self.error!r}"]
+        for name in ("cancel_result", "confirm_result", "reserve_result"):
+            value = getattr(self, name)
+            if value is not None:
+                parts.append(f"{name.split('_')[0]}={value.amount} {value.currency}")
+        if self.expires_at is not None:
+            parts.append(f"expires_at={self.expires_at.isoformat()}")
+        return f"ReservationResult({', '.join(parts)})"
+
+
+class SessionResult:
+    """Outcomes of a container: `result[reservation_id]`, iteration in request order.
+
+    Stop containers append one entry per charging session they cleaned up. If a container
+    names the same reservation id twice, lookup by id gives the first outcome; iteration
+    gives all of them.
+    """
+
+    __slots__ = ("_by_id", "_ordered", "session_id")
+
+    def __init__(self, session_id: str, results: list[ReservationResult]) -> None:
+        self.session_id = session_id
+        self._ordered = results
+        self._by_id: dict[str, ReservationResult] = {}
+        for r in results:
+            self._by_id.setdefault(r.reservation_id, r)
+
+    @classmethod
+    def from_message(cls, msg: m.ExecuteResult) -> SessionResult:
+        """Build from the wire result."""
+        return cls(msg.session_id, [ReservationResult.from_outcome(o) for o in msg.outcomes])
+
+    @property
+    def ok(self) -> bool:
+        """True only when every sub-request succeeded."""
+        return all(r.error is None for r in self._ordered)
+
+    @property
+    def result(self) -> dict[str, ReservationResult]:
+        """Outcomes by reservation id."""
+        return self._by_id
+
+    def __getitem__(self, reservation_id: str) -> ReservationResult:
+        return self._by_id[reservation_id]
+
+    def get(self, reservation_id: str) -> ReservationResult | None:
+        """The outcome for `reservation_id`, or None."""
+        return self._by_id.get(reservation_id)
+
+    def __contains__(self, reservation_id: object) -> bool:
+        return reservation_id in self._by_id
+
+    def __iter__(self) -> Iterator[ReservationResult]:
+        return iter(self._ordered)
+
+    def __len__(self) -> int:
+        return len(self._ordered)
+
+    def keys(self) -> list[str]:
+        """Reservation ids in request order."""
+        return [r.reservation_id for r in self._ordered]
+
+    def __repr__(self) -> str:
+        return f"SessionResult({self.session_id!r}, ok={self.ok}, {self._ordered!r})"

@@ -1,0 +1,1 @@
+"""Charging server: engine, transport, renewal, durability."""

@@ -1,0 +1,186 @@
+"""Requests in, replies out: the one place where server-side failures become wire codes.
+
+`Dispatcher.handle` takes one request frame of a connection that completed its handshake
+and returns the reply (message type, msgpack body), or None when the request expects none.
+It never raises: bad input becomes an ERROR reply, an unexpected exception SERVER_ERROR.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from protocol import codec
+from protocol import messages as m
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.frames import Frame
+
+from .dedup import OutcomeCache, Reply
+from .engine import Engine, Refused
+
+log = logging.getLogger("cc_server")
+T = m.MsgType
+MUTATING_ADMIN = frozenset({"create_subscriber", "top_up", "cancel_session"})
+TX_PAGE = 2000  # journal entries per ADMIN_RESULT frame (stays far below 1 MiB)
+
+
+class Peer(Protocol):
+    """What the dispatcher needs of a connection."""
+
+    roles: frozenset[str]
+    name: str
+
+
+class Renewal(Protocol):
+    """The renewal notification service (see renewal.py)."""
+
+    def register(self, peer: Any, listener_id: int) -> None: ...
+    def unregister(self, peer: Any, listener_id: int) -> None: ...
+    def ack(self, peer: Any, notification_id: int) -> str: ...
+    def submit(self, due: dict[Any, m.RenewalReason], now: float) -> None: ...
+
+
+def error_reply(code: str, message: str = "") -> Reply:
+    """An ERROR reply."""
+    return T.ERROR, codec.pack({"code": str(code), "message": message})
+
+
+class Dispatcher:
+    """Routes requests to the engine, the operator commands and the renewal service."""
+
+    def __init__(self, engine: Engine, clock: Callable[[], float], renewal: Renewal,
+                 dedup: OutcomeCache, max_subrequests: int = 64) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.renewal = renewal
+        self.dedup = dedup
+        self.max_subrequests = max_subrequests
+        self.counts: Counter[str] = Counter()
+        self._admin: dict[str, Callable[[dict[str, Any], float], Any]] = {
+            "create_subscriber": self._create_subscriber,
+            "get_subscriber": lambda a, now: codec.subscriber_to_wire(
+                engine.get_subscriber(a["user"])),
+            "top_up": lambda a, now: codec.subscriber_to_wire(
+                engine.top_up(a["user"], a["amount"], now)),
+            "find_sessions": lambda a, now: [codec.session_to_wire(s) for s in engine.find_sessions(
+                a.get("user"), a.get("session"), min(a.get("limit") or 1000, 5000))],
+            "cancel_session": lambda a, now: [codec.tx_to_wire(t) for t in
+                                              engine.cancel_session(a["session"], now)],
+            "transactions": self._transactions,
+            "request_renewal": self._request_renewal,
+            "stats": lambda a, now: self.stats(),
+        }
+
+    # ------------------------------------------------------------------ entry point
+
+    def handle(self, peer: Peer, frame: Frame) -> Reply | None:
+        """The reply to one request frame (None: the request expects no reply)."""
+        try:
+            msg = codec.decode(frame)
+            if type(msg) is m.Execute:
+                return self._execute(peer, msg)
+            if type(msg) is m.AdminRequest:
+                return self._admin_request(peer, msg)
+            if type(msg) is m.Listen:
+                self._need(peer, "charging")
+                self.renewal.register(peer, msg.listener_id)
+                return T.LISTEN_OK, codec.pack({})
+            if type(msg) is m.Unlisten:
+                self.renewal.unregister(peer, msg.listener_id)
+                return T.UNLISTEN_OK, codec.pack({})
+            if type(msg) is m.Ack:
+                status = self.renewal.ack(peer, msg.notification_id)
+                return (T.ACK_OK, codec.pack({"status": status})) if msg.confirm else None
+            return error_reply(ErrorCode.PROTOCOL_ERROR,
+                               f"message type {frame.type:#04x} is not a request here")
+        except ProtocolError as exc:
+            self.counts["invalid"] += 1
+            return error_reply(exc.code, exc.message)
+        except Refused as exc:
+            return error_reply(exc.code, exc.message)
+        except Exception:
+            log.exception("event=internal_error peer=%s type=%#04x", peer.name, frame.type)
+            self.counts["server_error"] += 1
+            return error_reply(ErrorCode.SERVER_ERROR, "internal error; nothing was applied")
+
+    @staticmethod
+    def _need(peer: Peer, role: str) -> None:
+        if role not in peer.roles:
+            raise Refused(ErrorCode.FORBIDDEN, f"this needs the role {role!r}")
+
+    # ------------------------------------------------------------------ containers
+
+    def _execute(self, peer: Peer, msg: m.Execute) -> Reply:
+        self._need(peer, "charging")
+        if len(msg.subs) > self.max_subrequests:
+            return error_reply(ErrorCode.CONTAINER_TOO_LARGE, f"at most {self.max_subrequests} "
+                               f"sub-requests per container (got {len(msg.subs)})")
+        now = self.clock()
+        key = (msg.user_id, msg.operation_id)
+        stored = self.dedup.get(key, now)
+        if stored is not None:
+            self.counts["duplicate"] += 1
+            return stored
+        try:
+            result = self.engine.execute(msg, now)
+            reply: Reply = codec.encode_body(result)
+            self.counts[f"{msg.kind}.ok"] += 1
+        except Refused as exc:
+            reply = error_reply(exc.code, exc.message)
+            self.counts[f"{msg.kind}.{exc.code}"] += 1
+        self.dedup.put(key, reply, now)
+        self.flush_renewals(now)
+        return reply
+
+    def flush_renewals(self, now: float) -> None:
+        """Hand charging sessions due a renewal notification to the renewal service."""
+        if self.engine.renewals:
+            self.renewal.submit(self.engine.take_renewals(), now)
+
+    # ------------------------------------------------------------------ operator
+
+    def _admin_request(self, peer: Peer, msg: m.AdminRequest) -> Reply:
+        self._need(peer, "admin")
+        now = self.clock()
+        key = ("", msg.operation_id) if msg.operation_id and msg.command in MUTATING_ADMIN \
+            else None
+        if key is not None:
+            stored = self.dedup.get(key, now)
+            if stored is not None:
+                return stored
+        try:
+            reply: Reply = T.ADMIN_RESULT, codec.pack(
+                {"value": self._admin[msg.command](dict(msg.args), now)})
+            self.counts[f"admin.{msg.command}"] += 1
+        except Refused as exc:
+            reply = error_reply(exc.code, exc.message)
+        if key is not None:
+            self.dedup.put(key, reply, now)
+        self.flush_renewals(now)
+        return reply
+
+    def _create_subscriber(self, args: dict[str, Any], now: float) -> Any:
+        return codec.subscriber_to_wire(self.engine.create_subscriber(
+            args["user"], args["balance"], args.get("currency") or "EUR",
+            args.get("counters") or {}))
+
+    def _transactions(self, args: dict[str, Any], now: float) -> Any:
+        limit = min(args.get("limit") or TX_PAGE, TX_PAGE)
+        return [codec.tx_to_wire(t) for t in self.engine.transactions(
+            args.get("user"), args.get("session"), args.get("after"), limit)]
+
+    def _request_renewal(self, args: dict[str, Any], now: float) -> Any:
+        self.engine.request_renewal(args["session"], args["rid"])
+        return None
+
+    def stats(self) -> dict[str, Any]:
+        """Operation counts and state sizes."""
+        stats: dict[str, Any] = {"engine": self.engine.stats(), "operations": dict(self.counts),
+                                 "dedup": {"entries": len(self.dedup), "hits": self.dedup.hits}}
+        extra = getattr(self.renewal, "stats", None)
+        if extra is not None:
+            stats["renewal"] = extra()
+        return stats
+
