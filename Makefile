@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test,dev]'
+	$(BIN)/python -m pip install -q -e '.[test,dev]' --config-settings editable_mode=compat
 	touch $@
 
 run: $(STAMP)          ## start the server on 127.0.0.1:9500 (Ctrl-C stops it)

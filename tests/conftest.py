@@ -1,0 +1,43 @@
+"""Shared fixtures: in-process servers on 127.0.0.1 and a free port, with a movable clock."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import pytest
+
+import cc_client
+from cc_server.testing import ManualClock, TestServer, running_server
+
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY",
+                      os.path.join(tempfile.gettempdir(), "cc-tests-hypothesis"))
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """A clock tests move by hand."""
+    return ManualClock(1_800_000_000.0)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[TestServer]:
+    """A fresh in-memory server on the real clock."""
+    async with running_server() as srv:
+        yield srv
+
+
+@pytest.fixture
+async def client(server: TestServer) -> AsyncIterator[cc_client.Client]:
+    """A client connected to `server`."""
+    async with cc_client.connect(server.url) as c:
+        yield c
+
+
+async def new_subscriber(client: cc_client.Client, user_id: str, balance: str = "10.00",
+                         **kwargs: object) -> str:
+    """Create a subscriber and return its id."""
+    await client.admin.create_subscriber(user_id, Decimal(balance), **kwargs)  # type: ignore[arg-type]
+    return user_id

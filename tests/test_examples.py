@@ -1,0 +1,37 @@
+"""The examples run against a live server."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from cc_server.engine import Catalog
+from cc_server.testing import TestServer
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def load(name: str) -> object:
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_charge_session_example(server: TestServer, capsys: pytest.CaptureFixture[str]
+                                      ) -> None:
+    await load("charge_session").main(server.url)  # type: ignore[attr-defined]
+    out = capsys.readouterr().out
+    assert "(2) confirmed=0.30 EUR" in out
+    assert "final : balance 3.00 EUR, reserved 0.00" in out
+
+
+def test_example_catalog_loads() -> None:
+    catalog = Catalog.load(EXAMPLES / "catalog.toml")
+    assert catalog.plan("VIDEO", "stream") is not None
+    assert [s.user_id for s in catalog.subscribers] == ["alice", "bob"]
