@@ -20,15 +20,16 @@ class ReservationResult:
     SPEC code (e.g. `CreditLimitReached`, code "CREDIT_LIMIT_REACHED").
     """
 
-    __slots__ = ("cancel_result", "confirm_result", "error", "expires_at", "granted_item",
-                 "reservation_id", "reserve_result")
+    __slots__ = ("balance_below_zero", "cancel_result", "confirm_result", "error",
+                 "expires_at", "granted_item", "reservation_id", "reserve_result")
 
     def __init__(self, reservation_id: str, error: ChargingError | None = None,
                  cancel_result: RatingResult | None = None,
                  confirm_result: RatingResult | None = None,
                  reserve_result: RatingResult | None = None,
                  granted_item: ChargeableItem | None = None,
-                 expires_at: dt.datetime | None = None) -> None:
+                 expires_at: dt.datetime | None = None,
+                 balance_below_zero: bool = False) -> None:
         self.reservation_id = reservation_id
         self.error = error
         self.cancel_result = cancel_result
@@ -36,6 +37,8 @@ class ReservationResult:
         self.reserve_result = reserve_result
         self.granted_item = granted_item
         self.expires_at = expires_at
+        #: True when this confirm took the subscriber's balance below zero
+        self.balance_below_zero = balance_below_zero
 
     @property
     def ok(self) -> bool:
@@ -47,7 +50,7 @@ class ReservationResult:
         """Build from the wire outcome."""
         error = None if o.error is None else error_from_code(o.error, o.message or "")
         return cls(o.reservation_id, error, o.cancel_result, o.confirm_result,
-                   o.reserve_result, o.granted_item, o.expires_at)
+                   o.reserve_result, o.granted_item, o.expires_at, o.balance_below_zero)
 
     def __repr__(self) -> str:
         parts = [f"{self.reservation_id!r}", "ok" if self.ok else f"error={self.error!r}"]

@@ -453,11 +453,13 @@ def _enc_outcome(o: m.Outcome) -> dict[str, Any]:
         wire["granted"] = [o.granted_item.name, o.granted_item.properties]
     if o.expires_at is not None:
         wire["expires"] = o.expires_at
+    if o.balance_below_zero:
+        wire["below_zero"] = True
     return wire
 
 
 _OUTCOME_OPT = frozenset({"error", "message", "cancel", "confirm", "reserve", "granted",
-                          "expires"})
+                          "expires", "below_zero"})
 
 
 def _dec_outcome(obj: object) -> m.Outcome:
@@ -470,7 +472,8 @@ def _dec_outcome(obj: object) -> m.Outcome:
         rating_from_wire(d.get("confirm"), "confirm"),
         rating_from_wire(d.get("reserve"), "reserve"),
         item_from_wire(d.get("granted"), "granted"),
-        None if expires is None else _time(expires, "expires"))
+        None if expires is None else _time(expires, "expires"),
+        _bool(d.get("below_zero", False), "below_zero"))
 
 
 def _enc_execute_result(msg: m.ExecuteResult) -> dict[str, Any]:

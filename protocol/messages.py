@@ -262,6 +262,7 @@ class Outcome:
     reserve_result: RatingResult | None = None
     granted_item: ChargeableItem | None = None
     expires_at: dt.datetime | None = None
+    balance_below_zero: bool = False    # a confirm left the balance negative
 
 
 @dataclass(frozen=True, slots=True)

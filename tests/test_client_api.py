@@ -191,3 +191,14 @@ def test_sync_facade_and_server_thread() -> None:
         with pytest.raises(cc_client.SessionNotFound):
             client.create_session_update_operation(user_id="sync-user", service_id="DATA",
                                                    session_id="s1").execute()
+
+
+async def test_below_zero_confirm_is_reported(client: cc_client.Client) -> None:
+    user = await new_subscriber(client, "debt", "1.00")
+    await start(client, user, "s1")
+    stop = client.create_session_stop_operation(user_id=user, service_id="DATA",
+                                                session_id="s1")
+    stop.prepare_confirm("r1", data(150))
+    r = (await stop.execute())["r1"]
+    assert r.ok and r.balance_below_zero
+    assert (await client.admin.get_subscriber(user)).balance == D("-0.50")

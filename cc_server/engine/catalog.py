@@ -36,11 +36,16 @@ class PricePlan:
     allowance: str | None = None        # counter consumed before money, same unit
 
     def __post_init__(self) -> None:
+        where = f"{self.service_id}/{self.item}"
         if self.step <= 0:
-            raise CatalogError(f"{self.service_id}/{self.item}: step must be > 0")
-        for currency, price in self.prices.items():
-            if price < 0:
-                raise CatalogError(f"{self.service_id}/{self.item}: negative {currency} price")
+            raise CatalogError(f"{where}: step must be > 0")
+        for what, value in [("step", self.step), *self.prices.items()]:
+            if value < 0:
+                raise CatalogError(f"{where}: negative {what} price")
+            if value and (value.adjusted() >= 12 or
+                          value.normalize().as_tuple().exponent < -9):  # type: ignore[operator]
+                raise CatalogError(f"{where}: {what} {value} must be below 1E12 with at "
+                                   "most 9 fractional digits")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,8 @@
 """Reservation deadlines: a binary heap with lazy deletion.
 
 Each entry is (deadline, sequence, charging session). An entry is stale when the charging
-session's deadline has moved since (a confirm-and-reserve) or its session is gone; stale
+session was scheduled again since (a confirm-and-reserve: a newer sequence number is
+stored in it) or its session is gone; stale
 entries are skipped when popped, and the heap is rebuilt (stale entries dropped) whenever
 it has doubled since the last rebuild, so memory stays proportional to live reservations
 and each operation costs amortised O(log n).
@@ -17,6 +18,7 @@ class Expiring(Protocol):
     """What the queue needs to know of a charging session."""
 
     expires_at: float
+    expiry_seq: int
 
     @property
     def alive(self) -> bool: ...
@@ -36,6 +38,7 @@ class ExpiryQueue:
     def push(self, item: Expiring) -> None:
         """Schedule `item` at its current `expires_at`."""
         self._seq += 1
+        item.expiry_seq = self._seq
         heapq.heappush(self._heap, (item.expires_at, self._seq, item))
         if len(self._heap) >= self._compact_at:
             self._compact()
@@ -49,12 +52,12 @@ class ExpiryQueue:
         heap = self._heap
         due: list[Expiring] = []
         while heap and heap[0][0] <= now and len(due) < limit:
-            deadline, _, item = heapq.heappop(heap)
-            if item.expires_at == deadline and item.alive:
+            _, seq, item = heapq.heappop(heap)
+            if item.expiry_seq == seq and item.alive:
                 due.append(item)
         return due
 
     def _compact(self) -> None:
-        self._heap = [e for e in self._heap if e[2].expires_at == e[0] and e[2].alive]
+        self._heap = [e for e in self._heap if e[2].expiry_seq == e[1] and e[2].alive]
         heapq.heapify(self._heap)
         self._compact_at = max(1024, 2 * len(self._heap))

@@ -21,7 +21,11 @@ from .journal import Journal
 
 UTC = dt.UTC
 NO_TX = m.ResultType.NO_TRANSACTIONS
-MASTER_TX = m.ResultType.MASTER_TRANSACTION
+# Quantities (and catalog prices and steps, see catalog.py) are bounded so that every
+# amount stays far inside the engine's 80-digit exact arithmetic: no rating can trap
+# half-way through a sub-request.
+MAX_QUANTITY_DIGITS = 18
+MAX_FRACTION_DIGITS = 9
 
 
 class Session:
@@ -58,8 +62,9 @@ class Session:
 class ChargingSession:
     """One reservation id of a session: what it holds, until when, and how it ends."""
 
-    __slots__ = ("counter", "expires_at", "held", "inverse", "item", "open", "reduced",
-                 "reservation_id", "resolution", "session", "starved", "ttl", "units")
+    __slots__ = ("counter", "expires_at", "expiry_seq", "held", "inverse", "item", "open",
+                 "reduced", "reservation_id", "resolution", "session", "starved", "ttl",
+                 "units")
 
     def __init__(self, session: Session, reservation_id: str, item: m.ChargeableItem,
                  ttl: float, expires_at: float, resolution: m.Resolution,
@@ -69,6 +74,7 @@ class ChargingSession:
         self.item = item                  # the stored reservation item (granted, if reduced)
         self.ttl = ttl
         self.expires_at = expires_at
+        self.expiry_seq = 0               # the expiry queue's entry for it (older: stale)
         self.resolution = resolution
         self.inverse = inverse
         self.held = ZERO                  # money held
@@ -132,6 +138,11 @@ def _quantity(item: m.ChargeableItem, plan: PricePlan) -> Decimal:
                       f"an int or a Decimal, not {kind.__name__}")
     if quantity < 0:
         raise Refused(ErrorCode.INVALID_REQUEST, f"{plan.quantity} must not be negative")
+    if quantity and (quantity.adjusted() >= MAX_QUANTITY_DIGITS or
+                     quantity.normalize().as_tuple().exponent < -MAX_FRACTION_DIGITS):  # type: ignore[operator]
+        raise Refused(ErrorCode.INVALID_REQUEST, f"{plan.quantity} must be below "
+                      f"1E{MAX_QUANTITY_DIGITS} with at most {MAX_FRACTION_DIGITS} "
+                      "fractional digits")
     return quantity
 
 
@@ -167,16 +178,14 @@ def _open(op: Op, reservation_id: str) -> ChargingSession:
 
 # ------------------------------------------------------------------------ money moves
 
-def _result(op: Op, amount: Decimal, tx: m.Transaction | None) -> m.RatingResult:
-    if tx is None or op.result_type is NO_TX or (op.filter and not tx.amount):
+def _result(op: Op, amount: Decimal, tx: m.Transaction) -> m.RatingResult:
+    if op.result_type is NO_TX or (op.filter and not tx.amount):
         return m.RatingResult(amount, op.account.currency)
     return m.RatingResult(amount, op.account.currency, (tx,))
 
 
 def _journal(op: Op, cs: ChargingSession, kind: m.TxKind, amount: Decimal,
-             counter: str | None, units: Decimal) -> m.Transaction | None:
-    if not amount and not units:
-        return None
+             counter: str | None, units: Decimal) -> m.Transaction:
     return op.journal.record(op.now_dt, op.account.user_id, op.session.session_id,
                              cs.reservation_id, kind, op.reason, amount,
                              op.account.currency, counter, units)
@@ -279,7 +288,8 @@ def confirm(op: Op, sub: m.SubRequest) -> m.Outcome:
     confirm_result = debit(op, cs, plan, price, quantity)
     end(op, cs)
     return m.Outcome(cs.reservation_id, cancel_result=cancel_result,
-                     confirm_result=confirm_result)
+                     confirm_result=confirm_result,
+                     balance_below_zero=op.account.balance < 0)
 
 
 def cancel(op: Op, sub: m.SubRequest) -> m.Outcome:
@@ -315,9 +325,10 @@ def confirm_and_reserve(op: Op, sub: m.SubRequest) -> m.Outcome:
         cs.item, cs.starved, cs.reduced = next_item, True, False
         op.account.hungry[cs] = None
         return m.Outcome(cs.reservation_id, exc.code, exc.message, cancel_result,
-                         confirm_result, expires_at=_expires(op, cs))
+                         confirm_result, expires_at=_expires(op, cs),
+                         balance_below_zero=op.account.balance < 0)
     return m.Outcome(cs.reservation_id, None, None, cancel_result, confirm_result,
-                     reserve_result, cs.item, _expires(op, cs))
+                     reserve_result, cs.item, _expires(op, cs), op.account.balance < 0)
 
 
 def clean_up(op: Op, cs: ChargingSession, resolution: m.Resolution | None = None) -> m.Outcome:
@@ -331,7 +342,8 @@ def clean_up(op: Op, cs: ChargingSession, resolution: m.Resolution | None = None
                                  _journal(op, cs, m.TxKind.CONFIRM, amount, counter, units))
     end(op, cs)
     return m.Outcome(cs.reservation_id, cancel_result=cancel_result,
-                     confirm_result=confirm_result)
+                     confirm_result=confirm_result,
+                     balance_below_zero=confirm_result is not None and op.account.balance < 0)
 
 
 HANDLERS = {
