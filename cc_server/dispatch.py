@@ -172,7 +172,11 @@ class Dispatcher:
             args.get("user"), args.get("session"), args.get("after"), limit)]
 
     def _request_renewal(self, args: dict[str, Any], now: float) -> Any:
-        self.engine.request_renewal(args["session"], args["rid"])
+        cs = self.engine.request_renewal(args["session"], args["rid"])
+        if cs.session.listener_id is None:
+            self.engine.take_renewals()
+            raise Refused(ErrorCode.INVALID_REQUEST,
+                          "the session has no renewal listener id (set it at start)")
         return None
 
     def stats(self) -> dict[str, Any]:

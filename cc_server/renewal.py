@@ -1,22 +1,78 @@
-"""Reservation renewal notifications (SPEC section 4): listener registry and delivery.
+"""Reservation renewal notifications (SPEC section 4): registry, schedule, delivery.
 
 Registrations: listener id -> connections in registration order; the earliest live one is
-the primary, the others are backups. Delivery is driven by `RenewalService.submit` (from
-the dispatcher) and the server's timer calling `RenewalService.tick`.
+the primary, the others are backups.
+
+Schedule of one notification (times from its first attempt t0, all configurable):
+- attempt 1 at t0 goes to the primary; attempt k+1 at t0 + k * resend_interval, for at most
+  `resend_attempts` resends (0: send once);
+- an attempt goes to the next registrant (round robin) once the previous target has had
+  `send_timeout` without acknowledging, else to the same one;
+- the schedule runs whether or not anyone is registered, so a listener that registers late
+  gets the next attempt; nothing is sent at or after the charging session's expiry;
+- an acknowledgement ends it; so does the charging session ending or, for a credit
+  notification, getting its reservation back.
+One pending notification per charging session: a new trigger while one is pending reuses it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import datetime as dt
+import heapq
+import itertools
+from collections import Counter, OrderedDict
+from typing import Any, Protocol
 
 from protocol import messages as m
 
+from .engine import ChargingSession
+
+UTC = dt.UTC
+ACK_MEMORY = 100_000   # recently acknowledged ids, to answer "already_acknowledged"
+
+
+class Listener(Protocol):
+    """What the service needs of a connection."""
+
+    def push(self, msg: m.Message) -> bool: ...
+
+
+class Pending:
+    """One notification until acknowledged, given up, or no longer needed."""
+
+    __slots__ = ("attempt", "cs", "listener_id", "next_at", "notification_id", "reason",
+                 "sent_at", "target")
+
+    def __init__(self, notification_id: int, cs: ChargingSession, listener_id: int,
+                 reason: m.RenewalReason, now: float) -> None:
+        self.notification_id = notification_id
+        self.cs = cs
+        self.listener_id = listener_id
+        self.reason = reason
+        self.attempt = 0              # attempts made so far
+        self.next_at = now
+        self.target: Any = None       # connection of the latest delivered attempt
+        self.sent_at = 0.0            # first delivery to `target`: its send timeout runs from here
+
 
 class RenewalService:
-    """Listener registry; notification delivery is added by the renewal issue."""
+    """Listener registry and notification delivery, driven by `submit` and `tick`."""
 
-    def __init__(self) -> None:
+    def __init__(self, send_timeout: float = 0.5, resend_interval: float = 1.0,
+                 resend_attempts: int = 10) -> None:
+        self.send_timeout = send_timeout
+        self.resend_interval = resend_interval
+        self.resend_attempts = resend_attempts
         self.listeners: dict[int, list[Any]] = {}
+        self.pending: dict[ChargingSession, Pending] = {}
+        self._by_id: dict[int, Pending] = {}
+        self._heap: list[tuple[float, int, Pending]] = []
+        self._seq = itertools.count()
+        self._ids = itertools.count(1)
+        self._acked: OrderedDict[int, None] = OrderedDict()
+        self.counts: Counter[str] = Counter()
+
+    # ------------------------------------------------------------------ registry
 
     def register(self, peer: Any, listener_id: int) -> None:
         """`peer` listens for `listener_id` (idempotent; keeps its place)."""
@@ -37,17 +93,105 @@ class RenewalService:
         for listener_id in [lid for lid, peers in self.listeners.items() if peer in peers]:
             self.unregister(peer, listener_id)
 
-    def ack(self, peer: Any, notification_id: int) -> str:
-        """Acknowledge a notification; returns the status."""
-        return "unknown"
+    # ------------------------------------------------------------------ triggers
 
-    def submit(self, due: dict[Any, m.RenewalReason], now: float) -> None:
-        """Charging sessions due a notification."""
+    def submit(self, due: dict[ChargingSession, m.RenewalReason], now: float) -> None:
+        """Charging sessions due a notification: create (or reuse) and send attempt 1."""
+        for cs, reason in due.items():
+            listener_id = cs.session.listener_id
+            if listener_id is None or not cs.open or cs.expires_at <= now:
+                continue
+            existing = self.pending.get(cs)
+            if existing is not None:
+                self.counts["reused"] += 1
+                if reason is m.RenewalReason.OPERATOR:
+                    existing.reason = reason
+                continue
+            note = Pending(next(self._ids), cs, listener_id, reason, now)
+            self.pending[cs] = note
+            self._by_id[note.notification_id] = note
+            self.counts["created"] += 1
+            self._attempt(note, now)
+
+    def ack(self, peer: Any, notification_id: int) -> str:
+        """An acknowledgement from `peer`: "acknowledged", "already_acknowledged" or
+        "unknown" (also for a peer not registered for the notification's listener)."""
+        note = self._by_id.get(notification_id)
+        if note is None:
+            return "already_acknowledged" if notification_id in self._acked else "unknown"
+        if peer not in self.listeners.get(note.listener_id, ()):
+            return "unknown"
+        self._finish(note, "acknowledged")
+        self._acked[notification_id] = None
+        if len(self._acked) > ACK_MEMORY:
+            self._acked.popitem(last=False)
+        return "acknowledged"
+
+    # ------------------------------------------------------------------ schedule
 
     def tick(self, now: float) -> float | None:
-        """Send what is due; returns when to be called next (None: nothing pending)."""
-        return None
+        """Make every attempt due by `now`; returns the next due time, or None."""
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            at, _, note = heapq.heappop(heap)
+            if self._by_id.get(note.notification_id) is note and note.next_at == at:
+                self._attempt(note, now)
+        return heap[0][0] if heap else None
+
+    def _attempt(self, note: Pending, now: float) -> None:
+        cs = note.cs
+        if not cs.open or not cs.alive:
+            self._finish(note, "obsolete")
+            return
+        if note.reason is m.RenewalReason.CREDIT_AVAILABLE and not (cs.starved or cs.reduced):
+            self._finish(note, "obsolete")       # it got its reservation back meanwhile
+            return
+        if now >= cs.expires_at or note.attempt > self.resend_attempts:
+            self._finish(note, "expired_unacknowledged")
+            return
+        note.attempt += 1
+        target = self._target(note, now)
+        if target is not None and target.push(self._message(note)):
+            if target is not note.target:
+                note.target, note.sent_at = target, now
+            self.counts["sent" if note.attempt == 1 else "resent"] += 1
+        else:
+            self.counts["undeliverable"] += 1
+        if note.attempt > self.resend_attempts:      # that was the last one
+            note.next_at = min(cs.expires_at, now + max(self.send_timeout,
+                                                         self.resend_interval))
+        else:
+            note.next_at = now + self.resend_interval
+        heapq.heappush(self._heap, (note.next_at, next(self._seq), note))
+
+    def _target(self, note: Pending, now: float) -> Any:
+        peers = self.listeners.get(note.listener_id)
+        if not peers:
+            return None
+        previous = note.target
+        if previous is None or previous not in peers:
+            return peers[0]
+        if now - note.sent_at < self.send_timeout:
+            return previous
+        return peers[(peers.index(previous) + 1) % len(peers)]
+
+    def _message(self, note: Pending) -> m.Notification:
+        cs = note.cs
+        session = cs.session
+        return m.Notification(note.notification_id, note.listener_id, session.session_id,
+                              cs.reservation_id, session.user_id, session.service_id,
+                              note.reason, dt.datetime.fromtimestamp(cs.expires_at, UTC),
+                              note.attempt,
+                              session.external_data)
+
+    def _finish(self, note: Pending, outcome: str) -> None:
+        self.counts[outcome] += 1
+        self._by_id.pop(note.notification_id, None)
+        if self.pending.get(note.cs) is note:
+            del self.pending[note.cs]
 
     def stats(self) -> dict[str, int]:
         """Counts for admin.stats()."""
-        return {"listeners": sum(len(p) for p in self.listeners.values())}
+        return {"listeners": sum(len(p) for p in self.listeners.values()),
+                "pending": len(self.pending), **self.counts}
+
