@@ -233,6 +233,8 @@ async def test_operator_request_and_inverse_reduced_sessions(fast_server: TestSe
             await gw.admin.request_renewal("no-listener", "r1")
         with pytest.raises(cc_client.ReservationNotFound):
             await gw.admin.request_renewal("s9", "nope")
+        with pytest.raises(cc_client.SessionNotFound):
+            await gw.admin.request_renewal("nope", "r1")
 
 
 def test_sync_facade_handler_may_execute_containers() -> None:

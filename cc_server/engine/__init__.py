@@ -240,7 +240,9 @@ class Engine:
     def request_renewal(self, session_id: str, reservation_id: str) -> ChargingSession:
         """Operator-triggered renewal notification for one open charging session."""
         session = self.sessions.get(session_id)
-        cs = session.charging.get(reservation_id) if session else None
+        if session is None:
+            raise Refused(ErrorCode.SESSION_NOT_FOUND, f"no session {session_id!r}")
+        cs = session.charging.get(reservation_id)
         if cs is None or not cs.open:
             raise Refused(ErrorCode.RESERVATION_NOT_FOUND,
                           f"no open reservation {reservation_id!r} in session {session_id!r}")

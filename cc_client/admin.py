@@ -1,0 +1,570 @@
+"""cc-admin: the operator command line of the charging server.
+
+    cc-admin [--server HOST:PORT] [--user U --password P] [--timeout S] COMMAND ...
+
+A plain user of the public client API (`cc_client.connect(...).admin`). The global options
+are accepted before or after the command. Exit status: 0 success, 1 the server refused the
+operation, 2 usage error, 3 the server could not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import sys
+import textwrap
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import fields, is_dataclass
+from decimal import Decimal
+from typing import Any, TextIO
+
+import cc_client
+from cc_client import ChargeableItem, ReservationInfo, SessionInfo, Subscriber, Transaction
+from cc_client.operator import to_decimal
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+DEFAULT_SERVER = "127.0.0.1:9500"
+DEFAULT_TIMEOUT = 5.0
+PROG = "cc-admin"
+TX_PAGE = 1000          # journal entries fetched per request when streaming JSON lines
+
+Handler = Callable[[cc_client.Client, argparse.Namespace, TextIO], Awaitable[None]]
+
+
+class UsageError(Exception):
+    """A command line the tool cannot run (exit 2)."""
+
+
+# ---------------------------------------------------------------------------- arguments
+
+def parse_amount(text: str) -> Decimal:
+    """An exact decimal amount from the command line (argparse type; never a float)."""
+    try:
+        value = to_decimal(text.strip(), "amount")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"invalid amount {text!r}: {exc}") from None
+    if value.as_tuple().exponent > 0:      # type: ignore[operator]  # "1e2" -> 100, exactly
+        value = value.quantize(Decimal(1))
+    return value
+
+
+def parse_counter(text: str) -> tuple[str, Decimal]:
+    """NAME=UNITS (argparse type)."""
+    name, sep, units = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"invalid counter {text!r}: expected NAME=UNITS")
+    return name.strip(), parse_amount(units)
+
+
+def parse_positive_int(text: str) -> int:
+    """An integer >= 1 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def parse_timeout(text: str) -> float:
+    """Seconds > 0 (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid timeout {text!r}") from None
+    if not 0 < value < 86_400:
+        raise argparse.ArgumentTypeError(f"timeout must be > 0 seconds, not {text}")
+    return value
+
+
+def add_global_options(parser: argparse.ArgumentParser, *, user_flag: bool = True) -> None:
+    """The connection options; defaults are resolved after parsing (see `resolve_globals`).
+
+    Commands with their own `--user` filter take the login only as `--auth-user`.
+    """
+    group = parser.add_argument_group("connection options (before or after the command)")
+    group.add_argument("--server", metavar="HOST:PORT", default=argparse.SUPPRESS,
+                       help=f"server address; several, comma-separated, mean failover "
+                            f"(default: $CC_SERVER or {DEFAULT_SERVER})")
+    flags = ["--user", "--auth-user"] if user_flag else ["--auth-user"]
+    group.add_argument(*flags, dest="auth_user", metavar="U", default=argparse.SUPPRESS,
+                       help="log in as this operator (default: $CC_USER)")
+    group.add_argument("--password", metavar="P", default=argparse.SUPPRESS,
+                       help="password of the operator (default: $CC_PASSWORD)")
+    group.add_argument("--timeout", metavar="S", type=parse_timeout, default=argparse.SUPPRESS,
+                       help=f"seconds to wait for the server (default: {DEFAULT_TIMEOUT:g})")
+
+
+def resolve_globals(args: argparse.Namespace) -> None:
+    """Fill the connection options not given with the environment or the defaults."""
+    server = getattr(args, "server", None) or os.environ.get("CC_SERVER") or DEFAULT_SERVER
+    args.addresses = [a.strip() for a in server.split(",") if a.strip()]
+    if not args.addresses:
+        raise UsageError(f"no server address in {server!r}")
+    args.auth_user = getattr(args, "auth_user", None) or os.environ.get("CC_USER") or None
+    args.password = getattr(args, "password", None) or os.environ.get("CC_PASSWORD") or None
+    args.timeout = getattr(args, "timeout", DEFAULT_TIMEOUT)
+
+
+# ---------------------------------------------------------------------------- formatting
+
+def fmt_time(value: dt.datetime, *, precise: bool = True) -> str:
+    """ISO 8601 in UTC with a Z; seconds only unless `precise`."""
+    utc = value.astimezone(dt.UTC)
+    return utc.isoformat(timespec="auto" if precise else "seconds").replace("+00:00", "Z")
+
+
+def fmt_value(value: object) -> str:
+    """A property or counter value as text (Decimals exactly)."""
+    if isinstance(value, dt.datetime):
+        return fmt_time(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def fmt_counters(counters: Mapping[str, Decimal]) -> str:
+    """name=units,... or '-'."""
+    return ",".join(f"{k}={v}" for k, v in sorted(counters.items())) or "-"
+
+
+def fmt_item(item: ChargeableItem | None) -> str:
+    """data(volume=100)."""
+    if item is None:
+        return "-"
+    props = ",".join(f"{k}={fmt_value(v)}" for k, v in item.properties.items())
+    return f"{item.name or '*'}({props})"
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]],
+          right: Iterable[int] = ()) -> str:
+    """Columns aligned with two spaces; the `right` columns (numbers) right-aligned."""
+    cells = [list(headers)] + [["-" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    right_set = set(right)
+    lines = []
+    for row in cells:
+        parts = [c.rjust(w) if i in right_set else c.ljust(w)
+                 for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def key_values(pairs: Sequence[tuple[str, object]]) -> str:
+    """`key:  value` lines, values aligned."""
+    width = max(len(k) for k, _ in pairs) + 1
+    return "\n".join(f"{k + ':':<{width}}  {'-' if v is None else v}" for k, v in pairs)
+
+
+def to_json(value: object) -> Any:
+    """A JSON-ready copy: dataclasses as objects, Decimals as strings, times ISO 8601 UTC."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_json(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_json(v) for v in value]
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dt.datetime):
+        return fmt_time(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def dumps(value: object) -> str:
+    """One line of JSON."""
+    return json.dumps(to_json(value), sort_keys=False, separators=(", ", ": "))
+
+
+def subscriber_text(sub: Subscriber) -> str:
+    """A subscriber as aligned key/value lines, plus a counters table."""
+    text = key_values([("user", sub.user_id), ("currency", sub.currency),
+                       ("balance", sub.balance), ("reserved", sub.reserved),
+                       ("available", sub.available)])
+    names = sorted(set(sub.counters) | set(sub.counters_reserved))
+    if names:
+        rows = []
+        for name in names:
+            left = sub.counters.get(name, Decimal(0))
+            held = sub.counters_reserved.get(name, Decimal(0))
+            rows.append((name, left, held, left - held))
+        text += "\n\n" + table(("COUNTER", "UNITS", "RESERVED", "AVAILABLE"), rows,
+                               right=(1, 2, 3))
+    return text
+
+
+TX_HEADERS = ("ID", "TIME", "USER", "SESSION", "RESERVATION", "KIND", "REASON", "AMOUNT",
+              "CURRENCY", "COUNTERS")
+
+
+def transactions_text(txs: Sequence[Transaction]) -> str:
+    """Journal entries as a table."""
+    rows = [(t.transaction_id, fmt_time(t.time, precise=False), t.user_id, t.session_id,
+             t.reservation_id, t.kind, t.reason, t.amount, t.currency, fmt_counters(t.counters))
+            for t in txs]
+    return table(TX_HEADERS, rows, right=(0, 7))
+
+
+def live(res: ReservationInfo) -> bool:
+    """True for a charging session not yet ended."""
+    return res.state != "ended"
+
+
+def sessions_text(sessions: Sequence[SessionInfo]) -> str:
+    """Sessions as a table: open reservations, what they hold, the next expiry."""
+    rows = []
+    for s in sessions:
+        open_ones = [r for r in s.reservations if live(r)]
+        held = sum((r.amount for r in open_ones), Decimal(0))
+        expiry = min((r.expires_at for r in open_ones), default=None)
+        rows.append((s.session_id, s.user_id, s.service_id, fmt_time(s.created_at, precise=False),
+                     f"{len(open_ones)}/{len(s.reservations)}", held,
+                     None if expiry is None else fmt_time(expiry, precise=False)))
+    return table(("SESSION", "USER", "SERVICE", "CREATED", "OPEN", "HELD", "NEXT EXPIRY"),
+                 rows, right=(4, 5))
+
+
+def session_text(s: SessionInfo) -> str:
+    """One session with its reservations."""
+    external = None
+    if s.external_data is not None:
+        try:
+            external = repr(s.external_data.decode("utf-8"))
+        except UnicodeDecodeError:
+            external = "0x" + s.external_data.hex()
+    text = key_values([("session", s.session_id), ("user", s.user_id),
+                       ("service", s.service_id), ("created", fmt_time(s.created_at)),
+                       ("listener", s.listener_id), ("external data", external)])
+    rows = [(r.reservation_id, r.state, fmt_item(r.item), r.amount, fmt_counters(r.counters),
+             fmt_time(r.expires_at, precise=False), r.default_resolution,
+             r.property_to_inverse) for r in s.reservations]
+    if rows:
+        text += "\n\n" + table(("RESERVATION", "STATE", "ITEM", "HELD", "COUNTERS", "EXPIRES",
+                                "DEFAULT", "INVERSE"), rows, right=(3,))
+    return text
+
+
+def flatten(value: object, prefix: str = "") -> list[tuple[str, object]]:
+    """Nested mappings as dotted keys, sorted."""
+    if isinstance(value, Mapping):
+        pairs: list[tuple[str, object]] = []
+        for key in sorted(value, key=str):
+            pairs += flatten(value[key], f"{prefix}{key}.")
+        return pairs
+    return [(prefix.rstrip("."), to_json(value))]
+
+
+def emit(out: TextIO, text: str) -> None:
+    """Write a block of output."""
+    out.write(text + "\n")
+
+
+# ---------------------------------------------------------------------------- commands
+
+async def cmd_subscriber_create(client: cc_client.Client, args: argparse.Namespace,
+                                out: TextIO) -> None:
+    """subscriber create USER --balance AMOUNT [--currency C] [--counter NAME=UNITS ...]"""
+    counters = dict(args.counter or [])
+    sub = await client.admin.create_subscriber(args.user_id, args.balance, args.currency,
+                                               counters or None)
+    emit(out, dumps(sub) if args.json else subscriber_text(sub))
+
+
+async def cmd_subscriber_show(client: cc_client.Client, args: argparse.Namespace,
+                              out: TextIO) -> None:
+    """subscriber show USER"""
+    sub = await client.admin.get_subscriber(args.user_id)
+    emit(out, dumps(sub) if args.json else subscriber_text(sub))
+
+
+async def cmd_subscriber_top_up(client: cc_client.Client, args: argparse.Namespace,
+                                out: TextIO) -> None:
+    """subscriber top-up USER AMOUNT"""
+    sub = await client.admin.top_up(args.user_id, args.amount)
+    emit(out, dumps(sub) if args.json else subscriber_text(sub))
+
+
+async def cmd_sessions_list(client: cc_client.Client, args: argparse.Namespace,
+                            out: TextIO) -> None:
+    """sessions list [--user USER] [--limit N]"""
+    found = await client.admin.find_sessions(user_id=args.user_id, limit=args.limit)
+    if args.json:
+        for s in found:
+            emit(out, dumps(s))
+    elif found:
+        emit(out, sessions_text(found))
+    else:
+        emit(out, "no sessions")
+
+
+async def cmd_sessions_show(client: cc_client.Client, args: argparse.Namespace,
+                            out: TextIO) -> None:
+    """sessions show SESSION"""
+    found = await client.admin.find_sessions(session_id=args.session_id)
+    if not found:
+        raise cc_client.SessionNotFound(f"no session {args.session_id!r}")
+    emit(out, dumps(found[0]) if args.json else session_text(found[0]))
+
+
+async def cmd_sessions_cancel(client: cc_client.Client, args: argparse.Namespace,
+                              out: TextIO) -> None:
+    """sessions cancel SESSION"""
+    released = await client.admin.cancel_session(args.session_id)
+    total = sum((t.amount for t in released), Decimal(0))
+    currency = released[0].currency if released else ""
+    emit(out, f"session {args.session_id} cancelled; released {total} {currency}".rstrip()
+         + f" in {len(released)} transaction(s)")
+    if released:
+        emit(out, "\n" + transactions_text(released))
+
+
+async def cmd_transactions(client: cc_client.Client, args: argparse.Namespace,
+                           out: TextIO) -> None:
+    """transactions [--user USER] [--session SESSION] [--limit N] [--json]"""
+    if not args.json:
+        txs = await client.admin.transactions(user_id=args.user_id, session_id=args.session_id,
+                                              limit=args.limit)
+        emit(out, transactions_text(txs) if txs else "no transactions")
+        return
+    # JSON lines are streamed page by page, so `| head` on a long journal is quick.
+    after: int | None = None
+    remaining = args.limit
+    while remaining is None or remaining > 0:
+        want = TX_PAGE if remaining is None else min(TX_PAGE, remaining)
+        page = await client.admin.transactions(user_id=args.user_id,
+                                               session_id=args.session_id, after=after,
+                                               limit=want)
+        for tx in page:
+            out.write(dumps(tx) + "\n")
+        out.flush()
+        if len(page) < want:
+            break
+        after = page[-1].transaction_id
+        if remaining is not None:
+            remaining -= len(page)
+
+
+async def cmd_stats(client: cc_client.Client, args: argparse.Namespace, out: TextIO) -> None:
+    """stats [--json]"""
+    stats = await client.admin.stats()
+    if args.json:
+        emit(out, json.dumps(to_json(stats), sort_keys=True))
+    else:
+        pairs = flatten(stats)
+        emit(out, table(("STATISTIC", "VALUE"), pairs, right=(1,)) if pairs else "no statistics")
+
+
+async def cmd_request_renewal(client: cc_client.Client, args: argparse.Namespace,
+                              out: TextIO) -> None:
+    """request-renewal SESSION RESERVATION"""
+    await client.admin.request_renewal(args.session_id, args.reservation_id)
+    emit(out, f"renewal requested for session {args.session_id}, "
+              f"reservation {args.reservation_id}")
+
+
+# ---------------------------------------------------------------------------- parser
+
+EXAMPLES = {
+    "subscriber create": "cc-admin subscriber create alice --balance 10.00 --currency EUR "
+                         "--counter free_data=30",
+    "subscriber show": "cc-admin subscriber show alice",
+    "subscriber top-up": "cc-admin subscriber top-up alice 5.50",
+    "sessions list": "cc-admin sessions list --user alice --limit 20",
+    "sessions show": "cc-admin sessions show s-1",
+    "sessions cancel": "cc-admin sessions cancel s-1",
+    "transactions": "cc-admin transactions --session s-1 --json",
+    "stats": "cc-admin stats --json",
+    "request-renewal": "cc-admin request-renewal s-1 r-1",
+}
+EXIT_TEXT = ("exit status: 0 success, 1 refused by the server (\"error: CODE: message\" on "
+             "stderr),\n2 usage error, 3 server unreachable")
+
+
+def _epilog(*commands: str) -> str:
+    lines = "\n".join(f"  {EXAMPLES[c]}" for c in commands)
+    return f"example{'s' if len(commands) > 1 else ''}:\n{lines}\n\n{EXIT_TEXT}"
+
+
+def _command(subparsers: Any, name: str, key: str, handler: Handler, help_text: str,
+             description: str, *, user_flag: bool = True) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        name, help=help_text, description=textwrap.fill(description, 88), epilog=_epilog(key),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.set_defaults(handler=handler, command_name=key)
+    add_global_options(parser, user_flag=user_flag)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line."""
+    top = argparse.ArgumentParser(
+        prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Operator tool of the charging server: subscribers, sessions, the "
+                    "transaction journal and statistics.\nRun `cc-admin COMMAND --help` for "
+                    "the options of a command.",
+        epilog=_epilog(*EXAMPLES))
+    add_global_options(top)
+    commands = top.add_subparsers(title="commands", dest="command", metavar="COMMAND",
+                                  required=True)
+
+    # subscriber ...
+    sub = commands.add_parser("subscriber", help="create, show or top up a subscriber",
+                              description="Create, show or top up a subscriber.",
+                              epilog=_epilog("subscriber create", "subscriber show",
+                                             "subscriber top-up"),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_global_options(sub)
+    sub_commands = sub.add_subparsers(title="subscriber commands", dest="action",
+                                      metavar="ACTION", required=True)
+    p = _command(sub_commands, "create", "subscriber create", cmd_subscriber_create,
+                 "create a subscriber",
+                 "Create a subscriber with an initial balance and allowance counters; "
+                 "prints it.")
+    p.add_argument("user_id", metavar="USER", help="the subscriber id")
+    p.add_argument("--balance", metavar="AMOUNT", type=parse_amount, required=True,
+                   help="initial balance, an exact decimal (e.g. 10.00)")
+    p.add_argument("--currency", default="EUR", help="ISO currency code (default: EUR)")
+    p.add_argument("--counter", metavar="NAME=UNITS", type=parse_counter, action="append",
+                   help="an allowance counter and its units; repeat for several")
+    p.add_argument("--json", action="store_true", help="print the subscriber as JSON")
+    p = _command(sub_commands, "show", "subscriber show", cmd_subscriber_show,
+                 "show balance, reserved, available and counters",
+                 "Show a subscriber: balance, reserved, available, and each allowance "
+                 "counter's units (left, reserved, available).")
+    p.add_argument("user_id", metavar="USER", help="the subscriber id")
+    p.add_argument("--json", action="store_true", help="print the subscriber as JSON")
+    p = _command(sub_commands, "top-up", "subscriber top-up", cmd_subscriber_top_up,
+                 "credit a subscriber's balance",
+                 "Credit AMOUNT to a subscriber's balance (journaled as a top_up); prints "
+                 "the subscriber afterwards.")
+    p.add_argument("user_id", metavar="USER", help="the subscriber id")
+    p.add_argument("amount", metavar="AMOUNT", type=parse_amount,
+                   help="amount to credit, an exact decimal > 0")
+    p.add_argument("--json", action="store_true", help="print the subscriber as JSON")
+
+    # sessions ...
+    ses = commands.add_parser("sessions", help="list, show or cancel live sessions",
+                              description="List, show or cancel live charging sessions.",
+                              epilog=_epilog("sessions list", "sessions show",
+                                             "sessions cancel"),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_global_options(ses)
+    ses_commands = ses.add_subparsers(title="sessions commands", dest="action",
+                                      metavar="ACTION", required=True)
+    p = _command(ses_commands, "list", "sessions list", cmd_sessions_list,
+                 "list live sessions",
+                 "List live sessions: open/all reservations, the amount they hold and the "
+                 "next expiry. Here --user filters by subscriber; log in with --auth-user.",
+                 user_flag=False)
+    p.add_argument("--user", dest="user_id", metavar="USER", help="only this subscriber's")
+    p.add_argument("--limit", metavar="N", type=parse_positive_int,
+                   help="at most N sessions (server default 1000, at most 5000)")
+    p.add_argument("--json", action="store_true", help="JSON lines, one session per line")
+    p = _command(ses_commands, "show", "sessions show", cmd_sessions_show,
+                 "show one session and its reservations",
+                 "Show one session and each of its charging sessions (reservations).")
+    p.add_argument("session_id", metavar="SESSION", help="the session id")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p = _command(ses_commands, "cancel", "sessions cancel", cmd_sessions_cancel,
+                 "release every reservation of a session and remove it",
+                 "Release every reservation of a session, whatever its default resolution, "
+                 "and remove the session; prints the journaled releases.")
+    p.add_argument("session_id", metavar="SESSION", help="the session id")
+
+    # transactions
+    p = _command(commands, "transactions", "transactions", cmd_transactions,
+                 "list journal entries",
+                 "List transaction journal entries, oldest first. Here --user filters by "
+                 "subscriber; log in with --auth-user. With --json: JSON lines, one object "
+                 "per entry, amounts as strings, times ISO 8601 UTC.", user_flag=False)
+    p.add_argument("--user", dest="user_id", metavar="USER", help="only this subscriber's")
+    p.add_argument("--session", dest="session_id", metavar="SESSION",
+                   help="only this session's")
+    p.add_argument("--limit", metavar="N", type=parse_positive_int, help="at most N entries")
+    p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+
+    # stats
+    p = _command(commands, "stats", "stats", cmd_stats, "server statistics",
+                 "Server statistics: state sizes and operation counts.")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+
+    # request-renewal
+    p = _command(commands, "request-renewal", "request-renewal", cmd_request_renewal,
+                 "send a renewal notification for a reservation",
+                 "Have the server send a \"renew reservation\" notification (reason "
+                 "operator) to the session's listener.")
+    p.add_argument("session_id", metavar="SESSION", help="the session id")
+    p.add_argument("reservation_id", metavar="RESERVATION", help="the reservation id")
+    return top
+
+
+# ---------------------------------------------------------------------------- main
+
+async def run(args: argparse.Namespace, out: TextIO) -> None:
+    """Connect, run the command's handler, close."""
+    try:
+        client = await cc_client.connect(*args.addresses, user=args.auth_user,
+                                         password=args.password, request_timeout=args.timeout,
+                                         client_name=PROG)
+    except ValueError as exc:       # a malformed address
+        raise UsageError(str(exc)) from None
+    try:
+        handler: Handler = args.handler
+        await handler(client, args, out)
+    finally:
+        await client.close()
+
+
+def report(err: TextIO, code: str, message: str) -> None:
+    """The one error line: `error: CODE: message`."""
+    err.write(f"error: {code}: {message}\n" if message and message != code
+              else f"error: {code}\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run cc-admin; returns the exit status."""
+    out, err = sys.stdout, sys.stderr
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:       # --help (0) or argparse's usage error (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        resolve_globals(args)
+        asyncio.run(run(args, out))
+    except UsageError as exc:
+        err.write(f"{PROG}: error: {exc}\n")
+        return EXIT_USAGE
+    except cc_client.CommunicationFailure as exc:
+        report(err, exc.code, exc.message)
+        return EXIT_UNREACHABLE
+    except cc_client.ChargingError as exc:  # OperationFailure, ServerFailure, AuthenticationFailed
+        report(err, exc.code, exc.message)
+        return EXIT_REFUSED
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_OK
+
+
+def _silence_stdout() -> None:
+    """After the reader of a pipe went away, keep Python from complaining at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())
