@@ -874,10 +874,12 @@ def test_request_renewal_queues_an_operator_renewal() -> None:
     cs = e.request_renewal("s", "r1")
     assert e.take_renewals() == {cs: m.RenewalReason.OPERATOR}
     run(e, UPDATE, "s", cancel("r1"), now=T0 + 1)
-    for sid, rid in (("s", "r1"), ("s", "zz"), ("nope", "r1")):
+    for sid, rid, code in (("s", "r1", ErrorCode.RESERVATION_NOT_FOUND),
+                           ("s", "zz", ErrorCode.RESERVATION_NOT_FOUND),
+                           ("nope", "r1", ErrorCode.SESSION_NOT_FOUND)):
         with pytest.raises(Refused) as exc:
             e.request_renewal(sid, rid)
-        assert exc.value.code == ErrorCode.RESERVATION_NOT_FOUND
+        assert exc.value.code == code
 
 
 # ------------------------------------------------------------------ bounded memory
