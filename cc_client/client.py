@@ -123,6 +123,14 @@ class Client:
             return SessionResult.from_message(result)
         raise self.error_of(msg_type, body)
 
+    async def ping(self) -> float:
+        """One PING/PONG round trip through the whole stack; returns its seconds."""
+        started = self.loop.time()
+        msg_type, body = await self.call(T.PING, codec.pack({}))
+        if msg_type != T.PONG:
+            raise self.error_of(msg_type, body)
+        return self.loop.time() - started
+
     # ------------------------------------------------------------------ renewal
 
     async def register_reservation_renewal_listener(self, listener_id: int,
@@ -197,7 +205,14 @@ class Client:
             raise CommunicationFailure("the client is closed")
         if self._dialing is None or self._dialing.done():
             self._dialing = self.loop.create_task(self._dial())
-        return await asyncio.shield(self._dialing)
+        try:
+            return await asyncio.shield(self._dialing)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._closed and task is not None and not task.cancelling():
+                # close() cancelled the dialing, not our caller: a closed client
+                raise CommunicationFailure("the client was closed") from None
+            raise
 
     async def _dial(self) -> ClientConnection:
         for attempt in itertools.count():

@@ -2,13 +2,17 @@
 
 All requests decoded from one read are answered with one write. The connection stops
 reading while its transport's write buffer is above the high-water mark, so a client that
-does not read its replies slows only itself.
+does not read its replies slows only itself; requests of that read not answered yet wait
+in a backlog until the buffer drains, so one read never buffers more than about the
+high-water mark plus one reply.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, cast
 
 from protocol import codec
@@ -46,6 +50,7 @@ class ServerConnection(asyncio.Protocol):
         self.last_request = self.loop.time()
         self._timer: asyncio.TimerHandle | None = None
         self._ping_id = 0
+        self._backlog: deque[Frame] = deque()   # read while the write buffer was full
 
     # ------------------------------------------------------------------ life cycle
 
@@ -78,6 +83,17 @@ class ServerConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.paused = False
         if self.transport is not None and not self.closed:
+            self.loop.call_soon(self._resume)
+
+    def _resume(self) -> None:
+        """Answer the backlog, then read again (unless the buffer filled up once more)."""
+        if self.closed or self.paused or self.transport is None:
+            return
+        if self._backlog:
+            frames = list(self._backlog)
+            self._backlog.clear()
+            self._answer(frames)
+        if not self.closed and not self.paused:
             self.transport.resume_reading()
 
     # ------------------------------------------------------------------ reading
@@ -91,12 +107,22 @@ class ServerConnection(asyncio.Protocol):
         except ProtocolError as exc:
             self.fail(exc.code, exc.message)
             return
+        if self._backlog or self.paused:   # older requests wait for the buffer to drain
+            self._backlog.extend(frames)
+            return
+        self._answer(frames)
+
+    def _answer(self, frames: Iterable[Frame]) -> None:
         out: list[bytes] = []
-        for frame in frames:
+        size = 0
+        high = self.config.write_buffer_high
+        pending = iter(frames)
+        for frame in pending:
             msg_type = frame.type
             if msg_type & REPLY:           # PONG, or nonsense: nothing else do we ask for
                 if msg_type != T.PONG:
-                    self.fail(ErrorCode.PROTOCOL_ERROR, f"unexpected reply type {msg_type:#04x}")
+                    self.fail(ErrorCode.PROTOCOL_ERROR, f"unexpected reply type {msg_type:#04x}",
+                              flush=out)
                     return
                 continue
             if not self.ready:
@@ -110,12 +136,20 @@ class ServerConnection(asyncio.Protocol):
                 self.close(flush=out)
                 return
             if msg_type == T.HELLO:
-                self.fail(ErrorCode.PROTOCOL_ERROR, "HELLO after the handshake")
+                self.fail(ErrorCode.PROTOCOL_ERROR, "HELLO after the handshake", flush=out)
                 return
             self.last_request = self.liveness.last_received
             reply = self.server.dispatcher.handle(self, frame)
             if reply is not None:
                 out.append(encode_frame(reply[0], frame.request_id, reply[1]))
+                size += len(out[-1])
+                if size >= high:           # a reader this slow: stop answering it for now
+                    self.write(b"".join(out))
+                    out.clear()
+                    size = 0
+                    if self.paused:
+                        self._backlog.extend(pending)
+                        return
         if out:
             self.write(b"".join(out))
 
@@ -162,10 +196,12 @@ class ServerConnection(asyncio.Protocol):
         self.write(codec.encode(msg, 0))
         return True
 
-    def fail(self, code: ErrorCode, message: str) -> None:
-        """Send a connection-level ERROR and close."""
+    def fail(self, code: ErrorCode, message: str, flush: list[bytes] | None = None) -> None:
+        """Send the replies in `flush`, then a connection-level ERROR, and close."""
         log.info("event=connection_error peer=%s code=%s message=%r", self.name, code, message)
         self.server.counts[f"connection_error.{code}"] += 1
+        if flush:
+            self.write(b"".join(flush))
         self.write(codec.encode(m.Error(code, message), 0))
         self.close()
 

@@ -38,7 +38,9 @@ class ChargingServer:
         self.engine = engine or Engine(catalog, self.config.journal_retain)
         if engine is None:
             seed_subscribers(self.engine, catalog)
-        self.renewal = RenewalService()
+        self.renewal = RenewalService(self.config.renewal_send_timeout,
+                                      self.config.renewal_resend_interval,
+                                      self.config.renewal_resend_attempts)
         self.dedup = OutcomeCache(self.config.dedup_window, self.config.dedup_max_entries)
         self.dispatcher = Dispatcher(self.engine, clock, self.renewal, self.dedup,
                                      self.config.max_subrequests)
@@ -71,6 +73,7 @@ class ChargingServer:
         """Stop accepting, say goodbye, let in-flight work finish, close everything."""
         if self._server is not None:
             self._server.close()
+        self._all_gone.clear()       # set by any earlier moment with no connection
         for conn in list(self.connections):
             conn.goodbye("server shutting down")
             conn.close()             # the transport flushes what is buffered, then closes
