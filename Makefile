@@ -16,8 +16,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test,dev]' --config-settings editable_mode=compat
 	touch $@
 
-run: $(STAMP)          ## start the server on 127.0.0.1:9500 (Ctrl-C stops it)
-	$(BIN)/cc-server $(ARGS)
+run: $(STAMP)          ## start the server on 127.0.0.1:9500, state kept in ./data (Ctrl-C stops it)
+	$(BIN)/cc-server --data-dir data $(ARGS)
 
 test: $(STAMP)         ## the whole test suite
 	$(BIN)/python -m pytest $(ARGS)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from .config import ServerConfig
 from .engine import CatalogError
 from .server import ChargingServer
+from .store import DataDirError
 
 log = logging.getLogger("cc_server")
 
@@ -106,6 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CatalogError as exc:
         print(f"cc-server: {exc}", file=sys.stderr)
         return 2
+    except DataDirError as exc:
+        print(f"cc-server: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"cc-server: cannot listen on {config.host}:{config.port}: {exc.strerror}",
               file=sys.stderr)

@@ -34,6 +34,8 @@ class ServerConfig:
     dedup_max_entries: int = 2_000_000
     # journal kept in memory
     journal_retain: int = 2_000_000
+    # durability (--data-dir): a background snapshot after this many log bytes
+    snapshot_every: int = 64 * 1024 * 1024
     # renewal notifications
     renewal_send_timeout: float = 0.5
     renewal_resend_interval: float = 1.0

@@ -5,6 +5,11 @@ reading while its transport's write buffer is above the high-water mark, so a cl
 does not read its replies slows only itself; requests of that read not answered yet wait
 in a backlog until the buffer drains, so one read never buffers more than about the
 high-water mark plus one reply.
+
+With --data-dir a reply leaves only once the log records it depends on are on disk: it is
+held with the log's latest sequence number and released when that is synced. Held
+replies count as in-flight work: past `max_in_flight` of them (or the write buffer's
+high-water mark in bytes) the connection stops reading until they are released.
 """
 
 from __future__ import annotations
@@ -42,7 +47,8 @@ class ServerConnection(asyncio.Protocol):
         self.decoder = FrameDecoder(self.config.max_frame)
         self.ready = False
         self.closed = False
-        self.paused = False
+        self._transport_paused = False
+        self._reading_paused = False
         self.roles: frozenset[str] = frozenset()
         self.name = "?"
         self.client_name = ""
@@ -51,6 +57,14 @@ class ServerConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._ping_id = 0
         self._backlog: deque[Frame] = deque()   # read while the write buffer was full
+        self._held: deque[tuple[int, bytes]] = deque()   # (log sequence, reply bytes)
+        self._held_size = 0
+
+    @property
+    def paused(self) -> bool:
+        """True while this connection must not produce more replies."""
+        return self._transport_paused or self._held_size >= self.config.write_buffer_high \
+            or len(self._held) >= self.config.max_in_flight
 
     # ------------------------------------------------------------------ life cycle
 
@@ -72,17 +86,17 @@ class ServerConnection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
         self.server.connections.discard(self)
+        self.server.waiting.discard(self)
         self.server.renewal.connection_lost(self)
         self.server.connection_closed(self)
 
     def pause_writing(self) -> None:
-        self.paused = True
-        if self.transport is not None:
-            self.transport.pause_reading()
+        self._transport_paused = True
+        self._pause_reading()
 
     def resume_writing(self) -> None:
-        self.paused = False
-        if self.transport is not None and not self.closed:
+        self._transport_paused = False
+        if self.transport is not None and not self.closed and not self.paused:
             self.loop.call_soon(self._resume)
 
     def _resume(self) -> None:
@@ -93,8 +107,14 @@ class ServerConnection(asyncio.Protocol):
             frames = list(self._backlog)
             self._backlog.clear()
             self._answer(frames)
-        if not self.closed and not self.paused:
+        if not self.closed and not self.paused and self._reading_paused:
+            self._reading_paused = False
             self.transport.resume_reading()
+
+    def _pause_reading(self) -> None:
+        if self.transport is not None and not self._reading_paused and not self.closed:
+            self._reading_paused = True
+            self.transport.pause_reading()
 
     # ------------------------------------------------------------------ reading
 
@@ -144,14 +164,41 @@ class ServerConnection(asyncio.Protocol):
                 out.append(encode_frame(reply[0], frame.request_id, reply[1]))
                 size += len(out[-1])
                 if size >= high:           # a reader this slow: stop answering it for now
-                    self.write(b"".join(out))
+                    self.reply(b"".join(out))
                     out.clear()
                     size = 0
                     if self.paused:
                         self._backlog.extend(pending)
                         return
         if out:
+            self.reply(b"".join(out))
+        if self.paused:
+            self._pause_reading()
+
+    def reply(self, data: bytes) -> None:
+        """Send replies now, or hold them until the log records they depend on are synced."""
+        wal = self.server.wal
+        if wal is None or (wal.synced >= wal.appended and not self._held):
+            self.write(data)
+            return
+        self._held.append((wal.appended, data))
+        self._held_size += len(data)
+        self.server.waiting.add(self)
+
+    def release(self, synced: int) -> None:
+        """The log is on disk up to `synced`: send the replies that waited for it."""
+        held = self._held
+        out = []
+        while held and held[0][0] <= synced:
+            data = held.popleft()[1]
+            self._held_size -= len(data)
+            out.append(data)
+        if out:
             self.write(b"".join(out))
+        if not held:
+            self.server.waiting.discard(self)
+        if (self._reading_paused or self._backlog) and not self.paused:
+            self._resume()
 
     def _hello(self, frame: Frame, out: list[bytes]) -> bool:
         if frame.type != T.HELLO:
@@ -200,8 +247,8 @@ class ServerConnection(asyncio.Protocol):
         """Send the replies in `flush`, then a connection-level ERROR, and close."""
         log.info("event=connection_error peer=%s code=%s message=%r", self.name, code, message)
         self.server.counts[f"connection_error.{code}"] += 1
-        if flush:
-            self.write(b"".join(flush))
+        if flush:   # replies still waiting for the log are dropped: retries get them back
+            self.reply(b"".join(flush))
         self.write(codec.encode(m.Error(code, message), 0))
         self.close()
 

@@ -41,6 +41,10 @@ class OutcomeCache:
         while len(entries) > self.max_entries:
             entries.popitem(last=False)
 
+    def restore(self, key: Key, deadline: float, reply: Reply) -> None:
+        """Put back an entry read from a snapshot (call in the original order)."""
+        self._entries[key] = (deadline, reply)
+
     def expire(self, now: float) -> int:
         """Drop entries past their window (oldest first); returns how many."""
         entries = self._entries

@@ -3,6 +3,10 @@
 `Dispatcher.handle` takes one request frame of a connection that completed its handshake
 and returns the reply (message type, msgpack body), or None when the request expects none.
 It never raises: bad input becomes an ERROR reply, an unexpected exception SERVER_ERROR.
+
+Every change of state goes through an `apply_*` method that the write-ahead log replays
+after a crash: a record is [kind, now, argument] with the request's own frame body as the
+argument, so replay runs exactly the same code with exactly the same clock.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from .engine import Engine, Refused
 log = logging.getLogger("cc_server")
 T = m.MsgType
 MUTATING_ADMIN = frozenset({"create_subscriber", "top_up", "cancel_session"})
+LOGGED_ADMIN = MUTATING_ADMIN | {"request_renewal"}
+REC_EXECUTE, REC_ADMIN, REC_EXPIRE, REC_ACK = 1, 2, 3, 4
 TX_PAGE = 2000  # journal entries per ADMIN_RESULT frame (stays far below 1 MiB)
 
 
@@ -39,6 +45,7 @@ class Renewal(Protocol):
     def register(self, peer: Any, listener_id: int) -> None: ...
     def unregister(self, peer: Any, listener_id: int) -> None: ...
     def ack(self, peer: Any, notification_id: int) -> str: ...
+    def acknowledge(self, notification_id: int) -> None: ...
     def submit(self, due: dict[Any, m.RenewalReason], now: float) -> None: ...
 
 
@@ -52,6 +59,8 @@ class Dispatcher:
 
     def __init__(self, engine: Engine, clock: Callable[[], float], renewal: Renewal,
                  dedup: OutcomeCache, max_subrequests: int = 64) -> None:
+        #: appends one write-ahead-log record (set with --data-dir)
+        self.wal: Callable[[bytes], int] | None = None
         self.engine = engine
         self.clock = clock
         self.renewal = renewal
@@ -61,13 +70,14 @@ class Dispatcher:
         self._admin: dict[str, Callable[[dict[str, Any], float], Any]] = {
             "create_subscriber": self._create_subscriber,
             "get_subscriber": lambda a, now: codec.subscriber_to_wire(
-                engine.get_subscriber(a["user"])),
+                self.engine.get_subscriber(a["user"])),
             "top_up": lambda a, now: codec.subscriber_to_wire(
-                engine.top_up(a["user"], a["amount"], now)),
-            "find_sessions": lambda a, now: [codec.session_to_wire(s) for s in engine.find_sessions(
-                a.get("user"), a.get("session"), min(a.get("limit") or 1000, 5000))],
+                self.engine.top_up(a["user"], a["amount"], now)),
+            "find_sessions": lambda a, now: [
+                codec.session_to_wire(s) for s in self.engine.find_sessions(
+                    a.get("user"), a.get("session"), min(a.get("limit") or 1000, 5000))],
             "cancel_session": lambda a, now: [codec.tx_to_wire(t) for t in
-                                              engine.cancel_session(a["session"], now)],
+                                              self.engine.cancel_session(a["session"], now)],
             "transactions": self._transactions,
             "request_renewal": self._request_renewal,
             "stats": lambda a, now: self.stats(),
@@ -80,9 +90,9 @@ class Dispatcher:
         try:
             msg = codec.decode(frame)
             if type(msg) is m.Execute:
-                return self._execute(peer, msg)
+                return self._execute(peer, msg, frame.body)
             if type(msg) is m.AdminRequest:
-                return self._admin_request(peer, msg)
+                return self._admin_request(peer, msg, frame.body)
             if type(msg) is m.Listen:
                 self._need(peer, "charging")
                 self.renewal.register(peer, msg.listener_id)
@@ -92,6 +102,8 @@ class Dispatcher:
                 return T.UNLISTEN_OK, codec.pack({})
             if type(msg) is m.Ack:
                 status = self.renewal.ack(peer, msg.notification_id)
+                if status == "acknowledged":
+                    self._log(REC_ACK, self.clock(), msg.notification_id)
                 return (T.ACK_OK, codec.pack({"status": status})) if msg.confirm else None
             return error_reply(ErrorCode.PROTOCOL_ERROR,
                                f"message type {frame.type:#04x} is not a request here")
@@ -112,17 +124,27 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ containers
 
-    def _execute(self, peer: Peer, msg: m.Execute) -> Reply:
+    def _log(self, kind: int, now: float, argument: object) -> None:
+        if self.wal is not None:
+            self.wal(codec.pack([kind, now, argument]))
+
+    def _execute(self, peer: Peer, msg: m.Execute, body: bytes) -> Reply:
         self._need(peer, "charging")
         if len(msg.subs) > self.max_subrequests:
             return error_reply(ErrorCode.CONTAINER_TOO_LARGE, f"at most {self.max_subrequests} "
                                f"sub-requests per container (got {len(msg.subs)})")
         now = self.clock()
-        key = (msg.user_id, msg.operation_id)
-        stored = self.dedup.get(key, now)
+        stored = self.dedup.get((msg.user_id, msg.operation_id), now)
         if stored is not None:
             self.counts["duplicate"] += 1
             return stored
+        reply = self.apply_execute(msg, now)
+        self._log(REC_EXECUTE, now, body)
+        return reply
+
+    def apply_execute(self, msg: m.Execute, now: float) -> Reply:
+        """Run a container and remember its outcome (live, and when replaying the log)."""
+        key = (msg.user_id, msg.operation_id)
         try:
             result = self.engine.execute(msg, now)
             reply: Reply = codec.encode_body(result)
@@ -141,15 +163,30 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ operator
 
-    def _admin_request(self, peer: Peer, msg: m.AdminRequest) -> Reply:
+    def expire(self, now: float, limit: int) -> int:
+        """Clean up reservations due by `now` (logged when anything was due)."""
+        done = self.engine.expire(now, limit)
+        if done:
+            self._log(REC_EXPIRE, now, limit)
+            self.flush_renewals(now)
+        return done
+
+    def _admin_request(self, peer: Peer, msg: m.AdminRequest, body: bytes) -> Reply:
         self._need(peer, "admin")
         now = self.clock()
-        key = ("", msg.operation_id) if msg.operation_id and msg.command in MUTATING_ADMIN \
-            else None
-        if key is not None:
-            stored = self.dedup.get(key, now)
+        if msg.operation_id and msg.command in MUTATING_ADMIN:
+            stored = self.dedup.get(("", msg.operation_id), now)
             if stored is not None:
                 return stored
+        reply = self.apply_admin(msg, now)
+        if msg.command in LOGGED_ADMIN:
+            self._log(REC_ADMIN, now, body)
+        return reply
+
+    def apply_admin(self, msg: m.AdminRequest, now: float) -> Reply:
+        """Run an operator command (live, and when replaying the log)."""
+        key = ("", msg.operation_id) if msg.operation_id and msg.command in MUTATING_ADMIN \
+            else None
         try:
             reply: Reply = T.ADMIN_RESULT, codec.pack(
                 {"value": self._admin[msg.command](dict(msg.args), now)})
@@ -159,6 +196,15 @@ class Dispatcher:
         if key is not None:
             self.dedup.put(key, reply, now)
         self.flush_renewals(now)
+        return reply
+
+    def admin_local(self, command: str, args: dict[str, Any]) -> Reply:
+        """Run (and log) an operator command issued by the server itself."""
+        msg = m.AdminRequest(command, args)
+        now = self.clock()
+        reply = self.apply_admin(msg, now)
+        if command in LOGGED_ADMIN:
+            self._log(REC_ADMIN, now, codec.encode_body(msg)[1])
         return reply
 
     def _create_subscriber(self, args: dict[str, Any], now: float) -> Any:
@@ -178,6 +224,25 @@ class Dispatcher:
             raise Refused(ErrorCode.INVALID_REQUEST,
                           "the session has no renewal listener id (set it at start)")
         return None
+
+    def replay(self, payload: bytes) -> None:
+        """Apply one write-ahead-log record again (recovery; nothing is logged)."""
+        kind, now, argument = codec.unpack(payload)
+        if kind == REC_EXECUTE:
+            msg = codec.decode_body(T.EXECUTE, argument)
+            assert isinstance(msg, m.Execute)
+            self.apply_execute(msg, now)
+        elif kind == REC_ADMIN:
+            admin = codec.decode_body(T.ADMIN, argument)
+            assert isinstance(admin, m.AdminRequest)
+            self.apply_admin(admin, now)
+        elif kind == REC_EXPIRE:
+            self.engine.expire(now, argument)
+            self.flush_renewals(now)
+        elif kind == REC_ACK:
+            self.renewal.acknowledge(argument)
+        else:
+            raise ValueError(f"unknown log record kind {kind!r}")
 
     def stats(self) -> dict[str, Any]:
         """Operation counts and state sizes."""

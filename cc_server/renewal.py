@@ -121,11 +121,17 @@ class RenewalService:
             return "already_acknowledged" if notification_id in self._acked else "unknown"
         if peer not in self.listeners.get(note.listener_id, ()):
             return "unknown"
-        self._finish(note, "acknowledged")
+        self.acknowledge(notification_id)
+        return "acknowledged"
+
+    def acknowledge(self, notification_id: int) -> None:
+        """End a pending notification (an ack, or its replay from the log)."""
+        note = self._by_id.get(notification_id)
+        if note is not None:
+            self._finish(note, "acknowledged")
         self._acked[notification_id] = None
         if len(self._acked) > ACK_MEMORY:
             self._acked.popitem(last=False)
-        return "acknowledged"
 
     # ------------------------------------------------------------------ schedule
 
@@ -189,6 +195,34 @@ class RenewalService:
         self._by_id.pop(note.notification_id, None)
         if self.pending.get(note.cs) is note:
             del self.pending[note.cs]
+
+    # ------------------------------------------------------------------ persistence
+
+    def to_state(self) -> dict[str, Any]:
+        """Pending notifications as plain data (for snapshots)."""
+        return {"next_id": self._peek_id(),
+                "pending": [[n.notification_id, n.cs.session.session_id, n.cs.reservation_id,
+                             n.listener_id, n.reason, n.attempt, n.next_at]
+                            for n in self.pending.values()]}
+
+    def restore(self, state: dict[str, Any], find: Any) -> None:
+        """Reload pending notifications; `find(session_id, reservation_id)` gives the
+        charging session (or None when it no longer exists)."""
+        self._ids = itertools.count(state["next_id"])
+        for nid, sid, rid, listener_id, reason, attempt, next_at in state["pending"]:
+            cs = find(sid, rid)
+            if cs is None:
+                continue
+            note = Pending(nid, cs, listener_id, m.RenewalReason(reason), next_at)
+            note.attempt = attempt
+            self.pending[cs] = note
+            self._by_id[nid] = note
+            heapq.heappush(self._heap, (next_at, next(self._seq), note))
+
+    def _peek_id(self) -> int:
+        nid = next(self._ids)
+        self._ids = itertools.count(nid)
+        return nid
 
     def stats(self) -> dict[str, int]:
         """Counts for admin.stats()."""

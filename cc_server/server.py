@@ -12,13 +12,17 @@ import ssl
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
+from . import snapshot as snap
 from .config import ServerConfig
 from .connection import ALL_ROLES, ServerConnection
 from .dedup import OutcomeCache
 from .dispatch import Dispatcher
-from .engine import Catalog, Engine
+from .engine import Catalog, ChargingSession, Engine
 from .renewal import RenewalService
+from .store import Recovery, Store, catalogs_differ
+from .wal import WalWriter
 
 log = logging.getLogger("cc_server")
 VERSION = "0.1.0"
@@ -34,10 +38,11 @@ class ChargingServer:
         self.config = config or ServerConfig()
         self.clock = clock
         self.version = f"cc-server {VERSION}"
-        catalog = Catalog.load(self.config.catalog) if self.config.catalog else Catalog.builtin()
-        self.engine = engine or Engine(catalog, self.config.journal_retain)
-        if engine is None:
-            seed_subscribers(self.engine, catalog)
+        self.catalog = Catalog.load(self.config.catalog) if self.config.catalog \
+            else Catalog.builtin()
+        self.store = Store(self.config.data_dir, self.config.snapshot_every) \
+            if self.config.data_dir else None
+        self.engine = engine or Engine(self.catalog, self.config.journal_retain)
         self.renewal = RenewalService(self.config.renewal_send_timeout,
                                       self.config.renewal_resend_interval,
                                       self.config.renewal_resend_attempts)
@@ -45,7 +50,9 @@ class ChargingServer:
         self.dispatcher = Dispatcher(self.engine, clock, self.renewal, self.dedup,
                                      self.config.max_subrequests)
         self.ssl_context = ssl_context
+        self.recovery: Recovery | None = None
         self.connections: set[ServerConnection] = set()
+        self.waiting: set[ServerConnection] = set()   # holding replies for the log
         self.counts: Counter[str] = Counter()
         self._server: asyncio.Server | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
@@ -55,8 +62,20 @@ class ChargingServer:
 
     # ------------------------------------------------------------------ life cycle
 
+    @property
+    def wal(self) -> WalWriter | None:
+        """The write-ahead log writer (None: in memory)."""
+        return self.store.writer if self.store is not None else None
+
     async def start(self) -> None:
-        """Bind and start accepting connections."""
+        """Recover (with --data-dir), then bind and start accepting connections."""
+        if self.store is not None:
+            self.recovery = self._recover(self.store)
+        for seed in self.catalog.subscribers:
+            if seed.user_id not in self.engine.accounts:
+                self.dispatcher.admin_local("create_subscriber", {
+                    "user": seed.user_id, "balance": seed.balance, "currency": seed.currency,
+                    "counters": dict(seed.counters)})
         self._server = await self.loop.create_server(
             lambda: ServerConnection(self), self.config.host, self.config.port,
             ssl=self.ssl_context, reuse_address=True, backlog=1024)
@@ -69,10 +88,57 @@ class ChargingServer:
         host, port = self._server.sockets[0].getsockname()[:2]
         return host, port
 
+    def _recover(self, store: Store) -> Recovery:
+        started = time.perf_counter()
+        state, index = store.load()
+        report = Recovery(snapshot=index)
+        if state is None:
+            store.write_initial(self.state())
+        else:
+            self.engine = snap.engine_from_state(
+                state["engine"], snap.catalog_from_state(state["catalog"]),
+                self.config.journal_retain)
+            self.dispatcher.engine = self.engine
+            snap.dedup_restore(self.dedup, state["dedup"])
+            self.renewal.restore(state["renewal"], self._charging_session)
+            report.records = store.replay(index, self.dispatcher.replay)
+            self.dedup.expire(self.clock())
+        store.start(self._synced)
+        self.dispatcher.wal = store.writer.append if store.writer else None
+        if catalogs_differ(self.engine.catalog, self.catalog):
+            self.engine.catalog = self.catalog
+            report.catalog_changed = True
+            store.snapshot_now(self.state)
+        elif report.records:
+            store.snapshot_in_background(self.state)
+        report.seconds = time.perf_counter() - started
+        log.info("event=recovered dir=%s snapshot=%d records=%d seconds=%.3f "
+                 "catalog_changed=%s subscribers=%d sessions=%d", store.dir, report.snapshot,
+                 report.records, report.seconds, report.catalog_changed,
+                 len(self.engine.accounts), len(self.engine.sessions))
+        return report
+
+    def _charging_session(self, session_id: str, reservation_id: str) -> ChargingSession | None:
+        session = self.engine.sessions.get(session_id)
+        return session.charging.get(reservation_id) if session else None
+
+    def state(self) -> dict[str, Any]:
+        """Everything a snapshot holds."""
+        return {"catalog": snap.catalog_to_state(self.engine.catalog),
+                "engine": snap.engine_to_state(self.engine),
+                "dedup": snap.dedup_to_state(self.dedup),
+                "renewal": self.renewal.to_state()}
+
+    def _synced(self, upto: int) -> None:
+        for conn in list(self.waiting):
+            conn.release(upto)
+
     async def shutdown(self, drain: float = 5.0) -> None:
         """Stop accepting, say goodbye, let in-flight work finish, close everything."""
         if self._server is not None:
             self._server.close()
+        if self.wal is not None:
+            await self.wal.drain()    # held replies go out once their records are on disk
         self._all_gone.clear()       # set by any earlier moment with no connection
         for conn in list(self.connections):
             conn.goodbye("server shutting down")
@@ -88,6 +154,8 @@ class ChargingServer:
             self._tick_handle.cancel()
         if self._server is not None:
             await self._server.wait_closed()
+        if self.store is not None:
+            await self.store.close(self.state)
         self._closed.set()
 
     async def wait_closed(self) -> None:
@@ -112,17 +180,13 @@ class ChargingServer:
         now = self.clock()
         busy = False
         try:
-            busy = self.engine.expire(now, EXPIRY_BATCH) >= EXPIRY_BATCH
+            busy = self.dispatcher.expire(now, EXPIRY_BATCH) >= EXPIRY_BATCH
             self.dispatcher.flush_renewals(now)
             self.renewal.tick(now)
             self.dedup.expire(now)
+            if self.store is not None:
+                self.store.maybe_snapshot(self.state)
         except Exception:
             log.exception("event=tick_failed")
         self._tick_handle = self.loop.call_later(0 if busy else self.config.tick, self._tick)
 
-
-def seed_subscribers(engine: Engine, catalog: Catalog) -> None:
-    """Create the catalog file's subscribers that do not exist yet."""
-    for seed in catalog.subscribers:
-        if seed.user_id not in engine.accounts:
-            engine.create_subscriber(seed.user_id, seed.balance, seed.currency, seed.counters)

@@ -11,6 +11,7 @@ and each operation costs amortised O(log n).
 from __future__ import annotations
 
 import heapq
+from collections.abc import Sequence
 from typing import Protocol
 
 
@@ -42,6 +43,18 @@ class ExpiryQueue:
         heapq.heappush(self._heap, (item.expires_at, self._seq, item))
         if len(self._heap) >= self._compact_at:
             self._compact()
+
+    @property
+    def seq(self) -> int:
+        """The latest sequence number handed out."""
+        return self._seq
+
+    def restore(self, items: Sequence[Expiring], seq: int) -> None:
+        """Rebuild from recovered items, each keeping its own sequence number."""
+        self._heap = [(item.expires_at, item.expiry_seq, item) for item in items]
+        heapq.heapify(self._heap)
+        self._seq = seq
+        self._compact_at = max(1024, 2 * len(self._heap))
 
     def next_deadline(self) -> float | None:
         """The earliest deadline in the heap (possibly stale), or None."""

@@ -1,0 +1,156 @@
+"""Whole-state snapshots: engine, exactly-once window and pending notifications as msgpack.
+
+A snapshot is the state *before* the first record of the WAL segment it is named after,
+so recovery loads it and replays that segment and the later ones. Written to a temporary
+file, fsynced, then renamed: a crash leaves either the old snapshot or the new one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from protocol import codec
+from protocol import messages as m
+
+from .dedup import OutcomeCache
+from .engine import Catalog, ChargingSession, Engine, PricePlan, Session
+from .engine.accounts import Account
+from .engine.catalog import SubscriberSeed
+from .wal import fsync_dir
+
+FORMAT = 1
+
+
+def snapshot_path(directory: Path, index: int) -> Path:
+    """The snapshot taken before WAL segment `index`."""
+    return directory / f"snapshot-{index:08d}.msgpack"
+
+
+def snapshots(directory: Path) -> list[int]:
+    """Indexes of complete snapshots, ascending."""
+    found = []
+    for path in directory.glob("snapshot-*.msgpack"):
+        try:
+            found.append(int(path.stem[9:]))
+        except ValueError:
+            continue
+    return sorted(found)
+
+
+# ------------------------------------------------------------------------ catalog
+
+def catalog_to_state(catalog: Catalog) -> dict[str, Any]:
+    """The catalog as plain data (kept with the state: replay must price as before)."""
+    return {"plans": [[p.service_id, p.item, p.quantity, p.step, dict(p.prices), p.allowance]
+                      for p in catalog.plans.values()],
+            "subscribers": [[s.user_id, s.balance, s.currency, dict(s.counters)]
+                            for s in catalog.subscribers]}
+
+
+def catalog_from_state(state: dict[str, Any]) -> Catalog:
+    """Inverse of `catalog_to_state`."""
+    plans = [PricePlan(*row) for row in state["plans"]]
+    return Catalog({(p.service_id, p.item): p for p in plans},
+                   tuple(SubscriberSeed(*row) for row in state["subscribers"]))
+
+
+# ------------------------------------------------------------------------ engine
+
+def _item(item: m.ChargeableItem | None) -> Any:
+    return codec.item_to_wire(item)
+
+
+def engine_to_state(engine: Engine) -> dict[str, Any]:
+    """Everything the engine holds, as plain data."""
+    accounts = [[a.user_id, a.currency, a.balance, a.counters,
+                 [[cs.session.session_id, cs.reservation_id] for cs in a.hungry]]
+                for a in engine.accounts.values()]
+    sessions = []
+    for s in engine.sessions.values():
+        charging = [[cs.reservation_id, _item(cs.item), cs.ttl, cs.expires_at, cs.expiry_seq,
+                     cs.resolution, cs.inverse, cs.held, cs.counter, cs.units, cs.open,
+                     cs.starved, cs.reduced] for cs in s.charging.values()]
+        sessions.append([s.session_id, s.user_id, s.service_id, s.created_at, s.listener_id,
+                         s.external_data, s.result_type, s.cleanup_result_type,
+                         s.filter_transaction, charging])
+    return {"accounts": accounts, "sessions": sessions,
+            "journal": {"next_id": engine.journal.next_id,
+                        "entries": [codec.tx_to_wire(t) for t in engine.journal.query()]},
+            "expiry_seq": engine.expiry.seq,
+            "renewals": [[cs.session.session_id, cs.reservation_id, reason]
+                         for cs, reason in engine.renewals.items()]}
+
+
+def engine_from_state(state: dict[str, Any], catalog: Catalog, journal_retain: int) -> Engine:
+    """Rebuild an engine (expiry queue included) from `engine_to_state`'s output."""
+    engine = Engine(catalog, journal_retain)
+    for user_id, currency, balance, counters, _ in state["accounts"]:
+        engine.accounts[user_id] = Account(user_id, balance, currency, counters)
+    charging_sessions: list[ChargingSession] = []
+    for (sid, user_id, service_id, created, listener, external, rt, crt, filt,
+         charging) in state["sessions"]:
+        session = Session(sid, user_id, service_id, created, listener, external,
+                          m.ResultType(rt), m.ResultType(crt), filt)
+        account = engine.accounts[user_id]
+        for (rid, item, ttl, expires, seq, resolution, inverse, held, counter, units, is_open,
+             starved, reduced) in charging:
+            stored = codec.item_from_wire(item)
+            assert stored is not None
+            cs = ChargingSession(session, rid, stored, ttl, expires, m.Resolution(resolution),
+                                 inverse)
+            cs.expiry_seq, cs.held, cs.counter, cs.units = seq, held, counter, units
+            cs.open, cs.starved, cs.reduced = is_open, starved, reduced
+            session.charging[rid] = cs
+            charging_sessions.append(cs)
+            if is_open:
+                account.hold(held, counter, units)
+        engine.sessions[sid] = session
+        account.sessions.add(sid)
+    engine.expiry.restore(charging_sessions, state["expiry_seq"])
+    for user_id, _, _, _, hungry in state["accounts"]:
+        account = engine.accounts[user_id]
+        for sid, rid in hungry:
+            account.hungry[engine.sessions[sid].charging[rid]] = None
+    for sid, rid, reason in state["renewals"]:
+        engine.renewals[engine.sessions[sid].charging[rid]] = m.RenewalReason(reason)
+    engine.journal.next_id = state["journal"]["next_id"]
+    for entry in state["journal"]["entries"]:
+        engine.journal.add(codec.tx_from_wire(entry))
+    return engine
+
+
+# ------------------------------------------------------------------------ files
+
+def write_snapshot(directory: Path, index: int, state: dict[str, Any]) -> Path:
+    """Write `state` as snapshot `index` atomically and durably."""
+    path = snapshot_path(directory, index)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(codec.pack({"format": FORMAT, **state}))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(directory)
+    return path
+
+
+def read_snapshot(directory: Path, index: int) -> dict[str, Any]:
+    """Load snapshot `index`."""
+    state = codec.unpack(snapshot_path(directory, index).read_bytes())
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"snapshot {index} has an unknown format")
+    return state
+
+
+def dedup_to_state(cache: OutcomeCache) -> list[Any]:
+    """The exactly-once window as plain data."""
+    return [[user, op, deadline, msg_type, body]
+            for (user, op), deadline, (msg_type, body) in cache.items()]
+
+
+def dedup_restore(cache: OutcomeCache, rows: list[Any]) -> None:
+    """Refill an outcome cache from `dedup_to_state`'s output."""
+    for user, op, deadline, msg_type, body in rows:
+        cache.restore((user, op), deadline, (msg_type, body))
