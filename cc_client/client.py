@@ -200,6 +200,12 @@ class Client:
 
     # ------------------------------------------------------------------ connections
 
+    async def open(self) -> None:
+        """The first connection: one round over the addresses; CommunicationFailure when
+        none answers. (Later reconnects keep trying until a call's request_timeout.)"""
+        self._dialing = self.loop.create_task(self._dial(rounds=1))
+        await self._connection()
+
     async def _connection(self) -> ClientConnection:
         if self._closed:
             raise CommunicationFailure("the client is closed")
@@ -214,18 +220,21 @@ class Client:
                 raise CommunicationFailure("the client was closed") from None
             raise
 
-    async def _dial(self) -> ClientConnection:
+    async def _dial(self, rounds: int | None = None) -> ClientConnection:
         for attempt in itertools.count():
             for host, port in self.addresses:
                 if self._closed:
                     raise CommunicationFailure("the client is closed")
                 try:
                     return await self._open(host, port)
-                except AuthenticationFailed:
-                    raise
+                except ChargingError:
+                    raise                  # refused for good: wrong password, version
                 except (OSError, TimeoutError, ConnectionLost, ProtocolError) as exc:
                     self._last_error = f"{host}:{port}: {exc or type(exc).__name__}"
                     log.debug("event=connect_failed address=%s:%d error=%r", host, port, exc)
+            if rounds is not None and attempt + 1 >= rounds:
+                where = ", ".join(f"{h}:{p}" for h, p in self.addresses)
+                raise CommunicationFailure(f"no address answers ({where}; {self._last_error})")
             delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(attempt, 10))
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
         raise AssertionError("unreachable")
@@ -243,6 +252,8 @@ class Client:
                 conn.abort(str(exc))
                 if exc.code == ErrorCode.AUTHENTICATION_FAILED:
                     raise AuthenticationFailed(exc.message) from None
+                if exc.code == ErrorCode.UNSUPPORTED_VERSION:
+                    raise CommunicationFailure(exc.message, exc.code) from None
                 raise
         if self._closed:
             conn.close()
@@ -319,7 +330,7 @@ class Connector:
     async def _start(self) -> Client:
         client = Client(*self._addresses, **self._options)
         try:
-            await asyncio.wait_for(client._connection(), client.request_timeout)
+            await asyncio.wait_for(client.open(), client.request_timeout)
         except TimeoutError:
             await client.close()
             where = ", ".join(f"{h}:{p}" for h, p in client.addresses)

@@ -290,9 +290,9 @@ async def test_client_reports_an_unsupported_version_refusal() -> None:
     async with FakeServer(refuse) as fake:
         began = time.monotonic()
         with pytest.raises(CommunicationFailure, match=r"UNSUPPORTED_VERSION|version 7"):
-            await cc_client.connect(fake.url, request_timeout=0.5)
-        assert time.monotonic() - began < 1.5
-        assert len(fake.streams) >= 1
+            await cc_client.connect(fake.url, request_timeout=5)
+        assert time.monotonic() - began < 1.0, "a version refusal is final: no retries"
+        assert len(fake.streams) == 1
 
 
 # ----------------------------------------------------------------------- 6. heartbeat
@@ -643,14 +643,13 @@ async def test_a_slow_reader_does_not_stall_other_clients() -> None:
 
 # ----------------------------------------------------------------------- 11. connect()
 
-async def test_connect_to_nothing_fails_within_the_request_timeout() -> None:
-    port = dead_port()
+async def test_connect_to_nothing_fails_as_soon_as_no_address_answers() -> None:
+    port, other = dead_port(), dead_port()
     began = time.monotonic()
-    with pytest.raises(CommunicationFailure) as info:
-        await cc_client.connect(f"127.0.0.1:{port}", request_timeout=0.5)
-    elapsed = time.monotonic() - began
-    assert 0.4 <= elapsed < 1.5, elapsed
-    assert str(port) in str(info.value)
+    with pytest.raises(CommunicationFailure, match="no address answers") as info:
+        await cc_client.connect(f"127.0.0.1:{port}", f"127.0.0.1:{other}", request_timeout=5)
+    assert time.monotonic() - began < 1.0, "refused everywhere: no need to wait 5 s"
+    assert str(port) in str(info.value) and str(other) in str(info.value)
 
     began = time.monotonic()
     with pytest.raises(CommunicationFailure):
