@@ -9,7 +9,18 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from .config import ServerConfig
+from . import logs
+from .config import (
+    CHOICES,
+    HELP,
+    ConfigError,
+    ServerConfig,
+    build,
+    field_types,
+    load_file,
+    metavar,
+    to_toml,
+)
 from .engine import CatalogError
 from .server import ChargingServer
 from .store import DataDirError
@@ -18,48 +29,34 @@ log = logging.getLogger("cc_server")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of cc-server."""
-    d = ServerConfig()
+    """The command line of cc-server: one flag per ServerConfig field, plus --config."""
+    defaults = ServerConfig()
     p = argparse.ArgumentParser(
-        prog="cc-server", description="Session-based online charging server.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--host", default=d.host, help="address to listen on")
-    p.add_argument("--port", type=int, default=d.port, help="port (0 picks a free one)")
-    p.add_argument("--catalog", metavar="FILE", help="TOML price plans (default: built-in)")
-    p.add_argument("--data-dir", metavar="DIR", help="persist state here (default: memory)")
-    p.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default=d.loop)
-    p.add_argument("--heartbeat", type=float, default=d.heartbeat, metavar="SECONDS",
-                   help="heartbeat interval; a peer silent for 3 intervals is dropped")
-    p.add_argument("--max-frame", type=int, default=d.max_frame, metavar="BYTES")
-    p.add_argument("--max-connections", type=int, default=d.max_connections)
-    p.add_argument("--max-in-flight", type=int, default=d.max_in_flight)
-    p.add_argument("--max-subrequests", type=int, default=d.max_subrequests)
-    p.add_argument("--idle-timeout", type=float, default=d.idle_timeout, metavar="SECONDS",
-                   help="close connections without a request for this long (0: never)")
-    p.add_argument("--handshake-timeout", type=float, default=d.handshake_timeout,
-                   metavar="SECONDS")
-    p.add_argument("--dedup-window", type=float, default=d.dedup_window, metavar="SECONDS",
-                   help="how long operation outcomes are remembered (exactly once)")
-    p.add_argument("--journal-retain", type=int, default=d.journal_retain, metavar="N",
-                   help="journal entries kept in memory")
-    p.add_argument("--renewal-send-timeout", type=float, default=d.renewal_send_timeout,
-                   metavar="SECONDS")
-    p.add_argument("--renewal-resend-interval", type=float,
-                   default=d.renewal_resend_interval, metavar="SECONDS")
-    p.add_argument("--renewal-resend-attempts", type=int, default=d.renewal_resend_attempts,
-                   metavar="N")
-    p.add_argument("--log-level", default=d.log_level,
-                   choices=["debug", "info", "warning", "error"])
+        prog="cc-server", description="Session-based online charging server. Every flag "
+        "is also a key of the --config file; flags win.")
+    p.add_argument("--config", metavar="FILE", help="TOML file of settings")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the effective settings as a config file and exit")
+    for name, (kind, _) in field_types().items():
+        default = getattr(defaults, name)
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=argparse.SUPPRESS,
+                       type=kind, choices=CHOICES.get(name),
+                       metavar=None if name in CHOICES else metavar(name),
+                       help=f"{HELP.get(name, name)} (default: {default})")
     return p
 
 
-def config_from_args(argv: Sequence[str] | None = None) -> ServerConfig:
-    """Parse flags into a `ServerConfig` (exits 2 on a usage error)."""
-    args = build_parser().parse_args(argv)
-    config = ServerConfig()
-    for name, value in vars(args).items():
-        setattr(config, name, value)
-    return config
+def config_from_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, bool]:
+    """(settings from defaults, --config file and flags; whether to just print them).
+    Exits 2 on a usage error."""
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    config_file, print_only = args.pop("config"), args.pop("print_config")
+    try:
+        config = build(load_file(config_file) if config_file else {}, args)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    return config, print_only
 
 
 def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
@@ -98,9 +95,11 @@ async def serve(config: ServerConfig) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `cc-server` and `python -m cc_server`."""
-    config = config_from_args(argv)
-    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    config, print_only = config_from_args(argv)
+    if print_only:
+        print(to_toml(config), end="")
+        return 0
+    logs.setup(config.log_level, config.log_format)
     loop = new_event_loop(config.loop)
     try:
         loop.run_until_complete(serve(config))

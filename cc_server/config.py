@@ -1,8 +1,16 @@
-"""Server settings: one dataclass, filled from defaults, a config file and flags."""
+"""Server settings: one dataclass; defaults, then a TOML config file, then flags.
+
+Every field is both a flag (`--resend-interval` style: underscores become dashes) and a
+config-file key (either spelling), so the two can never drift apart; `--print-config`
+prints the effective settings in the config-file format.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
 
 from protocol.frames import DEFAULT_MAX_FRAME
 
@@ -19,34 +27,156 @@ class ServerConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_client_ca: str | None = None
-    loop: str = "auto"                      # auto | uvloop | asyncio
+    loop: str = "auto"
     # transport
-    heartbeat: float = 5.0                  # seconds; a peer silent for 3 of them is dead
+    heartbeat: float = 5.0
     handshake_timeout: float = 10.0
-    idle_timeout: float = 0.0               # seconds without a request; 0 = never
+    idle_timeout: float = 0.0
     max_frame: int = DEFAULT_MAX_FRAME
     max_connections: int = 10_000
-    max_in_flight: int = 1024               # unanswered requests per connection
-    max_subrequests: int = 64               # sub-requests per container
+    max_in_flight: int = 1024
+    max_subrequests: int = 64
     write_buffer_high: int = 4 * 1024 * 1024
     # exactly once
     dedup_window: float = 600.0
     dedup_max_entries: int = 2_000_000
     # journal kept in memory
     journal_retain: int = 2_000_000
-    # durability (--data-dir): a background snapshot after this many log bytes
+    # durability
     snapshot_every: int = 64 * 1024 * 1024
     # renewal notifications
     renewal_send_timeout: float = 0.5
     renewal_resend_interval: float = 1.0
     renewal_resend_attempts: int = 10
-    # housekeeping
-    tick: float = 0.05                      # expiry and renewal timer period, seconds
+    # operations
+    tick: float = 0.05
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     log_level: str = "info"
-    log_format: str = "text"                # text | json
-    extra: dict[str, str] = field(default_factory=dict)
+    log_format: str = "text"
 
-    @classmethod
-    def names(cls) -> list[str]:
-        """Every setting name."""
-        return [f.name for f in fields(cls) if f.name != "extra"]
+
+HELP: dict[str, str] = {
+    "host": "address to listen on (loopback by default)",
+    "port": "port to listen on; 0 picks a free one and prints it",
+    "catalog": "TOML price plans (default: the built-in catalog)",
+    "data_dir": "keep state in this directory (write-ahead log + snapshots); "
+                "default: in memory",
+    "users": "TOML users file (password hashes, roles); default: every client trusted",
+    "tls_cert": "PEM certificate chain: serve TLS",
+    "tls_key": "PEM private key of --tls-cert",
+    "tls_client_ca": "PEM CA bundle: require client certificates signed by it",
+    "loop": "event loop implementation",
+    "heartbeat": "heartbeat interval, seconds; a peer silent for 3 of them is dropped",
+    "handshake_timeout": "seconds a new connection has to say HELLO",
+    "idle_timeout": "close connections without a request for this many seconds (0: never)",
+    "max_frame": "largest frame body accepted, bytes",
+    "max_connections": "simultaneous connections",
+    "max_in_flight": "unanswered requests per connection before it stops being read",
+    "max_subrequests": "sub-requests per container",
+    "write_buffer_high": "per-connection write buffer, bytes, before reading pauses",
+    "dedup_window": "seconds an operation's outcome is remembered (exactly once)",
+    "dedup_max_entries": "outcomes remembered at most (memory bound of --dedup-window)",
+    "journal_retain": "journal entries kept in memory",
+    "snapshot_every": "log bytes between background snapshots (with --data-dir)",
+    "renewal_send_timeout": "seconds before an unacknowledged notification goes to a backup",
+    "renewal_resend_interval": "seconds between notification attempts",
+    "renewal_resend_attempts": "resends after the first attempt (0: send once)",
+    "tick": "timer period for expiry and resends, seconds",
+    "metrics_port": "serve Prometheus metrics over HTTP on this port (default: off)",
+    "metrics_host": "address of the metrics endpoint",
+    "log_level": "log level",
+    "log_format": "log lines as key=value text or JSON",
+}
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "loop": ("auto", "uvloop", "asyncio"),
+    "log_level": ("debug", "info", "warning", "error"),
+    "log_format": ("text", "json"),
+}
+
+
+METAVAR: dict[str, str] = {
+    "host": "HOST", "port": "PORT", "metrics_port": "PORT", "metrics_host": "HOST",
+    "catalog": "FILE", "users": "FILE", "tls_cert": "FILE", "tls_key": "FILE",
+    "tls_client_ca": "FILE", "data_dir": "DIR", "max_frame": "BYTES",
+    "write_buffer_high": "BYTES", "snapshot_every": "BYTES",
+}
+
+
+def metavar(name: str) -> str:
+    """How --help names a setting's value."""
+    kind, _ = field_types()[name]
+    return METAVAR.get(name) or {float: "SECONDS", int: "N"}.get(kind, "VALUE")
+
+
+class ConfigError(ValueError):
+    """A config file or value that cannot be used; the message says which and why."""
+
+
+def field_types() -> dict[str, tuple[type, bool]]:
+    """name -> (value type, None allowed) of every setting."""
+    out: dict[str, tuple[type, bool]] = {}
+    for f in fields(ServerConfig):
+        text = str(f.type)
+        base = text.replace(" | None", "")
+        out[f.name] = ({"str": str, "int": int, "float": float, "bool": bool}[base],
+                       text.endswith("| None"))
+    return out
+
+
+def convert(name: str, value: Any) -> Any:
+    """A value for setting `name`, checked and converted (ConfigError if it cannot be)."""
+    kind, optional = field_types()[name]
+    if value is None and optional:
+        return None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
+        raise ConfigError(f"{name} must be {kind.__name__}, not {value!r}")
+    if name in CHOICES and value not in CHOICES[name]:
+        raise ConfigError(f"{name} must be one of {', '.join(CHOICES[name])}, not {value!r}")
+    if isinstance(value, int | float) and value < 0:
+        raise ConfigError(f"{name} must not be negative")
+    return value
+
+
+def load_file(path: str) -> dict[str, Any]:
+    """Settings from a TOML file; keys as in `--print-config` (dashes also accepted)."""
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {path} is not valid TOML: {exc}") from None
+    known = field_types()
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise ConfigError(f"{path}: unknown setting {key!r}; see cc-server --print-config")
+        values[name] = convert(name, value)
+    return values
+
+
+def build(file_values: Mapping[str, Any], flag_values: Mapping[str, Any]) -> ServerConfig:
+    """Defaults, overridden by the file, overridden by flags."""
+    config = ServerConfig()
+    for name, value in {**file_values, **flag_values}.items():
+        setattr(config, name, convert(name, value))
+    return config
+
+
+def to_toml(config: ServerConfig) -> str:
+    """The settings as a config file (unset optional ones commented out)."""
+    lines = ["# cc-server configuration (cc-server --config FILE); flags override it"]
+    for f in fields(ServerConfig):
+        value = getattr(config, f.name)
+        if value is None:
+            lines.append(f"# {f.name} =")
+        elif isinstance(value, str):
+            lines.append(f"{f.name} = {value!r}".replace("'", '"'))
+        else:
+            lines.append(f"{f.name} = {value}")
+    return "\n".join(lines) + "\n"

@@ -12,6 +12,7 @@ argument, so replay runs exactly the same code with exactly the same clock.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -23,6 +24,7 @@ from protocol.frames import Frame
 
 from .dedup import OutcomeCache, Reply
 from .engine import Engine, Refused
+from .metrics import Histogram
 
 log = logging.getLogger("cc_server")
 T = m.MsgType
@@ -67,6 +69,9 @@ class Dispatcher:
         self.dedup = dedup
         self.max_subrequests = max_subrequests
         self.counts: Counter[str] = Counter()
+        self.latency = {"execute": Histogram(), "admin": Histogram()}
+        #: more stats sections from the server (connections, durability, ...)
+        self.extra_stats: Callable[[], dict[str, Any]] | None = None
         self._admin: dict[str, Callable[[dict[str, Any], float], Any]] = {
             "create_subscriber": self._create_subscriber,
             "get_subscriber": lambda a, now: codec.subscriber_to_wire(
@@ -90,9 +95,15 @@ class Dispatcher:
         try:
             msg = codec.decode(frame)
             if type(msg) is m.Execute:
-                return self._execute(peer, msg, frame.body)
+                started = time.perf_counter()
+                reply = self._execute(peer, msg, frame.body)
+                self.latency["execute"].observe(time.perf_counter() - started)
+                return reply
             if type(msg) is m.AdminRequest:
-                return self._admin_request(peer, msg, frame.body)
+                started = time.perf_counter()
+                reply = self._admin_request(peer, msg, frame.body)
+                self.latency["admin"].observe(time.perf_counter() - started)
+                return reply
             if type(msg) is m.Listen:
                 self._need(peer, "charging")
                 self.renewal.register(peer, msg.listener_id)
@@ -108,13 +119,13 @@ class Dispatcher:
             return error_reply(ErrorCode.PROTOCOL_ERROR,
                                f"message type {frame.type:#04x} is not a request here")
         except ProtocolError as exc:
-            self.counts["invalid"] += 1
+            self.counts["request.INVALID_REQUEST"] += 1
             return error_reply(exc.code, exc.message)
         except Refused as exc:
             return error_reply(exc.code, exc.message)
         except Exception:
             log.exception("event=internal_error peer=%s type=%#04x", peer.name, frame.type)
-            self.counts["server_error"] += 1
+            self.counts["request.SERVER_ERROR"] += 1
             return error_reply(ErrorCode.SERVER_ERROR, "internal error; nothing was applied")
 
     @staticmethod
@@ -136,7 +147,7 @@ class Dispatcher:
         now = self.clock()
         stored = self.dedup.get((msg.user_id, msg.operation_id), now)
         if stored is not None:
-            self.counts["duplicate"] += 1
+            self.counts[f"{msg.kind}.repeated"] += 1
             return stored
         reply = self.apply_execute(msg, now)
         self._log(REC_EXECUTE, now, body)
@@ -190,9 +201,10 @@ class Dispatcher:
         try:
             reply: Reply = T.ADMIN_RESULT, codec.pack(
                 {"value": self._admin[msg.command](dict(msg.args), now)})
-            self.counts[f"admin.{msg.command}"] += 1
+            self.counts[f"{msg.command}.ok"] += 1
         except Refused as exc:
             reply = error_reply(exc.code, exc.message)
+            self.counts[f"{msg.command}.{exc.code}"] += 1
         if key is not None:
             self.dedup.put(key, reply, now)
         self.flush_renewals(now)
@@ -246,10 +258,15 @@ class Dispatcher:
 
     def stats(self) -> dict[str, Any]:
         """Operation counts and state sizes."""
-        stats: dict[str, Any] = {"engine": self.engine.stats(), "operations": dict(self.counts),
-                                 "dedup": {"entries": len(self.dedup), "hits": self.dedup.hits}}
-        extra = getattr(self.renewal, "stats", None)
-        if extra is not None:
-            stats["renewal"] = extra()
+        stats: dict[str, Any] = {
+            "engine": self.engine.stats(), "operations": dict(self.counts),
+            "sub_requests": dict(self.engine.counts),
+            "latency": {kind: h.to_dict() for kind, h in self.latency.items()},
+            "dedup": {"entries": len(self.dedup), "hits": self.dedup.hits}}
+        renewal = getattr(self.renewal, "stats", None)
+        if renewal is not None:
+            stats["renewal"] = renewal()
+        if self.extra_stats is not None:
+            stats.update(self.extra_stats())
         return stats
 

@@ -20,6 +20,7 @@ from .connection import ALL_ROLES, ServerConnection
 from .dedup import OutcomeCache
 from .dispatch import Dispatcher
 from .engine import Catalog, ChargingSession, Engine
+from .metrics import MetricsEndpoint, prometheus
 from .renewal import RenewalService
 from .store import Recovery, Store, catalogs_differ
 from .wal import WalWriter
@@ -49,6 +50,9 @@ class ChargingServer:
         self.dedup = OutcomeCache(self.config.dedup_window, self.config.dedup_max_entries)
         self.dispatcher = Dispatcher(self.engine, clock, self.renewal, self.dedup,
                                      self.config.max_subrequests)
+        self.dispatcher.extra_stats = self.stats
+        self.started = time.monotonic()
+        self.metrics: MetricsEndpoint | None = None
         self.ssl_context = ssl_context
         self.recovery: Recovery | None = None
         self.connections: set[ServerConnection] = set()
@@ -80,6 +84,23 @@ class ChargingServer:
             lambda: ServerConnection(self), self.config.host, self.config.port,
             ssl=self.ssl_context, reuse_address=True, backlog=1024)
         self._tick_handle = self.loop.call_later(self.config.tick, self._tick)
+        if self.config.metrics_port is not None:
+            self.metrics = MetricsEndpoint(self.config.metrics_host, self.config.metrics_port,
+                                           lambda: prometheus(self.dispatcher.stats()))
+            await self.metrics.start()
+
+    def stats(self) -> dict[str, Any]:
+        """The server's own sections of admin.stats()."""
+        stats: dict[str, Any] = {
+            "server": {"uptime": round(time.monotonic() - self.started, 3),
+                       "version": self.version},
+            "connections": {"open": len(self.connections), **self.counts}}
+        wal = self.wal
+        if self.store is not None and wal is not None:
+            stats["durability"] = {"log_records": wal.appended, "log_synced": wal.synced,
+                                   "log_syncs": wal.syncs, "log_bytes": wal.bytes_written,
+                                   "snapshot": self.store.snapshot_index}
+        return stats
 
     @property
     def address(self) -> tuple[str, int]:
@@ -137,6 +158,8 @@ class ChargingServer:
         """Stop accepting, say goodbye, let in-flight work finish, close everything."""
         if self._server is not None:
             self._server.close()
+        if self.metrics is not None:
+            await self.metrics.close()
         if self.wal is not None:
             await self.wal.drain()    # held replies go out once their records are on disk
         self._all_gone.clear()       # set by any earlier moment with no connection

@@ -106,6 +106,7 @@ def engine_from_state(state: dict[str, Any], catalog: Catalog, journal_retain: i
             charging_sessions.append(cs)
             if is_open:
                 account.hold(held, counter, units)
+                engine.tally.open_reservations += 1
         engine.sessions[sid] = session
         account.sessions.add(sid)
     engine.expiry.restore(charging_sessions, state["expiry_seq"])

@@ -465,6 +465,11 @@ class EngineModel(RuleBasedStateMachine):
             assert s.counters_reserved.get(name, ZERO) == self.counter_reserved(name)
 
     @invariant()
+    def open_reservation_tally_is_exact(self) -> None:
+        assert self.engine.stats()["reservations"] == sum(
+            1 for s in self.engine.sessions.values() for cs in s.charging.values() if cs.open)
+
+    @invariant()
     def same_sessions_and_reservations(self) -> None:
         assert set(self.engine.sessions) == set(self.sessions)
         for info in self.engine.find_sessions(user_id=USER):

@@ -23,7 +23,7 @@ from .catalog import Catalog, CatalogError, PricePlan
 from .errors import Refused
 from .expiry import ExpiryQueue
 from .journal import DEFAULT_RETAIN, Journal
-from .sessions import ChargingSession, Op, Session
+from .sessions import ChargingSession, Op, Session, Tally
 
 __all__ = ["Catalog", "CatalogError", "ChargingSession", "Engine", "PricePlan", "Refused",
            "Session"]
@@ -48,7 +48,8 @@ class Engine:
         #: charging sessions whose subscriber gained credit while they were starved or
         #: reduced, with the reason; the renewal layer drains it (`take_renewals`).
         self.renewals: dict[ChargingSession, m.RenewalReason] = {}
-        self.counts: Counter[str] = Counter()
+        self.counts: Counter[str] = Counter()   # sub-request outcomes by action
+        self.tally = Tally()
 
     # ------------------------------------------------------------------ containers
 
@@ -67,7 +68,7 @@ class Engine:
                               f"no session {req.session_id!r} for this user and service")
             session = found
         before = account.balance - account.reserved, tuple(account.hungry)
-        op = Op(account, session, now, self.catalog, self.journal, self.expiry, REQUEST,
+        op = Op(self, account, session, now, REQUEST,
                 req.result_type or session.result_type,
                 session.filter_transaction if req.filter_transaction is None
                 else req.filter_transaction)
@@ -104,12 +105,14 @@ class Engine:
 
     def _sub(self, op: Op, sub: m.SubRequest) -> m.Outcome:
         try:
-            return rules.HANDLERS[sub.action](op, sub)
+            outcome = rules.HANDLERS[sub.action](op, sub)
         except Refused as exc:
-            return m.Outcome(sub.reservation_id, exc.code, exc.message)
-        except DecimalException:  # a quantity or price outside exact arithmetic
-            return m.Outcome(sub.reservation_id, ErrorCode.INVALID_REQUEST,
-                             "amount out of the exactly representable range")
+            outcome = m.Outcome(sub.reservation_id, exc.code, exc.message)
+        except DecimalException:  # unreachable with the bounds on quantities and prices
+            outcome = m.Outcome(sub.reservation_id, ErrorCode.INVALID_REQUEST,
+                                "amount out of the exactly representable range")
+        self.counts[f"{sub.action}.{outcome.error or 'ok'}"] += 1
+        return outcome
 
     def _remove(self, session: Session) -> None:
         session.alive = False
@@ -144,7 +147,7 @@ class Engine:
                 account = self.accounts[session.user_id]
                 before = account.balance - account.reserved, tuple(account.hungry)
                 if item.open:
-                    op = Op(account, session, now, self.catalog, self.journal, self.expiry,
+                    op = Op(self, account, session, now,
                             EXPIRY, session.cleanup_result_type, session.filter_transaction)
                     rules.clean_up(op, item)
                 if session.settled(now):
@@ -222,7 +225,7 @@ class Engine:
         account = self.accounts[session.user_id]
         before = account.balance - account.reserved, tuple(account.hungry)
         first = self.journal.next_id
-        op = Op(account, session, now, self.catalog, self.journal, self.expiry, ADMIN,
+        op = Op(self, account, session, now, ADMIN,
                 m.ResultType.ALL_TRANSACTIONS, False)
         with localcontext(MONEY):
             for cs in list(session.charging.values()):
@@ -256,8 +259,6 @@ class Engine:
 
     def stats(self) -> dict[str, Any]:
         """Sizes of the engine's state."""
-        open_cs = sum(1 for s in self.sessions.values() for cs in s.charging.values()
-                      if cs.open)
         return {"subscribers": len(self.accounts), "sessions": len(self.sessions),
-                "reservations": open_cs, "journal_entries": len(self.journal),
+                "reservations": self.tally.open_reservations, "journal_entries": len(self.journal),
                 "journal_next_id": self.journal.next_id, "expiry_queue": len(self.expiry)}

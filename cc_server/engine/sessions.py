@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from typing import Protocol
 
 from protocol import messages as m
 from protocol.errors import ErrorCode
@@ -90,22 +91,41 @@ class ChargingSession:
         return self.session.alive
 
 
+class Tally:
+    """Counts the engine keeps current instead of scanning for them."""
+
+    __slots__ = ("open_reservations",)
+
+    def __init__(self) -> None:
+        self.open_reservations = 0
+
+
+class EngineParts(Protocol):
+    """What an Op takes from the engine."""
+
+    catalog: Catalog
+    journal: Journal
+    expiry: ExpiryQueue
+    tally: Tally
+
+
 class Op:
     """One container (or clean-up) being applied: to whom, when, and how to report it."""
 
     __slots__ = ("account", "catalog", "expiry", "filter", "journal", "now", "now_dt",
-                 "reason", "result_type", "session")
+                 "reason", "result_type", "session", "tally")
 
-    def __init__(self, account: Account, session: Session, now: float, catalog: Catalog,
-                 journal: Journal, expiry: ExpiryQueue, reason: m.TxReason,
-                 result_type: m.ResultType, filter_transaction: bool) -> None:
+    def __init__(self, engine: EngineParts, account: Account, session: Session, now: float,
+                 reason: m.TxReason, result_type: m.ResultType,
+                 filter_transaction: bool) -> None:
         self.account = account
         self.session = session
         self.now = now
         self.now_dt = dt.datetime.fromtimestamp(now, UTC)
-        self.catalog = catalog
-        self.journal = journal
-        self.expiry = expiry
+        self.catalog = engine.catalog
+        self.journal = engine.journal
+        self.expiry = engine.expiry
+        self.tally = engine.tally
         self.reason = reason
         self.result_type = result_type
         self.filter = filter_transaction
@@ -248,6 +268,7 @@ def end(op: Op, cs: ChargingSession) -> None:
     """The charging session is over (confirmed, cancelled, cleaned up)."""
     cs.open = False
     cs.starved = cs.reduced = False
+    op.tally.open_reservations -= 1
     op.account.hungry.pop(cs, None)
 
 
@@ -276,6 +297,7 @@ def reserve(op: Op, sub: m.SubRequest) -> m.Outcome:
     result = hold(op, cs, sub.item, plan, price, quantity, cs.inverse)
     op.session.charging[rid] = cs
     op.expiry.push(cs)
+    op.tally.open_reservations += 1
     return m.Outcome(rid, reserve_result=result, granted_item=cs.item,
                      expires_at=_expires(op, cs))
 
