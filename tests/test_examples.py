@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -35,3 +36,12 @@ def test_example_catalog_loads() -> None:
     catalog = Catalog.load(EXAMPLES / "catalog.toml")
     assert catalog.plan("VIDEO", "stream") is not None
     assert [s.user_id for s in catalog.subscribers] == ["alice", "bob"]
+
+
+def test_the_copyable_fixture_example_passes() -> None:
+    run = subprocess.run([sys.executable, "-m", "pytest", "-o", "addopts=",
+                          "-p", "no:cacheprovider", "--rootdir", str(EXAMPLES),
+                          str(EXAMPLES / "test_with_cc_server.py")],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stdout[-2000:]
+    assert "2 passed" in run.stdout
