@@ -22,6 +22,9 @@ run: $(STAMP)          ## start the server on 127.0.0.1:9500, state kept in ./da
 test: $(STAMP)         ## the whole test suite
 	$(BIN)/python -m pytest $(ARGS)
 
+bench: $(STAMP)        ## the standard load mix (benchmark/README.md); ARGS add options
+	$(BIN)/cc-bench --spawn --connections 8 --concurrency 256 --sessions 100000 --updates 2 --reservations 1 $(ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check protocol cc_server cc_client tests examples
 

@@ -1,0 +1,180 @@
+"""The command line of cc-bench (`cc-bench` and `python -m cc_client.bench`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from .settings import Settings
+
+EXAMPLES = """\
+examples:
+  cc-bench --spawn --sessions 100000                     the standard mix, server spawned
+  cc-bench --server 127.0.0.1:9500 --rate 2000 --duration 30 --warmup 5
+  cc-bench --spawn --op ping --duration 5                 bare round trip through the stack
+  cc-bench --spawn --renewals --duration 10 --json out.json --plot latency.svg
+  cc-bench --op codec                                     codec micro-benchmark, no server
+
+exit status: 0 run completed, 1 the run could not be carried out, 2 usage error."""
+
+
+def _decimal(text: str) -> Decimal:
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a decimal amount") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser."""
+    d = Settings()
+    p = argparse.ArgumentParser(
+        prog="cc-bench", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
+        description="Load tester of the charging server: start/update/stop sessions (or "
+                    "pings) in a closed or open loop; latency percentiles from log-linear "
+                    "histograms, throughput, errors by code, CPU per operation.")
+    g = p.add_argument_group("target")
+    g.add_argument("--server", metavar="HOST:PORT",
+                   help="a running server (default 127.0.0.1:9500 unless --spawn)")
+    g.add_argument("--spawn", action="store_true",
+                   help="start a server subprocess on a free loopback port, stop it after")
+    g.add_argument("--data-dir", metavar="DIR", help="with --spawn: a durable server here")
+    g.add_argument("--server-arg", dest="server_args", action="append", default=[],
+                   metavar="ARG", help="with --spawn: pass ARG to cc-server (repeatable; "
+                   "use --server-arg=--flag)")
+    g.add_argument("--user", help="user name, when the server has a users file")
+    g.add_argument("--password")
+    g = p.add_argument_group("load")
+    g.add_argument("--op", choices=["session", "ping", "codec"], default=d.op,
+                   help="what to measure (default: %(default)s)")
+    g.add_argument("--connections", type=int, default=d.connections, metavar="C",
+                   help="client connections (default: %(default)s)")
+    g.add_argument("--concurrency", type=int, metavar="N",
+                   help="closed loop: sessions in flight (default 256); open loop: most "
+                        "allowed in flight (default 10000)")
+    g.add_argument("--rate", type=float, metavar="R",
+                   help="open loop: R sessions (or pings) per second; latency from the "
+                        "intended send time")
+    g.add_argument("--sessions", type=int, metavar="N", help="measure N sessions (or pings)")
+    g.add_argument("--duration", type=float, metavar="S",
+                   help="measure for S seconds (default 10 when --sessions is not given)")
+    g.add_argument("--warmup", type=float, default=d.warmup, metavar="S",
+                   help="run unmeasured for S seconds first (default: %(default)s)")
+    g.add_argument("--timeout", type=float, metavar="S",
+                   help="hard limit on the load phase (default: warm-up + duration + 120, "
+                        "or 1800 with --sessions alone)")
+    g = p.add_argument_group("sessions")
+    g.add_argument("--updates", type=int, default=d.updates, metavar="U",
+                   help="confirm-and-reserve updates per session (default: %(default)s)")
+    g.add_argument("--reservations", type=int, default=d.reservations, metavar="M",
+                   help="reservations per session (default: %(default)s)")
+    g.add_argument("--users", type=int, default=d.users, metavar="K",
+                   help="subscribers the sessions are spread over (default: %(default)s)")
+    g.add_argument("--balance", type=_decimal, default=d.balance,
+                   help="initial balance of each subscriber (default: %(default)s)")
+    g.add_argument("--ttl", type=float, default=d.ttl, help="reservation TTL, seconds")
+    g.add_argument("--service", default=d.service)
+    g.add_argument("--item", default=d.item)
+    g.add_argument("--property", dest="quantity_property", default=d.quantity_property,
+                   help="the item's quantity property (default: %(default)s)")
+    g.add_argument("--quantity", type=int, default=d.quantity,
+                   help="quantity reserved (updates confirm 80 %%, stop 20 %%)")
+    g.add_argument("--result-type", choices=["all", "master", "none"],
+                   help="result type of the containers (default: the server's)")
+    g.add_argument("--request-timeout", type=float, default=d.request_timeout, metavar="S")
+    g = p.add_argument_group("renewal notifications")
+    g.add_argument("--renewals", action="store_true",
+                   help="mix in sessions that starve, get a top-up and a renewal notification")
+    g.add_argument("--renewal-ratio", type=float, default=d.renewal_ratio, metavar="F",
+                   help="share of sessions that do so (default: %(default)s)")
+    g.add_argument("--listener-id", type=int, default=d.listener_id)
+    g.add_argument("--notification-timeout", type=float, default=d.notification_timeout,
+                   metavar="S")
+    g = p.add_argument_group("output")
+    g.add_argument("--json", metavar="FILE", help="write everything, histograms included")
+    g.add_argument("--plot", metavar="FILE", help="latency chart, SVG (or HTML: *.html)")
+    g.add_argument("--interval", type=float, default=d.interval, metavar="S",
+                   help="progress every S seconds (default: %(default)s)")
+    g.add_argument("--quiet", action="store_true", help="no progress display")
+    g.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default=d.loop)
+    g.add_argument("--codec-seconds", type=float, default=d.codec_seconds, metavar="S",
+                   help="--op codec: seconds per message kind and direction")
+    return p
+
+
+def parse(argv: Sequence[str] | None = None) -> Settings:
+    """Settings from the command line (exits 2 on a usage error)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    settings = Settings(**vars(args))
+    try:
+        settings.validate()
+    except ValueError as exc:
+        parser.error(str(exc))
+    return settings
+
+
+def new_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """uvloop when available (auto) or asked for, else asyncio's loop."""
+    if kind in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if kind == "uvloop":
+                raise SystemExit("cc-bench: --loop uvloop, but uvloop is not installed") \
+                    from None
+        else:
+            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+            return loop
+    return asyncio.new_event_loop()
+
+
+def _codec(s: Settings) -> int:
+    from .codec_bench import format_codec, run_codec_bench
+
+    rows = run_codec_bench(s.codec_seconds)
+    print(format_codec(rows))
+    if s.json:
+        with open(s.json, "w", encoding="utf-8") as f:
+            json.dump({"schema": "cc-bench-codec/1", "messages": rows}, f, indent=1)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; the exit status."""
+    s = parse(argv)
+    if s.op == "codec":
+        return _codec(s)
+    from .plot import write_plot
+    from .provision import BenchError
+    from .report import format_header, format_text, write_json
+    from .runner import execute
+
+    print(format_header(s) + "\n", flush=True)
+    loop = new_loop(s.loop)
+    result: dict[str, Any]
+    try:   # the load phase has its own limit; this one bounds set-up and clean-up too
+        result = loop.run_until_complete(asyncio.wait_for(execute(s), s.hard_timeout + 180))
+    except BenchError as exc:
+        print(f"cc-bench: {exc}", file=sys.stderr)
+        return 1
+    except TimeoutError:
+        print("cc-bench: the run did not end within its overall time limit", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("cc-bench: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        loop.close()
+    print(format_text(result, s), flush=True)
+    if s.json:
+        write_json(result, s.json)
+    if s.plot:
+        write_plot(result, s.plot)
+    summary = result["summary"]
+    return 1 if summary["timed_out"] or summary["aborted"] else 0

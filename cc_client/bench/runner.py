@@ -1,0 +1,183 @@
+"""One run: spawn or reach the server, connect, provision, load, measure, clean up."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import platform
+import signal
+import time
+from typing import Any
+
+import cc_client
+from cc_client import ChargingError, Client
+
+from .progress import Progress
+from .provision import BenchError, Provisioned, provision
+from .report import build_result
+from .settings import Settings
+from .spawn import SpawnedServer, SpawnError, machine_ticks, own_cpu_seconds
+from .workload import Workload
+
+
+class CpuMeter:
+    """Client (and spawned server) CPU seconds over the measured period."""
+
+    def __init__(self, server: SpawnedServer | None) -> None:
+        self.server = server
+        self.client = 0.0
+        self.server_cpu: float | None = None
+        self._c0 = 0.0
+        self._s0: float | None = None
+        self._m0 = machine_ticks()
+        self.machine: dict[str, float] | None = None
+
+    def begin(self) -> None:
+        """Mark the start of the measured period."""
+        self._c0 = own_cpu_seconds()
+        self._s0 = self.server.cpu_seconds() if self.server is not None else None
+        self._m0 = machine_ticks()
+
+    def end(self) -> None:
+        """Mark its end."""
+        self.client = own_cpu_seconds() - self._c0
+        if self.server is not None and self._s0 is not None:
+            s1 = self.server.cpu_seconds()
+            self.server_cpu = None if s1 is None else s1 - self._s0
+        m1 = machine_ticks()
+        if self._m0 is not None and m1 is not None and m1[2] > self._m0[2]:
+            total = m1[2] - self._m0[2]   # shares of all CPUs' time, in percent
+            self.machine = {"busy_pct": round(100 * (m1[0] - self._m0[0]) / total, 1),
+                            "steal_pct": round(100 * (m1[1] - self._m0[1]) / total, 1)}
+
+
+class Interrupt:
+    """Ctrl-C: the first ends the measurement (the report still comes), another aborts."""
+
+    def __init__(self) -> None:
+        self.workload: Workload | None = None
+        self.task = asyncio.current_task()
+
+    def __call__(self) -> None:
+        w = self.workload
+        if w is not None and not w.stopping:
+            w.end_measure()
+        elif self.task is not None:
+            self.task.cancel()
+
+
+async def connect_all(address: str, s: Settings) -> list[Client]:
+    """One client (one connection) per `--connections`."""
+    window = max(1_000, -(-s.in_flight // s.connections) + 64)
+    results = await asyncio.gather(
+        *(cc_client.connect(address, user=s.user, password=s.password,
+                            request_timeout=s.request_timeout, queue_size_to_notify=window,
+                            client_name="cc-bench") for _ in range(s.connections)),
+        return_exceptions=True)
+    clients = [r for r in results if isinstance(r, Client)]
+    failure = next((r for r in results if isinstance(r, BaseException)), None)
+    if failure is not None:
+        for client in clients:
+            await client.close()
+        if isinstance(failure, ChargingError):
+            raise BenchError(f"cannot connect to {address}: {failure.message}")
+        raise failure
+    return clients
+
+
+def environment(address: str, server: SpawnedServer | None) -> dict[str, Any]:
+    """Where and on what the run happened."""
+    loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    return {"python": platform.python_version(), "implementation": platform.python_implementation(),
+            "platform": platform.platform(), "nproc": os.cpu_count(), "loop": loop,
+            "client_version": cc_client.__version__,
+            "server": {"address": address, "spawned": server is not None,
+                       "pid": server.pid if server is not None else None,
+                       "data_dir": server.data_dir if server is not None else None,
+                       "argv": server.argv[1:] if server is not None else None}}
+
+
+async def _measure(s: Settings, clients: list[Client], prov: Provisioned, meter: CpuMeter,
+                   interrupt: Interrupt) -> tuple[Workload, Progress, bool]:
+    workload = Workload(s, clients, prov.users, prov.prefix, prov.renewal_users,
+                        str(prov.reserve_amount))
+    interrupt.workload = workload
+    if workload.renewals is not None:
+        await clients[0].register_reservation_renewal_listener(
+            s.listener_id, workload.renewals.on_notification)
+    progress = Progress(workload, s.interval, quiet=s.quiet)
+
+    def begin() -> None:
+        meter.begin()
+        progress.restart()
+
+    workload.on_begin = begin
+    workload.on_end = meter.end
+    loop = asyncio.get_running_loop()
+    ticker = loop.create_task(progress.run())
+    timed_out = False
+    try:
+        async with asyncio.timeout(s.hard_timeout):
+            await workload.run()
+    except TimeoutError:
+        timed_out = True
+        workload.end_measure()
+    finally:
+        ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
+        progress.close()
+    return workload, progress, timed_out
+
+
+async def execute(s: Settings) -> dict[str, Any]:
+    """Run the benchmark; the result (see `report.build_result`). Raises BenchError."""
+    started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    loop = asyncio.get_running_loop()
+    interrupt = Interrupt()
+    with contextlib.suppress(NotImplementedError, RuntimeError):   # main thread only
+        loop.add_signal_handler(signal.SIGINT, interrupt)
+    try:
+        return await _execute(s, started_at, interrupt)
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGINT)
+
+
+async def _execute(s: Settings, started_at: str, interrupt: Interrupt) -> dict[str, Any]:
+    server: SpawnedServer | None = None
+    if s.spawn:
+        server = SpawnedServer(s.data_dir, s.server_args)
+        try:
+            address = await server.start()
+        except (SpawnError, OSError) as exc:
+            raise BenchError(f"--spawn: {exc}") from None
+    else:
+        assert s.server is not None
+        address = s.server
+    try:
+        t0 = time.monotonic()
+        clients = await connect_all(address, s)
+        try:
+            prov = await provision(clients, s)
+            setup_s = time.monotonic() - t0
+            meter = CpuMeter(server)
+            workload, progress, timed_out = await _measure(s, clients, prov, meter, interrupt)
+            server_stats: dict[str, Any] | None = None
+            with contextlib.suppress(ChargingError, TimeoutError):
+                server_stats = await asyncio.wait_for(clients[0].admin.stats(), 3.0)
+        finally:
+            for client in clients:
+                await client.close()
+    finally:
+        if server is not None:
+            await server.stop()
+    env = environment(address, server)
+    env["server"]["exit_code"] = server.exit_code if server is not None else None
+    env["setup_s"] = round(setup_s, 3)
+    env["started_at"] = started_at
+    env["machine"] = meter.machine
+    return build_result(s, workload, meter.client, meter.server_cpu, progress.timeline, env,
+                        server_stats, timed_out)

@@ -1,0 +1,130 @@
+"""What a cc-bench run does: every setting, with its default."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+DEFAULT_CONCURRENCY_CLOSED = 256
+DEFAULT_CONCURRENCY_OPEN = 10_000
+DEFAULT_DURATION = 10.0
+DEFAULT_SERVER = "127.0.0.1:9500"
+
+
+@dataclass(slots=True)
+class Settings:
+    """One run's settings (see `cc-bench --help`)."""
+
+    op: str = "session"                     # session | ping | codec
+    server: str | None = None               # host:port; None with spawn
+    spawn: bool = False
+    data_dir: str | None = None
+    server_args: list[str] = field(default_factory=list)
+    user: str | None = None
+    password: str | None = None
+    connections: int = 8
+    concurrency: int | None = None          # closed loop: in flight; open loop: the cap
+    rate: float | None = None               # open loop: sessions (or pings) per second
+    sessions: int | None = None
+    duration: float | None = None
+    warmup: float = 0.0
+    updates: int = 2
+    reservations: int = 1
+    users: int = 1000
+    ttl: float = 60.0
+    renewals: bool = False
+    renewal_ratio: float = 0.1
+    listener_id: int = 7
+    notification_timeout: float = 5.0
+    balance: Decimal = Decimal("1000000000")
+    service: str = "DATA"
+    item: str = "data"
+    quantity_property: str = "volume"
+    quantity: int = 100
+    result_type: str | None = None          # all | master | none; None: server default
+    request_timeout: float = 10.0
+    timeout: float | None = None            # hard limit on the whole run, seconds
+    interval: float = 1.0
+    json: str | None = None
+    plot: str | None = None
+    quiet: bool = False
+    loop: str = "auto"
+    codec_seconds: float = 0.2
+
+    @property
+    def open_loop(self) -> bool:
+        """True when a rate is offered (`--rate`)."""
+        return self.rate is not None
+
+    @property
+    def in_flight(self) -> int:
+        """Sessions in flight (closed loop) or the most allowed in flight (open loop)."""
+        if self.concurrency is not None:
+            return self.concurrency
+        return DEFAULT_CONCURRENCY_OPEN if self.open_loop else DEFAULT_CONCURRENCY_CLOSED
+
+    @property
+    def run_duration(self) -> float | None:
+        """Seconds of measurement; the default applies when neither limit was given."""
+        if self.duration is None and self.sessions is None:
+            return DEFAULT_DURATION
+        return self.duration
+
+    @property
+    def hard_timeout(self) -> float:
+        """Wall-clock bound of the whole run, set-up and drain included."""
+        if self.timeout is not None:
+            return self.timeout
+        measured = self.run_duration
+        if measured is not None:
+            return self.warmup + measured + 120.0
+        return self.warmup + 1800.0
+
+    def validate(self) -> None:
+        """ValueError on an inconsistent combination."""
+        if self.op not in ("session", "ping", "codec"):
+            raise ValueError(f"unknown --op {self.op!r}")
+        if self.op == "codec":
+            return
+        if self.spawn and self.server is not None:
+            raise ValueError("give either --spawn or --server HOST:PORT, not both")
+        if not self.spawn and self.server is None:
+            self.server = DEFAULT_SERVER
+        if self.data_dir and not self.spawn:
+            raise ValueError("--data-dir only applies with --spawn")
+        checks = [
+            (self.connections >= 1, "--connections must be >= 1"),
+            (self.in_flight >= 1, "--concurrency must be >= 1"),
+            (self.rate is None or self.rate > 0, "--rate must be > 0"),
+            (self.sessions is None or self.sessions >= 1, "--sessions must be >= 1"),
+            (self.duration is None or self.duration > 0, "--duration must be > 0"),
+            (self.warmup >= 0, "--warmup must be >= 0"),
+            (self.updates >= 0, "--updates must be >= 0"),
+            (1 <= self.reservations <= 64, "--reservations must be in 1..64"),
+            (self.users >= 1, "--users must be >= 1"),
+            (self.ttl > 0, "--ttl must be > 0"),
+            (0 < self.renewal_ratio <= 1, "--renewal-ratio must be in (0, 1]"),
+            (1 <= self.listener_id <= 127, "--listener-id must be in 1..127"),
+            (self.quantity >= 1, "--quantity must be >= 1"),
+            (self.request_timeout > 0, "--request-timeout must be > 0"),
+            (self.interval > 0, "--interval must be > 0"),
+            (self.timeout is None or self.timeout > 0, "--timeout must be > 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        if self.renewals and self.op != "session":
+            raise ValueError("--renewals needs --op session")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready settings, with the effective values of the defaults."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["balance"] = str(self.balance)
+        out["password"] = None if self.password is None else "***"
+        out["load_model"] = "open" if self.open_loop else "closed"
+        out["in_flight"] = self.in_flight
+        out["run_duration"] = self.run_duration
+        out["hard_timeout"] = self.hard_timeout
+        return out

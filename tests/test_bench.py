@@ -1,0 +1,279 @@
+"""cc-bench: short, bounded runs of every option, and the histogram against known data."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import random
+import re
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from cc_client.bench import main
+from cc_client.bench.cli import parse
+from cc_client.bench.codec_bench import run_codec_bench, sample_messages
+from cc_client.bench.histogram import Histogram
+from cc_client.bench.progress import Progress
+from cc_client.bench.runner import execute
+from cc_server.testing import ServerThread, running_server
+
+pytestmark = pytest.mark.timeout(60)
+SMALL = ["--connections", "2", "--concurrency", "16", "--users", "20", "--quiet"]
+THROUGHPUT = re.compile(r"(\d[\d,]*(?:\.\d+)?)\s*ops/s")
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    code = main(list(args))
+    return code, capsys.readouterr().out
+
+
+def load(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+# ---------------------------------------------------------------------- histogram
+
+def test_histogram_percentiles_of_known_data() -> None:
+    h = Histogram()
+    values = [i * 1_000 for i in range(1, 100_001)]      # 1 us .. 100 ms, uniform
+    random.Random(1).shuffle(values)
+    for v in values:
+        h.record(v)
+    assert h.total == 100_000
+    assert h.min == 1_000 and h.max == 100_000_000
+    assert h.mean == pytest.approx(50_000_500)
+    for pct, exact in ((50, 50_000_000), (90, 90_000_000), (99, 99_000_000),
+                       (99.9, 99_900_000)):
+        assert h.percentile(pct) == pytest.approx(exact, rel=0.01)
+        assert h.percentile(pct) >= exact          # highest equivalent value: never optimistic
+    assert h.percentile(100) == 100_000_000
+    assert h.percentile(0) == 1_000
+    many = h.percentiles([50, 99, 99.9])
+    assert many[50] == h.percentile(50) and many[99.9] == h.percentile(99.9)
+
+
+def test_histogram_precision_merge_and_round_trip() -> None:
+    rng = random.Random(2)
+    a, b, both = Histogram(), Histogram(), Histogram()
+    for _ in range(20_000):
+        v = int(10 ** rng.uniform(3, 11))               # 1 us .. 100 s
+        (a if rng.random() < 0.5 else b).record(v)
+        both.record(v)
+        index = both.index_of(v)
+        assert both.lowest_equivalent(index) <= v <= both.highest_equivalent(index)
+        assert both.highest_equivalent(index) - both.lowest_equivalent(index) <= \
+            max(512, v // 100)                           # 2 significant digits
+    a.merge(b)
+    assert a.counts == both.counts and a.total == both.total
+    assert (a.min, a.max, a.sum) == (both.min, both.max, both.sum)
+    again = Histogram.from_dict(json.loads(json.dumps(both.to_dict())))
+    assert again.counts == both.counts and again.percentile(99) == both.percentile(99)
+    earlier = both.copy()
+    for v in (5_000_000, 6_000_000):
+        both.record(v)
+    delta = both.since(earlier)
+    assert delta.total == 2 and delta.percentile(100) >= 6_000_000
+
+
+def test_histogram_clamps_and_empty() -> None:
+    h = Histogram(lowest=1, highest=1_000_000)
+    assert h.percentile(99) == 0 and h.mean == 0.0
+    h.record(-5)
+    h.record(10**12)
+    assert h.min == 0 and h.max == 1_000_000
+
+
+# ---------------------------------------------------------------------- codec
+
+def test_codec_micro_benchmark(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = run_codec_bench(0.002)
+    assert [r["kind"] for r in rows] == [name for name, _ in sample_messages()]
+    assert all(r["encode_ns"] > 0 and r["decode_ns"] > 0 and r["bytes"] > 12 for r in rows)
+    out = tmp_path / "codec.json"
+    code, text = run(capsys, "--op", "codec", "--codec-seconds", "0.001", "--json", str(out))
+    assert code == 0 and "update result" in text
+    assert load(out)["messages"][0]["kind"] == "start"
+
+
+# ---------------------------------------------------------------------- sessions
+
+def test_closed_loop_spawned_json_and_plot(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    js, svg = tmp_path / "run.json", tmp_path / "lat.svg"
+    code, text = run(capsys, "--spawn", "--sessions", "300", "--updates", "2",
+                     "--reservations", "2", "--json", str(js), "--plot", str(svg), *SMALL)
+    assert code == 0
+    found = THROUGHPUT.search(text)
+    assert found and float(found.group(1).replace(",", "")) > 0
+    for word in ("start", "update", "stop", "p99.9", "server CPU", "client CPU"):
+        assert word in text
+    r = load(js)
+    sm = r["summary"]
+    assert sm["container_ops_per_s"] > 0 and sm["container_ops"] == 300 * 4
+    assert sm["sessions"] == 300 and sm["errors"] == 0
+    assert sm["server_cpu_s"] is not None and sm["server_cpu_us_per_op"] > 0
+    ops = r["operations"]
+    assert (ops["start"]["count"], ops["update"]["count"], ops["stop"]["count"]) == \
+        (300, 600, 300)
+    for kind in ("start", "update", "stop", "containers"):
+        h = r["histograms"][kind]
+        assert h["unit"] == "ns" and h["significant_digits"] == 2
+        assert sum(c for _, _, c in h["buckets"]) == h["total_count"] > 0
+        lat = ops[kind]["latency_ms"]
+        assert 0 <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p99.9"] <= lat["max"]
+    assert r["settings"]["load_model"] == "closed" and r["environment"]["server"]["spawned"]
+    assert r["environment"]["server"]["exit_code"] == 0        # stopped cleanly
+    root = ET.parse(svg).getroot()
+    assert root.tag.endswith("svg") and len(list(root.iter("{http://www.w3.org/2000/svg}"
+                                                           "polyline"))) == 4
+
+
+def test_open_loop_against_running_server(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    js, page = tmp_path / "open.json", tmp_path / "lat.html"
+    with ServerThread() as server:
+        t0 = time.monotonic()
+        code, text = run(capsys, "--server", server.url, "--rate", "400", "--duration", "1",
+                         "--updates", "1", "--json", str(js), "--plot", str(page), *SMALL)
+        assert time.monotonic() - t0 < 15
+    assert code == 0 and "intended send time" in text and "offered 400" in text
+    sm = load(js)["summary"]
+    assert sm["offered_rate"] == 400 and 0.8 < sm["achieved_ratio"] <= 1.05
+    assert sm["server_cpu_s"] is None                          # not spawned: not measured
+    assert 300 <= sm["sessions"] <= 440
+    assert page.read_text().startswith("<!doctype html>")
+
+
+async def test_execute_in_process_with_warmup() -> None:
+    async with running_server() as server:
+        s = parse(["--server", server.url, "--duration", "0.4", "--warmup", "0.3",
+                   "--updates", "0", *SMALL])
+        result = await execute(s)
+    sm = result["summary"]
+    assert 0.35 < sm["elapsed_s"] < 1.5 and sm["container_ops"] > 0
+    assert result["operations"]["update"]["count"] == 0
+    # a run ended by --duration leaves up to --concurrency sessions started, not stopped
+    started, stopped = (result["operations"][k]["count"] for k in ("start", "stop"))
+    assert 0 <= started - stopped <= s.concurrency
+
+
+def test_spawn_durable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    js, data = tmp_path / "durable.json", tmp_path / "data"
+    code, text = run(capsys, "--spawn", "--data-dir", str(data), "--sessions", "100",
+                     "--json", str(js), *SMALL)
+    assert code == 0 and f"data dir {data}" in text
+    server = load(js)["environment"]["server"]
+    assert server["data_dir"] == str(data) and "--data-dir" in server["argv"]
+    assert server["exit_code"] == 0 and load(js)["summary"]["container_ops"] == 400
+
+
+async def test_open_loop_counts_a_stall_closed_loop_hides() -> None:
+    """Coordinated omission: a 250 ms stall of the (shared) event loop shows in the open
+    loop's start latencies, counted from their intended send times."""
+    async with running_server() as server:
+        args = ["--server", server.url, "--duration", "1", "--updates", "0", *SMALL]
+        loop = asyncio.get_running_loop()
+        stall = loop.call_later(0.5, time.sleep, 0.25)
+        open_loop = await execute(parse([*args, "--rate", "500"]))
+        stall.cancel()
+        stall = loop.call_later(0.5, time.sleep, 0.25)
+        closed = await execute(parse([*args, "--concurrency", "4"]))
+        stall.cancel()
+    start = open_loop["operations"]["start"]
+    assert start["latency_ms"]["p90"] >= 80 and start["latency_ms"]["max"] >= 200
+    assert start["latency_ms"]["min"] > 0
+    hidden = closed["operations"]["containers"]["latency_ms"]
+    assert hidden["p90"] < 50 and hidden["max"] >= 200   # the stall is a few samples only
+
+
+def test_ping(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    js = tmp_path / "ping.json"
+    code, text = run(capsys, "--spawn", "--op", "ping", "--sessions", "3000", "--json", str(js),
+                     *SMALL)
+    assert code == 0 and "ping" in text
+    r = load(js)
+    assert r["operations"]["ping"]["count"] == 3000 and r["summary"]["container_ops"] == 0
+    assert r["summary"]["ops_per_s"] > 0
+
+
+def test_open_loop_ping_counts_from_intended_time(capsys: pytest.CaptureFixture[str]) -> None:
+    with ServerThread() as server:
+        code, text = run(capsys, "--server", server.url, "--op", "ping", "--rate", "2000",
+                         "--sessions", "600", *SMALL)
+    assert code == 0 and "achieved" in text
+
+
+def test_renewals_deliver_notifications(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    js = tmp_path / "renew.json"
+    code, text = run(capsys, "--spawn", "--sessions", "200", "--renewals", "--renewal-ratio",
+                     "0.25", "--notification-timeout", "3", "--json", str(js), *SMALL)
+    assert code == 0 and "notification" in text
+    r = load(js)
+    sm = r["summary"]
+    assert sm["renewal_sessions_starved"] == 50
+    assert sm["notifications"] == 50, r["operations"]["notification"]
+    assert r["operations"]["top_up"]["count"] == 50
+    assert r["histograms"]["notification"]["total_count"] == 50
+    assert sm["errors"] == 0, sm["errors_by_code"]
+
+
+def test_errors_counted_by_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    js = tmp_path / "errors.json"
+    code, text = run(capsys, "--spawn", "--sessions", "200", "--balance", "0.50",
+                     "--json", str(js), *SMALL)
+    assert code == 0 and "CREDIT_LIMIT_REACHED" in text
+    sm = load(js)["summary"]
+    assert sm["errors_by_code"]["start"] == {"CREDIT_LIMIT_REACHED": 200}
+    assert load(js)["operations"]["update"]["count"] == 0      # no session, no update
+
+
+def test_every_run_is_bounded(capsys: pytest.CaptureFixture[str]) -> None:
+    with ServerThread() as server:
+        t0 = time.monotonic()
+        code, _ = run(capsys, "--server", server.url, "--duration", "0.5", *SMALL)
+        assert code == 0 and time.monotonic() - t0 < 10
+        t0 = time.monotonic()
+        code, text = run(capsys, "--server", server.url, "--sessions", "100000000",
+                         "--timeout", "0.5", *SMALL)
+        assert code == 1 and "hard time limit" in text and time.monotonic() - t0 < 15
+
+
+def test_unreachable_server_and_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--server", "127.0.0.1:1", "--request-timeout", "0.3", "--quiet"]) == 1
+    assert "cannot connect" in capsys.readouterr().err
+    for bad in (["--spawn", "--server", "127.0.0.1:9"], ["--data-dir", "/tmp/x"],
+                ["--spawn", "--reservations", "0"], ["--spawn", "--op", "ping", "--renewals"]):
+        with pytest.raises(SystemExit) as exc:
+            main(bad)
+        assert exc.value.code == 2
+
+
+def test_progress_lines_when_not_a_terminal() -> None:
+    fake = SimpleNamespace(s=parse(["--spawn", "--sessions", "10"]), measuring=True,
+                           measure_start=1, completed=4, elapsed=1.0, stats={})
+    out = io.StringIO()
+    p = Progress(fake, stream=out)  # type: ignore[arg-type]
+    p.sample()
+    assert out.getvalue().startswith("[cc-bench]") and "ops/s" in out.getvalue()
+    assert "sessions 4/10" in out.getvalue() and len(p.timeline) == 1
+
+
+def test_module_entry_point(tmp_path: Path) -> None:
+    js = tmp_path / "m.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "cc_client.bench", "--spawn", "--sessions", "200",
+         "--interval", "0.2", "--json", str(js), "--connections", "2", "--concurrency", "8"],
+        check=False, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert THROUGHPUT.search(proc.stdout)
+    assert load(js)["summary"]["container_ops_per_s"] > 0
