@@ -161,9 +161,12 @@ def key_values(pairs: Sequence[tuple[str, object]]) -> str:
 
 
 def to_json(value: object) -> Any:
-    """A JSON-ready copy: dataclasses as objects, Decimals as strings, times ISO 8601 UTC."""
+    """A JSON-ready copy: records (dataclasses, named tuples) as objects, Decimals as
+    strings, times ISO 8601 UTC."""
     if is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_json(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, tuple) and hasattr(value, "_asdict"):
+        return {k: to_json(v) for k, v in value._asdict().items()}
     if isinstance(value, Mapping):
         return {str(k): to_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):

@@ -22,6 +22,7 @@ from .config import (
     to_toml,
 )
 from .engine import CatalogError
+from .gcpolicy import GcPolicy
 from .server import ChargingServer
 from .store import DataDirError
 
@@ -78,6 +79,8 @@ async def serve(config: ServerConfig) -> None:
     """Run the server until SIGTERM or SIGINT, then drain and return."""
     server = ChargingServer(config)
     await server.start()
+    server.gc_policy = GcPolicy(config.gc_freeze_interval, config.gc_full_interval)
+    server.gc_policy.start()
     host, port = server.address
     loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
     print(f"listening on {host}:{port}", flush=True)

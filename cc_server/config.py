@@ -50,6 +50,8 @@ class ServerConfig:
     renewal_resend_attempts: int = 10
     # operations
     tick: float = 0.05
+    gc_freeze_interval: float = 1.0
+    gc_full_interval: float = 600.0
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     log_level: str = "info"
@@ -83,6 +85,9 @@ HELP: dict[str, str] = {
     "renewal_resend_interval": "seconds between notification attempts",
     "renewal_resend_attempts": "resends after the first attempt (0: send once)",
     "tick": "timer period for expiry and resends, seconds",
+    "gc_freeze_interval": "seconds between moves of surviving objects out of the garbage "
+                          "collector's view (0: Python's default collection)",
+    "gc_full_interval": "seconds between full garbage collections (0: never)",
     "metrics_port": "serve Prometheus metrics over HTTP on this port (default: off)",
     "metrics_host": "address of the metrics endpoint",
     "log_level": "log level",

@@ -20,6 +20,7 @@ from .connection import ALL_ROLES, ServerConnection
 from .dedup import OutcomeCache
 from .dispatch import Dispatcher
 from .engine import Catalog, ChargingSession, Engine
+from .gcpolicy import GcPolicy
 from .metrics import MetricsEndpoint, prometheus
 from .renewal import RenewalService
 from .store import Recovery, Store, catalogs_differ
@@ -53,6 +54,8 @@ class ChargingServer:
         self.dispatcher.extra_stats = self.stats
         self.started = time.monotonic()
         self.metrics: MetricsEndpoint | None = None
+        #: set by the cc-server process (app.py), never by an in-process test server
+        self.gc_policy: GcPolicy | None = None
         self.ssl_context = ssl_context
         self.recovery: Recovery | None = None
         self.connections: set[ServerConnection] = set()
@@ -95,6 +98,8 @@ class ChargingServer:
             "server": {"uptime": round(time.monotonic() - self.started, 3),
                        "version": self.version},
             "connections": {"open": len(self.connections), **self.counts}}
+        if self.gc_policy is not None:
+            stats["gc"] = self.gc_policy.stats()
         wal = self.wal
         if self.store is not None and wal is not None:
             stats["durability"] = {"log_records": wal.appended, "log_synced": wal.synced,
@@ -209,6 +214,8 @@ class ChargingServer:
             self.dedup.expire(now)
             if self.store is not None:
                 self.store.maybe_snapshot(self.state)
+            if self.gc_policy is not None:
+                self.gc_policy.tick()
         except Exception:
             log.exception("event=tick_failed")
         self._tick_handle = self.loop.call_later(0 if busy else self.config.tick, self._tick)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import IntEnum, StrEnum
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
@@ -132,28 +132,40 @@ def check_property(name: object, value: object) -> None:
                         f"use str, int, Decimal, bool or an aware datetime{hint}")
 
 
-@dataclass(frozen=True, slots=True)
-class ChargeableItem:
-    """What is charged: an item name (None in a partial item) and typed properties."""
-
+class _Item(NamedTuple):
     name: str | None
-    properties: Mapping[str, PropertyValue] = field(default_factory=dict)
+    properties: Mapping[str, PropertyValue]
 
-    def __post_init__(self) -> None:
-        if self.name is not None and (type(self.name) is not str or not self.name
-                                      or len(self.name) > MAX_ID_LENGTH):
-            raise ValueError(f"item name must be None or a non-empty str, not {self.name!r}")
-        if not isinstance(self.properties, Mapping):
+
+class ChargeableItem(_Item):
+    """What is charged: an item name (None in a partial item) and typed properties.
+
+    Immutable; on the wire it is the array [name, {property: value}].
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, name: str | None,
+                properties: Mapping[str, PropertyValue] | None = None) -> ChargeableItem:
+        if name is not None and (type(name) is not str or not name
+                                 or len(name) > MAX_ID_LENGTH):
+            raise ValueError(f"item name must be None or a non-empty str, not {name!r}")
+        if properties is None:
+            properties = {}
+        elif not isinstance(properties, Mapping):
             raise TypeError("properties must be a mapping of name to value")
-        if len(self.properties) > MAX_PROPERTIES:
+        if len(properties) > MAX_PROPERTIES:
             raise ValueError(f"an item has at most {MAX_PROPERTIES} properties")
-        for key, value in self.properties.items():
+        for key, value in properties.items():
             check_property(key, value)
+        return tuple.__new__(cls, (name, dict(properties)))
 
 
-@dataclass(frozen=True, slots=True)
-class Transaction:
-    """One journal entry: a movement of money and/or allowance counters."""
+class Transaction(NamedTuple):
+    """One journal entry: a movement of money and/or allowance counter units.
+
+    On the wire, the array of its fields in this order.
+    """
 
     transaction_id: int
     time: dt.datetime
@@ -164,11 +176,10 @@ class Transaction:
     reason: TxReason
     amount: Decimal
     currency: str
-    counters: Mapping[str, Decimal] = field(default_factory=dict)
+    counters: Mapping[str, Decimal] = {}   # one shared empty map: never mutated
 
 
-@dataclass(frozen=True, slots=True)
-class RatingResult:
+class RatingResult(NamedTuple):
     """The amount one rating step moved, and the transactions it journaled."""
 
     amount: Decimal
@@ -219,9 +230,8 @@ class Error:
 
 # ------------------------------------------------------------------------ containers
 
-@dataclass(frozen=True, slots=True)
-class SubRequest:
-    """One prepare_* call of a container."""
+class SubRequest(NamedTuple):
+    """One prepare_* call of a container; on the wire the array of its fields."""
 
     action: Action
     reservation_id: str
@@ -232,8 +242,7 @@ class SubRequest:
     property_to_inverse: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Execute:
+class Execute(NamedTuple):
     """A start, update or stop container."""
 
     operation_id: bytes
@@ -250,9 +259,9 @@ class Execute:
     filter_transaction: bool | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What one sub-request (or one clean-up at stop) did."""
+class Outcome(NamedTuple):
+    """What one sub-request (or one clean-up at stop) did; on the wire the array of its
+    fields."""
 
     reservation_id: str
     error: str | None = None
@@ -265,8 +274,7 @@ class Outcome:
     balance_below_zero: bool = False    # a confirm left the balance negative
 
 
-@dataclass(frozen=True, slots=True)
-class ExecuteResult:
+class ExecuteResult(NamedTuple):
     session_id: str
     outcomes: tuple[Outcome, ...]
 

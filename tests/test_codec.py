@@ -103,8 +103,15 @@ def body(obj: Any) -> bytes:
 
 
 GOOD_EXEC = {"op": b"1", "kind": "start", "user": "u", "service": "DATA", "session": "s",
-             "subs": [{"action": "reserve", "rid": "r1", "item": ["data", {"volume": 1}],
-                       "ttl": 30}]}
+             "subs": [["reserve", "r1", ["data", {"volume": 1}], None, 30, None, None]]}
+
+
+def sub(action: str = "reserve", rid: str = "r1", item: Any = ("data", {"volume": 1}),
+        next_item: Any = None, ttl: Any = None, resolution: Any = None,
+        inverse: Any = None) -> list[Any]:
+    """A sub-request array (see PROTOCOL.md)."""
+    return [action, rid, list(item) if isinstance(item, tuple) else item, next_item, ttl,
+            resolution, inverse]
 
 
 def bad_exec(**changes: Any) -> bytes:
@@ -127,12 +134,14 @@ def test_good_execute_decodes() -> None:
     (bad_exec(listener=128), "listener"),
     (bad_exec(external=b"x" * 4097), "external"),
     (bad_exec(external="text"), "external"),
-    (bad_exec(subs=[{"action": "confirm", "rid": "r1"}]), "does not allow"),
-    (bad_exec(subs=[{"action": "reserve", "rid": "r1", "ttl": "30"}]), "ttl"),
-    (bad_exec(subs=[{"action": "reserve", "rid": "r1", "ttl": float("nan")}]), "ttl"),
-    (bad_exec(subs=[{"action": "reserve", "rid": "r1", "item": ["data", {"v": 1.5}]}]), "float"),
-    (bad_exec(subs=[{"action": "reserve", "rid": "r1", "item": ["data", {"v": None}]}]), "v"),
-    (bad_exec(subs=[{"action": "reserve", "rid": "r1", "item": "data"}]), "item"),
+    (bad_exec(subs=[sub("confirm")]), "does not allow"),
+    (bad_exec(subs=[sub(ttl="30")]), "ttl"),
+    (bad_exec(subs=[sub(ttl=float("nan"))]), "ttl"),
+    (bad_exec(subs=[sub(item=["data", {"v": 1.5}])]), "float"),
+    (bad_exec(subs=[sub(item=["data", {"v": None}])]), "v"),
+    (bad_exec(subs=[sub(item="data")]), "item"),
+    (bad_exec(subs=[["reserve", "r1"]]), "a sub-request is"),
+    (bad_exec(subs=[sub("undo")]), "action"),
     (bad_exec(subs="r1"), "subs"),
     (bad_exec(result_type="SOME"), "result_type"),
     (body([1, 2]), "map"),
@@ -234,11 +243,11 @@ def test_fuzz_well_formed_msgpack_of_wrong_shape(msg_type: int, obj: Any) -> Non
         codec.decode_body(msg_type, codec.pack(obj))
 
 
-@pytest.mark.parametrize("sub", [
-    {"action": "cancel", "rid": "r1", "ttl": 5},
-    {"action": "confirm", "rid": "r1", "next": ["data", {}]},
-    {"action": "reserve", "rid": "r1", "next": ["data", {}]},
+@pytest.mark.parametrize("wire", [
+    sub("cancel", item=None, ttl=5),
+    sub("confirm", next_item=["data", {}]),
+    sub("reserve", next_item=["data", {}]),
 ])
-def test_fields_that_do_not_belong_to_the_action_are_refused(sub: dict[str, Any]) -> None:
+def test_fields_that_do_not_belong_to_the_action_are_refused(wire: list[Any]) -> None:
     with pytest.raises(InvalidMessage, match="does not take"):
-        codec.decode_body(m.MsgType.EXECUTE, bad_exec(kind="update", subs=[sub]))
+        codec.decode_body(m.MsgType.EXECUTE, bad_exec(kind="update", subs=[wire]))

@@ -31,7 +31,7 @@ def test_hello_example() -> None:
 
 def test_execute_example() -> None:
     (frame,) = FrameDecoder().feed(hex_blocks()[1])
-    assert (frame.type, frame.request_id, len(frame.body)) == (m.MsgType.EXECUTE, 2, 116)
+    assert (frame.type, frame.request_id, len(frame.body)) == (m.MsgType.EXECUTE, 2, 99)
     msg = codec.decode(frame)
     assert msg == m.Execute(bytes(range(1, 9)), m.ContainerKind.START, "alice", "DATA", "s-1", (
         m.SubRequest(m.Action.RESERVE, "r-1", m.ChargeableItem("data", {"volume": 100}),

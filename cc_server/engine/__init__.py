@@ -116,6 +116,7 @@ class Engine:
 
     def _remove(self, session: Session) -> None:
         session.alive = False
+        session.charging.clear()   # no session <-> charging session cycle: freed by refcount
         self.sessions.pop(session.session_id, None)
         account = self.accounts.get(session.user_id)
         if account is not None:

@@ -14,11 +14,11 @@ from bisect import bisect_right
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
-from types import MappingProxyType
 
 from protocol import messages as m
 
-NO_COUNTERS: Mapping[str, Decimal] = MappingProxyType({})
+NO_COUNTERS: Mapping[str, Decimal] = m.Transaction._field_defaults["counters"]  # shared {}
+_new_tuple = tuple.__new__
 DEFAULT_RETAIN = 2_000_000
 
 
@@ -45,9 +45,9 @@ class Journal:
                amount: Decimal, currency: str, counter: str | None = None,
                units: Decimal = Decimal(0)) -> m.Transaction:
         """Append one entry and return it."""
-        tx = m.Transaction(self.next_id, time, user_id, session_id, reservation_id, kind,
-                           reason, amount, currency,
-                           {counter: units} if units and counter else NO_COUNTERS)
+        tx = _new_tuple(m.Transaction, (
+            self.next_id, time, user_id, session_id, reservation_id, kind, reason, amount,
+            currency, {counter: units} if units and counter else NO_COUNTERS))
         self.next_id += 1
         self.add(tx)
         return tx

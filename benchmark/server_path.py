@@ -1,0 +1,104 @@
+"""CPU per container through the whole server path, without sockets.
+
+Feeds pre-encoded EXECUTE frames (the standard mix: start, 2 x confirm_and_reserve, stop)
+to a ServerConnection whose transport is a stub, in reads of `--batch` frames, and
+reports microseconds per container. Run: python benchmark/server_path.py [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import time
+from decimal import Decimal
+from typing import Any
+
+from cc_server.config import ServerConfig
+from cc_server.connection import ServerConnection
+from cc_server.server import ChargingServer
+from protocol import codec
+from protocol import messages as m
+
+
+class StubTransport:
+    """Swallows writes; looks like a socket transport to the connection."""
+
+    def __init__(self) -> None:
+        self.written = 0
+
+    def write(self, data: bytes) -> None:
+        self.written += len(data)
+
+    def get_extra_info(self, name: str) -> Any:
+        return ("127.0.0.1", 1) if name == "peername" else None
+
+    def set_write_buffer_limits(self, high: int) -> None: ...
+    def get_write_buffer_size(self) -> int: return 0
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+def frames(sessions: int, users: int, result_type: m.ResultType | None) -> list[bytes]:
+    item = m.ChargeableItem("data", {"volume": 100})
+    out = [codec.encode(m.Hello(), 1)]
+    rid = 2
+    for n in range(sessions):
+        user, sid = f"u{n % users}", f"s{n}"
+        subs_by_kind = [
+            (m.ContainerKind.START, m.SubRequest(m.Action.RESERVE, "r1", item, ttl=60)),
+            (m.ContainerKind.UPDATE, m.SubRequest(m.Action.CONFIRM_AND_RESERVE, "r1", item,
+                                                  item, -1)),
+            (m.ContainerKind.UPDATE, m.SubRequest(m.Action.CONFIRM_AND_RESERVE, "r1", item,
+                                                  item, -1)),
+            (m.ContainerKind.STOP, m.SubRequest(m.Action.CONFIRM, "r1", item))]
+        for k, (kind, sub) in enumerate(subs_by_kind):
+            op = n.to_bytes(8, "big") + k.to_bytes(8, "big")
+            out.append(codec.encode(m.Execute(op, kind, user, "DATA", sid, (sub,),
+                                              result_type=result_type), rid))
+            rid += 1
+    return out
+
+
+async def run(sessions: int, users: int, batch: int, profile: bool,
+              result_type: m.ResultType | None) -> None:
+    server = ChargingServer(ServerConfig(port=0))
+    for u in range(users):
+        server.engine.create_subscriber(f"u{u}", Decimal("1000000"))
+    conn = ServerConnection(server)
+    conn.connection_made(StubTransport())  # type: ignore[arg-type]
+    data = frames(sessions, users, result_type)
+    conn.data_received(data[0])
+    reads = [b"".join(data[i:i + batch]) for i in range(1, len(data), batch)]
+    profiler = cProfile.Profile() if profile else None
+    started = time.process_time()
+    if profiler:
+        profiler.enable()
+    for chunk in reads:
+        conn.data_received(chunk)
+    if profiler:
+        profiler.disable()
+    spent = time.process_time() - started
+    print(f"{spent / (len(data) - 1) * 1e6:.2f} us per container "
+          f"({len(data) - 1} containers, {batch} per read)")
+    if profiler:
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--sessions", type=int, default=20_000)
+    p.add_argument("--users", type=int, default=1000)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--profile", action="store_true")
+    p.add_argument("--no-tx", action="store_true", help="result type NO_TRANSACTIONS")
+    a = p.parse_args()
+    asyncio.run(run(a.sessions, a.users, a.batch, a.profile,
+                    m.ResultType.NO_TRANSACTIONS if a.no_tx else None))
+
+
+if __name__ == "__main__":
+    main()
