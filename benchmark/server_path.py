@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import pstats
 import time
 from decimal import Decimal
@@ -64,7 +65,7 @@ def frames(sessions: int, users: int, result_type: m.ResultType | None) -> list[
 
 
 async def run(sessions: int, users: int, batch: int, profile: bool,
-              result_type: m.ResultType | None) -> None:
+              result_type: m.ResultType | None, freeze_every: int) -> None:
     server = ChargingServer(ServerConfig(port=0))
     for u in range(users):
         server.engine.create_subscriber(f"u{u}", Decimal("1000000"))
@@ -77,8 +78,10 @@ async def run(sessions: int, users: int, batch: int, profile: bool,
     started = time.process_time()
     if profiler:
         profiler.enable()
-    for chunk in reads:
+    for n, chunk in enumerate(reads):
         conn.data_received(chunk)
+        if freeze_every and n % freeze_every == 0:
+            gc.freeze()          # what cc-server's GcPolicy does about once a second
     if profiler:
         profiler.disable()
     spent = time.process_time() - started
@@ -95,9 +98,11 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--profile", action="store_true")
     p.add_argument("--no-tx", action="store_true", help="result type NO_TRANSACTIONS")
+    p.add_argument("--freeze-every", type=int, default=1000,
+                   help="gc.freeze() every N reads, like cc-server (0: Python's default GC)")
     a = p.parse_args()
     asyncio.run(run(a.sessions, a.users, a.batch, a.profile,
-                    m.ResultType.NO_TRANSACTIONS if a.no_tx else None))
+                    m.ResultType.NO_TRANSACTIONS if a.no_tx else None, a.freeze_every))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from .errors import (
     CommunicationFailure,
     error_from_code,
 )
+from .flow import Deadlines, Gate, RequestTimedOut
 from .listeners import Listeners, RenewalHandler
 from .operations import SessionStartOperation, SessionStopOperation, SessionUpdateOperation
 from .operator import OperatorAPI
@@ -81,8 +82,9 @@ class Client:
         self.client_name = client_name
         self.loop = asyncio.get_running_loop()
         self.window = queue_size_to_notify
-        self._in_flight = asyncio.Semaphore(queue_size_to_notify)
-        self._admission = asyncio.Semaphore(queue_size_to_notify + max_queue_size_to_wait)
+        self._in_flight = Gate(queue_size_to_notify, self.loop)
+        self._admission = Gate(queue_size_to_notify + max_queue_size_to_wait, self.loop)
+        self._deadlines = Deadlines(self.loop)
         self._conn: ClientConnection | None = None
         self._dialing: asyncio.Task[ClientConnection] | None = None
         self._closed = False
@@ -165,14 +167,60 @@ class Client:
             raise CommunicationFailure(f"message too long: {len(body) + HEADER_SIZE} bytes "
                                        f"(the limit is {limit + HEADER_SIZE})")
         deadline = self.loop.time() + self.request_timeout
+        if conn is not None and not conn.closed and not conn.draining \
+                and self._admission.try_enter():
+            try:
+                if self._in_flight.try_enter():    # the common case: send at once
+                    try:
+                        reply = await self._send_once(conn, msg_type, body, deadline)
+                    finally:
+                        self._in_flight.leave()
+                    if reply is not None:
+                        return reply
+            finally:
+                self._admission.leave()
+        return await self._call_slowly(msg_type, body, deadline)
+
+    async def _send_once(self, conn: ClientConnection, msg_type: int, body: bytes,
+                         deadline: float) -> Reply | None:
+        """One attempt on `conn`; None when it must be retried (connection lost, or the
+        server is shutting down)."""
+        fut = conn.request(msg_type, body)
+        self._deadlines.watch(deadline, fut)
+        try:
+            reply = await fut
+        except ConnectionLost:
+            return None
+        except RequestTimedOut:
+            conn.forget(fut)
+            raise self._timed_out() from None
+        except asyncio.CancelledError:
+            conn.forget(fut)
+            raise
+        if reply[0] == T.ERROR and _retryable(reply[1]):
+            conn.draining = True
+            return None
+        return reply
+
+    def _timed_out(self) -> CommunicationFailure:
+        return CommunicationFailure(f"no reply within {self.request_timeout} s"
+                                    + (f" ({self._last_error})" if self._last_error else ""))
+
+    async def _call_slowly(self, msg_type: int, body: bytes, deadline: float) -> Reply:
+        """Queue for the window, (re)connect and retry, all within `deadline`."""
         try:
             async with asyncio.timeout_at(deadline):
-                async with self._admission, self._in_flight:
-                    return await self._send_until_answered(msg_type, body)
+                await self._admission.enter()
+                try:
+                    await self._in_flight.enter()
+                    try:
+                        return await self._send_until_answered(msg_type, body)
+                    finally:
+                        self._in_flight.leave()
+                finally:
+                    self._admission.leave()
         except TimeoutError:
-            raise CommunicationFailure(
-                f"no reply within {self.request_timeout} s"
-                + (f" ({self._last_error})" if self._last_error else "")) from None
+            raise self._timed_out() from None
 
     async def _send_until_answered(self, msg_type: int, body: bytes) -> Reply:
         while True:
@@ -301,6 +349,7 @@ class Client:
         if self._dialing is not None and not self._dialing.done():
             self._dialing.cancel()
         await self.listeners.close()
+        self._deadlines.close()
         if self._conn is not None:
             self._conn.close()
         await asyncio.sleep(0)

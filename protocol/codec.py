@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 import struct
 from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
@@ -84,9 +85,16 @@ def check_decimal(value: Decimal) -> Decimal:
     return value
 
 
+# Plain decimal text of at most 19 characters is within range by construction
+# (below 1E19, at most 18 fractional digits): no need for check_decimal's as_tuple().
+_PLAIN_DECIMAL = re.compile(rb"-?[0-9]+(?:\.[0-9]+)?")
+
+
 def _ext_hook(code: int, data: bytes) -> object:
     if code != EXT_DECIMAL:
         raise InvalidMessage(f"unknown msgpack extension type {code}")
+    if len(data) < 20 and _PLAIN_DECIMAL.fullmatch(data):
+        return Decimal(data.decode("ascii"))
     try:
         return check_decimal(Decimal(data.decode("ascii")))
     except (UnicodeDecodeError, InvalidOperation, ValueError) as exc:
@@ -221,15 +229,33 @@ def item_to_wire(item: m.ChargeableItem | None) -> Any:
     return item
 
 
+# What msgpack decodes is already in range: ints fit 64 bits, decimals passed
+# check_decimal in the extension hook, timestamps are aware. Only types and lengths are left.
+_PROPERTY_TYPES = frozenset({int, Decimal, bool, dt.datetime})
+
+
 def item_from_wire(obj: object, what: str = "item") -> m.ChargeableItem | None:
     if obj is None:
         return None
-    if type(obj) is not list or len(obj) != 2 or type(obj[1]) is not dict:
+    if type(obj) is not list or len(obj) != 2:
         raise InvalidMessage(f"{what} must be [name, {{properties}}]")
-    try:
-        return m.ChargeableItem(obj[0], obj[1])
-    except (TypeError, ValueError) as exc:
-        raise InvalidMessage(f"{what}: {exc}") from None
+    name, props = obj
+    if type(props) is not dict or len(props) > m.MAX_PROPERTIES:
+        raise InvalidMessage(f"{what}: properties must be a map of at most "
+                             f"{m.MAX_PROPERTIES} entries")
+    if name is not None and (type(name) is not str or not name
+                             or len(name) > m.MAX_ID_LENGTH):
+        raise InvalidMessage(f"{what}: the name must be nil or a non-empty string")
+    for key, value in props.items():
+        kind = type(value)
+        bad_value = kind not in _PROPERTY_TYPES and \
+            (kind is not str or len(value) > m.MAX_STRING_LENGTH)
+        if bad_value or type(key) is not str or not key or len(key) > m.MAX_ID_LENGTH:
+            try:                      # the slow path says exactly what is wrong
+                m.check_property(key, value)
+            except (TypeError, ValueError) as exc:
+                raise InvalidMessage(f"{what}: {exc}") from None
+    return _new_tuple(m.ChargeableItem, (name, props))
 
 
 def tx_to_wire(tx: m.Transaction) -> Any:
@@ -237,15 +263,23 @@ def tx_to_wire(tx: m.Transaction) -> Any:
     return tx
 
 
+_STR_OR_NONE = (str, type(None))
+_NO_COUNTERS: Any = m.Transaction._field_defaults["counters"]
+
+
 def tx_from_wire(obj: object) -> m.Transaction:
     if type(obj) is not list or len(obj) != 10:
         raise InvalidMessage("a transaction is an array of 10 fields")
     tid, time, user, session, rid, kind, reason, amount, currency, counters = obj
+    if type(tid) is not int or type(time) is not dt.datetime or type(user) is not str \
+            or type(session) not in _STR_OR_NONE or type(rid) not in _STR_OR_NONE \
+            or type(amount) is not Decimal or type(currency) is not str \
+            or type(kind) is not str or type(reason) is not str:
+        raise InvalidMessage(f"transaction {tid!r}: a field has the wrong type")
     return _new_tuple(m.Transaction, (
-        _int(tid, "transaction id", 0, 2**63), _time(time, "time"), _id(user, "user"),
-        _opt_id(session, "session"), _opt_id(rid, "rid"), _lookup(_TX_KINDS, kind, "kind"),
-        _lookup(_TX_REASONS, reason, "reason"), _dec(amount, "amount"),
-        _id(currency, "currency"), _dec_map(counters, "counters") if counters else {}))
+        tid, time, user, session, rid, _lookup(_TX_KINDS, kind, "kind"),
+        _lookup(_TX_REASONS, reason, "reason"), amount, currency,
+        _dec_map(counters, "counters") if counters else _NO_COUNTERS))
 
 
 def rating_to_wire(r: m.RatingResult | None) -> Any:
@@ -256,11 +290,12 @@ def rating_to_wire(r: m.RatingResult | None) -> Any:
 def rating_from_wire(obj: object, what: str) -> m.RatingResult | None:
     if obj is None:
         return None
-    if type(obj) is not list or len(obj) != 3 or type(obj[2]) is not list:
+    if type(obj) is not list or len(obj) != 3 or type(obj[0]) is not Decimal \
+            or type(obj[1]) is not str or type(obj[2]) is not list:
         raise InvalidMessage(f"{what} must be [amount, currency, [transaction, ...]]")
-    return _new_tuple(m.RatingResult, (_dec(obj[0], f"{what} amount"),
-                                       _id(obj[1], "currency"),
-                                       tuple(tx_from_wire(t) for t in obj[2])))
+    txs = obj[2]
+    return _new_tuple(m.RatingResult, (obj[0], obj[1],
+                                       tuple(map(tx_from_wire, txs)) if txs else ()))
 
 
 def subscriber_to_wire(s: m.Subscriber) -> dict[str, Any]:
@@ -380,13 +415,13 @@ def _dec_error(obj: object) -> m.Error:
 
 # ------------------------------------------------------------------------ containers
 
-_SUB_FIELDS = {  # which of item, next_item, ttl, resolution, inverse each action takes
-    m.Action.RESERVE: (True, False, True, True, True),
-    m.Action.CONFIRM: (True, False, False, False, False),
-    m.Action.CANCEL: (False, False, False, False, False),
-    m.Action.CONFIRM_AND_RESERVE: (True, True, True, True, True),
+# What each action refuses (indexes in the sub-request array, and their names)
+_SUB_REFUSES = {
+    m.Action.RESERVE: ((3, "next"),),
+    m.Action.CONFIRM: ((3, "next"), (4, "ttl"), (5, "resolution"), (6, "inverse")),
+    m.Action.CANCEL: ((2, "item"), (3, "next"), (4, "ttl"), (5, "resolution"), (6, "inverse")),
+    m.Action.CONFIRM_AND_RESERVE: (),
 }
-_SUB_NAMES = ("item", "next", "ttl", "resolution", "inverse")
 _MAX_TTL = 400 * 86400.0
 
 
@@ -396,8 +431,8 @@ def _dec_sub(obj: object) -> m.SubRequest:
                              "inverse]")
     action, rid, item, next_item, ttl, resolution, inverse = obj
     kind = _lookup(_ACTIONS, action, "action")
-    for allowed, name, value in zip(_SUB_FIELDS[kind], _SUB_NAMES, obj[2:], strict=True):
-        if value is not None and not allowed:
+    for index, name in _SUB_REFUSES[kind]:
+        if obj[index] is not None:
             raise InvalidMessage(f"{kind} does not take {name}")
     if ttl is not None:
         if type(ttl) is Decimal:
@@ -462,12 +497,16 @@ def _dec_outcome(obj: object) -> m.Outcome:
     if type(obj) is not list or len(obj) != 9:
         raise InvalidMessage("an outcome is an array of 9 fields")
     rid, error, message, cancel, confirm, reserve, granted, expires, below = obj
+    if type(rid) is not str or type(error) not in _STR_OR_NONE \
+            or type(message) not in _STR_OR_NONE or type(below) is not bool \
+            or (expires is not None and type(expires) is not dt.datetime):
+        raise InvalidMessage(f"outcome {rid!r}: a field has the wrong type")
     return _new_tuple(m.Outcome, (
-        _id(rid, "rid"), None if error is None else _id(error, "error"),
-        None if message is None else _text(message, "message"),
-        rating_from_wire(cancel, "cancel"), rating_from_wire(confirm, "confirm"),
-        rating_from_wire(reserve, "reserve"), item_from_wire(granted, "granted"),
-        None if expires is None else _time(expires, "expires"), _bool(below, "below_zero")))
+        rid, error, message,
+        None if cancel is None else rating_from_wire(cancel, "cancel"),
+        None if confirm is None else rating_from_wire(confirm, "confirm"),
+        None if reserve is None else rating_from_wire(reserve, "reserve"),
+        None if granted is None else item_from_wire(granted, "granted"), expires, below))
 
 
 def _enc_execute_result(msg: m.ExecuteResult) -> dict[str, Any]:

@@ -66,8 +66,8 @@ def test_rate_and_inverse_rate_are_exact() -> None:
     plan = Catalog.builtin().plan("VOICE", "call")
     assert plan is not None
     price = plan.prices["EUR"]
-    assert rate(plan, price, Decimal(121), Decimal(0)).amount == Decimal("0.15")
-    assert rate(plan, price, Decimal(91), Decimal(30)).amount == Decimal("0.10")
+    assert rate(plan, price, Decimal(121), Decimal(0)) == (0, Decimal("0.15"))
+    assert rate(plan, price, Decimal(91), Decimal(30)) == (30, Decimal("0.10"))
     assert affordable_quantity(plan, price, Decimal(300), Decimal(0), Decimal("0.12")) == 120
     assert affordable_quantity(plan, price, Decimal(300), Decimal(30), Decimal("0.05")) == 90
     assert affordable_quantity(plan, price, Decimal(50), Decimal(0), Decimal(10)) == 50

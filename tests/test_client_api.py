@@ -202,3 +202,15 @@ async def test_below_zero_confirm_is_reported(client: cc_client.Client) -> None:
     r = (await stop.execute())["r1"]
     assert r.ok and r.balance_below_zero
     assert (await client.admin.get_subscriber(user)).balance == D("-0.50")
+
+
+async def test_more_calls_than_the_flow_control_sizes_all_complete(
+        client: cc_client.Client, server: TestServer) -> None:
+    """Every call gives its window and queue slots back (a leak once stalled the client
+    after window + queue calls)."""
+    async with cc_client.connect(server.url, queue_size_to_notify=4,
+                                 max_queue_size_to_wait=4, request_timeout=2) as small:
+        user = await new_subscriber(small, "many")
+        for _ in range(3):
+            await asyncio.gather(*(small.admin.get_subscriber(user) for _ in range(40)))
+        assert small._admission.free == 8 and small._in_flight.free == 4

@@ -107,7 +107,7 @@ class Engine:
         try:
             outcome = rules.HANDLERS[sub.action](op, sub)
         except Refused as exc:
-            outcome = m.Outcome(sub.reservation_id, exc.code, exc.message)
+            outcome = rules.failed(sub.reservation_id, exc)
         except DecimalException:  # unreachable with the bounds on quantities and prices
             outcome = m.Outcome(sub.reservation_id, ErrorCode.INVALID_REQUEST,
                                 "amount out of the exactly representable range")

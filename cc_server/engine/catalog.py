@@ -48,23 +48,15 @@ class PricePlan:
                                    "most 9 fractional digits")
 
 
-@dataclass(frozen=True, slots=True)
-class Rating:
-    """The outcome of rating a quantity."""
-
-    quantity: Decimal
-    allowance: Decimal      # units covered by the allowance counter
-    amount: Decimal
-
-
-def rate(plan: PricePlan, price: Decimal, quantity: Decimal, counter_available: Decimal) -> Rating:
-    """Rate `quantity` (allowance first, then whole steps of money)."""
+def rate(plan: PricePlan, price: Decimal, quantity: Decimal,
+         counter_available: Decimal) -> tuple[Decimal, Decimal]:
+    """Rate `quantity`: (units covered by the allowance counter, amount of money)."""
     covered = min(counter_available, quantity) if plan.allowance and counter_available > 0 \
         else ZERO
     steps, rest = divmod(quantity - covered, plan.step)
     if rest:
         steps += 1
-    return Rating(quantity, covered, steps * price)
+    return covered, steps * price
 
 
 def affordable_quantity(plan: PricePlan, price: Decimal, wanted: Decimal,

@@ -8,6 +8,7 @@ its release (1) and debit (2) stand even when the new reservation (3) finds no c
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Protocol
 
@@ -22,6 +23,21 @@ from .journal import Journal
 
 UTC = dt.UTC
 NO_TX = m.ResultType.NO_TRANSACTIONS
+_new_tuple = tuple.__new__
+
+
+def _outcome(rid: str, error: str | None, message: str | None,
+             cancel: m.RatingResult | None, confirm: m.RatingResult | None,
+             reserve: m.RatingResult | None, granted: m.ChargeableItem | None,
+             expires: dt.datetime | None, below_zero: bool) -> m.Outcome:
+    """An Outcome, positionally (keyword construction of a NamedTuple runs Python code)."""
+    return _new_tuple(m.Outcome, (rid, error, message, cancel, confirm, reserve, granted,
+                                  expires, below_zero))
+
+
+def _item(name: str | None, properties: Mapping[str, m.PropertyValue]) -> m.ChargeableItem:
+    """An item merged from already validated ones: no need to validate it again."""
+    return _new_tuple(m.ChargeableItem, (name, properties))
 # Quantities (and catalog prices and steps, see catalog.py) are bounded so that every
 # amount stays far inside the engine's 80-digit exact arithmetic: no rating can trap
 # half-way through a sub-request.
@@ -139,8 +155,8 @@ def consolidate(stored: m.ChargeableItem, given: m.ChargeableItem | None) -> m.C
         return stored
     if not given.properties:
         return stored if given.name in (None, stored.name) else \
-            m.ChargeableItem(given.name, stored.properties)
-    return m.ChargeableItem(given.name or stored.name, {**stored.properties, **given.properties})
+            _item(given.name, stored.properties)
+    return _item(given.name or stored.name, {**stored.properties, **given.properties})
 
 
 def _quantity(item: m.ChargeableItem, plan: PricePlan) -> Decimal:
@@ -200,8 +216,8 @@ def _open(op: Op, reservation_id: str) -> ChargingSession:
 
 def _result(op: Op, amount: Decimal, tx: m.Transaction) -> m.RatingResult:
     if op.result_type is NO_TX or (op.filter and not tx.amount):
-        return m.RatingResult(amount, op.account.currency)
-    return m.RatingResult(amount, op.account.currency, (tx,))
+        return _new_tuple(m.RatingResult, (amount, op.account.currency, ()))
+    return _new_tuple(m.RatingResult, (amount, op.account.currency, (tx,)))
 
 
 def _journal(op: Op, cs: ChargingSession, kind: m.TxKind, amount: Decimal,
@@ -222,10 +238,9 @@ def release(op: Op, cs: ChargingSession) -> m.RatingResult:
 def debit(op: Op, cs: ChargingSession, plan: PricePlan, price: Decimal,
           quantity: Decimal) -> m.RatingResult:
     """Rate a consumed quantity and charge it in full (result (2)); never fails for credit."""
-    rating = rate(plan, price, quantity, op.account.counter_available(plan.allowance))
-    op.account.debit(rating.amount, plan.allowance, rating.allowance)
-    tx = _journal(op, cs, m.TxKind.CONFIRM, rating.amount, plan.allowance, rating.allowance)
-    return _result(op, rating.amount, tx)
+    units, amount = rate(plan, price, quantity, op.account.counter_available(plan.allowance))
+    op.account.debit(amount, plan.allowance, units)
+    return _result(op, amount, _journal(op, cs, m.TxKind.CONFIRM, amount, plan.allowance, units))
 
 
 def hold(op: Op, cs: ChargingSession, item: m.ChargeableItem, plan: PricePlan, price: Decimal,
@@ -236,32 +251,31 @@ def hold(op: Op, cs: ChargingSession, item: m.ChargeableItem, plan: PricePlan, p
     """
     account = op.account
     counter_available = account.counter_available(plan.allowance)
-    rating = rate(plan, price, quantity, counter_available)
+    units, amount = rate(plan, price, quantity, counter_available)
     available = account.balance - account.reserved
     reduced = False
-    if rating.amount and rating.amount > available:
+    if amount and amount > available:
         if inverse is None:
-            raise Refused(ErrorCode.CREDIT_LIMIT_REACHED, f"{rating.amount} {account.currency} "
+            raise Refused(ErrorCode.CREDIT_LIMIT_REACHED, f"{amount} {account.currency} "
                           f"needed, {available} available")
         granted = affordable_quantity(plan, price, quantity, counter_available, available)
         if granted <= 0:
             raise Refused(ErrorCode.CREDIT_LIMIT_REACHED, f"not even one {plan.step} "
                           f"{plan.quantity} step is affordable ({available} available)")
-        rating = rate(plan, price, granted, counter_available)
+        units, amount = rate(plan, price, granted, counter_available)
         original = item.properties[plan.quantity]
         value = int(granted) if type(original) is int and granted == granted.to_integral() \
             else granted
-        item = m.ChargeableItem(item.name, {**item.properties, plan.quantity: value})
+        item = _item(item.name, {**item.properties, plan.quantity: value})
         reduced = True
-    account.hold(rating.amount, plan.allowance, rating.allowance)
-    cs.item, cs.held, cs.counter, cs.units = item, rating.amount, plan.allowance, rating.allowance
+    account.hold(amount, plan.allowance, units)
+    cs.item, cs.held, cs.counter, cs.units = item, amount, plan.allowance, units
     cs.starved, cs.reduced = False, reduced
     if reduced:
         account.hungry[cs] = None
     else:
         account.hungry.pop(cs, None)
-    return _result(op, rating.amount, _journal(op, cs, m.TxKind.RESERVE, rating.amount,
-                                               plan.allowance, rating.allowance))
+    return _result(op, amount, _journal(op, cs, m.TxKind.RESERVE, amount, plan.allowance, units))
 
 
 def end(op: Op, cs: ChargingSession) -> None:
@@ -298,8 +312,7 @@ def reserve(op: Op, sub: m.SubRequest) -> m.Outcome:
     op.session.charging[rid] = cs
     op.expiry.push(cs)
     op.tally.open_reservations += 1
-    return m.Outcome(rid, reserve_result=result, granted_item=cs.item,
-                     expires_at=_expires(op, cs))
+    return _outcome(rid, None, None, None, None, result, cs.item, _expires(op, cs), False)
 
 
 def confirm(op: Op, sub: m.SubRequest) -> m.Outcome:
@@ -309,9 +322,8 @@ def confirm(op: Op, sub: m.SubRequest) -> m.Outcome:
     cancel_result = release(op, cs)
     confirm_result = debit(op, cs, plan, price, quantity)
     end(op, cs)
-    return m.Outcome(cs.reservation_id, cancel_result=cancel_result,
-                     confirm_result=confirm_result,
-                     balance_below_zero=op.account.balance < 0)
+    return _outcome(cs.reservation_id, None, None, cancel_result, confirm_result, None, None,
+                    None, op.account.balance < 0)
 
 
 def cancel(op: Op, sub: m.SubRequest) -> m.Outcome:
@@ -319,7 +331,7 @@ def cancel(op: Op, sub: m.SubRequest) -> m.Outcome:
     cs = _open(op, sub.reservation_id)
     cancel_result = release(op, cs)
     end(op, cs)
-    return m.Outcome(cs.reservation_id, cancel_result=cancel_result)
+    return _outcome(cs.reservation_id, None, None, cancel_result, None, None, None, None, False)
 
 
 def confirm_and_reserve(op: Op, sub: m.SubRequest) -> m.Outcome:
@@ -346,11 +358,10 @@ def confirm_and_reserve(op: Op, sub: m.SubRequest) -> m.Outcome:
     except Refused as exc:   # starved: open with nothing held until its TTL
         cs.item, cs.starved, cs.reduced = next_item, True, False
         op.account.hungry[cs] = None
-        return m.Outcome(cs.reservation_id, exc.code, exc.message, cancel_result,
-                         confirm_result, expires_at=_expires(op, cs),
-                         balance_below_zero=op.account.balance < 0)
-    return m.Outcome(cs.reservation_id, None, None, cancel_result, confirm_result,
-                     reserve_result, cs.item, _expires(op, cs), op.account.balance < 0)
+        return _outcome(cs.reservation_id, exc.code, exc.message, cancel_result,
+                        confirm_result, None, None, _expires(op, cs), op.account.balance < 0)
+    return _outcome(cs.reservation_id, None, None, cancel_result, confirm_result,
+                    reserve_result, cs.item, _expires(op, cs), op.account.balance < 0)
 
 
 def clean_up(op: Op, cs: ChargingSession, resolution: m.Resolution | None = None) -> m.Outcome:
@@ -363,9 +374,8 @@ def clean_up(op: Op, cs: ChargingSession, resolution: m.Resolution | None = None
         confirm_result = _result(op, amount,
                                  _journal(op, cs, m.TxKind.CONFIRM, amount, counter, units))
     end(op, cs)
-    return m.Outcome(cs.reservation_id, cancel_result=cancel_result,
-                     confirm_result=confirm_result,
-                     balance_below_zero=confirm_result is not None and op.account.balance < 0)
+    return _outcome(cs.reservation_id, None, None, cancel_result, confirm_result, None, None,
+                    None, confirm_result is not None and op.account.balance < 0)
 
 
 HANDLERS = {
@@ -374,3 +384,8 @@ HANDLERS = {
     m.Action.CANCEL: cancel,
     m.Action.CONFIRM_AND_RESERVE: confirm_and_reserve,
 }
+
+
+def failed(rid: str, exc: Refused) -> m.Outcome:
+    """The outcome of a refused sub-request."""
+    return _outcome(rid, exc.code, exc.message, None, None, None, None, None, False)
