@@ -68,7 +68,8 @@ class Dispatcher:
         self.renewal = renewal
         self.dedup = dedup
         self.max_subrequests = max_subrequests
-        self.counts: Counter[str] = Counter()
+        #: (container kind or command, outcome) -> count
+        self.counts: Counter[tuple[str, str]] = Counter()
         self.latency = {"execute": Histogram(), "admin": Histogram()}
         #: more stats sections from the server (connections, durability, ...)
         self.extra_stats: Callable[[], dict[str, Any]] | None = None
@@ -119,13 +120,13 @@ class Dispatcher:
             return error_reply(ErrorCode.PROTOCOL_ERROR,
                                f"message type {frame.type:#04x} is not a request here")
         except ProtocolError as exc:
-            self.counts["request.INVALID_REQUEST"] += 1
+            self.counts["request", "INVALID_REQUEST"] += 1
             return error_reply(exc.code, exc.message)
         except Refused as exc:
             return error_reply(exc.code, exc.message)
         except Exception:
             log.exception("event=internal_error peer=%s type=%#04x", peer.name, frame.type)
-            self.counts["request.SERVER_ERROR"] += 1
+            self.counts["request", "SERVER_ERROR"] += 1
             return error_reply(ErrorCode.SERVER_ERROR, "internal error; nothing was applied")
 
     @staticmethod
@@ -147,7 +148,7 @@ class Dispatcher:
         now = self.clock()
         stored = self.dedup.get((msg.user_id, msg.operation_id), now)
         if stored is not None:
-            self.counts[f"{msg.kind}.repeated"] += 1
+            self.counts[msg.kind, "repeated"] += 1
             return stored
         reply = self.apply_execute(msg, now)
         self._log(REC_EXECUTE, now, body)
@@ -159,10 +160,10 @@ class Dispatcher:
         try:
             result = self.engine.execute(msg, now)
             reply: Reply = codec.encode_body(result)
-            self.counts[f"{msg.kind}.ok"] += 1
+            self.counts[msg.kind, "ok"] += 1
         except Refused as exc:
             reply = error_reply(exc.code, exc.message)
-            self.counts[f"{msg.kind}.{exc.code}"] += 1
+            self.counts[msg.kind, exc.code] += 1
         self.dedup.put(key, reply, now)
         self.flush_renewals(now)
         return reply
@@ -201,10 +202,10 @@ class Dispatcher:
         try:
             reply: Reply = T.ADMIN_RESULT, codec.pack(
                 {"value": self._admin[msg.command](dict(msg.args), now)})
-            self.counts[f"{msg.command}.ok"] += 1
+            self.counts[msg.command, "ok"] += 1
         except Refused as exc:
             reply = error_reply(exc.code, exc.message)
-            self.counts[f"{msg.command}.{exc.code}"] += 1
+            self.counts[msg.command, exc.code] += 1
         if key is not None:
             self.dedup.put(key, reply, now)
         self.flush_renewals(now)
@@ -259,8 +260,10 @@ class Dispatcher:
     def stats(self) -> dict[str, Any]:
         """Operation counts and state sizes."""
         stats: dict[str, Any] = {
-            "engine": self.engine.stats(), "operations": dict(self.counts),
-            "sub_requests": dict(self.engine.counts),
+            "engine": self.engine.stats(),
+            "operations": {f"{kind}.{outcome}": n for (kind, outcome), n in self.counts.items()},
+            "sub_requests": {f"{action}.{error or 'ok'}": n
+                             for (action, error), n in self.engine.counts.items()},
             "latency": {kind: h.to_dict() for kind, h in self.latency.items()},
             "dedup": {"entries": len(self.dedup), "hits": self.dedup.hits}}
         renewal = getattr(self.renewal, "stats", None)

@@ -33,10 +33,13 @@ class GcPolicy:
         self.last_full_seconds = 0.0
 
     def start(self) -> None:
-        """Collect what start-up left behind and freeze the rest."""
+        """Collect what start-up left behind and freeze the rest. Young collections run
+        every 10,000 net allocations instead of 700: they cost per survivor, so fewer
+        of them cost less in all."""
         if self.enabled:
             gc.collect()
             gc.freeze()
+            gc.set_threshold(10_000, 20, 100)
 
     def tick(self) -> None:
         """Freeze survivors, or run the periodic full collection, when due."""

@@ -11,7 +11,16 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from collections.abc import Mapping
-from decimal import Context, Decimal, DecimalException, Inexact, InvalidOperation, localcontext
+from decimal import (
+    Context,
+    Decimal,
+    DecimalException,
+    Inexact,
+    InvalidOperation,
+    getcontext,
+    localcontext,
+    setcontext,
+)
 from typing import Any
 
 from protocol import messages as m
@@ -31,6 +40,7 @@ __all__ = ["Catalog", "CatalogError", "ChargingSession", "Engine", "PricePlan", 
 UTC = dt.UTC
 # Wide enough that no amount of the wire's range is ever rounded; rounding would be a bug.
 MONEY = Context(prec=80, traps=[InvalidOperation, Inexact])
+_new_tuple = tuple.__new__
 REQUEST, STOP, EXPIRY, ADMIN = (m.TxReason.REQUEST, m.TxReason.STOP, m.TxReason.EXPIRY,
                                 m.TxReason.ADMIN)
 
@@ -48,7 +58,8 @@ class Engine:
         #: charging sessions whose subscriber gained credit while they were starved or
         #: reduced, with the reason; the renewal layer drains it (`take_renewals`).
         self.renewals: dict[ChargingSession, m.RenewalReason] = {}
-        self.counts: Counter[str] = Counter()   # sub-request outcomes by action
+        #: sub-request outcomes: (action, error code or None) -> count
+        self.counts: Counter[tuple[str, str | None]] = Counter()
         self.tally = Tally()
 
     # ------------------------------------------------------------------ containers
@@ -72,7 +83,9 @@ class Engine:
                 req.result_type or session.result_type,
                 session.filter_transaction if req.filter_transaction is None
                 else req.filter_transaction)
-        with localcontext(MONEY):
+        saved = getcontext()
+        setcontext(MONEY)       # not localcontext(): it copies the context every time
+        try:
             if req.external_data is not None:
                 session.external_data = req.external_data
             outcomes = [self._sub(op, sub) for sub in req.subs]
@@ -90,8 +103,10 @@ class Engine:
                         if cs.reservation_id not in named:
                             outcomes.append(outcome)
                 self._remove(session)
+        finally:
+            setcontext(saved)
         self._credit_changed(account, before)
-        return m.ExecuteResult(session.session_id, tuple(outcomes))
+        return _new_tuple(m.ExecuteResult, (session.session_id, tuple(outcomes)))
 
     def _new_session(self, req: m.Execute, now: float) -> Session:
         if req.session_id in self.sessions:
@@ -111,7 +126,7 @@ class Engine:
         except DecimalException:  # unreachable with the bounds on quantities and prices
             outcome = m.Outcome(sub.reservation_id, ErrorCode.INVALID_REQUEST,
                                 "amount out of the exactly representable range")
-        self.counts[f"{sub.action}.{outcome.error or 'ok'}"] += 1
+        self.counts[sub.action, outcome.error] += 1
         return outcome
 
     def _remove(self, session: Session) -> None:

@@ -1,8 +1,10 @@
 """Reservation deadlines: a binary heap with lazy deletion.
 
-Each entry is (deadline, sequence, charging session). An entry is stale when the charging
-session was scheduled again since (a confirm-and-reserve: a newer sequence number is
-stored in it) or its session is gone; stale
+Each entry is (deadline, sequence, charging session); a charging session has at most one
+live entry, the one whose sequence number it holds. A later deadline (the common
+confirm-and-reserve) needs no new entry: when the old one comes due, it is pushed again
+at the new deadline. Only an earlier deadline makes a new entry, and the old one stale.
+Entries whose session is gone are stale too; stale
 entries are skipped when popped, and the heap is rebuilt (stale entries dropped) whenever
 it has doubled since the last rebuild, so memory stays proportional to live reservations
 and each operation costs amortised O(log n).
@@ -19,7 +21,8 @@ class Expiring(Protocol):
     """What the queue needs to know of a charging session."""
 
     expires_at: float
-    expiry_seq: int
+    expiry_seq: int      # sequence number of its live entry (0: none yet)
+    queued_at: float     # deadline of that entry
 
     @property
     def alive(self) -> bool: ...
@@ -37,9 +40,15 @@ class ExpiryQueue:
         return len(self._heap)
 
     def push(self, item: Expiring) -> None:
-        """Schedule `item` at its current `expires_at`."""
+        """Make sure `item` comes due at its current `expires_at`."""
+        if item.expiry_seq and item.queued_at <= item.expires_at:
+            return          # its entry comes first and will be pushed again at the new time
+        self._add(item)
+
+    def _add(self, item: Expiring) -> None:
         self._seq += 1
         item.expiry_seq = self._seq
+        item.queued_at = item.expires_at
         heapq.heappush(self._heap, (item.expires_at, self._seq, item))
         if len(self._heap) >= self._compact_at:
             self._compact()
@@ -52,6 +61,8 @@ class ExpiryQueue:
     def restore(self, items: Sequence[Expiring], seq: int) -> None:
         """Rebuild from recovered items, each keeping its own sequence number."""
         self._heap = [(item.expires_at, item.expiry_seq, item) for item in items]
+        for item in items:
+            item.queued_at = item.expires_at
         heapq.heapify(self._heap)
         self._seq = seq
         self._compact_at = max(1024, 2 * len(self._heap))
@@ -66,7 +77,11 @@ class ExpiryQueue:
         due: list[Expiring] = []
         while heap and heap[0][0] <= now and len(due) < limit:
             _, seq, item = heapq.heappop(heap)
-            if item.expiry_seq == seq and item.alive:
+            if item.expiry_seq != seq or not item.alive:
+                continue
+            if item.expires_at > now:
+                self._add(item)        # its deadline moved later since it was queued
+            else:
                 due.append(item)
         return due
 

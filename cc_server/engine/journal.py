@@ -14,6 +14,7 @@ from bisect import bisect_right
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
+from typing import Any
 
 from protocol import messages as m
 
@@ -22,19 +23,35 @@ _new_tuple = tuple.__new__
 DEFAULT_RETAIN = 2_000_000
 
 
-def _tx_id(tx: m.Transaction) -> int:
-    return tx.transaction_id
+# An entry is an exact tuple of the Transaction fields with plain-str kind and reason:
+# CPython stops tracking such tuples at their first garbage collection, so a journal of
+# millions of entries costs the collector nothing. Transactions are built from them.
+Entry = tuple[Any, ...]
+_ID, _USER, _SESSION, _KIND, _REASON = 0, 2, 3, 5, 6
+
+
+def _entry_id(entry: Entry) -> int:
+    return entry[_ID]  # type: ignore[no-any-return]
+
+
+def _transaction(entry: Entry) -> m.Transaction:
+    return _new_tuple(m.Transaction, (*entry[:_KIND], _KINDS[entry[_KIND]],
+                                      _REASONS[entry[_REASON]], *entry[_REASON + 1:]))
+
+
+_KINDS = {k.value: k for k in m.TxKind}
+_REASONS = {r.value: r for r in m.TxReason}
 
 
 class Journal:
-    """Append-only list of `Transaction`s, indexed by user and by session."""
+    """Append-only journal, indexed by user and by session."""
 
     def __init__(self, retain: int = DEFAULT_RETAIN, next_id: int = 1) -> None:
         self.retain = max(1, retain)
         self.next_id = next_id
-        self._entries: deque[m.Transaction] = deque()
-        self._by_user: dict[str, list[m.Transaction]] = {}
-        self._by_session: dict[str, list[m.Transaction]] = {}
+        self._entries: deque[Entry] = deque()
+        self._by_user: dict[str, list[Entry]] = {}
+        self._by_session: dict[str, list[Entry]] = {}
         self._chunk = max(1, self.retain // 16)
 
     def __len__(self) -> int:
@@ -44,28 +61,33 @@ class Journal:
                reservation_id: str | None, kind: m.TxKind, reason: m.TxReason,
                amount: Decimal, currency: str, counter: str | None = None,
                units: Decimal = Decimal(0)) -> m.Transaction:
-        """Append one entry and return it."""
-        tx = _new_tuple(m.Transaction, (
-            self.next_id, time, user_id, session_id, reservation_id, kind, reason, amount,
-            currency, {counter: units} if units and counter else NO_COUNTERS))
-        self.next_id += 1
-        self.add(tx)
-        return tx
+        """Append one entry and return it as a Transaction."""
+        tid = self.next_id
+        self.next_id = tid + 1
+        counters = {counter: units} if units and counter else NO_COUNTERS
+        self._append((tid, time, user_id, session_id, reservation_id, kind.value,
+                      reason.value, amount, currency, counters))
+        return _new_tuple(m.Transaction, (tid, time, user_id, session_id, reservation_id,
+                                          kind, reason, amount, currency, counters))
 
     def add(self, tx: m.Transaction) -> None:
-        """Append an existing entry (used by `record` and by recovery)."""
-        self._entries.append(tx)
-        by_user = self._by_user.get(tx.user_id)
+        """Append an existing transaction (recovery)."""
+        self._append((*tx[:_KIND], str(tx.kind), str(tx.reason), *tx[_REASON + 1:]))
+
+    def _append(self, entry: Entry) -> None:
+        self._entries.append(entry)
+        by_user = self._by_user.get(entry[_USER])
         if by_user is None:
-            self._by_user[tx.user_id] = [tx]
+            self._by_user[entry[_USER]] = [entry]
         else:
-            by_user.append(tx)
-        if tx.session_id is not None:
-            by_session = self._by_session.get(tx.session_id)
+            by_user.append(entry)
+        session_id = entry[_SESSION]
+        if session_id is not None:
+            by_session = self._by_session.get(session_id)
             if by_session is None:
-                self._by_session[tx.session_id] = [tx]
+                self._by_session[session_id] = [entry]
             else:
-                by_session.append(tx)
+                by_session.append(entry)
         if len(self._entries) - self.retain >= self._chunk:
             self._trim()
 
@@ -73,10 +95,10 @@ class Journal:
         users: Counter[str] = Counter()
         sessions: Counter[str] = Counter()
         for _ in range(len(self._entries) - self.retain):
-            tx = self._entries.popleft()
-            users[tx.user_id] += 1
-            if tx.session_id is not None:
-                sessions[tx.session_id] += 1
+            entry = self._entries.popleft()
+            users[entry[_USER]] += 1
+            if entry[_SESSION] is not None:
+                sessions[entry[_SESSION]] += 1
         for index, dropped in ((self._by_user, users), (self._by_session, sessions)):
             for key, count in dropped.items():
                 entries = index[key]
@@ -88,16 +110,16 @@ class Journal:
     def query(self, user_id: str | None = None, session_id: str | None = None,
               after: int | None = None, limit: int | None = None) -> list[m.Transaction]:
         """Entries in journal order, filtered; `after` is an exclusive transaction id."""
-        source: Iterable[m.Transaction]
+        source: Iterable[Entry]
         if session_id is not None:
             source = self._by_session.get(session_id, [])
             if user_id is not None:
-                source = [tx for tx in source if tx.user_id == user_id]
+                source = [e for e in source if e[_USER] == user_id]
         elif user_id is not None:
             source = self._by_user.get(user_id, [])
         else:
-            source = list(self._entries)
-        entries = list(source) if not isinstance(source, list) else source
-        start = bisect_right(entries, after, key=_tx_id) if after is not None else 0
+            source = self._entries
+        entries = source if isinstance(source, list) else list(source)
+        start = bisect_right(entries, after, key=_entry_id) if after is not None else 0
         end = len(entries) if limit is None else min(len(entries), start + limit)
-        return entries[start:end]
+        return [_transaction(e) for e in entries[start:end]]

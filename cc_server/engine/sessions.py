@@ -80,8 +80,8 @@ class ChargingSession:
     """One reservation id of a session: what it holds, until when, and how it ends."""
 
     __slots__ = ("counter", "expires_at", "expiry_seq", "held", "inverse", "item", "open",
-                 "reduced", "reservation_id", "resolution", "session", "starved", "ttl",
-                 "units")
+                 "queued_at", "reduced", "reservation_id", "resolution", "session", "starved",
+                 "ttl", "units")
 
     def __init__(self, session: Session, reservation_id: str, item: m.ChargeableItem,
                  ttl: float, expires_at: float, resolution: m.Resolution,
@@ -92,6 +92,7 @@ class ChargingSession:
         self.ttl = ttl
         self.expires_at = expires_at
         self.expiry_seq = 0               # the expiry queue's entry for it (older: stale)
+        self.queued_at = expires_at       # ... and that entry's deadline
         self.resolution = resolution
         self.inverse = inverse
         self.held = ZERO                  # money held
