@@ -19,12 +19,13 @@ from typing import Any
 import msgpack
 
 from . import messages as m
-from .errors import InvalidMessage
+from .errors import ErrorCode, InvalidMessage
 from .frames import Frame, encode_frame
 
 EXT_DECIMAL = 1
 MAX_DECIMAL_EXPONENT = 24      # |value| < 10**25
 MIN_DECIMAL_EXPONENT = -18     # at most 18 fractional digits
+MAX_DECIMAL_TEXT = 64          # characters of a decimal's text (what the range needs, and more)
 _UTC = dt.UTC
 
 
@@ -57,6 +58,8 @@ def check_decimal(value: Decimal) -> Decimal:
 def _ext_hook(code: int, data: bytes) -> object:
     if code != EXT_DECIMAL:
         raise InvalidMessage(f"unknown msgpack extension type {code}")
+    if len(data) > MAX_DECIMAL_TEXT:
+        raise InvalidMessage(f"bad decimal: text longer than {MAX_DECIMAL_TEXT} characters")
     try:
         return check_decimal(Decimal(data.decode("ascii")))
     except (UnicodeDecodeError, InvalidOperation, ValueError) as exc:
@@ -82,20 +85,35 @@ def unpack(body: bytes) -> Any:
 
 # ------------------------------------------------------------------------ field checks
 
+def short(value: object, limit: int = 40) -> str:
+    """repr of a peer's value, cut short: error messages never echo a whole frame."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _fields(obj: object, required: frozenset[str], optional: frozenset[str],
             what: str) -> dict[str, Any]:
     if type(obj) is not dict:
         raise InvalidMessage(f"{what} must be a map")
     keys = obj.keys()
     if not keys <= required | optional:
-        raise InvalidMessage(f"{what}: unknown field(s) {sorted(keys - required - optional)}")
+        unknown = sorted(keys - required - optional)
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise InvalidMessage(f"{what}: unknown field(s) "
+                             f"{', '.join(short(k) for k in unknown[:5])}{more}")
     if not required <= keys:
         raise InvalidMessage(f"{what}: missing field(s) {sorted(required - keys)}")
     return obj
 
 
+def _too_long(what: str, limit: int) -> InvalidMessage:
+    return InvalidMessage(f"{what} is longer than {limit} characters", ErrorCode.STRING_TOO_LONG)
+
+
 def _id(value: object, what: str) -> str:
     if type(value) is not str or not value or len(value) > m.MAX_ID_LENGTH:
+        if type(value) is str and value:
+            raise _too_long(what, m.MAX_ID_LENGTH)
         raise InvalidMessage(f"{what} must be a non-empty string of at most "
                              f"{m.MAX_ID_LENGTH} characters")
     return value
@@ -107,6 +125,8 @@ def _opt_id(value: object, what: str) -> str | None:
 
 def _text(value: object, what: str) -> str:
     if type(value) is not str or len(value) > m.MAX_STRING_LENGTH:
+        if type(value) is str:
+            raise _too_long(what, m.MAX_STRING_LENGTH)
         raise InvalidMessage(f"{what} must be a string of at most {m.MAX_STRING_LENGTH} "
                              "characters")
     return value
@@ -136,9 +156,11 @@ def _time(value: object, what: str) -> dt.datetime:
     return value
 
 
-def _bin(value: object, what: str, limit: int) -> bytes:
+def _bin(value: object, what: str, limit: int,
+         code: ErrorCode = ErrorCode.INVALID_REQUEST) -> bytes:
     if type(value) is not bytes or len(value) > limit:
-        raise InvalidMessage(f"{what} must be binary of at most {limit} bytes")
+        raise InvalidMessage(f"{what} must be binary of at most {limit} bytes",
+                             code if type(value) is bytes else None)
     return value
 
 
@@ -149,15 +171,18 @@ def _enum(enum: type[Any], value: object, what: str) -> Any:
         raise InvalidMessage(f"{what} must be one of {[e.value for e in enum]}") from None
 
 
-def _list(value: object, what: str, limit: int) -> list[Any]:
+def _list(value: object, what: str, limit: int,
+          code: ErrorCode = ErrorCode.INVALID_REQUEST) -> list[Any]:
     if type(value) is not list or len(value) > limit:
-        raise InvalidMessage(f"{what} must be an array of at most {limit} elements")
+        raise InvalidMessage(f"{what} must be an array of at most {limit} elements",
+                             code if type(value) is list else None)
     return value
 
 
 def _dec_map(value: object, what: str) -> dict[str, Decimal]:
     if type(value) is not dict or len(value) > m.MAX_PROPERTIES:
-        raise InvalidMessage(f"{what} must be a map of at most {m.MAX_PROPERTIES} entries")
+        raise InvalidMessage(f"{what} must be a map of at most {m.MAX_PROPERTIES} entries",
+                             ErrorCode.TOO_MANY_PROPERTIES if type(value) is dict else None)
     for key, amount in value.items():
         _id(key, f"{what} key")
         _dec(amount, f"{what}[{key!r}]")
@@ -176,8 +201,19 @@ def item_from_wire(obj: object, what: str = "item") -> m.ChargeableItem | None:
         return None
     if type(obj) is not list or len(obj) != 2 or type(obj[1]) is not dict:
         raise InvalidMessage(f"{what} must be [name, {{properties}}]")
+    name, properties = obj
+    if len(properties) > m.MAX_PROPERTIES:
+        raise InvalidMessage(f"{what} has more than {m.MAX_PROPERTIES} properties",
+                             ErrorCode.TOO_MANY_PROPERTIES)
+    if type(name) is str and len(name) > m.MAX_ID_LENGTH:
+        raise _too_long(f"{what} name", m.MAX_ID_LENGTH)
+    for key, value in properties.items():
+        if type(key) is str and len(key) > m.MAX_ID_LENGTH:
+            raise _too_long(f"{what} property name", m.MAX_ID_LENGTH)
+        if type(value) is str and len(value) > m.MAX_STRING_LENGTH:
+            raise _too_long(f"{what} property {short(key)}", m.MAX_STRING_LENGTH)
     try:
-        return m.ChargeableItem(obj[0], obj[1])
+        return m.ChargeableItem(name, properties)
     except (TypeError, ValueError) as exc:
         raise InvalidMessage(f"{what}: {exc}") from None
 
@@ -413,7 +449,8 @@ _EXEC_OPT = frozenset({"listener", "external", "result_type", "cleanup_result_ty
 def _dec_execute(obj: object) -> m.Execute:
     d = _fields(obj, _EXEC_REQ, _EXEC_OPT, "EXECUTE")
     kind = _enum(m.ContainerKind, d["kind"], "kind")
-    subs = tuple(_dec_sub(s) for s in _list(d["subs"], "subs", m.MAX_SUBREQUESTS))
+    subs = tuple(_dec_sub(s) for s in _list(d["subs"], "subs", m.MAX_SUBREQUESTS,
+                                            ErrorCode.CONTAINER_TOO_LARGE))
     allowed = m.ALLOWED_ACTIONS[kind]
     for s in subs:
         if s.action not in allowed:
@@ -427,7 +464,8 @@ def _dec_execute(obj: object) -> m.Execute:
     if external is not None:
         if kind is m.ContainerKind.STOP:
             raise InvalidMessage("a stop container does not set external data")
-        _bin(external, "external data", m.MAX_EXTERNAL_DATA)
+        _bin(external, "external data", m.MAX_EXTERNAL_DATA,
+             ErrorCode.EXTERNAL_DATA_TOO_LARGE)
     rt, crt, filt = d.get("result_type"), d.get("cleanup_result_type"), d.get("filter")
     return m.Execute(
         _bin(d["op"], "operation id", 64), kind, _id(d["user"], "user"),
@@ -537,7 +575,7 @@ def _dec_admin(obj: object) -> m.AdminRequest:
     command = d["cmd"]
     schema = ADMIN_COMMANDS.get(command) if type(command) is str else None
     if schema is None:
-        raise InvalidMessage(f"unknown admin command {command!r}; "
+        raise InvalidMessage(f"unknown admin command {short(command)}; "
                              f"known: {sorted(ADMIN_COMMANDS)}")
     args = d["args"]
     if type(args) is not dict:
