@@ -37,7 +37,7 @@ class ServerProcess:
             self.proc.kill()
             _, err = self.proc.communicate(timeout=5)
             raise RuntimeError(f"server did not start: {line!r}\n{err}")
-        self.port = int(line.rsplit(":", 1)[1])
+        self.port = int(line.split()[2].rsplit(":", 1)[1])   # listening on HOST:PORT (...)
         assert time.monotonic() < deadline
         return self
 
