@@ -3,21 +3,30 @@
     cc-admin user add gw1 --roles charging [--users-file users.toml] [--password-stdin]
 
 These commands never talk to a server: they write the TOML file that `cc-server --users
-FILE` reads at start (restart the server to apply). The file format and the password
-hash belong to the server (`cc_server/auth.py`); this module is the one place where
-cc_client reaches into cc_server, lazily, so that hashing exists exactly once.
+FILE` reads at start (restart the server to apply). The server defines the format and
+checks passwords (`cc_server/auth.py`); the client may not import the server, so the few
+lines that make a hash are mirrored here (`hash_password`), and tests/test_auth.py
+checks that the server verifies what this writes. Entries this tool does not change are
+kept as they are; comments in the file are not.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import getpass
+import hashlib
 import os
+import secrets
 import sys
+import tomllib
+from pathlib import Path
 from typing import Any, TextIO
 
 DEFAULT_USERS_FILE = "users.toml"
 ROLES = ("charging", "admin")
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1     # cc_server.auth.DEFAULT_N, _R, _P
+SALT_BYTES, KEY_BYTES = 16, 32
 
 
 class UserCommandError(Exception):
@@ -27,6 +36,90 @@ class UserCommandError(Exception):
         super().__init__(message)
         self.usage = usage
 
+
+# ---------------------------------------------------------------------------- the file
+
+def hash_password(password: str, *, n: int = SCRYPT_N, r: int = SCRYPT_R,
+                  p: int = SCRYPT_P) -> str:
+    """`scrypt$n$r$p$salt$key` with a fresh random salt (base64 without padding)."""
+    salt = secrets.token_bytes(SALT_BYTES)
+    key = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p,
+                         maxmem=128 * r * (n + p + 2) + (1 << 20), dklen=KEY_BYTES)
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode("ascii").rstrip("=")
+
+    return f"scrypt${n}${r}${p}${b64(salt)}${b64(key)}"
+
+
+def read_users(path: str) -> dict[str, dict[str, Any]]:
+    """The [users.NAME] tables of a users file ({} when it does not exist)."""
+    if not Path(path).exists():
+        return {}
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise UserCommandError(f"cannot read {path}: {exc.strerror or exc}", False) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserCommandError(f"{path} is not valid TOML: {exc}", False) from None
+    users = data.get("users", {})
+    if set(data) - {"users"} or not isinstance(users, dict) or \
+            not all(isinstance(u, dict) for u in users.values()):
+        raise UserCommandError(f"{path} is not a users file ([users.NAME] tables only)",
+                               False)
+    return users
+
+
+def _toml_string(text: str) -> str:
+    out = []
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def dump_users(users: dict[str, dict[str, Any]]) -> str:
+    """The TOML text of a users file."""
+    lines = ["# cc-server users file, written by `cc-admin user add`. Keep it private.", ""]
+    for name in sorted(users):
+        lines.append(f"[users.{_toml_string(name)}]")
+        lines += [f"{key} = {_toml_value(value)}" for key, value in users[name].items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_users(path: str, users: dict[str, dict[str, Any]]) -> None:
+    """Replace the file atomically, readable by its owner only."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(dump_users(users))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UserCommandError(f"cannot write {path}: {exc.strerror or exc}", False) from None
+
+
+# ---------------------------------------------------------------------------- commands
 
 def parse_roles(text: str) -> frozenset[str]:
     """'charging,admin' -> the set of roles (argparse type)."""
@@ -61,47 +154,38 @@ def users_file(args: argparse.Namespace) -> str:
 
 def cmd_user_add(args: argparse.Namespace, out: TextIO) -> None:
     """user add USER --roles ROLES"""
-    from cc_server import auth
-
+    if not args.name or len(args.name) > 256:
+        raise UserCommandError("a user name has 1 to 256 characters")
     path = users_file(args)
+    users = read_users(path)
     password = read_password(args, sys.stdin)
-    try:
-        new = auth.set_user(path, args.name, password, args.roles)
-    except auth.UsersFileError as exc:
-        raise UserCommandError(str(exc), usage=False) from None
-    except OSError as exc:
-        raise UserCommandError(f"cannot write {path}: {exc.strerror or exc}",
-                               usage=False) from None
+    new = args.name not in users
     roles = ",".join(sorted(args.roles))
+    users[args.name] = {"password": hash_password(password), "roles": sorted(args.roles)}
+    write_users(path, users)
     out.write(f"{'added' if new else 'updated'} user {args.name} ({roles}) in {path}; "
               "restart cc-server to apply\n")
 
 
 def cmd_user_remove(args: argparse.Namespace, out: TextIO) -> None:
     """user remove USER"""
-    from cc_server import auth
-
     path = users_file(args)
-    try:
-        removed = auth.remove_user(path, args.name)
-    except auth.UsersFileError as exc:
-        raise UserCommandError(str(exc), usage=False) from None
-    if not removed:
+    users = read_users(path)
+    if users.pop(args.name, None) is None:
         raise UserCommandError(f"no user {args.name!r} in {path}", usage=False)
+    write_users(path, users)
     out.write(f"removed user {args.name} from {path}; restart cc-server to apply\n")
 
 
 def cmd_user_list(args: argparse.Namespace, out: TextIO) -> None:
     """user list"""
-    from cc_server import auth
-
     path = users_file(args)
-    try:
-        users = auth.load_users(path)
-    except auth.UsersFileError as exc:
-        raise UserCommandError(str(exc), usage=False) from None
+    if not Path(path).exists():
+        raise UserCommandError(f"no users file {path}", usage=False)
+    users = read_users(path)
     for name in sorted(users):
-        out.write(f"{name}\t{','.join(sorted(users[name].roles))}\n")
+        roles = users[name].get("roles")
+        out.write(f"{name}\t{','.join(map(str, roles)) if isinstance(roles, list) else '?'}\n")
 
 
 def add_user_commands(commands: Any) -> None:

@@ -1,6 +1,6 @@
 """Users, password hashes, and the handshake's authentication (SPEC section 5).
 
-Users file (TOML, written by `cc-admin user add`)::
+Users file (TOML, written by `cc-admin user add`, read here at start)::
 
     [users.gw1]
     password = "scrypt$16384$8$1$<salt, base64>$<key, base64>"
@@ -8,8 +8,10 @@ Users file (TOML, written by `cc-admin user add`)::
 
 A hash string carries everything needed to check it: scheme, scrypt cost parameters
 (n, r, p), a random per-user salt and the derived key; `verify_password` compares keys
-with `hmac.compare_digest`. scrypt costs tens of milliseconds on purpose, so the server
-runs it on a small thread pool, never on the event loop (`Authenticator`).
+with `hmac.compare_digest`. (cc-admin, which may not import the server, writes the same
+format with its own few lines; tests/test_auth.py keeps the two in step.) scrypt costs
+tens of milliseconds on purpose, so the server runs it on a small thread pool, never on
+the event loop (`Authenticator`).
 
 Back-off: a peer address with `max_failures` failed handshakes within `window` seconds
 has each further handshake delayed (0.25 s, doubling, at most `backoff_max`), one at a
@@ -29,11 +31,10 @@ import os
 import secrets
 import tomllib
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from protocol import messages as m
@@ -182,65 +183,6 @@ def _user(name: str, spec: Any, where: str) -> User:
     if unknown:
         raise UsersFileError(f"{at}: unknown role(s) {sorted(unknown)}; known: {sorted(ROLES)}")
     return User(name, password, frozenset(roles))
-
-
-def _toml_string(text: str) -> str:
-    out = []
-    for ch in text:
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
-
-
-def dump_users(users: Mapping[str, User]) -> str:
-    """The TOML text of a users file."""
-    lines = ["# cc-server users file: written by `cc-admin user add`; keep it private.", ""]
-    for name in sorted(users):
-        user = users[name]
-        lines += [f"[users.{_toml_string(name)}]",
-                  f"password = {_toml_string(user.password)}",
-                  f"roles = [{', '.join(_toml_string(r) for r in sorted(user.roles))}]", ""]
-    return "\n".join(lines)
-
-
-def save_users(path: str | os.PathLike[str], users: Mapping[str, User]) -> None:
-    """Write a users file atomically, readable by its owner only."""
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(dump_users(users))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def set_user(path: str | os.PathLike[str], name: str, password: str, roles: Roles, *,
-             n: int = DEFAULT_N) -> bool:
-    """Add or update a user (True if it was new); the file is created if missing."""
-    users = load_users(path) if Path(path).exists() else {}
-    new = name not in users
-    users[name] = _user(name, {"password": hash_password(password, n=n),
-                               "roles": sorted(roles)}, str(path))
-    save_users(path, users)
-    return new
-
-
-def remove_user(path: str | os.PathLike[str], name: str) -> bool:
-    """Remove a user (False if there was none)."""
-    users = load_users(path)
-    if users.pop(name, None) is None:
-        return False
-    save_users(path, users)
-    return True
 
 
 # ---------------------------------------------------------------------------- handshake
