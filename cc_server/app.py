@@ -113,15 +113,32 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def security_summary(server: ChargingServer) -> str:
-    """What the start-up line says after the address: who may connect, and how."""
+def startup_line(host: str, port: int, server: ChargingServer) -> str:
+    """`listening on HOST:PORT (who may connect, and how)`: the first line of stdout."""
     users = server.users
     auth = "no users file, every client is trusted with every role" if users is None \
         else f"{len(users)} user(s), passwords required"
     tls = "plain TCP"
     if server.ssl_context is not None:
         tls = "TLS with client certificates" if server.config.tls_client_ca else "TLS"
-    return f"{auth}; {tls}"
+    return f"listening on {host}:{port} ({auth}; {tls})"
+
+
+def startup_warnings(server: ChargingServer) -> list[str]:
+    """Dangerous settings, said on stderr after the start-up line."""
+    config = server.config
+    warnings = []
+    if not is_loopback(config.host):
+        if server.users is None:
+            warnings.append(
+                f"cc-server: WARNING: no --users file and --host {config.host} is not a "
+                "loopback address: anyone who can reach this port can create subscribers and "
+                "move money. Use --users (and --tls-cert/--tls-key), or --host 127.0.0.1.")
+        elif server.ssl_context is None:
+            warnings.append(
+                f"cc-server: WARNING: --host {config.host} without TLS: passwords and "
+                "charging data cross the network in clear. Use --tls-cert/--tls-key.")
+    return warnings
 
 
 def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
@@ -145,15 +162,12 @@ async def serve(config: ServerConfig) -> None:
     await server.start()
     host, port = server.address
     loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
-    print(f"listening on {host}:{port} ({security_summary(server)})", flush=True)
+    print(startup_line(host, port, server), flush=True)
     log.info("event=started host=%s port=%d loop=%s catalog=%s auth=%s tls=%s", host, port,
              loop_name, config.catalog or "built-in",
              "users-file" if config.users else "none", server.ssl_context is not None)
-    if server.users is None and not is_loopback(config.host):
-        print(f"cc-server: WARNING: no --users file and --host {config.host} is not a "
-              "loopback address: anyone who can reach this port can create subscribers "
-              "and move money. Use --users (and --tls-cert/--tls-key) or bind to 127.0.0.1.",
-              file=sys.stderr, flush=True)
+    for warning in startup_warnings(server):
+        print(warning, file=sys.stderr, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -168,14 +168,16 @@ class ServerConnection(asyncio.Protocol):
         room = self.config.max_in_flight - len(backlog) - len(self._held)
         refused: list[bytes] = []
         dropped = 0
+        error = b""
         for frame in frames:
             if room > 0:
                 backlog.append(frame)
                 room -= 1
             elif frame.request_id and not frame.type & REPLY:
-                refused.append(codec.encode(m.Error(
+                error = error or codec.encode_body(m.Error(
                     ErrorCode.TOO_MANY_REQUESTS, f"more than {self.config.max_in_flight} "
-                    "unanswered requests on this connection"), frame.request_id))
+                    "unanswered requests on this connection"))[1]
+                refused.append(encode_frame(T.ERROR, frame.request_id, error))
             else:
                 dropped += 1
         if refused or dropped:
