@@ -7,6 +7,7 @@ the server counts each hit in `stats()["security"]["limits"]`, logs it, and keep
 
 from __future__ import annotations
 
+import asyncio
 import re
 from decimal import Decimal
 from pathlib import Path
@@ -98,6 +99,16 @@ async def test_format_caps_give_the_same_codes_as_configured_limits() -> None:
         assert isinstance(msg, m.Error) and msg.code == "STRING_TOO_LONG"
         stream.close()
         assert server.server.dispatcher.stats()["security"]["limits"] == {"STRING_TOO_LONG": 1}
+
+
+async def test_the_client_sends_again_what_was_refused_for_too_many_requests() -> None:
+    """A window wider than the server's max_in_flight costs re-sends, never failures."""
+    async with running_server(max_in_flight=16) as server, \
+            cc_client.connect(server.url, queue_size_to_notify=3000) as client:
+        await client.admin.create_subscriber("busy", Decimal(1))
+        subs = await asyncio.gather(*(client.admin.get_subscriber("busy") for _ in range(3000)))
+        assert {s.user_id for s in subs} == {"busy"}
+        assert server.server.dispatcher.stats()["security"]["limits"]["TOO_MANY_REQUESTS"] > 0
 
 
 async def test_idle_timeout_closes_with_its_code() -> None:
