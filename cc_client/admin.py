@@ -1,6 +1,7 @@
 """cc-admin: the operator command line of the charging server.
 
-    cc-admin [--server HOST:PORT] [--user U --password P] [--timeout S] COMMAND ...
+    cc-admin [--server HOST:PORT] [--user U --password P] [--timeout S]
+             [--tls-ca FILE] [--tls-cert FILE --tls-key FILE] COMMAND ...
 
 A plain user of the public client API (`cc_client.connect(...).admin`). The global options
 are accepted before or after the command. Exit status: 0 success, 1 the server refused the
@@ -14,6 +15,7 @@ import asyncio
 import datetime as dt
 import json
 import os
+import ssl
 import sys
 import textwrap
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -23,6 +25,7 @@ from typing import Any, TextIO
 
 import cc_client
 from cc_client import ChargeableItem, ReservationInfo, SessionInfo, Subscriber, Transaction
+from cc_client.admin_users import UserCommandError, add_user_commands
 from cc_client.operator import to_decimal
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -97,6 +100,14 @@ def add_global_options(parser: argparse.ArgumentParser, *, user_flag: bool = Tru
                        help="password of the operator (default: $CC_PASSWORD)")
     group.add_argument("--timeout", metavar="S", type=parse_timeout, default=argparse.SUPPRESS,
                        help=f"seconds to wait for the server (default: {DEFAULT_TIMEOUT:g})")
+    group.add_argument("--tls", action="store_true", default=argparse.SUPPRESS,
+                       help="connect with TLS, checking the server against the system's CAs")
+    group.add_argument("--tls-ca", metavar="FILE", default=argparse.SUPPRESS,
+                       help="connect with TLS, checking the server against this CA (PEM)")
+    group.add_argument("--tls-cert", metavar="FILE", default=argparse.SUPPRESS,
+                       help="client certificate (PEM) for a server that asks for one")
+    group.add_argument("--tls-key", metavar="FILE", default=argparse.SUPPRESS,
+                       help="private key of --tls-cert")
 
 
 def resolve_globals(args: argparse.Namespace) -> None:
@@ -108,6 +119,22 @@ def resolve_globals(args: argparse.Namespace) -> None:
     args.auth_user = getattr(args, "auth_user", None) or os.environ.get("CC_USER") or None
     args.password = getattr(args, "password", None) or os.environ.get("CC_PASSWORD") or None
     args.timeout = getattr(args, "timeout", DEFAULT_TIMEOUT)
+    args.ssl = tls_context(getattr(args, "tls", False), getattr(args, "tls_ca", None),
+                           getattr(args, "tls_cert", None), getattr(args, "tls_key", None))
+
+
+def tls_context(tls: bool, ca: str | None, cert: str | None,
+                key: str | None) -> ssl.SSLContext | None:
+    """The client's TLS context from the --tls* options (None: plain TCP)."""
+    if not (tls or ca or cert):
+        return None
+    try:
+        context = ssl.create_default_context(cafile=ca)
+        if cert:
+            context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"TLS options: {exc}") from None
+    return context
 
 
 # ---------------------------------------------------------------------------- formatting
@@ -386,6 +413,7 @@ EXAMPLES = {
     "transactions": "cc-admin transactions --session s-1 --json",
     "stats": "cc-admin stats --json",
     "request-renewal": "cc-admin request-renewal s-1 r-1",
+    "user add": "cc-admin user add gw1 --roles charging --users-file users.toml",
 }
 EXIT_TEXT = ("exit status: 0 success, 1 refused by the server (\"error: CODE: message\" on "
              "stderr),\n2 usage error, 3 server unreachable")
@@ -506,6 +534,8 @@ def build_parser() -> argparse.ArgumentParser:
                  "operator) to the session's listener.")
     p.add_argument("session_id", metavar="SESSION", help="the session id")
     p.add_argument("reservation_id", metavar="RESERVATION", help="the reservation id")
+
+    add_user_commands(commands)    # user add | remove | list: local, no server
     return top
 
 
@@ -516,7 +546,7 @@ async def run(args: argparse.Namespace, out: TextIO) -> None:
     try:
         client = await cc_client.connect(*args.addresses, user=args.auth_user,
                                          password=args.password, request_timeout=args.timeout,
-                                         client_name=PROG)
+                                         client_name=PROG, ssl=args.ssl)
     except ValueError as exc:       # a malformed address
         raise UsageError(str(exc)) from None
     try:
@@ -540,6 +570,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:       # --help (0) or argparse's usage error (2)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    local = getattr(args, "local", None)
+    if local is not None:           # user ...: edits a file, no server involved
+        try:
+            local(args, out)
+        except UserCommandError as exc:
+            err.write(f"{PROG}: error: {exc}\n")
+            return EXIT_USAGE if exc.usage else EXIT_REFUSED
+        except KeyboardInterrupt:
+            return 130
+        return EXIT_OK
     try:
         resolve_globals(args)
         asyncio.run(run(args, out))

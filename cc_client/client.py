@@ -1,8 +1,10 @@
 """The async client: connect(), failover and reconnect, retries, flow control.
 
 Every request is retried on a new connection, with the same bytes (hence the same
-operation id), when its connection is lost before the reply; `request_timeout` bounds the
-whole call, reconnects included. Flow control follows SAP CC's client: at most
+operation id), when its connection is lost before the reply, and sent again after a short
+pause when the server refused it unapplied for having too many requests of this
+connection in hand (TOO_MANY_REQUESTS); `request_timeout` bounds the whole call,
+reconnects included. Flow control follows SAP CC's client: at most
 `queue_size_to_notify` requests are in flight on the wire, and at most
 `max_queue_size_to_wait` more wait their turn; further callers wait to be queued.
 """
@@ -197,9 +199,13 @@ class Client:
         except asyncio.CancelledError:
             conn.forget(fut)
             raise
-        if reply[0] == T.ERROR and _retryable(reply[1]):
-            conn.draining = True
-            return None
+        if reply[0] == T.ERROR:
+            code = _error_code(reply[1])
+            if code == ErrorCode.SHUTTING_DOWN:
+                conn.draining = True
+                return None
+            if code == ErrorCode.TOO_MANY_REQUESTS:
+                return None         # refused unapplied: the slow path sends it again soon
         return reply
 
     def _timed_out(self) -> CommunicationFailure:
@@ -223,6 +229,7 @@ class Client:
             raise self._timed_out() from None
 
     async def _send_until_answered(self, msg_type: int, body: bytes) -> Reply:
+        busy = 0
         while True:
             conn = self._conn
             if conn is None or conn.closed or conn.draining:
@@ -241,8 +248,13 @@ class Client:
             except asyncio.CancelledError:
                 conn.forget(fut)
                 raise
-            if reply[0] == T.ERROR and _retryable(reply[1]):
+            code = _error_code(reply[1]) if reply[0] == T.ERROR else None
+            if code == ErrorCode.SHUTTING_DOWN:
                 conn.draining = True
+                continue
+            if code == ErrorCode.TOO_MANY_REQUESTS:   # refused unapplied: send it again soon
+                busy += 1
+                await asyncio.sleep(min(0.5, 0.005 * 2 ** min(busy, 7)) * random.uniform(0.5, 1))
                 continue
             return reply
 
@@ -355,12 +367,12 @@ class Client:
         await asyncio.sleep(0)
 
 
-def _retryable(body: bytes) -> bool:
+def _error_code(body: bytes) -> str | None:
     try:
         code = codec.unpack(body).get("code")
     except (ProtocolError, AttributeError):
-        return False
-    return bool(code == ErrorCode.SHUTTING_DOWN)
+        return None
+    return code if isinstance(code, str) else None
 
 
 def _quiet(task: asyncio.Task[Any]) -> None:

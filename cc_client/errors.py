@@ -86,7 +86,9 @@ _BY_CODE: dict[str, type[ChargingError]] = {
         Forbidden, ServerFailure, AuthenticationFailed)
 }
 _BY_CODE.update({code.value: LimitExceeded for code in (
-    ErrorCode.CONTAINER_TOO_LARGE, ErrorCode.TOO_MANY_REQUESTS)})
+    ErrorCode.CONTAINER_TOO_LARGE, ErrorCode.TOO_MANY_REQUESTS, ErrorCode.STRING_TOO_LONG,
+    ErrorCode.TOO_MANY_PROPERTIES, ErrorCode.EXTERNAL_DATA_TOO_LARGE,
+    ErrorCode.TOO_MANY_NOTIFICATIONS)})
 _BY_CODE.update({code.value: CommunicationFailure for code in (
     ErrorCode.FRAME_TOO_LARGE, ErrorCode.PROTOCOL_ERROR, ErrorCode.HANDSHAKE_REQUIRED,
     ErrorCode.HANDSHAKE_TIMEOUT, ErrorCode.IDLE_TIMEOUT, ErrorCode.TOO_MANY_CONNECTIONS,

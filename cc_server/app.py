@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import signal
 import sys
 from collections.abc import Sequence
 
 from . import logs
+from .auth import UsersFileError
 from .config import (
     CHOICES,
     HELP,
@@ -25,6 +27,7 @@ from .engine import CatalogError
 from .gcpolicy import GcPolicy
 from .server import ChargingServer
 from .store import DataDirError
+from .tls import TlsError
 
 log = logging.getLogger("cc_server")
 
@@ -57,7 +60,48 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, b
         config = build(load_file(config_file) if config_file else {}, args)
     except ConfigError as exc:
         parser.error(str(exc))
+    problems = config.problems()
+    if problems:
+        parser.error("; ".join(problems))
     return config, print_only
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def startup_line(host: str, port: int, server: ChargingServer) -> str:
+    """`listening on HOST:PORT (who may connect, and how)`: the first line of stdout."""
+    users = server.users
+    auth = "no users file, every client is trusted with every role" if users is None \
+        else f"{len(users)} user(s), passwords required"
+    tls = "plain TCP"
+    if server.ssl_context is not None:
+        tls = "TLS with client certificates" if server.config.tls_client_ca else "TLS"
+    return f"listening on {host}:{port} ({auth}; {tls})"
+
+
+def startup_warnings(server: ChargingServer) -> list[str]:
+    """Dangerous settings, said on stderr after the start-up line."""
+    config = server.config
+    warnings = []
+    if not is_loopback(config.host):
+        if server.users is None:
+            warnings.append(
+                f"cc-server: WARNING: no --users file and --host {config.host} is not a "
+                "loopback address: anyone who can reach this port can create subscribers and "
+                "move money. Use --users (and --tls-cert/--tls-key), or --host 127.0.0.1.")
+        elif server.ssl_context is None:
+            warnings.append(
+                f"cc-server: WARNING: --host {config.host} without TLS: passwords and "
+                "charging data cross the network in clear. Use --tls-cert/--tls-key.")
+    return warnings
 
 
 def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
@@ -83,9 +127,12 @@ async def serve(config: ServerConfig) -> None:
     server.gc_policy.start()
     host, port = server.address
     loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
-    print(f"listening on {host}:{port}", flush=True)
-    log.info("event=started host=%s port=%d loop=%s catalog=%s auth=%s", host, port, loop_name,
-             config.catalog or "built-in", "users-file" if config.users else "none")
+    print(startup_line(host, port, server), flush=True)
+    log.info("event=started host=%s port=%d loop=%s catalog=%s auth=%s tls=%s", host, port,
+             loop_name, config.catalog or "built-in",
+             "users-file" if config.users else "none", server.ssl_context is not None)
+    for warning in startup_warnings(server):
+        print(warning, file=sys.stderr, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -106,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     loop = new_event_loop(config.loop)
     try:
         loop.run_until_complete(serve(config))
-    except CatalogError as exc:
+    except (CatalogError, UsersFileError, TlsError) as exc:
         print(f"cc-server: {exc}", file=sys.stderr)
         return 2
     except DataDirError as exc:

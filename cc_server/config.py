@@ -7,12 +7,14 @@ prints the effective settings in the config-file format.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from protocol import messages as m
 from protocol.frames import DEFAULT_MAX_FRAME
+
+from .tomlfile import read_toml
 
 
 @dataclass(slots=True)
@@ -31,12 +33,21 @@ class ServerConfig:
     # transport
     heartbeat: float = 5.0
     handshake_timeout: float = 10.0
-    idle_timeout: float = 0.0
+    idle_timeout: float = 600.0
     max_frame: int = DEFAULT_MAX_FRAME
     max_connections: int = 10_000
     max_in_flight: int = 1024
-    max_subrequests: int = 64
     write_buffer_high: int = 4 * 1024 * 1024
+    # request limits (at most the wire format's own caps, protocol.messages.MAX_*)
+    max_subrequests: int = 64
+    max_external_data: int = m.MAX_EXTERNAL_DATA
+    max_id_length: int = m.MAX_ID_LENGTH
+    max_string_length: int = m.MAX_STRING_LENGTH
+    max_properties: int = m.MAX_PROPERTIES
+    # authentication back-off: failures per peer address within the window
+    auth_max_failures: int = 5
+    auth_failure_window: float = 60.0
+    auth_backoff_max: float = 5.0
     # exactly once
     dedup_window: float = 600.0
     dedup_max_entries: int = 2_000_000
@@ -48,6 +59,7 @@ class ServerConfig:
     renewal_send_timeout: float = 0.5
     renewal_resend_interval: float = 1.0
     renewal_resend_attempts: int = 10
+    max_pending_notifications: int = 10_000
     # operations
     tick: float = 0.05
     gc_freeze_interval: float = 1.0
@@ -56,6 +68,34 @@ class ServerConfig:
     metrics_host: str = "127.0.0.1"
     log_level: str = "info"
     log_format: str = "text"
+
+    def problems(self) -> list[str]:
+        """What is wrong with these settings (empty: nothing)."""
+        found = []
+        at_least = {"heartbeat": 0.001, "handshake_timeout": 0.001, "idle_timeout": 0.0,
+                    "max_frame": 1024, "max_connections": 1, "max_in_flight": 1,
+                    "write_buffer_high": 1024, "max_pending_notifications": 1,
+                    "auth_max_failures": 1, "auth_failure_window": 0.001,
+                    "auth_backoff_max": 0.0, "tick": 0.001}
+        for name, low in at_least.items():
+            if not getattr(self, name) >= low:
+                found.append(f"{name} must be at least {low:g}")
+        if self.max_frame > 2**31:
+            found.append("max_frame must be at most 2 GiB")
+        for name, cap in FORMAT_CAPS.items():
+            if not 1 <= getattr(self, name) <= cap:
+                found.append(f"{name} must be in 1..{cap} (the wire format's own cap)")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            found.append("TLS needs both --tls-cert and --tls-key")
+        if self.tls_client_ca and not self.tls_cert:
+            found.append("--tls-client-ca needs --tls-cert and --tls-key")
+        return found
+
+
+#: Limits that may only be tightened, with the wire format's cap.
+FORMAT_CAPS = {"max_subrequests": m.MAX_SUBREQUESTS, "max_id_length": m.MAX_ID_LENGTH,
+               "max_string_length": m.MAX_STRING_LENGTH, "max_properties": m.MAX_PROPERTIES,
+               "max_external_data": m.MAX_EXTERNAL_DATA}
 
 
 HELP: dict[str, str] = {
@@ -72,6 +112,14 @@ HELP: dict[str, str] = {
     "heartbeat": "heartbeat interval, seconds; a peer silent for 3 of them is dropped",
     "handshake_timeout": "seconds a new connection has to say HELLO",
     "idle_timeout": "close connections without a request for this many seconds (0: never)",
+    "max_external_data": "session external data, bytes (at most 4096)",
+    "max_id_length": "characters of an id: user, session, service, reservation, property",
+    "max_string_length": "characters of any other string",
+    "max_properties": "properties per chargeable item",
+    "auth_max_failures": "failed logins from one address, within the window, before back-off",
+    "auth_failure_window": "seconds over which failed logins are counted",
+    "auth_backoff_max": "longest delay of a handshake from a backed-off address, seconds",
+    "max_pending_notifications": "pending renewal notifications per listener id",
     "max_frame": "largest frame body accepted, bytes",
     "max_connections": "simultaneous connections",
     "max_in_flight": "unanswered requests per connection before it stops being read",
@@ -105,7 +153,7 @@ METAVAR: dict[str, str] = {
     "host": "HOST", "port": "PORT", "metrics_port": "PORT", "metrics_host": "HOST",
     "catalog": "FILE", "users": "FILE", "tls_cert": "FILE", "tls_key": "FILE",
     "tls_client_ca": "FILE", "data_dir": "DIR", "max_frame": "BYTES",
-    "write_buffer_high": "BYTES", "snapshot_every": "BYTES",
+    "write_buffer_high": "BYTES", "snapshot_every": "BYTES", "max_external_data": "BYTES",
 }
 
 
@@ -148,13 +196,7 @@ def convert(name: str, value: Any) -> Any:
 
 def load_file(path: str) -> dict[str, Any]:
     """Settings from a TOML file; keys as in `--print-config` (dashes also accepted)."""
-    try:
-        with open(path, "rb") as fh:
-            raw = tomllib.load(fh)
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config {path} is not valid TOML: {exc}") from None
+    raw = read_toml(path, "config", ConfigError)
     known = field_types()
     values: dict[str, Any] = {}
     for key, value in raw.items():

@@ -10,6 +10,13 @@ With --data-dir a reply leaves only once the log records it depends on are on di
 held with the log's latest sequence number and released when that is synced. Held
 replies count as in-flight work: past `max_in_flight` of them (or the write buffer's
 high-water mark in bytes) the connection stops reading until they are released.
+
+Hostile peers: before a valid HELLO a frame may have at most `HELLO_MAX_FRAME` bytes; the
+HELLO's credentials are checked by the server's `Authenticator` (off the event loop when
+a users file is in use), and frames that arrive meanwhile wait in the backlog. At most
+`BATCH` requests are answered per turn of the event loop, then the connection yields to
+the others; requests beyond `max_in_flight` waiting in the backlog (or held for the log)
+are refused one by one with TOO_MANY_REQUESTS.
 """
 
 from __future__ import annotations
@@ -22,9 +29,12 @@ from typing import TYPE_CHECKING, cast
 
 from protocol import codec
 from protocol import messages as m
-from protocol.errors import ErrorCode, InvalidMessage, ProtocolError
+from protocol.errors import LIMIT_CODES, ErrorCode, InvalidMessage, ProtocolError
 from protocol.frames import Frame, FrameDecoder, encode_frame
 from protocol.liveness import Due, Liveness
+
+from .auth import PENDING, Roles
+from .engine import Refused
 
 if TYPE_CHECKING:
     from .server import ChargingServer
@@ -34,6 +44,9 @@ T = m.MsgType
 REPLY = m.REPLY
 _EMPTY = codec.pack({})
 ALL_ROLES = frozenset({"charging", "admin"})
+HELLO_MAX_FRAME = 64 * 1024   # bytes of a frame before the handshake (HELLO needs < 40 KiB)
+BATCH = 256                   # requests answered before yielding to other connections
+MAX_ERROR_TEXT = 500          # characters of an ERROR message
 
 
 class ServerConnection(asyncio.Protocol):
@@ -44,13 +57,18 @@ class ServerConnection(asyncio.Protocol):
         self.config = server.config
         self.loop = server.loop
         self.transport: asyncio.Transport | None = None
-        self.decoder = FrameDecoder(self.config.max_frame)
+        self.decoder = FrameDecoder(min(self.config.max_frame, HELLO_MAX_FRAME))
         self.ready = False
         self.closed = False
         self._transport_paused = False
         self._reading_paused = False
+        self._authenticating = False    # HELLO received, verdict not yet
+        self._resume_scheduled = False
+        self._hello_id = 0
+        self._version = 0
         self.roles: frozenset[str] = frozenset()
         self.name = "?"
+        self.peer_ip = "?"
         self.client_name = ""
         self.liveness = Liveness(self.config.heartbeat, self.loop.time())
         self.last_request = self.loop.time()
@@ -63,7 +81,8 @@ class ServerConnection(asyncio.Protocol):
     @property
     def paused(self) -> bool:
         """True while this connection must not produce more replies."""
-        return self._transport_paused or self._held_size >= self.config.write_buffer_high \
+        return self._transport_paused or self._authenticating \
+            or self._held_size >= self.config.write_buffer_high \
             or len(self._held) >= self.config.max_in_flight
 
     # ------------------------------------------------------------------ life cycle
@@ -72,6 +91,8 @@ class ServerConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         peer = self.transport.get_extra_info("peername")
         self.name = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.peer_ip = str(peer[0]) if isinstance(peer, tuple) else str(peer)
+        self.server.counts["accepted"] += 1
         if len(self.server.connections) >= self.config.max_connections:
             self.server.counts["refused_connections"] += 1
             self.fail(ErrorCode.TOO_MANY_CONNECTIONS,
@@ -97,17 +118,23 @@ class ServerConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._transport_paused = False
         if self.transport is not None and not self.closed and not self.paused:
+            self._schedule_resume()
+
+    def _schedule_resume(self) -> None:
+        if not self._resume_scheduled:
+            self._resume_scheduled = True
             self.loop.call_soon(self._resume)
 
     def _resume(self) -> None:
         """Answer the backlog, then read again (unless the buffer filled up once more)."""
+        self._resume_scheduled = False
         if self.closed or self.paused or self.transport is None:
             return
         if self._backlog:
             frames = list(self._backlog)
             self._backlog.clear()
-            self._answer(frames)
-        if not self.closed and not self.paused and self._reading_paused:
+            self._answer(frames, fresh=False)
+        if not self.closed and not self.paused and not self._backlog and self._reading_paused:
             self._reading_paused = False
             self.transport.resume_reading()
 
@@ -127,15 +154,46 @@ class ServerConnection(asyncio.Protocol):
         except ProtocolError as exc:
             self.fail(exc.code, exc.message)
             return
+        if not frames:
+            return
         if self._backlog or self.paused:   # older requests wait for the buffer to drain
-            self._backlog.extend(frames)
+            self._defer(frames)
             return
         self._answer(frames)
 
-    def _answer(self, frames: Iterable[Frame]) -> None:
+    def _defer(self, frames: Iterable[Frame]) -> None:
+        """Queue newly read frames that cannot be answered now; past `max_in_flight`
+        unanswered requests, refuse them (TOO_MANY_REQUESTS) instead."""
+        backlog = self._backlog
+        room = self.config.max_in_flight - len(backlog) - len(self._held)
+        refused: list[bytes] = []
+        dropped = 0
+        error = b""
+        for frame in frames:
+            if room > 0:
+                backlog.append(frame)
+                room -= 1
+            elif frame.request_id and not frame.type & REPLY:
+                error = error or codec.encode_body(m.Error(
+                    ErrorCode.TOO_MANY_REQUESTS, f"more than {self.config.max_in_flight} "
+                    "unanswered requests on this connection"))[1]
+                refused.append(encode_frame(T.ERROR, frame.request_id, error))
+            else:
+                dropped += 1
+        if refused or dropped:
+            self.server.limit_hit(ErrorCode.TOO_MANY_REQUESTS, self.name,
+                                  len(refused) + dropped)
+            if refused:
+                self.write(b"".join(refused))
+        self._pause_reading()
+
+    def _answer(self, frames: Iterable[Frame], fresh: bool = True) -> None:
+        """Answer frames in order; at most BATCH requests now, the rest wait their turn
+        (`fresh`: just read, so subject to the in-flight limit)."""
         out: list[bytes] = []
         size = 0
         high = self.config.write_buffer_high
+        budget = BATCH
         pending = iter(frames)
         for frame in pending:
             msg_type = frame.type
@@ -147,6 +205,11 @@ class ServerConnection(asyncio.Protocol):
                 continue
             if not self.ready:
                 if not self._hello(frame, out):
+                    return
+                if self._authenticating:   # the verdict comes later: the rest waits
+                    if out:
+                        self.write(b"".join(out))
+                    self._wait(pending, fresh)
                     return
                 continue
             if msg_type == T.PING:
@@ -168,11 +231,26 @@ class ServerConnection(asyncio.Protocol):
                     out.clear()
                     size = 0
                     if self.paused:
-                        self._backlog.extend(pending)
+                        self._wait(pending, fresh)
                         return
+            budget -= 1
+            if budget == 0:                # let the other connections have a turn
+                if out:
+                    self.reply(b"".join(out))
+                self._wait(pending, fresh)
+                self._schedule_resume()
+                return
         if out:
             self.reply(b"".join(out))
         if self.paused:
+            self._pause_reading()
+
+    def _wait(self, rest: Iterable[Frame], fresh: bool) -> None:
+        """Put frames not answered yet back in the backlog and stop reading."""
+        if fresh:
+            self._defer(rest)
+        else:
+            self._backlog.extendleft(reversed(list(rest)))
             self._pause_reading()
 
     def reply(self, data: bytes) -> None:
@@ -201,32 +279,55 @@ class ServerConnection(asyncio.Protocol):
             self._resume()
 
     def _hello(self, frame: Frame, out: list[bytes]) -> bool:
+        """Check a HELLO; False when the connection failed. Sets `_authenticating` when
+        the verdict on its credentials comes later (see `authenticated`)."""
         if frame.type != T.HELLO:
             self.fail(ErrorCode.HANDSHAKE_REQUIRED, "the first frame must be HELLO")
             return False
         try:
             hello = codec.decode(frame)
-        except InvalidMessage as exc:
+            assert isinstance(hello, m.Hello)
+            self.server.limits.check_hello(hello)
+        except (InvalidMessage, Refused) as exc:
             self.fail(exc.code, exc.message)
             return False
-        assert isinstance(hello, m.Hello)
         common = set(hello.versions) & set(m.SUPPORTED_VERSIONS)
         if not common:
             self.fail(ErrorCode.UNSUPPORTED_VERSION,
                       f"server speaks versions {list(m.SUPPORTED_VERSIONS)}")
             return False
-        roles = self.server.authenticate(hello.user, hello.password, self)
+        self.client_name = hello.client_name or ""
+        self._version = max(common)
+        self._hello_id = frame.request_id
+        self.decoder.max_body = self.config.max_frame
+        verdict = self.server.auth.begin(self, hello.user, hello.password)
+        if verdict is PENDING:
+            self._authenticating = True
+            return True
+        return self._welcome(verdict, out)
+
+    def _welcome(self, roles: Roles | None, out: list[bytes]) -> bool:
         if roles is None:
-            self.fail(ErrorCode.AUTHENTICATION_FAILED, "unknown user or wrong password")
+            self.fail(ErrorCode.AUTHENTICATION_FAILED, "unknown user or wrong password",
+                      flush=out)
             return False
         self.roles = roles
-        self.client_name = hello.client_name or ""
         self.ready = True
         self.start_housekeeping()
-        welcome = m.HelloOk(max(common), self.server.version, self.config.heartbeat,
+        welcome = m.HelloOk(self._version, self.server.version, self.config.heartbeat,
                             self.config.max_frame, self.config.max_in_flight, tuple(sorted(roles)))
-        out.append(codec.encode(welcome, frame.request_id))
+        out.append(codec.encode(welcome, self._hello_id))
         return True
+
+    def authenticated(self, roles: Roles | None, reason: str = "") -> None:
+        """The verdict on the HELLO's credentials, when it came after the HELLO was read."""
+        if self.closed or not self._authenticating:
+            return
+        self._authenticating = False
+        out: list[bytes] = []
+        if self._welcome(roles, out):
+            self.write(b"".join(out))
+            self._resume()
 
     # ------------------------------------------------------------------ writing
 
@@ -245,8 +346,14 @@ class ServerConnection(asyncio.Protocol):
 
     def fail(self, code: ErrorCode, message: str, flush: list[bytes] | None = None) -> None:
         """Send the replies in `flush`, then a connection-level ERROR, and close."""
-        log.info("event=connection_error peer=%s code=%s message=%r", self.name, code, message)
+        if self.closed:
+            return
+        message = message[:MAX_ERROR_TEXT]
+        self.server.events.info("connection_error", "peer=%s code=%s message=%r", self.name,
+                                code, message)
         self.server.counts[f"connection_error.{code}"] += 1
+        if code in LIMIT_CODES:
+            self.server.limit_hit(code, self.name, log_it=False)
         if flush:   # replies still waiting for the log are dropped: retries get them back
             self.reply(b"".join(flush))
         self.write(codec.encode(m.Error(code, message), 0))
@@ -276,8 +383,8 @@ class ServerConnection(asyncio.Protocol):
             return
         due = self.liveness.due(now)
         if due is Due.DEAD:
-            log.info("event=peer_dead peer=%s silent_for=%.1f", self.name,
-                     now - self.liveness.last_received)
+            self.server.events.info("peer_dead", "peer=%s silent_for=%.1f", self.name,
+                                    now - self.liveness.last_received)
             self.server.counts["dead_peers"] += 1
             assert self.transport is not None
             self.transport.abort()

@@ -19,11 +19,12 @@ from typing import Any, Protocol
 
 from protocol import codec
 from protocol import messages as m
-from protocol.errors import ErrorCode, ProtocolError
+from protocol.errors import LIMIT_CODES, ErrorCode, ProtocolError
 from protocol.frames import Frame
 
 from .dedup import OutcomeCache, Reply
 from .engine import Engine, Refused
+from .limits import Limits
 from .metrics import Histogram
 
 log = logging.getLogger("cc_server")
@@ -32,6 +33,7 @@ MUTATING_ADMIN = frozenset({"create_subscriber", "top_up", "cancel_session"})
 LOGGED_ADMIN = MUTATING_ADMIN | {"request_renewal"}
 REC_EXECUTE, REC_ADMIN, REC_EXPIRE, REC_ACK = 1, 2, 3, 4
 TX_PAGE = 2000  # journal entries per ADMIN_RESULT frame (stays far below 1 MiB)
+MAX_ERROR_TEXT = 500   # characters of an ERROR message (a peer's input is never echoed whole)
 
 
 class Peer(Protocol):
@@ -49,30 +51,33 @@ class Renewal(Protocol):
     def ack(self, peer: Any, notification_id: int) -> str: ...
     def acknowledge(self, notification_id: int) -> None: ...
     def submit(self, due: dict[Any, m.RenewalReason], now: float) -> None: ...
+    def would_drop(self, cs: Any) -> bool: ...
 
 
 def error_reply(code: str, message: str = "") -> Reply:
     """An ERROR reply."""
-    return T.ERROR, codec.pack({"code": str(code), "message": message})
+    return T.ERROR, codec.pack({"code": str(code), "message": message[:MAX_ERROR_TEXT]})
 
 
 class Dispatcher:
     """Routes requests to the engine, the operator commands and the renewal service."""
 
     def __init__(self, engine: Engine, clock: Callable[[], float], renewal: Renewal,
-                 dedup: OutcomeCache, max_subrequests: int = 64) -> None:
+                 dedup: OutcomeCache, limits: Limits | None = None) -> None:
         #: appends one write-ahead-log record (set with --data-dir)
         self.wal: Callable[[bytes], int] | None = None
         self.engine = engine
         self.clock = clock
         self.renewal = renewal
         self.dedup = dedup
-        self.max_subrequests = max_subrequests
+        self.limits = limits or Limits()
+        #: called with (code, peer name) when a request is refused for a limit
+        self.on_limit: Callable[[ErrorCode, str], None] | None = None
+        #: more sections of `stats()`, by name (a section returning None is left out)
+        self.stats_sections: dict[str, Callable[[], Any]] = {}
         #: (container kind or command, outcome) -> count
         self.counts: Counter[tuple[str, str]] = Counter()
         self.latency = {"execute": Histogram(), "admin": Histogram()}
-        #: more stats sections from the server (connections, durability, ...)
-        self.extra_stats: Callable[[], dict[str, Any]] | None = None
         self._admin: dict[str, Callable[[dict[str, Any], float], Any]] = {
             "create_subscriber": self._create_subscriber,
             "get_subscriber": lambda a, now: codec.subscriber_to_wire(
@@ -120,9 +125,15 @@ class Dispatcher:
             return error_reply(ErrorCode.PROTOCOL_ERROR,
                                f"message type {frame.type:#04x} is not a request here")
         except ProtocolError as exc:
-            self.counts["request", "INVALID_REQUEST"] += 1
+            self.counts["request", exc.code] += 1
+            if exc.code in LIMIT_CODES and self.on_limit is not None:
+                self.on_limit(exc.code, peer.name)
             return error_reply(exc.code, exc.message)
         except Refused as exc:
+            if exc.code in LIMIT_CODES and self.on_limit is not None:
+                self.on_limit(exc.code, peer.name)
+            elif exc.code == ErrorCode.FORBIDDEN:
+                self.counts["request", "FORBIDDEN"] += 1
             return error_reply(exc.code, exc.message)
         except Exception:
             log.exception("event=internal_error peer=%s type=%#04x", peer.name, frame.type)
@@ -142,9 +153,7 @@ class Dispatcher:
 
     def _execute(self, peer: Peer, msg: m.Execute, body: bytes) -> Reply:
         self._need(peer, "charging")
-        if len(msg.subs) > self.max_subrequests:
-            return error_reply(ErrorCode.CONTAINER_TOO_LARGE, f"at most {self.max_subrequests} "
-                               f"sub-requests per container (got {len(msg.subs)})")
+        self.limits.check_execute(msg)
         now = self.clock()
         stored = self.dedup.get((msg.user_id, msg.operation_id), now)
         if stored is not None:
@@ -185,6 +194,7 @@ class Dispatcher:
 
     def _admin_request(self, peer: Peer, msg: m.AdminRequest, body: bytes) -> Reply:
         self._need(peer, "admin")
+        self.limits.check_admin(msg.args)
         now = self.clock()
         if msg.operation_id and msg.command in MUTATING_ADMIN:
             stored = self.dedup.get(("", msg.operation_id), now)
@@ -236,6 +246,11 @@ class Dispatcher:
             self.engine.take_renewals()
             raise Refused(ErrorCode.INVALID_REQUEST,
                           "the session has no renewal listener id (set it at start)")
+        if self.renewal.would_drop(cs):
+            self.engine.take_renewals()
+            raise Refused(ErrorCode.TOO_MANY_NOTIFICATIONS,
+                          f"listener {cs.session.listener_id} has too many pending "
+                          "notifications; retry once some are acknowledged or expired")
         return None
 
     def replay(self, payload: bytes) -> None:
@@ -269,7 +284,9 @@ class Dispatcher:
         renewal = getattr(self.renewal, "stats", None)
         if renewal is not None:
             stats["renewal"] = renewal()
-        if self.extra_stats is not None:
-            stats.update(self.extra_stats())
+        for name, section in self.stats_sections.items():
+            value = section()
+            if value is not None:
+                stats[name] = value
         return stats
 

@@ -13,6 +13,9 @@ Schedule of one notification (times from its first attempt t0, all configurable)
 - an acknowledgement ends it; so does the charging session ending or, for a credit
   notification, getting its reservation back.
 One pending notification per charging session: a new trigger while one is pending reuses it.
+At most `max_pending` notifications are pending per listener id: a trigger past that is
+dropped, counted (`dropped_over_limit`) and logged, so no listener id, registered or not,
+can make the server hold an unbounded amount of work.
 """
 
 from __future__ import annotations
@@ -20,15 +23,18 @@ from __future__ import annotations
 import datetime as dt
 import heapq
 import itertools
+import logging
 from collections import Counter, OrderedDict
 from typing import Any, Protocol
 
 from protocol import messages as m
 
 from .engine import ChargingSession
+from .ratelog import RateLimitedLog
 
 UTC = dt.UTC
 ACK_MEMORY = 100_000   # recently acknowledged ids, to answer "already_acknowledged"
+DEFAULT_MAX_PENDING = 10_000   # pending notifications per listener id
 
 
 class Listener(Protocol):
@@ -59,12 +65,15 @@ class RenewalService:
     """Listener registry and notification delivery, driven by `submit` and `tick`."""
 
     def __init__(self, send_timeout: float = 0.5, resend_interval: float = 1.0,
-                 resend_attempts: int = 10) -> None:
+                 resend_attempts: int = 10, max_pending: int = DEFAULT_MAX_PENDING) -> None:
         self.send_timeout = send_timeout
         self.resend_interval = resend_interval
         self.resend_attempts = resend_attempts
+        self.max_pending = max_pending
         self.listeners: dict[int, list[Any]] = {}
         self.pending: dict[ChargingSession, Pending] = {}
+        self._per_listener: Counter[int] = Counter()
+        self._log = RateLimitedLog(logging.getLogger("cc_server"))
         self._by_id: dict[int, Pending] = {}
         self._heap: list[tuple[float, int, Pending]] = []
         self._seq = itertools.count()
@@ -107,11 +116,26 @@ class RenewalService:
                 if reason is m.RenewalReason.OPERATOR:
                     existing.reason = reason
                 continue
-            note = Pending(next(self._ids), cs, listener_id, reason, now)
-            self.pending[cs] = note
-            self._by_id[note.notification_id] = note
+            if self._per_listener[listener_id] >= self.max_pending:
+                self.counts["dropped_over_limit"] += 1
+                self._log.warning("notification_dropped", "listener=%d pending=%d session=%r",
+                                  listener_id, self.max_pending, cs.session.session_id[:64])
+                continue
+            note = self._add(Pending(next(self._ids), cs, listener_id, reason, now))
             self.counts["created"] += 1
             self._attempt(note, now)
+
+    def would_drop(self, cs: ChargingSession) -> bool:
+        """Whether a new trigger for `cs` would be dropped for its listener's limit."""
+        listener_id = cs.session.listener_id
+        return cs not in self.pending and listener_id is not None \
+            and self._per_listener[listener_id] >= self.max_pending
+
+    def _add(self, note: Pending) -> Pending:
+        self.pending[note.cs] = note
+        self._by_id[note.notification_id] = note
+        self._per_listener[note.listener_id] += 1
+        return note
 
     def ack(self, peer: Any, notification_id: int) -> str:
         """An acknowledgement from `peer`: "acknowledged", "already_acknowledged" or
@@ -192,7 +216,12 @@ class RenewalService:
 
     def _finish(self, note: Pending, outcome: str) -> None:
         self.counts[outcome] += 1
-        self._by_id.pop(note.notification_id, None)
+        if self._by_id.pop(note.notification_id, None) is not None:
+            left = self._per_listener[note.listener_id] - 1
+            if left > 0:
+                self._per_listener[note.listener_id] = left
+            else:
+                del self._per_listener[note.listener_id]
         if self.pending.get(note.cs) is note:
             del self.pending[note.cs]
 
@@ -215,8 +244,7 @@ class RenewalService:
                 continue
             note = Pending(nid, cs, listener_id, m.RenewalReason(reason), next_at)
             note.attempt = attempt
-            self.pending[cs] = note
-            self._by_id[nid] = note
+            self._add(note)
             heapq.heappush(self._heap, (next_at, next(self._seq), note))
 
     def _peek_id(self) -> int:

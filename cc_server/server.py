@@ -1,7 +1,9 @@
 """The charging server: wires engine, dispatcher, renewal and connections to a loop.
 
 `ChargingServer` is what `cc-server` runs and what `cc_server.testing` starts in-process.
-Time comes from `clock` (epoch seconds), so tests can move it.
+Time comes from `clock` (epoch seconds), so tests can move it. Security (README
+"Security"): users file and authentication in auth.py, TLS in tls.py, request limits in
+limits.py; every refusal for a limit goes through `limit_hit` (counted in `stats()`).
 """
 
 from __future__ import annotations
@@ -14,16 +16,22 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from protocol.errors import ErrorCode
+
 from . import snapshot as snap
+from .auth import Authenticator, User, load_users
 from .config import ServerConfig
 from .connection import ALL_ROLES, ServerConnection
 from .dedup import OutcomeCache
 from .dispatch import Dispatcher
 from .engine import Catalog, ChargingSession, Engine
 from .gcpolicy import GcPolicy
+from .limits import Limits
 from .metrics import MetricsEndpoint, prometheus
+from .ratelog import RateLimitedLog
 from .renewal import RenewalService
 from .store import Recovery, Store, catalogs_differ
+from .tls import server_context
 from .wal import WalWriter
 
 log = logging.getLogger("cc_server")
@@ -38,7 +46,14 @@ class ChargingServer:
                  clock: Callable[[], float] = time.time, engine: Engine | None = None,
                  ssl_context: ssl.SSLContext | None = None) -> None:
         self.config = config or ServerConfig()
+        problems = self.config.problems()
+        if problems:
+            raise ValueError("invalid server settings: " + "; ".join(problems))
         self.clock = clock
+        self.users: dict[str, User] | None = load_users(self.config.users) \
+            if self.config.users else None
+        self.ssl_context = ssl_context or server_context(self.config)
+        self.limits = Limits.from_config(self.config)
         self.version = f"cc-server {VERSION}"
         self.catalog = Catalog.load(self.config.catalog) if self.config.catalog \
             else Catalog.builtin()
@@ -47,25 +62,36 @@ class ChargingServer:
         self.engine = engine or Engine(self.catalog, self.config.journal_retain)
         self.renewal = RenewalService(self.config.renewal_send_timeout,
                                       self.config.renewal_resend_interval,
-                                      self.config.renewal_resend_attempts)
+                                      self.config.renewal_resend_attempts,
+                                      self.config.max_pending_notifications)
         self.dedup = OutcomeCache(self.config.dedup_window, self.config.dedup_max_entries)
-        self.dispatcher = Dispatcher(self.engine, clock, self.renewal, self.dedup,
-                                     self.config.max_subrequests)
-        self.dispatcher.extra_stats = self.stats
+        self.dispatcher = Dispatcher(self.engine, clock, self.renewal, self.dedup, self.limits)
+        self.dispatcher.on_limit = self.limit_hit
+        self.dispatcher.stats_sections.update(
+            server=self.server_stats, connections=self.connection_stats,
+            security=self.security_stats, durability=self.durability_stats,
+            gc=lambda: self.gc_policy.stats() if self.gc_policy is not None else None)
         self.started = time.monotonic()
         self.metrics: MetricsEndpoint | None = None
         #: set by the cc-server process (app.py), never by an in-process test server
         self.gc_policy: GcPolicy | None = None
-        self.ssl_context = ssl_context
         self.recovery: Recovery | None = None
         self.connections: set[ServerConnection] = set()
         self.waiting: set[ServerConnection] = set()   # holding replies for the log
         self.counts: Counter[str] = Counter()
+        self.limit_hits: Counter[str] = Counter()
+        self.events = RateLimitedLog(log)
         self._server: asyncio.Server | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
         self._closed = asyncio.Event()
         self._all_gone = asyncio.Event()
         self.loop: asyncio.AbstractEventLoop = asyncio.get_running_loop()
+        # a lambda, not the bound method: tests and embedders may replace `authenticate`
+        self.auth = Authenticator(
+            self.users, lambda user, password, conn: self.authenticate(  # noqa: PLW0108
+                user, password, conn),
+            self.loop, max_failures=self.config.auth_max_failures,
+            window=self.config.auth_failure_window, backoff_max=self.config.auth_backoff_max)
 
     # ------------------------------------------------------------------ life cycle
 
@@ -85,27 +111,25 @@ class ChargingServer:
                     "counters": dict(seed.counters)})
         self._server = await self.loop.create_server(
             lambda: ServerConnection(self), self.config.host, self.config.port,
-            ssl=self.ssl_context, reuse_address=True, backlog=1024)
+            ssl=self.ssl_context, reuse_address=True, backlog=1024,
+            ssl_handshake_timeout=self.config.handshake_timeout if self.ssl_context else None)
         self._tick_handle = self.loop.call_later(self.config.tick, self._tick)
         if self.config.metrics_port is not None:
             self.metrics = MetricsEndpoint(self.config.metrics_host, self.config.metrics_port,
                                            lambda: prometheus(self.dispatcher.stats()))
             await self.metrics.start()
 
-    def stats(self) -> dict[str, Any]:
-        """The server's own sections of admin.stats()."""
-        stats: dict[str, Any] = {
-            "server": {"uptime": round(time.monotonic() - self.started, 3),
-                       "version": self.version},
-            "connections": {"open": len(self.connections), **self.counts}}
-        if self.gc_policy is not None:
-            stats["gc"] = self.gc_policy.stats()
+    def server_stats(self) -> dict[str, Any]:
+        """The `server` section of stats()."""
+        return {"uptime": round(time.monotonic() - self.started, 3), "version": self.version}
+
+    def durability_stats(self) -> dict[str, Any] | None:
+        """The `durability` section of stats() (None: in memory)."""
         wal = self.wal
-        if self.store is not None and wal is not None:
-            stats["durability"] = {"log_records": wal.appended, "log_synced": wal.synced,
-                                   "log_syncs": wal.syncs, "log_bytes": wal.bytes_written,
-                                   "snapshot": self.store.snapshot_index}
-        return stats
+        if self.store is None or wal is None:
+            return None
+        return {"log_records": wal.appended, "log_synced": wal.synced, "log_syncs": wal.syncs,
+                "log_bytes": wal.bytes_written, "snapshot": self.store.snapshot_index}
 
     @property
     def address(self) -> tuple[str, int]:
@@ -180,6 +204,7 @@ class ChargingServer:
                         conn.transport.abort()
         if self._tick_handle is not None:
             self._tick_handle.cancel()
+        self.auth.close()
         if self._server is not None:
             await self._server.wait_closed()
         if self.store is not None:
@@ -194,8 +219,35 @@ class ChargingServer:
 
     def authenticate(self, user: str | None, password: str | None,
                      conn: ServerConnection) -> frozenset[str] | None:
-        """Roles of a connecting user, or None to refuse (no users file: every role)."""
+        """Roles of a connecting user without a users file, or None to refuse.
+
+        The default trusts everyone with every role; override it to plug in your own
+        (it runs on the event loop, so it must be quick). With a users file the server
+        checks passwords itself (`auth.Authenticator`) and this hook is not called.
+        """
         return ALL_ROLES
+
+    def limit_hit(self, code: ErrorCode, peer: str, count: int = 1,
+                  log_it: bool = True) -> None:
+        """A request or connection refused for a limit: count it, log it (rate-limited)."""
+        self.limit_hits[str(code)] += count
+        if log_it:
+            self.events.info("limit", "code=%s peer=%s count=%d", code, peer, count)
+
+    def connection_stats(self) -> dict[str, Any]:
+        """The `connections` section of `stats()`."""
+        return {"open": len(self.connections), **self.counts}
+
+    def security_stats(self) -> dict[str, Any]:
+        """The `security` section of `stats()`: authentication and limits."""
+        limits = dict(self.limit_hits)
+        dropped = self.renewal.counts.get("dropped_over_limit", 0)
+        if dropped:
+            limits[ErrorCode.TOO_MANY_NOTIFICATIONS.value] = \
+                limits.get(ErrorCode.TOO_MANY_NOTIFICATIONS.value, 0) + dropped
+        return {"auth": {"mode": "users file" if self.users is not None else "none",
+                         "users": len(self.users or {}), **self.auth.stats()},
+                "tls": self.ssl_context is not None, "limits": limits}
 
     def connection_closed(self, conn: ServerConnection) -> None:
         """A connection went away."""

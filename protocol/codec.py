@@ -21,12 +21,13 @@ from typing import Any
 import msgpack
 
 from . import messages as m
-from .errors import InvalidMessage
+from .errors import ErrorCode, InvalidMessage
 from .frames import Frame, encode_frame
 
 EXT_DECIMAL = 1
 MAX_DECIMAL_EXPONENT = 24      # |value| < 10**25
 MIN_DECIMAL_EXPONENT = -18     # at most 18 fractional digits
+MAX_DECIMAL_TEXT = 64          # characters of a decimal's text (what the range needs, and more)
 _UTC = dt.UTC
 
 
@@ -95,6 +96,8 @@ def _ext_hook(code: int, data: bytes) -> object:
         raise InvalidMessage(f"unknown msgpack extension type {code}")
     if len(data) < 20 and _PLAIN_DECIMAL.fullmatch(data):
         return Decimal(data.decode("ascii"))
+    if len(data) > MAX_DECIMAL_TEXT:
+        raise InvalidMessage(f"bad decimal: text longer than {MAX_DECIMAL_TEXT} characters")
     try:
         return check_decimal(Decimal(data.decode("ascii")))
     except (UnicodeDecodeError, InvalidOperation, ValueError) as exc:
@@ -120,20 +123,35 @@ def unpack(body: bytes) -> Any:
 
 # ------------------------------------------------------------------------ field checks
 
+def short(value: object, limit: int = 40) -> str:
+    """repr of a peer's value, cut short: error messages never echo a whole frame."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _fields(obj: object, required: frozenset[str], optional: frozenset[str],
             what: str) -> dict[str, Any]:
     if type(obj) is not dict:
         raise InvalidMessage(f"{what} must be a map")
     keys = obj.keys()
     if not keys <= required | optional:
-        raise InvalidMessage(f"{what}: unknown field(s) {sorted(keys - required - optional)}")
+        unknown = sorted(keys - required - optional)
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise InvalidMessage(f"{what}: unknown field(s) "
+                             f"{', '.join(short(k) for k in unknown[:5])}{more}")
     if not required <= keys:
         raise InvalidMessage(f"{what}: missing field(s) {sorted(required - keys)}")
     return obj
 
 
+def _too_long(what: str, limit: int) -> InvalidMessage:
+    return InvalidMessage(f"{what} is longer than {limit} characters", ErrorCode.STRING_TOO_LONG)
+
+
 def _id(value: object, what: str) -> str:
     if type(value) is not str or not value or len(value) > m.MAX_ID_LENGTH:
+        if type(value) is str and value:
+            raise _too_long(what, m.MAX_ID_LENGTH)
         raise InvalidMessage(f"{what} must be a non-empty string of at most "
                              f"{m.MAX_ID_LENGTH} characters")
     return value
@@ -145,6 +163,8 @@ def _opt_id(value: object, what: str) -> str | None:
 
 def _text(value: object, what: str) -> str:
     if type(value) is not str or len(value) > m.MAX_STRING_LENGTH:
+        if type(value) is str:
+            raise _too_long(what, m.MAX_STRING_LENGTH)
         raise InvalidMessage(f"{what} must be a string of at most {m.MAX_STRING_LENGTH} "
                              "characters")
     return value
@@ -174,9 +194,11 @@ def _time(value: object, what: str) -> dt.datetime:
     return value
 
 
-def _bin(value: object, what: str, limit: int) -> bytes:
+def _bin(value: object, what: str, limit: int,
+         code: ErrorCode = ErrorCode.INVALID_REQUEST) -> bytes:
     if type(value) is not bytes or len(value) > limit:
-        raise InvalidMessage(f"{what} must be binary of at most {limit} bytes")
+        raise InvalidMessage(f"{what} must be binary of at most {limit} bytes",
+                             code if type(value) is bytes else None)
     return value
 
 
@@ -207,15 +229,18 @@ _TX_KINDS = _table(m.TxKind)
 _TX_REASONS = _table(m.TxReason)
 
 
-def _list(value: object, what: str, limit: int) -> list[Any]:
+def _list(value: object, what: str, limit: int,
+          code: ErrorCode = ErrorCode.INVALID_REQUEST) -> list[Any]:
     if type(value) is not list or len(value) > limit:
-        raise InvalidMessage(f"{what} must be an array of at most {limit} elements")
+        raise InvalidMessage(f"{what} must be an array of at most {limit} elements",
+                             code if type(value) is list else None)
     return value
 
 
 def _dec_map(value: object, what: str) -> dict[str, Decimal]:
     if type(value) is not dict or len(value) > m.MAX_PROPERTIES:
-        raise InvalidMessage(f"{what} must be a map of at most {m.MAX_PROPERTIES} entries")
+        raise InvalidMessage(f"{what} must be a map of at most {m.MAX_PROPERTIES} entries",
+                             ErrorCode.TOO_MANY_PROPERTIES if type(value) is dict else None)
     for key, amount in value.items():
         _id(key, f"{what} key")
         _dec(amount, f"{what}[{key!r}]")
@@ -240,22 +265,35 @@ def item_from_wire(obj: object, what: str = "item") -> m.ChargeableItem | None:
     if type(obj) is not list or len(obj) != 2:
         raise InvalidMessage(f"{what} must be [name, {{properties}}]")
     name, props = obj
-    if type(props) is not dict or len(props) > m.MAX_PROPERTIES:
-        raise InvalidMessage(f"{what}: properties must be a map of at most "
-                             f"{m.MAX_PROPERTIES} entries")
+    if type(props) is not dict:
+        raise InvalidMessage(f"{what} must be [name, {{properties}}]")
+    if len(props) > m.MAX_PROPERTIES:
+        raise InvalidMessage(f"{what} has more than {m.MAX_PROPERTIES} properties",
+                             ErrorCode.TOO_MANY_PROPERTIES)
     if name is not None and (type(name) is not str or not name
                              or len(name) > m.MAX_ID_LENGTH):
+        if type(name) is str and name:
+            raise _too_long(f"{what} name", m.MAX_ID_LENGTH)
         raise InvalidMessage(f"{what}: the name must be nil or a non-empty string")
     for key, value in props.items():
         kind = type(value)
         bad_value = kind not in _PROPERTY_TYPES and \
             (kind is not str or len(value) > m.MAX_STRING_LENGTH)
         if bad_value or type(key) is not str or not key or len(key) > m.MAX_ID_LENGTH:
-            try:                      # the slow path says exactly what is wrong
-                m.check_property(key, value)
-            except (TypeError, ValueError) as exc:
-                raise InvalidMessage(f"{what}: {exc}") from None
+            _bad_property(what, key, value)
     return _new_tuple(m.ChargeableItem, (name, props))
+
+
+def _bad_property(what: str, key: object, value: object) -> None:
+    """Raise the precise error for a property the fast check refused."""
+    if type(key) is str and len(key) > m.MAX_ID_LENGTH:
+        raise _too_long(f"{what} property name", m.MAX_ID_LENGTH)
+    if type(value) is str and len(value) > m.MAX_STRING_LENGTH:
+        raise _too_long(f"{what} property {short(key)}", m.MAX_STRING_LENGTH)
+    try:
+        m.check_property(key, value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidMessage(f"{what}: {exc}") from None
 
 
 def tx_to_wire(tx: m.Transaction) -> Any:
@@ -469,7 +507,8 @@ _EXEC_OPT = frozenset({"listener", "external", "result_type", "cleanup_result_ty
 def _dec_execute(obj: object) -> m.Execute:
     d = _fields(obj, _EXEC_REQ, _EXEC_OPT, "EXECUTE")
     kind = _lookup(_KINDS, d["kind"], "kind")
-    subs = tuple(_dec_sub(s) for s in _list(d["subs"], "subs", m.MAX_SUBREQUESTS))
+    subs = tuple(_dec_sub(s) for s in _list(d["subs"], "subs", m.MAX_SUBREQUESTS,
+                                            ErrorCode.CONTAINER_TOO_LARGE))
     allowed = m.ALLOWED_ACTIONS[kind]
     for s in subs:
         if s.action not in allowed:
@@ -483,7 +522,8 @@ def _dec_execute(obj: object) -> m.Execute:
     if external is not None:
         if kind is m.ContainerKind.STOP:
             raise InvalidMessage("a stop container does not set external data")
-        _bin(external, "external data", m.MAX_EXTERNAL_DATA)
+        _bin(external, "external data", m.MAX_EXTERNAL_DATA,
+             ErrorCode.EXTERNAL_DATA_TOO_LARGE)
     rt, crt, filt = d.get("result_type"), d.get("cleanup_result_type"), d.get("filter")
     return _new_tuple(m.Execute, (
         _bin(d["op"], "operation id", 64), kind, _id(d["user"], "user"),
@@ -570,7 +610,7 @@ def _dec_admin(obj: object) -> m.AdminRequest:
     command = d["cmd"]
     schema = ADMIN_COMMANDS.get(command) if type(command) is str else None
     if schema is None:
-        raise InvalidMessage(f"unknown admin command {command!r}; "
+        raise InvalidMessage(f"unknown admin command {short(command)}; "
                              f"known: {sorted(ADMIN_COMMANDS)}")
     args = d["args"]
     if type(args) is not dict:

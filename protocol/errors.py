@@ -38,6 +38,10 @@ class ErrorCode(StrEnum):
     PROTOCOL_ERROR = "PROTOCOL_ERROR"
     FRAME_TOO_LARGE = "FRAME_TOO_LARGE"
     CONTAINER_TOO_LARGE = "CONTAINER_TOO_LARGE"
+    STRING_TOO_LONG = "STRING_TOO_LONG"
+    TOO_MANY_PROPERTIES = "TOO_MANY_PROPERTIES"
+    EXTERNAL_DATA_TOO_LARGE = "EXTERNAL_DATA_TOO_LARGE"
+    TOO_MANY_NOTIFICATIONS = "TOO_MANY_NOTIFICATIONS"
     TOO_MANY_REQUESTS = "TOO_MANY_REQUESTS"
     TOO_MANY_CONNECTIONS = "TOO_MANY_CONNECTIONS"
     HANDSHAKE_TIMEOUT = "HANDSHAKE_TIMEOUT"
@@ -49,6 +53,14 @@ class ErrorCode(StrEnum):
 #: Codes after which the same request may succeed if sent again (possibly elsewhere).
 RETRYABLE = frozenset({ErrorCode.SHUTTING_DOWN, ErrorCode.TOO_MANY_REQUESTS,
                        ErrorCode.TOO_MANY_CONNECTIONS})
+
+
+#: Codes that say a configured limit (PROTOCOL.md section 5) was exceeded.
+LIMIT_CODES = frozenset({
+    ErrorCode.FRAME_TOO_LARGE, ErrorCode.CONTAINER_TOO_LARGE, ErrorCode.STRING_TOO_LONG,
+    ErrorCode.TOO_MANY_PROPERTIES, ErrorCode.EXTERNAL_DATA_TOO_LARGE,
+    ErrorCode.TOO_MANY_NOTIFICATIONS, ErrorCode.TOO_MANY_REQUESTS,
+    ErrorCode.TOO_MANY_CONNECTIONS, ErrorCode.HANDSHAKE_TIMEOUT, ErrorCode.IDLE_TIMEOUT})
 
 
 class ProtocolError(Exception):

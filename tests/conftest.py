@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -41,3 +43,14 @@ async def new_subscriber(client: cc_client.Client, user_id: str, balance: str = 
     """Create a subscriber and return its id."""
     await client.admin.create_subscriber(user_id, Decimal(balance), **kwargs)  # type: ignore[arg-type]
     return user_id
+
+
+@pytest.fixture
+async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
+    """Every context the event loop's exception handler sees during the test."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    yield errors
+    loop.set_exception_handler(previous)

@@ -20,6 +20,7 @@ class ServerProcess:
         self.port = port
         self.proc: subprocess.Popen[str] | None = None
         self.log: list[str] = []
+        self.first_line = ""
 
     @property
     def url(self) -> str:
@@ -32,12 +33,12 @@ class ServerProcess:
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
         assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
-        line = self.proc.stdout.readline()
+        line = self.first_line = self.proc.stdout.readline()
         if not line.startswith("listening on "):
             self.proc.kill()
             _, err = self.proc.communicate(timeout=5)
             raise RuntimeError(f"server did not start: {line!r}\n{err}")
-        self.port = int(line.rsplit(":", 1)[1])
+        self.port = int(line.split()[2].rsplit(":", 1)[1])   # listening on HOST:PORT (...)
         assert time.monotonic() < deadline
         return self
 

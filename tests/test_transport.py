@@ -470,7 +470,7 @@ async def test_cc_server_command_exits_cleanly_on_signal(sig: signal.Signals) ->
     try:
         assert proc.stdout is not None
         line = (await asyncio.wait_for(proc.stdout.readline(), 10)).decode()
-        found = re.fullmatch(r"listening on (127\.0\.0\.1):(\d+)\n", line)
+        found = re.fullmatch(r"listening on (127\.0\.0\.1):(\d+)( \(.*\))?\n", line)
         assert found, line
         port = int(found[2])
         assert port != 0

@@ -90,7 +90,8 @@ class SpawnedServer:
             await self.stop()
             raise SpawnError(f"the server did not start (exit code {self.exit_code}; "
                              f"first line {text!r})")
-        self.address = text.removeprefix("listening on ").strip()
+        # "listening on HOST:PORT (details...)": the address is the first word.
+        self.address = text.removeprefix("listening on ").split()[0]
         self._drain = asyncio.get_running_loop().create_task(self._discard_output())
         return self.address
 

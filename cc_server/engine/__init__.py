@@ -9,6 +9,7 @@ subscriber can never interleave.
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 from collections import Counter
 from collections.abc import Mapping
 from decimal import (
@@ -216,7 +217,7 @@ class Engine:
             ids = [session_id] if found and user_id in (None, found.user_id) else []
         elif user_id is not None:
             account = self.accounts.get(user_id)
-            ids = sorted(account.sessions)[:limit] if account else []
+            ids = heapq.nsmallest(limit, account.sessions) if account else []  # O(n log k)
         else:
             ids = [sid for sid, _ in zip(self.sessions, range(limit), strict=False)]
         return [self._info(self.sessions[sid]) for sid in ids]

@@ -10,12 +10,13 @@ Inverse rating finds the largest quantity whose amount fits the available credit
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
+
+from ..tomlfile import read_toml
 
 ZERO = Decimal(0)
 
@@ -106,14 +107,7 @@ class Catalog:
     @classmethod
     def load(cls, path: str | Path) -> Catalog:
         """Read a TOML catalog file (format in the README); `CatalogError` if invalid."""
-        try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
-        except OSError as exc:
-            raise CatalogError(f"cannot read catalog {path}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise CatalogError(f"catalog {path} is not valid TOML: {exc}") from None
-        return cls.from_dict(data, str(path))
+        return cls.from_dict(read_toml(path, "catalog", CatalogError), str(path))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "catalog") -> Catalog:
