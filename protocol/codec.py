@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-import struct
+import threading
 from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -37,36 +37,12 @@ _new_tuple = tuple.__new__
 _ExtType = msgpack.ExtType
 
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_TS32, _TS64, _TS96 = struct.Struct("!I"), struct.Struct("!Q"), struct.Struct("!Iq")
-_last_time: list[Any] = [None, None]   # (datetime, its extension): results repeat `now`
-
-
-def _timestamp(value: dt.datetime) -> object:
-    """The msgpack timestamp extension (type -1) of an aware datetime, exactly."""
-    if value is _last_time[0]:
-        return _last_time[1]
-    if value.tzinfo is None:
-        raise ValueError("cannot encode a naive datetime; use an aware one (UTC)")
-    delta = value - _EPOCH
-    seconds = delta.days * 86400 + delta.seconds
-    nanos = delta.microseconds * 1000
-    if 0 <= seconds < 1 << 34:
-        data = _TS32.pack(seconds) if not nanos and seconds < 1 << 32 \
-            else _TS64.pack(nanos << 34 | seconds)
-    else:
-        data = _TS96.pack(nanos, seconds)
-    ext = _new_tuple(_ExtType, (-1, data))
-    _last_time[0], _last_time[1] = value, ext
-    return ext
-
-
 def _default(obj: object) -> object:
     kind = type(obj)
     if kind is Decimal:   # ExtType's own __new__ validates in Python; this is hot
         return _new_tuple(_ExtType, (EXT_DECIMAL, str(obj).encode("ascii")))
-    if kind is dt.datetime:
-        return _timestamp(obj)  # type: ignore[arg-type]
+    if kind is dt.datetime:    # aware ones the packer encodes itself (datetime=True)
+        raise ValueError("cannot encode a naive datetime; use an aware one (UTC)")
     if isinstance(obj, Mapping):
         return dict(obj)
     raise TypeError(f"cannot encode {type(obj).__name__} on the wire")
@@ -104,9 +80,22 @@ def _ext_hook(code: int, data: bytes) -> object:
         raise InvalidMessage(f"bad decimal: {exc}") from None
 
 
+_local = threading.local()     # a Packer per thread: building one per call costs more
+
+
+def _packer() -> msgpack.Packer:
+    packer = _local.packer = msgpack.Packer(default=_default, use_bin_type=True,
+                                            datetime=True)
+    return packer
+
+
 def pack(obj: object) -> bytes:
-    """msgpack with this protocol's extension types."""
-    packed: bytes = msgpack.packb(obj, default=_default, use_bin_type=True)
+    """msgpack with this protocol's extension types (an aware datetime is a timestamp)."""
+    try:
+        packer = _local.packer
+    except AttributeError:
+        packer = _packer()
+    packed: bytes = packer.pack(obj)
     return packed
 
 
