@@ -12,7 +12,10 @@ import asyncio
 import cProfile
 import gc
 import pstats
+import os
 import time
+
+SORT = os.environ.get("SORT", "tottime")
 from decimal import Decimal
 from typing import Any
 
@@ -88,7 +91,10 @@ async def run(sessions: int, users: int, batch: int, profile: bool,
     print(f"{spent / (len(data) - 1) * 1e6:.2f} us per container "
           f"({len(data) - 1} containers, {batch} per read)")
     if profiler:
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+        stats = pstats.Stats(profiler).sort_stats(SORT)
+        stats.print_stats(40)
+        if os.environ.get("CALLERS"):
+            stats.print_callers(os.environ["CALLERS"])
 
 
 def main() -> None:

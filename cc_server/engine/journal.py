@@ -65,8 +65,9 @@ class Journal:
         tid = self.next_id
         self.next_id = tid + 1
         counters = {counter: units} if units and counter else NO_COUNTERS
-        self._append((tid, time, user_id, session_id, reservation_id, kind.value,
-                      reason.value, amount, currency, counters))
+        # _value_ is the plain attribute behind the (slow, descriptor) .value
+        self._append((tid, time, user_id, session_id, reservation_id, kind._value_,
+                      reason._value_, amount, currency, counters))
         return _new_tuple(m.Transaction, (tid, time, user_id, session_id, reservation_id,
                                           kind, reason, amount, currency, counters))
 
