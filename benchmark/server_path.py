@@ -11,11 +11,9 @@ import argparse
 import asyncio
 import cProfile
 import gc
-import pstats
 import os
+import pstats
 import time
-
-SORT = os.environ.get("SORT", "tottime")
 from decimal import Decimal
 from typing import Any
 
@@ -24,6 +22,8 @@ from cc_server.connection import ServerConnection
 from cc_server.server import ChargingServer
 from protocol import codec
 from protocol import messages as m
+
+SORT = os.environ.get("SORT", "tottime")   # pstats order for --profile
 
 
 class StubTransport:

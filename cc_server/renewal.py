@@ -181,7 +181,12 @@ class RenewalService:
             return
         note.attempt += 1
         target = self._target(note, now)
-        if target is not None and target.push(self._message(note)):
+        if target is not None:
+            msg = self._message(note)
+            if not target.push(msg):   # paused (not reading) or closing: try the others
+                target = next((peer for peer in self.listeners[note.listener_id]
+                               if peer is not target and peer.push(msg)), None)
+        if target is not None:
             if target is not note.target:
                 note.target, note.sent_at = target, now
             self.counts["sent" if note.attempt == 1 else "resent"] += 1

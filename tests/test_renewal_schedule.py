@@ -162,3 +162,14 @@ def test_closed_connection_loses_its_registrations() -> None:
     service.register(b, 7)
     service.connection_lost(a)
     assert service.listeners == {7: [b]}
+
+
+def test_a_primary_that_cannot_take_it_now_hands_the_attempt_to_a_backup() -> None:
+    """A paused primary (its peer is not reading) does not cost a whole resend interval."""
+    service = RenewalService(send_timeout=0.5, resend_interval=1.0, resend_attempts=3)
+    primary, backup = Peer("primary", accepts=False), Peer("backup")
+    service.register(primary, 7)
+    service.register(backup, 7)
+    service.submit({starved(): CREDIT}, T0)
+    assert backup.got == [(1, 1)] and primary.got == []
+    assert service.counts["sent"] == 1 and service.counts["undeliverable"] == 0
