@@ -49,21 +49,24 @@ class RenewalNotification:
 
     @property
     def acknowledged(self) -> bool:
-        """True once ack() was sent."""
+        """True once an ack() was sent (or, with confirm=True, confirmed)."""
         return self._acked
 
     async def ack(self, confirm: bool = False) -> None:
-        """Acknowledge; with confirm=True wait until the server confirms it."""
-        self._acked = True
+        """Acknowledge; with confirm=True wait until the server confirms it. Without a
+        connection at that moment nothing is sent (`acknowledged` stays False) and the
+        server resends the notification, as it does for any lost ack."""
         ack = m.Ack(self.notification_id, confirm)
         if confirm:
             msg_type, body = await self._client.call(*codec.encode_body(ack))
             if msg_type != T.ACK_OK:
                 raise self._client.error_of(msg_type, body)
+            self._acked = True
         else:
             conn = self._client._conn
             if conn is not None:
                 conn.send_oneway(*codec.encode_body(ack))
+                self._acked = True
 
     def __repr__(self) -> str:
         return (f"RenewalNotification(id={self.notification_id}, session={self.session_id!r}, "
