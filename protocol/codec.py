@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-import threading
 from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -80,22 +79,22 @@ def _ext_hook(code: int, data: bytes) -> object:
         raise InvalidMessage(f"bad decimal: {exc}") from None
 
 
-_local = threading.local()     # a Packer per thread: building one per call costs more
-
-
-def _packer() -> msgpack.Packer:
-    packer = _local.packer = msgpack.Packer(default=_default, use_bin_type=True,
-                                            datetime=True)
-    return packer
+# Building a Packer (and its buffer) per message costs more than packing a small one, so
+# packers are reused: each call takes one from the pool (list.pop and append are atomic),
+# so threads packing at the same moment never share one.
+_packers: list[msgpack.Packer] = []
 
 
 def pack(obj: object) -> bytes:
     """msgpack with this protocol's extension types (an aware datetime is a timestamp)."""
     try:
-        packer = _local.packer
-    except AttributeError:
-        packer = _packer()
-    packed: bytes = packer.pack(obj)
+        packer = _packers.pop()
+    except IndexError:
+        packer = msgpack.Packer(default=_default, use_bin_type=True, datetime=True)
+    try:
+        packed: bytes = packer.pack(obj)
+    finally:
+        _packers.append(packer)
     return packed
 
 

@@ -288,3 +288,24 @@ def test_fuzz_well_formed_msgpack_of_wrong_shape(msg_type: int, obj: Any) -> Non
 def test_fields_that_do_not_belong_to_the_action_are_refused(wire: list[Any]) -> None:
     with pytest.raises(InvalidMessage, match="does not take"):
         codec.decode_body(m.MsgType.EXECUTE, bad_exec(kind="update", subs=[wire]))
+
+
+def test_packing_from_several_threads_at_once_never_mixes_messages() -> None:
+    """pack() reuses packers; threads (blocking clients each run a loop thread) must
+    still each get their own, even while the default hook runs Python code mid-pack."""
+    import threading
+    bodies = [[Decimal(f"{t}.{i}") for i in range(50)] + [f"thread-{t}"] for t in range(4)]
+    expected = [msgpack.packb(b, default=codec._default, use_bin_type=True) for b in bodies]
+    wrong: list[int] = []
+
+    def work(t: int) -> None:
+        for _ in range(300):
+            if codec.pack(bodies[t]) != expected[t]:
+                wrong.append(t)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == []
