@@ -17,11 +17,14 @@ from typing import Any
 
 import pytest
 
+import cc_client
 from cc_client.bench import main
 from cc_client.bench.cli import parse
 from cc_client.bench.codec_bench import run_codec_bench, sample_messages
 from cc_client.bench.histogram import Histogram
+from cc_client.bench.live import LiveSessions
 from cc_client.bench.progress import Progress
+from cc_client.bench.provision import BenchError
 from cc_client.bench.runner import execute
 from cc_server.testing import ServerThread, running_server
 
@@ -252,10 +255,83 @@ def test_unreachable_server_and_usage_errors(capsys: pytest.CaptureFixture[str])
     assert main(["--server", "127.0.0.1:1", "--request-timeout", "0.3", "--quiet"]) == 1
     assert "cannot connect" in capsys.readouterr().err
     for bad in (["--spawn", "--server", "127.0.0.1:9"], ["--data-dir", "/tmp/x"],
-                ["--spawn", "--reservations", "0"], ["--spawn", "--op", "ping", "--renewals"]):
+                ["--spawn", "--reservations", "0"], ["--spawn", "--op", "ping", "--renewals"],
+                ["--spawn", "--op", "ping", "--live-sessions", "5"],
+                ["--spawn", "--live-sessions", "-1"], ["--spawn", "--live-ttl", "0"]):
         with pytest.raises(SystemExit) as exc:
             main(bad)
         assert exc.value.code == 2
+
+
+# ---------------------------------------------------------------------- live sessions
+
+def test_live_sessions_held_during_a_spawned_run(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    js = tmp_path / "live.json"
+    t0 = time.monotonic()
+    code, text = run(capsys, "--spawn", "--live-sessions", "300", "--sessions", "200",
+                     "--json", str(js), *SMALL)
+    assert code == 0 and time.monotonic() - t0 < 10
+    assert "300 sessions held open" in text and "300 sessions open during" in text
+    r = load(js)
+    sm = r["summary"]
+    assert sm["errors"] == 0 and sm["sessions"] == 200 and not sm["timed_out"]
+    assert sm["live_sessions"] == 300 and sm["live"]["opened"] == 300
+    assert sm["live"]["closed"] == 0                       # spawned: stopped with the server
+    assert r["server_stats"]["engine"]["sessions"] == 300  # still open after the load
+    assert r["server_stats"]["engine"]["reservations"] == 300
+    assert r["settings"]["live_sessions"] == 300 and r["settings"]["live_ttl"] == 3600
+    assert r["environment"]["server"]["exit_code"] == 0
+    if sys.platform == "linux":
+        mem = sm["server_memory"]
+        held, end = mem["after_live_open"], mem["end_of_measurement"]
+        assert held["rss_mib"] > mem["before_live_open"]["rss_mib"] > 0
+        assert end["hwm_mib"] >= max(end["rss_mib"], held["rss_mib"])
+        assert "server RSS:" in text and "with 300 live sessions open" in text
+
+
+async def test_live_sessions_closed_on_a_shared_server() -> None:
+    async with running_server() as server:
+        s = parse(["--server", server.url, "--live-sessions", "300", "--sessions", "200",
+                   *SMALL])
+        result = await execute(s)
+        sm = result["summary"]
+        assert sm["errors"] == 0 and sm["sessions"] == 200
+        assert sm["live"]["opened"] == 300 and sm["live"]["closed"] == 300
+        assert result["server_stats"]["engine"]["sessions"] == 300   # open during the run
+        assert sm["server_memory"] is None                          # not spawned
+        prefix = result["environment"]["run_prefix"]
+        async with cc_client.connect(server.url) as client:
+            for i in range(s.users):
+                user = f"{prefix}-u{i}"
+                assert await client.admin.find_sessions(user_id=user) == []
+                assert (await client.admin.get_subscriber(user)).reserved == 0
+        assert server.engine.stats()["sessions"] == 0
+
+
+async def test_live_sessions_refused_fail_clearly_and_are_cleaned_up() -> None:
+    async with running_server() as server:
+        s = parse(["--server", server.url, "--live-sessions", "40", "--users", "4", "--quiet"])
+        async with cc_client.connect(server.url) as client:
+            users = ["poor-0", "rich-1", "rich-2", "rich-3"]
+            for user in users:
+                await client.admin.create_subscriber(user, 0 if "poor" in user else 1000)
+            live = LiveSessions(s, [client], users, "t")
+            with pytest.raises(BenchError, match="CREDIT_LIMIT_REACHED"):
+                await live.open()
+            assert 0 < live.opened < 40 and server.engine.stats()["sessions"] == live.opened
+            opened = live.opened
+            await live.close()
+            assert live.closed == opened and server.engine.stats()["sessions"] == 0
+            assert await client.admin.find_sessions(user_id="rich-1") == []
+
+
+def test_live_sessions_scale_the_time_limits() -> None:
+    few = parse(["--spawn", "--sessions", "100000"])
+    many = parse(["--spawn", "--sessions", "100000", "--live-sessions", "1000000"])
+    assert few.overall_timeout == few.hard_timeout + 180 and few.live_budget == 0
+    assert many.hard_timeout == few.hard_timeout            # the load phase is unchanged
+    assert many.overall_timeout >= few.overall_timeout + 2 * 1_000_000 / 1_000
 
 
 def test_progress_lines_when_not_a_terminal() -> None:

@@ -18,6 +18,7 @@ examples:
   cc-bench --server 127.0.0.1:9500 --rate 2000 --duration 30 --warmup 5
   cc-bench --spawn --op ping --duration 5                 bare round trip through the stack
   cc-bench --spawn --renewals --duration 10 --json out.json --plot latency.svg
+  cc-bench --spawn --live-sessions 1000000 --sessions 100000   load with 1M sessions held open
   cc-bench --op codec                                     codec micro-benchmark, no server
 
 exit status: 0 run completed, 1 the run could not be carried out, 2 usage error."""
@@ -87,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--result-type", choices=["all", "master", "none"],
                    help="result type of the containers (default: the server's)")
     g.add_argument("--request-timeout", type=float, default=d.request_timeout, metavar="S")
+    g = p.add_argument_group("live sessions")
+    g.add_argument("--live-sessions", type=int, default=d.live_sessions, metavar="N",
+                   help="first open N more sessions (one reservation each, not measured) and "
+                        "hold them during the run; closed afterwards with --server "
+                        "(default: %(default)s)")
+    g.add_argument("--live-ttl", type=float, default=d.live_ttl, metavar="S",
+                   help="TTL of their reservations, seconds (default: %(default)g)")
     g = p.add_argument_group("renewal notifications")
     g.add_argument("--renewals", action="store_true",
                    help="mix in sessions that starve, get a top-up and a renewal notification")
@@ -159,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     loop = new_loop(s.loop)
     result: dict[str, Any]
     try:   # the load phase has its own limit; this one bounds set-up and clean-up too
-        result = loop.run_until_complete(asyncio.wait_for(execute(s), s.hard_timeout + 180))
+        result = loop.run_until_complete(asyncio.wait_for(execute(s), s.overall_timeout))
     except BenchError as exc:
         print(f"cc-bench: {exc}", file=sys.stderr)
         return 1

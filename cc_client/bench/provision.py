@@ -29,6 +29,7 @@ class Provisioned:
     users: list[str] = field(default_factory=list)
     renewal_users: list[str] = field(default_factory=list)
     reserve_amount: Decimal = Decimal(0)     # what one reservation of the item costs
+    balance: Decimal = Decimal(0)            # of each subscriber: --balance + live reservations
 
 
 def run_prefix() -> str:
@@ -75,7 +76,11 @@ async def provision(clients: list[Client], s: Settings) -> Provisioned:
     try:
         out.reserve_amount = await preflight(clients[0], s, out.prefix)
         out.users = [f"{out.prefix}-u{i}" for i in range(s.users)]
-        await create_subscribers(clients, out.users, s.balance)
+        # --live-sessions are spread round-robin over the users: on top of --balance, each
+        # gets what its share of them holds, so they neither fail nor starve the load
+        live_each = -(-s.live_sessions // s.users)
+        out.balance = s.balance + live_each * out.reserve_amount
+        await create_subscribers(clients, out.users, out.balance)
         if s.renewals:
             if out.reserve_amount <= 0:
                 raise BenchError(f"--renewals needs an item that costs money; one "

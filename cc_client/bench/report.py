@@ -32,8 +32,11 @@ def _pct_core(cpu: float | None, elapsed: float) -> float | None:
 
 def build_result(s: Settings, w: Workload, client_cpu: float, server_cpu: float | None,
                  timeline: list[dict[str, Any]], env: dict[str, Any],
-                 server_stats: dict[str, Any] | None, timed_out: bool) -> dict[str, Any]:
-    """Everything about the run, JSON-ready."""
+                 server_stats: dict[str, Any] | None, timed_out: bool, *,
+                 live: dict[str, Any] | None = None,
+                 memory: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
+    """Everything about the run, JSON-ready. `live`: the live sessions' figures
+    (`LiveSessions.to_dict`); `memory`: the spawned server's RSS/HWM by moment."""
     elapsed = w.elapsed
     per_s = (lambda n: round(n / elapsed, 1)) if elapsed > 0 else (lambda n: 0.0)
     operations: dict[str, Any] = {}
@@ -77,6 +80,9 @@ def build_result(s: Settings, w: Workload, client_cpu: float, server_cpu: float 
         "server_cpu_pct_of_core": _pct_core(server_cpu, elapsed),
         "notifications": w.stats["notification"].hist.total if s.renewals else 0,
         "renewal_sessions_starved": w.starved,
+        "live_sessions": live["opened"] if live else 0,
+        "live": live,
+        "server_memory": memory,
         "timed_out": timed_out,
         "aborted": w.aborted,
     }
@@ -108,7 +114,12 @@ def describe_settings(s: Settings) -> list[str]:
                      f"{'s' if s.reservations != 1 else ''} each; {s.service}/{s.item} "
                      f"{s.quantity_property}={s.quantity}, ttl {s.ttl:g} s, result type "
                      f"{s.result_type or 'server default'}")
-        lines.append(f"users:      {s.users:,} subscribers, balance {s.balance}")
+        extra = f" + {-(-s.live_sessions // s.users):,} live reservations' worth" \
+            if s.live_sessions else ""
+        lines.append(f"users:      {s.users:,} subscribers, balance {s.balance}{extra}")
+        if s.live_sessions:
+            lines.append(f"live:       {s.live_sessions:,} sessions held open during the run, "
+                         f"1 reservation each, ttl {s.live_ttl:g} s")
         if s.renewals:
             lines.append(f"renewals:   every {round(1 / s.renewal_ratio)}th session starved and "
                          f"topped up; listener id {s.listener_id}")
@@ -161,6 +172,30 @@ def format_header(s: Settings) -> str:
     return "\n".join([f"cc-bench {__version__}: {target}", *describe_settings(s)])
 
 
+def _live_lines(sm: dict[str, Any], s: Settings) -> list[str]:
+    """The live sessions and the spawned server's resident memory."""
+    lines = []
+    live = sm.get("live")
+    if live:
+        rate = f", {live['open_per_s']:,.0f}/s" if live["open_per_s"] else ""
+        closed = f"; {live['closed']:,} closed after" if not s.spawn else ""
+        lines.append(f"live:       {live['opened']:,} sessions open during the measurement "
+                     f"(opened in {live['open_s']:.1f} s{rate}{closed})")
+    memory = sm.get("server_memory") or {}
+    first, held, end = (memory.get(k) for k in ("before_live_open", "after_live_open",
+                                                 "end_of_measurement"))
+    if held and end:
+        n = sm["live_sessions"]
+        what = f"with {n:,} live sessions open" if n else "before measuring"
+        if n and first:
+            what += f" ({(held['rss_mib'] - first['rss_mib']) * 1024 / n:,.2f} KiB each)"
+        lines.append(f"server RSS: {held['rss_mib']:,.1f} MiB {what}, {end['rss_mib']:,.1f} MiB "
+                     f"at the end, peak {end['hwm_mib']:,.1f} MiB")
+    elif s.spawn or sm["live_sessions"]:
+        lines.append("server RSS: not measured (only with --spawn, on Linux)")
+    return lines
+
+
 def format_text(result: dict[str, Any], s: Settings) -> str:
     """The results: where, throughput, table, rates, errors, CPU."""
     env, sm = result["environment"], result["summary"]
@@ -197,6 +232,7 @@ def format_text(result: dict[str, Any], s: Settings) -> str:
     if s.renewals:
         lines.append(f"renewals:   {sm['renewal_sessions_starved']:,} sessions starved, "
                      f"{sm['notifications']:,} notifications timed from top-up to handler")
+    lines += _live_lines(sm, s)
     unit = "ping" if is_ping else "container op"
     if sm["server_cpu_s"] is not None:
         lines.append(f"server CPU: {sm['server_cpu_s']:.2f} s = "

@@ -14,16 +14,18 @@ from typing import Any
 import cc_client
 from cc_client import ChargingError, Client
 
+from .live import LiveSessions
 from .progress import Progress
 from .provision import BenchError, Provisioned, provision
 from .report import build_result
 from .settings import Settings
-from .spawn import SpawnedServer, SpawnError, machine_ticks, own_cpu_seconds
+from .spawn import STOP_TIMEOUT, SpawnedServer, SpawnError, machine_ticks, own_cpu_seconds
 from .workload import Workload
 
 
 class CpuMeter:
-    """Client (and spawned server) CPU seconds over the measured period."""
+    """Client (and spawned server) CPU seconds over the measured period; the spawned
+    server's memory before it (`mark_memory`) and at its end."""
 
     def __init__(self, server: SpawnedServer | None) -> None:
         self.server = server
@@ -33,6 +35,13 @@ class CpuMeter:
         self._s0: float | None = None
         self._m0 = machine_ticks()
         self.machine: dict[str, float] | None = None
+        self.memory: dict[str, dict[str, float]] = {}
+
+    def mark_memory(self, when: str) -> None:
+        """Note the server's resident memory now (spawned, Linux), as `when`."""
+        mem = self.server.memory() if self.server is not None else None
+        if mem is not None:
+            self.memory[when] = mem
 
     def begin(self) -> None:
         """Mark the start of the measured period."""
@@ -46,6 +55,7 @@ class CpuMeter:
         if self.server is not None and self._s0 is not None:
             s1 = self.server.cpu_seconds()
             self.server_cpu = None if s1 is None else s1 - self._s0
+        self.mark_memory("end_of_measurement")
         m1 = machine_ticks()
         if self._m0 is not None and m1 is not None and m1[2] > self._m0[2]:
             total = m1[2] - self._m0[2]   # shares of all CPUs' time, in percent
@@ -163,21 +173,32 @@ async def _execute(s: Settings, started_at: str, interrupt: Interrupt) -> dict[s
         try:
             prov = await provision(clients, s)
             setup_s = time.monotonic() - t0
+            live = LiveSessions(s, clients, prov.users, prov.prefix)
             meter = CpuMeter(server)
-            workload, progress, timed_out = await _measure(s, clients, prov, meter, interrupt)
-            server_stats: dict[str, Any] | None = None
-            with contextlib.suppress(ChargingError, TimeoutError):
-                server_stats = await asyncio.wait_for(clients[0].admin.stats(), 3.0)
+            meter.mark_memory("before_live_open")
+            try:
+                await live.open()
+                meter.mark_memory("after_live_open")
+                workload, progress, timed_out = await _measure(s, clients, prov, meter,
+                                                               interrupt)
+                server_stats: dict[str, Any] | None = None
+                with contextlib.suppress(ChargingError, TimeoutError):
+                    server_stats = await asyncio.wait_for(clients[0].admin.stats(), 3.0)
+            finally:   # a spawned server is stopped anyway: leave them to it
+                if server is None:
+                    await live.close()
         finally:
             for client in clients:
                 await client.close()
     finally:
-        if server is not None:
-            await server.stop()
+        if server is not None:   # a server holding many sessions may take longer to exit
+            await server.stop(STOP_TIMEOUT + s.live_sessions / 20_000)
     env = environment(address, server)
     env["server"]["exit_code"] = server.exit_code if server is not None else None
     env["setup_s"] = round(setup_s, 3)
     env["started_at"] = started_at
+    env["run_prefix"] = prov.prefix
     env["machine"] = meter.machine
     return build_result(s, workload, meter.client, meter.server_cpu, progress.timeline, env,
-                        server_stats, timed_out)
+                        server_stats, timed_out, live=live.to_dict() if s.live_sessions else None,
+                        memory=meter.memory or None)

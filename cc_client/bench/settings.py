@@ -11,6 +11,8 @@ DEFAULT_CONCURRENCY_CLOSED = 256
 DEFAULT_CONCURRENCY_OPEN = 10_000
 DEFAULT_DURATION = 10.0
 DEFAULT_SERVER = "127.0.0.1:9500"
+DEFAULT_LIVE_TTL = 3600.0
+LIVE_SETUP_RATE = 1_000     # live sessions per second the time limits assume, at worst
 
 
 @dataclass(slots=True)
@@ -52,6 +54,8 @@ class Settings:
     quiet: bool = False
     loop: str = "auto"
     codec_seconds: float = 0.2
+    live_sessions: int = 0                  # sessions held open during the measurement
+    live_ttl: float = DEFAULT_LIVE_TTL
 
     @property
     def open_loop(self) -> bool:
@@ -82,6 +86,18 @@ class Settings:
             return self.warmup + measured + 120.0
         return self.warmup + 1800.0
 
+    @property
+    def live_budget(self) -> float:
+        """Seconds allowed to open the live sessions (and again to close them)."""
+        if not self.live_sessions:
+            return 0.0
+        return 30.0 + self.live_sessions / LIVE_SETUP_RATE
+
+    @property
+    def overall_timeout(self) -> float:
+        """Bound of everything: set-up, live sessions, load, clean-up."""
+        return self.hard_timeout + 180.0 + 2 * self.live_budget
+
     def validate(self) -> None:
         """ValueError on an inconsistent combination."""
         if self.op not in ("session", "ping", "codec"):
@@ -111,12 +127,16 @@ class Settings:
             (self.request_timeout > 0, "--request-timeout must be > 0"),
             (self.interval > 0, "--interval must be > 0"),
             (self.timeout is None or self.timeout > 0, "--timeout must be > 0"),
+            (self.live_sessions >= 0, "--live-sessions must be >= 0"),
+            (self.live_ttl > 0, "--live-ttl must be > 0"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
         if self.renewals and self.op != "session":
             raise ValueError("--renewals needs --op session")
+        if self.live_sessions and self.op != "session":
+            raise ValueError("--live-sessions needs --op session")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings, with the effective values of the defaults."""
@@ -127,4 +147,6 @@ class Settings:
         out["in_flight"] = self.in_flight
         out["run_duration"] = self.run_duration
         out["hard_timeout"] = self.hard_timeout
+        out["live_budget"] = self.live_budget
+        out["overall_timeout"] = self.overall_timeout
         return out

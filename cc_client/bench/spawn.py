@@ -26,6 +26,22 @@ def process_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def process_memory(pid: int) -> dict[str, float] | None:
+    """VmRSS and VmHWM (peak) of a process in MiB, from /proc/<pid>/status (Linux only)."""
+    found: dict[str, float] = {}
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    found[key] = int(value.split()[0]) / 1024   # kB
+    except (OSError, ValueError, IndexError):
+        return None
+    if len(found) < 2:
+        return None
+    return {"rss_mib": round(found["VmRSS"], 1), "hwm_mib": round(found["VmHWM"], 1)}
+
+
 def machine_ticks() -> tuple[int, int, int] | None:
     """(busy, steal, total) jiffies of all CPUs from /proc/stat (None where unavailable)."""
     try:
@@ -74,6 +90,10 @@ class SpawnedServer:
         """CPU seconds the server has used so far."""
         return None if self.proc is None else process_cpu_seconds(self.proc.pid)
 
+    def memory(self) -> dict[str, float] | None:
+        """The server's resident memory now and at its peak, MiB (None where unknown)."""
+        return None if self.proc is None else process_memory(self.proc.pid)
+
     async def start(self) -> str:
         """Start the child and return its `host:port` from its first line of output."""
         self.proc = await asyncio.create_subprocess_exec(
@@ -100,8 +120,8 @@ class SpawnedServer:
         while await self.proc.stdout.read(65536):
             pass
 
-    async def stop(self) -> int | None:
-        """SIGTERM, wait for a clean exit (SIGKILL after a timeout); the exit code."""
+    async def stop(self, grace: float = STOP_TIMEOUT) -> int | None:
+        """SIGTERM, wait for a clean exit (SIGKILL after `grace` seconds); the exit code."""
         proc = self.proc
         if proc is None:
             return None
@@ -109,7 +129,7 @@ class SpawnedServer:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
+                await asyncio.wait_for(proc.wait(), grace)
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
