@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from decimal import Decimal
+from sys import intern
 from typing import Protocol
 
 from protocol import messages as m
@@ -306,7 +307,7 @@ def reserve(op: Op, sub: m.SubRequest) -> m.Outcome:
         raise Refused(ErrorCode.INVALID_REQUEST, "prepare_reserve needs a chargeable item")
     plan, price, quantity = priced(op, sub.item)
     _check_inverse(sub.property_to_inverse, plan)
-    cs = ChargingSession(op.session, rid, sub.item, ttl, op.now + ttl,
+    cs = ChargingSession(op.session, intern(rid), sub.item, ttl, op.now + ttl,
                          sub.default_resolution or m.Resolution.CANCELED,
                          sub.property_to_inverse)
     result = hold(op, cs, sub.item, plan, price, quantity, cs.inverse)
