@@ -108,7 +108,7 @@ def engine_from_state(state: dict[str, Any], catalog: Catalog, journal_retain: i
                 account.hold(held, counter, units)
                 engine.tally.open_reservations += 1
         engine.sessions[sid] = session
-        account.sessions.add(sid)
+        account.sessions[sid] = None
     engine.expiry.restore(charging_sessions, state["expiry_seq"])
     for user_id, _, _, _, hungry in state["accounts"]:
         account = engine.accounts[user_id]

@@ -946,3 +946,19 @@ def test_confirm_that_takes_the_balance_below_zero_says_so() -> None:
     start_one(e, sid="t", item=data(0))
     out = one(run(e, UPDATE, "t", cancel("r1"), now=T0 + 2))
     assert not out.balance_below_zero     # only confirms report it
+
+
+def test_reservations_of_the_same_item_share_it_and_keep_each_value_type_exactly() -> None:
+    """Live reservations share one stored item when they hold the same int quantity
+    (memory), but a decimal quantity is never replaced by an equal int, nor 100.0 by 100."""
+    e = engine("100")
+    first = one(run(e, START, "s1", reserve("r", data(100)))).granted_item
+    second = one(run(e, START, "s2", reserve("r", data(100)))).granted_item
+    assert first == second and first is second
+    as_decimal = one(run(e, START, "s3", reserve("r", data(D("100"))))).granted_item
+    more_digits = one(run(e, START, "s4", reserve("r", data(D("100.0"))))).granted_item
+    assert as_decimal is not None and more_digits is not None
+    assert type(as_decimal.properties["volume"]) is Decimal
+    assert str(more_digits.properties["volume"]) == "100.0"
+    assert one(run(e, UPDATE, "s1", renew("r", data(50), data(100)),
+                   now=T0 + 1)).granted_item is first     # a renewal keeps sharing it

@@ -94,7 +94,7 @@ class Engine:
             if req.kind is m.ContainerKind.START:
                 if session.charging:
                     self.sessions[session.session_id] = session
-                    account.sessions.add(session.session_id)
+                    account.sessions[session.session_id] = None
             elif req.kind is m.ContainerKind.STOP:
                 named = {sub.reservation_id for sub in req.subs}
                 op.reason = STOP
@@ -140,7 +140,7 @@ class Engine:
         self.sessions.pop(session.session_id, None)
         account = self.accounts.get(session.user_id)
         if account is not None:
-            account.sessions.discard(session.session_id)
+            account.sessions.pop(session.session_id, None)
 
     def _credit_changed(self, account: Account,
                         before: tuple[Decimal, tuple[ChargingSession, ...]]) -> None:

@@ -200,6 +200,28 @@ def priced(op: Op, item: m.ChargeableItem) -> tuple[PricePlan, Decimal, Decimal]
     return plan, price, _quantity(item, plan)
 
 
+_KEPT: dict[tuple[str | None, str, int], m.ChargeableItem] = {}
+_KEPT_MAX = 4096
+
+
+def _kept(item: m.ChargeableItem) -> m.ChargeableItem:
+    """The item as a reservation keeps it. Reservations mostly hold the same item (the
+    quota a gateway asks for), so one-property items with an int quantity are shared,
+    not kept a million times over (240 bytes each). Nothing mutates a stored item."""
+    name, props = item
+    if len(props) != 1:
+        return item
+    ((key, value),) = props.items()
+    if type(value) is not int:       # 1 == 1.0 == True: share only exact ints
+        return item
+    kept = _KEPT.get((name, key, value))
+    if kept is None:
+        if len(_KEPT) >= _KEPT_MAX:
+            _KEPT.clear()
+        kept = _KEPT[name, key, value] = item
+    return kept
+
+
 def _check_inverse(inverse: str | None, plan: PricePlan) -> None:
     if inverse is not None and inverse != plan.quantity:
         raise Refused(ErrorCode.INVALID_REQUEST, f"property_to_inverse must name the quantity "
@@ -271,7 +293,7 @@ def hold(op: Op, cs: ChargingSession, item: m.ChargeableItem, plan: PricePlan, p
         item = _item(item.name, {**item.properties, plan.quantity: value})
         reduced = True
     account.hold(amount, plan.allowance, units)
-    cs.item, cs.held, cs.counter, cs.units = item, amount, plan.allowance, units
+    cs.item, cs.held, cs.counter, cs.units = _kept(item), amount, plan.allowance, units
     cs.starved, cs.reduced = False, reduced
     if reduced:
         account.hungry[cs] = None
