@@ -911,6 +911,25 @@ def test_journal_retention_trims_the_session_index_too() -> None:
     assert e.transactions(session_id="s")[-1].transaction_id == e.journal.next_id - 1
 
 
+def test_journal_session_index_with_one_entry_sessions_queries_and_trims() -> None:
+    """A session's first entry is indexed on its own, a list from the second on."""
+    e = engine("100", retain=16)
+    for n in range(40):              # one entry each; every third one gets a second
+        assert ok(one(run(e, START, f"s{n}", reserve("r", data(1)), now=T0 + n)))
+        if n % 3 == 0:
+            assert ok(one(run(e, UPDATE, f"s{n}", renew("r", data(1), data(1)),
+                              now=T0 + n + 0.5)))
+    kept = e.transactions()
+    assert 16 <= len(kept) <= 17
+    for n in range(40):
+        sid = f"s{n}"
+        assert e.transactions(session_id=sid) == [tx for tx in kept if tx.session_id == sid]
+        assert e.transactions(user_id="u", session_id=sid) == \
+            e.transactions(session_id=sid)
+    assert e.transactions(session_id="s39")[0].kind == m.TxKind.RESERVE
+    assert e.transactions(session_id="s0") == []
+
+
 def test_expiry_queue_stays_bounded_under_many_confirm_and_reserve_renewals() -> None:
     e = engine("1000")
     start_one(e, item=data(1), ttl=30)

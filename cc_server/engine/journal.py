@@ -51,7 +51,9 @@ class Journal:
         self.next_id = next_id
         self._entries: deque[Entry] = deque()
         self._by_user: dict[str, list[Entry]] = {}
-        self._by_session: dict[str, list[Entry]] = {}
+        # A session's only entry is held as is, a list from its second on: most sessions
+        # of a million live ones have one entry, and a list would cost 64 bytes more each.
+        self._by_session: dict[str, Entry | list[Entry]] = {}
         self._chunk = max(1, self.retain // 16)
 
     def __len__(self) -> int:
@@ -86,9 +88,11 @@ class Journal:
         if session_id is not None:
             by_session = self._by_session.get(session_id)
             if by_session is None:
-                self._by_session[session_id] = [entry]
-            else:
+                self._by_session[session_id] = entry
+            elif type(by_session) is list:
                 by_session.append(entry)
+            else:
+                self._by_session[session_id] = [by_session, entry]  # type: ignore[list-item]
         if len(self._entries) - self.retain >= self._chunk:
             self._trim()
 
@@ -103,7 +107,7 @@ class Journal:
         for index, dropped in ((self._by_user, users), (self._by_session, sessions)):
             for key, count in dropped.items():
                 entries = index[key]
-                if count >= len(entries):
+                if type(entries) is not list or count >= len(entries):
                     del index[key]
                 else:
                     del entries[:count]  # the oldest entries of a key come first
@@ -113,7 +117,8 @@ class Journal:
         """Entries in journal order, filtered; `after` is an exclusive transaction id."""
         source: Iterable[Entry]
         if session_id is not None:
-            source = self._by_session.get(session_id, [])
+            found = self._by_session.get(session_id, [])
+            source = found if type(found) is list else [found]  # type: ignore[list-item]
             if user_id is not None:
                 source = [e for e in source if e[_USER] == user_id]
         elif user_id is not None:

@@ -222,6 +222,16 @@ def _kept(item: m.ChargeableItem) -> m.ChargeableItem:
     return kept
 
 
+_TTLS: dict[float, float] = {}
+
+
+def _shared_ttl(ttl: float) -> float:
+    """One int object per TTL value in use (a million reservations, a few TTLs)."""
+    if type(ttl) is not int or len(_TTLS) > 1024:
+        return ttl
+    return _TTLS.setdefault(ttl, ttl)
+
+
 def _check_inverse(inverse: str | None, plan: PricePlan) -> None:
     if inverse is not None and inverse != plan.quantity:
         raise Refused(ErrorCode.INVALID_REQUEST, f"property_to_inverse must name the quantity "
@@ -329,7 +339,7 @@ def reserve(op: Op, sub: m.SubRequest) -> m.Outcome:
         raise Refused(ErrorCode.INVALID_REQUEST, "prepare_reserve needs a chargeable item")
     plan, price, quantity = priced(op, sub.item)
     _check_inverse(sub.property_to_inverse, plan)
-    cs = ChargingSession(op.session, intern(rid), sub.item, ttl, op.now + ttl,
+    cs = ChargingSession(op.session, intern(rid), sub.item, _shared_ttl(ttl), op.now + ttl,
                          sub.default_resolution or m.Resolution.CANCELED,
                          sub.property_to_inverse)
     result = hold(op, cs, sub.item, plan, price, quantity, cs.inverse)
@@ -374,7 +384,7 @@ def confirm_and_reserve(op: Op, sub: m.SubRequest) -> m.Outcome:
         ttl = cs.ttl
     cancel_result = release(op, cs)
     confirm_result = debit(op, cs, c_plan, c_price, c_quantity)
-    cs.ttl, cs.expires_at, cs.inverse = ttl, op.now + ttl, inverse
+    cs.ttl, cs.expires_at, cs.inverse = _shared_ttl(ttl), op.now + ttl, inverse
     cs.resolution = sub.default_resolution or cs.resolution
     op.expiry.push(cs)
     try:
