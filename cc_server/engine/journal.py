@@ -54,7 +54,10 @@ class Journal:
         # A session's only entry is held as is, a list from its second on: most sessions
         # of a million live ones have one entry, and a list would cost 64 bytes more each.
         self._by_session: dict[str, Entry | list[Entry]] = {}
-        self._chunk = max(1, self.retain // 16)
+        # Entries past `retain` are dropped this many at a time: enough to amortise the
+        # index updates, few enough that one trim is a short pause (4,096: ~5 ms; a
+        # sixteenth of 2,000,000 stalled the loop for 100+ ms).
+        self._chunk = max(1, min(self.retain // 16, 4096))
 
     def __len__(self) -> int:
         return len(self._entries)
