@@ -23,6 +23,7 @@ from sys import intern
 Reply = tuple[int, bytes]   # (message type, body)
 Key = tuple[str, bytes]     # (user id or "", operation id)
 SHARDS = 64                 # dicts the entries are spread over (a power of two)
+_MASK = SHARDS - 1          # shard = hash of the operation id (bytes cache their hash)
 GRAINS = 10                 # per second: deadlines are rounded up to 1/GRAINS s
 
 
@@ -42,7 +43,7 @@ class OutcomeCache:
 
     def get(self, key: Key, now: float) -> Reply | None:
         """The stored reply of `key`, if still held."""
-        stored = self._shards[hash(key) & (SHARDS - 1)].get(key)
+        stored = self._shards[hash(key[1]) & _MASK].get(key)
         if stored is None:
             return None
         self.hits += 1
@@ -57,23 +58,21 @@ class OutcomeCache:
         self._add(key, deadline, reply)
 
     def _add(self, key: Key, deadline: float, reply: Reply) -> None:
-        shard = self._shards[hash(key) & (SHARDS - 1)]
-        if key in shard:              # not expected (a repeat is answered, not stored)
-            return
         key = (intern(key[0]), key[1])  # one copy of each user id for all its entries
-        shard[key] = bytes((reply[0],)) + reply[1]
+        stored = bytes((reply[0],)) + reply[1]
+        if self._shards[hash(key[1]) & _MASK].setdefault(key, stored) is not stored:
+            return                    # not expected (a repeat is answered, not stored)
         self._count += 1
-        deadline = math.ceil(deadline * GRAINS) / GRAINS
         buckets = self._buckets
         if buckets and buckets[-1][0] >= deadline:
             buckets[-1][1].append(key)
         else:
-            buckets.append((deadline, deque((key,))))
+            buckets.append((math.ceil(deadline * GRAINS) / GRAINS, deque((key,))))
         if self._count > self.max_entries:
             self._drop_oldest(self._count - self.max_entries)
 
     def _drop(self, key: Key) -> None:
-        del self._shards[hash(key) & (SHARDS - 1)][key]
+        del self._shards[hash(key[1]) & _MASK][key]
         self._count -= 1
 
     def _drop_oldest(self, count: int) -> None:
@@ -102,6 +101,6 @@ class OutcomeCache:
         out = []
         for deadline, keys in self._buckets:
             for key in keys:
-                stored = shards[hash(key) & (SHARDS - 1)][key]
+                stored = shards[hash(key[1]) & _MASK][key]
                 out.append((key, deadline, (stored[0], stored[1:])))
         return out
