@@ -56,7 +56,7 @@ class Engine:
         self.accounts: dict[str, Account] = {}
         self.sessions: dict[str, Session] = {}
         self.journal = Journal(journal_retain)
-        self.expiry = ExpiryQueue()
+        self.expiry = ExpiryQueue(lambda: self.tally.open_reservations)
         #: charging sessions whose subscriber gained credit while they were starved or
         #: reduced, with the reason; the renewal layer drains it (`take_renewals`).
         self.renewals: dict[ChargingSession, m.RenewalReason] = {}
