@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -60,3 +61,26 @@ async def test_group_commit_batches_records_appended_together(tmp_path: Path) ->
     writer.close()
     records, _, _ = read_records(segment_path(tmp_path, 1))
     assert len(records) == 110 and records[0] == b"r0"
+
+
+def test_a_log_that_cannot_be_synced_acknowledges_nothing_and_stops_the_server(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sync runs on the loop: a failing disk ends the loop with SystemExit, and the
+    records of the failed batch are never reported synced (their replies never leave)."""
+    loop = asyncio.new_event_loop()
+    synced: list[int] = []
+
+    async def open_writer() -> WalWriter:
+        return WalWriter(tmp_path, 1, synced.append)
+
+    writer = loop.run_until_complete(open_writer())
+
+    def broken_disk(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr("cc_server.wal.os.fdatasync", broken_disk)
+    writer.append(b"lost")
+    with pytest.raises(SystemExit, match="cannot write the log"):
+        loop.run_forever()                       # the flush callback ends it
+    assert synced == [] and writer.synced == 0
+    loop.close()
