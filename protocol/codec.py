@@ -13,9 +13,9 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -117,18 +117,30 @@ def short(value: object, limit: int = 40) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def _fields(obj: object, required: frozenset[str], optional: frozenset[str],
-            what: str) -> dict[str, Any]:
+class _Keys(NamedTuple):
+    """The fields of a map: those it must have, and all it may have."""
+
+    required: frozenset[str]
+    allowed: frozenset[str]
+
+
+def _keys(required: Iterable[str] = (), optional: Iterable[str] = ()) -> _Keys:
+    """Built once per message kind at import: a frozenset in a call is built per call."""
+    must = frozenset(required)
+    return _Keys(must, must | frozenset(optional))
+
+
+def _fields(obj: object, spec: _Keys, what: str) -> dict[str, Any]:
     if type(obj) is not dict:
         raise InvalidMessage(f"{what} must be a map")
     keys = obj.keys()
-    if not keys <= required | optional:
-        unknown = sorted(keys - required - optional)
+    if not keys <= spec.allowed:
+        unknown = sorted(keys - spec.allowed)
         more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
         raise InvalidMessage(f"{what}: unknown field(s) "
                              f"{', '.join(short(k) for k in unknown[:5])}{more}")
-    if not required <= keys:
-        raise InvalidMessage(f"{what}: missing field(s) {sorted(required - keys)}")
+    if not spec.required <= keys:
+        raise InvalidMessage(f"{what}: missing field(s) {sorted(spec.required - keys)}")
     return obj
 
 
@@ -333,9 +345,11 @@ def subscriber_to_wire(s: m.Subscriber) -> dict[str, Any]:
 _SUB_KEYS = frozenset({"user", "currency", "balance", "reserved", "available", "counters",
                        "counters_reserved"})
 
+_K_SUBSCRIBER = _keys(_SUB_KEYS)
+
 
 def subscriber_from_wire(obj: object) -> m.Subscriber:
-    d = _fields(obj, _SUB_KEYS, frozenset(), "subscriber")
+    d = _fields(obj, _K_SUBSCRIBER, "subscriber")
     return m.Subscriber(_id(d["user"], "user"), _id(d["currency"], "currency"),
                         _dec(d["balance"], "balance"), _dec(d["reserved"], "reserved"),
                         _dec(d["available"], "available"), _dec_map(d["counters"], "counters"),
@@ -357,12 +371,15 @@ _SESSION_KEYS = frozenset({"session", "user", "service", "created", "listener", 
 _RES_INFO_KEYS = frozenset({"rid", "state", "item", "amount", "expires", "resolution",
                             "counters", "inverse"})
 
+_K_SESSION = _keys(_SESSION_KEYS)
+_K_RES_INFO = _keys(_RES_INFO_KEYS)
+
 
 def session_from_wire(obj: object) -> m.SessionInfo:
-    d = _fields(obj, _SESSION_KEYS, frozenset(), "session")
+    d = _fields(obj, _K_SESSION, "session")
     reservations = []
     for raw in _list(d["reservations"], "reservations", 1 << 20):
-        r = _fields(raw, _RES_INFO_KEYS, frozenset(), "reservation")
+        r = _fields(raw, _K_RES_INFO, "reservation")
         reservations.append(m.ReservationInfo(
             _id(r["rid"], "rid"), _id(r["state"], "state"), item_from_wire(r["item"]),
             _dec(r["amount"], "amount"), _time(r["expires"], "expires"),
@@ -387,9 +404,11 @@ def _enc_hello(msg: m.Hello) -> dict[str, Any]:
 
 _HELLO_OPT = frozenset({"client", "user", "password"})
 
+_K_HELLO = _keys({"versions"}, _HELLO_OPT)
+
 
 def _dec_hello(obj: object) -> m.Hello:
-    d = _fields(obj, frozenset({"versions"}), _HELLO_OPT, "HELLO")
+    d = _fields(obj, _K_HELLO, "HELLO")
     versions = tuple(_int(v, "version", 0, 0xFFFF)
                      for v in _list(d["versions"], "versions", 16))
     client, user, password = d.get("client"), d.get("user"), d.get("password")
@@ -406,9 +425,11 @@ def _enc_hello_ok(msg: m.HelloOk) -> dict[str, Any]:
 _HELLO_OK_KEYS = frozenset({"version", "server", "heartbeat", "max_frame", "max_in_flight",
                             "roles"})
 
+_K_HELLO_OK = _keys(_HELLO_OK_KEYS)
+
 
 def _dec_hello_ok(obj: object) -> m.HelloOk:
-    d = _fields(obj, _HELLO_OK_KEYS, frozenset(), "HELLO_OK")
+    d = _fields(obj, _K_HELLO_OK, "HELLO_OK")
     heartbeat = d["heartbeat"]
     if type(heartbeat) not in (int, float) or not 0 < heartbeat < 86400:
         raise InvalidMessage("heartbeat must be a number of seconds in (0, 86400)")
@@ -417,10 +438,12 @@ def _dec_hello_ok(obj: object) -> m.HelloOk:
                      _int(d["max_in_flight"], "max_in_flight", 1, 2**32 - 1),
                      tuple(_id(r, "role") for r in _list(d["roles"], "roles", 16)))
 
+_K_EMPTY = _keys()
+
 
 def _empty(cls: type[Any], name: str) -> Callable[[object], Any]:
     def decode(obj: object) -> Any:
-        _fields(obj, frozenset(), frozenset(), name)
+        _fields(obj, _K_EMPTY, name)
         return cls()
     return decode
 
@@ -428,14 +451,18 @@ def _empty(cls: type[Any], name: str) -> Callable[[object], Any]:
 def _enc_empty(msg: object) -> dict[str, Any]:
     return {}
 
+_K_GOODBYE = _keys((), {"reason"})
+
 
 def _dec_goodbye(obj: object) -> m.Goodbye:
-    d = _fields(obj, frozenset(), frozenset({"reason"}), "GOODBYE")
+    d = _fields(obj, _K_GOODBYE, "GOODBYE")
     return m.Goodbye(_text(d.get("reason", ""), "reason"))
+
+_K_ERROR = _keys({"code"}, {"message"})
 
 
 def _dec_error(obj: object) -> m.Error:
-    d = _fields(obj, frozenset({"code"}), frozenset({"message"}), "ERROR")
+    d = _fields(obj, _K_ERROR, "ERROR")
     return m.Error(_id(d["code"], "code"), _text(d.get("message", ""), "message"))
 
 
@@ -491,9 +518,11 @@ def _enc_execute(msg: m.Execute) -> dict[str, Any]:
 _EXEC_REQ = frozenset({"op", "kind", "user", "service", "session", "subs"})
 _EXEC_OPT = frozenset({"listener", "external", "result_type", "cleanup_result_type", "filter"})
 
+_K_EXECUTE = _keys(_EXEC_REQ, _EXEC_OPT)
+
 
 def _dec_execute(obj: object) -> m.Execute:
-    d = _fields(obj, _EXEC_REQ, _EXEC_OPT, "EXECUTE")
+    d = _fields(obj, _K_EXECUTE, "EXECUTE")
     kind = _lookup(_KINDS, d["kind"], "kind")
     subs = tuple(_dec_sub(s) for s in _list(d["subs"], "subs", m.MAX_SUBREQUESTS,
                                             ErrorCode.CONTAINER_TOO_LARGE))
@@ -540,9 +569,11 @@ def _dec_outcome(obj: object) -> m.Outcome:
 def _enc_execute_result(msg: m.ExecuteResult) -> dict[str, Any]:
     return {"session": msg.session_id, "results": msg.outcomes}
 
+_K_EXECUTE_RESULT = _keys({"session", "results"})
+
 
 def _dec_execute_result(obj: object) -> m.ExecuteResult:
-    d = _fields(obj, frozenset({"session", "results"}), frozenset(), "EXECUTE_RESULT")
+    d = _fields(obj, _K_EXECUTE_RESULT, "EXECUTE_RESULT")
     outcomes = _list(d["results"], "results", 1 << 20)
     return m.ExecuteResult(_id(d["session"], "session"),
                            tuple(_dec_outcome(o) for o in outcomes))
@@ -592,9 +623,11 @@ def _enc_admin(msg: m.AdminRequest) -> dict[str, Any]:
         wire["op"] = msg.operation_id
     return wire
 
+_K_ADMIN = _keys({"cmd", "args"}, {"op"})
+
 
 def _dec_admin(obj: object) -> m.AdminRequest:
-    d = _fields(obj, frozenset({"cmd", "args"}), frozenset({"op"}), "ADMIN")
+    d = _fields(obj, _K_ADMIN, "ADMIN")
     command = d["cmd"]
     schema = ADMIN_COMMANDS.get(command) if type(command) is str else None
     if schema is None:
@@ -614,17 +647,22 @@ def _dec_admin(obj: object) -> m.AdminRequest:
     op = d.get("op")
     return m.AdminRequest(command, args, None if op is None else _bin(op, "operation id", 64))
 
+_K_ADMIN_RESULT = _keys((), {"value"})
+
 
 def _dec_admin_result(obj: object) -> m.AdminResult:
-    d = _fields(obj, frozenset(), frozenset({"value"}), "ADMIN_RESULT")
+    d = _fields(obj, _K_ADMIN_RESULT, "ADMIN_RESULT")
     return m.AdminResult(d.get("value"))
 
 
 # ------------------------------------------------------------------------ renewal
 
+_K_LISTEN = _keys({"listener"})
+
+
 def _dec_listener(cls: type[Any], name: str) -> Callable[[object], Any]:
     def decode(obj: object) -> Any:
-        d = _fields(obj, frozenset({"listener"}), frozenset(), name)
+        d = _fields(obj, _K_LISTEN, name)
         return cls(_int(d["listener"], "listener", 1, m.MAX_LISTENER_ID))
     return decode
 
@@ -639,9 +677,11 @@ def _enc_notification(n: m.Notification) -> dict[str, Any]:
 _NOTIFY_KEYS = frozenset({"id", "listener", "session", "rid", "user", "service", "reason",
                           "expires", "attempt", "external"})
 
+_K_NOTIFY = _keys(_NOTIFY_KEYS)
+
 
 def _dec_notification(obj: object) -> m.Notification:
-    d = _fields(obj, _NOTIFY_KEYS, frozenset(), "NOTIFY")
+    d = _fields(obj, _K_NOTIFY, "NOTIFY")
     external = d["external"]
     return m.Notification(
         _int(d["id"], "id", 0, 2**63), _int(d["listener"], "listener", 1, m.MAX_LISTENER_ID),
@@ -650,14 +690,18 @@ def _dec_notification(obj: object) -> m.Notification:
         _time(d["expires"], "expires"), _int(d["attempt"], "attempt", 1, 1 << 20),
         None if external is None else _bin(external, "external", m.MAX_EXTERNAL_DATA))
 
+_K_ACK = _keys({"id"}, {"confirm"})
+
 
 def _dec_ack(obj: object) -> m.Ack:
-    d = _fields(obj, frozenset({"id"}), frozenset({"confirm"}), "ACK")
+    d = _fields(obj, _K_ACK, "ACK")
     return m.Ack(_int(d["id"], "id", 0, 2**63), _bool(d.get("confirm", False), "confirm"))
+
+_K_ACK_OK = _keys({"status"})
 
 
 def _dec_ack_ok(obj: object) -> m.AckOk:
-    d = _fields(obj, frozenset({"status"}), frozenset(), "ACK_OK")
+    d = _fields(obj, _K_ACK_OK, "ACK_OK")
     return m.AckOk(_id(d["status"], "status"))
 
 
