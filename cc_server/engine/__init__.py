@@ -47,6 +47,13 @@ REQUEST, STOP, EXPIRY, ADMIN = (m.TxReason.REQUEST, m.TxReason.STOP, m.TxReason.
                                 m.TxReason.ADMIN)
 
 
+def _before(account: Account) -> tuple[Decimal, tuple[ChargingSession, ...]] | None:
+    """What `_credit_changed` compares against: None when nothing is starved or reduced."""
+    if not account.hungry:
+        return None
+    return account.balance - account.reserved, tuple(account.hungry)
+
+
 class Engine:
     """All charging state of one server."""
 
@@ -80,7 +87,7 @@ class Engine:
                 raise Refused(ErrorCode.SESSION_NOT_FOUND,
                               f"no session {req.session_id!r} for this user and service")
             session = found
-        before = account.balance - account.reserved, tuple(account.hungry)
+        before = _before(account)
         op = Op(self, account, session, now, REQUEST,
                 req.result_type or session.result_type,
                 session.filter_transaction if req.filter_transaction is None
@@ -143,11 +150,13 @@ class Engine:
             account.sessions.pop(session.session_id, None)
 
     def _credit_changed(self, account: Account,
-                        before: tuple[Decimal, tuple[ChargingSession, ...]]) -> None:
+                        before: tuple[Decimal, tuple[ChargingSession, ...]] | None) -> None:
         """Queue renewals for charging sessions that were starved or reduced before an
         operation that raised the available credit (starving one never notifies it)."""
+        if before is None:
+            return
         available, hungry = before
-        if hungry and account.balance - account.reserved > available:
+        if account.balance - account.reserved > available:
             for cs in hungry:
                 if cs in account.hungry:
                     self.renewals.setdefault(cs, m.RenewalReason.CREDIT_AVAILABLE)
@@ -166,7 +175,7 @@ class Engine:
                 assert isinstance(item, ChargingSession)
                 session = item.session
                 account = self.accounts[session.user_id]
-                before = account.balance - account.reserved, tuple(account.hungry)
+                before = _before(account)
                 if item.open:
                     op = Op(self, account, session, now,
                             EXPIRY, session.cleanup_result_type, session.filter_transaction)
@@ -205,7 +214,7 @@ class Engine:
         account = self._account(user_id)
         if amount <= 0:
             raise Refused(ErrorCode.INVALID_REQUEST, "a top-up amount must be > 0")
-        before = account.balance - account.reserved, tuple(account.hungry)
+        before = _before(account)
         with localcontext(MONEY):
             account.balance += amount
         self.journal.record(dt.datetime.fromtimestamp(now, UTC), user_id, None, None,
@@ -244,7 +253,7 @@ class Engine:
         if session is None:
             raise Refused(ErrorCode.SESSION_NOT_FOUND, f"no session {session_id!r}")
         account = self.accounts[session.user_id]
-        before = account.balance - account.reserved, tuple(account.hungry)
+        before = _before(account)
         first = self.journal.next_id
         op = Op(self, account, session, now, ADMIN,
                 m.ResultType.ALL_TRANSACTIONS, False)
