@@ -66,11 +66,24 @@ def check_decimal(value: Decimal) -> Decimal:
 _PLAIN_DECIMAL = re.compile(rb"-?[0-9]+(?:\.[0-9]+)?")
 
 
+# Amounts repeat (prices, balances of a busy subscriber): decoded decimals are kept by
+# their text, a few thousand at most. Decimals are immutable, so sharing one is safe.
+_DECIMALS: dict[bytes, Decimal] = {}
+_DECIMALS_MAX = 4096
+
+
 def _ext_hook(code: int, data: bytes) -> object:
     if code != EXT_DECIMAL:
         raise InvalidMessage(f"unknown msgpack extension type {code}")
+    known = _DECIMALS.get(data)
+    if known is not None:
+        return known
     if len(data) < 20 and _PLAIN_DECIMAL.fullmatch(data):
-        return Decimal(data.decode("ascii"))
+        value = Decimal(data.decode("ascii"))
+        if len(_DECIMALS) >= _DECIMALS_MAX:
+            _DECIMALS.clear()
+        _DECIMALS[data] = value
+        return value
     if len(data) > MAX_DECIMAL_TEXT:
         raise InvalidMessage(f"bad decimal: text longer than {MAX_DECIMAL_TEXT} characters")
     try:
