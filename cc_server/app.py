@@ -120,7 +120,8 @@ def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
 
 
 async def serve(config: ServerConfig) -> None:
-    """Run the server until SIGTERM or SIGINT, then drain and return."""
+    """Run the server until SIGTERM or SIGINT, then drain and return; SIGHUP re-reads
+    the users file."""
     server = ChargingServer(config)
     await server.start()
     server.gc_policy = GcPolicy(config.gc_freeze_interval, config.gc_full_interval)
@@ -137,6 +138,7 @@ async def serve(config: ServerConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, server.reload_users)
     await stop.wait()
     log.info("event=stopping connections=%d", len(server.connections))
     await server.shutdown()

@@ -204,6 +204,10 @@ PENDING = Later.PENDING
 Verdict = Roles | Literal[Later.PENDING] | None
 
 
+def _table(users: dict[str, User] | None) -> dict[str, tuple[ScryptHash, Roles]]:
+    return {name: (parse_hash(u.password), u.roles) for name, u in (users or {}).items()}
+
+
 class Authenticator:
     """Checks HELLO credentials off the event loop and backs off failing peer addresses."""
 
@@ -211,7 +215,8 @@ class Authenticator:
                  loop: asyncio.AbstractEventLoop, *, max_failures: int = 5,
                  window: float = 60.0, backoff_max: float = 5.0, workers: int = 2) -> None:
         self.users = users
-        self._hashes = {name: parse_hash(u.password) for name, u in (users or {}).items()}
+        # one dict, swapped whole by `replace_users`: a check on the pool reads it once
+        self._table = _table(users)
         # unknown users are checked against this, so both cost the same time
         self._decoy = parse_hash(hash_password(secrets.token_hex(8))) if users else None
         self.hook = hook
@@ -282,11 +287,19 @@ class Authenticator:
         """Runs on the pool: the scrypt check."""
         if peer.closed or self.users is None or self._decoy is None:
             return None                       # gave up while queued: spare the CPU
-        stored = self._hashes.get(user) if user is not None else None
-        ok = verify_password(password or "", stored or self._decoy)
-        if not ok or stored is None or user is None:
+        entry = self._table.get(user) if user is not None else None
+        ok = verify_password(password or "", entry[0] if entry else self._decoy)
+        if not ok or entry is None:
             return None
-        return self.users[user].roles
+        return entry[1]
+
+    def replace_users(self, users: dict[str, User]) -> None:
+        """Use a newly read users file from now on (a server started with one only).
+        Connections already authenticated keep their roles until they reconnect."""
+        if self.users is None:
+            raise ValueError("the server runs without a users file; restart to add one")
+        self._table = _table(users)
+        self.users = users
 
     def _recent(self, ip: str, now: float) -> int:
         stamps = self._failures.get(ip)

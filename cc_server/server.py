@@ -19,7 +19,7 @@ from typing import Any
 from protocol.errors import ErrorCode
 
 from . import snapshot as snap
-from .auth import Authenticator, User, load_users
+from .auth import Authenticator, User, UsersFileError, load_users
 from .config import ServerConfig
 from .connection import ALL_ROLES, ServerConnection
 from .dedup import OutcomeCache
@@ -182,6 +182,22 @@ class ChargingServer:
     def _synced(self, upto: int) -> None:
         for conn in list(self.waiting):
             conn.release(upto)
+
+    def reload_users(self) -> bool:
+        """Read the users file again (SIGHUP); on any problem keep the users in force.
+        New handshakes use the new file; authenticated connections keep their roles."""
+        if not self.config.users:
+            log.warning("event=users_reload_skipped reason=no_users_file")
+            return False
+        try:
+            users = load_users(self.config.users)
+        except UsersFileError as exc:
+            log.error("event=users_reload_failed error=%r (the previous users stay)", str(exc))
+            return False
+        self.auth.replace_users(users)
+        self.users = users
+        log.info("event=users_reloaded users=%d", len(users))
+        return True
 
     async def shutdown(self, drain: float = 5.0) -> None:
         """Stop accepting, say goodbye, let in-flight work finish, close everything."""

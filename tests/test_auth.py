@@ -11,6 +11,7 @@ import asyncio
 import io
 import os
 import shutil
+import signal
 import ssl
 import subprocess
 import time
@@ -352,6 +353,49 @@ def test_cc_server_with_tls_and_users_end_to_end(pki: Path, users: str) -> None:
         assert proc.stop() == 0
     line = proc.first_line
     assert line == f"listening on 127.0.0.1:{proc.port} (3 user(s), passwords required; TLS)\n"
+
+
+def test_sighup_rereads_the_users_file_and_a_broken_file_keeps_the_users_in_force(
+        tmp_path: Path, users: str) -> None:
+    with server_process("--users", users) as proc:
+        assert proc.proc is not None
+
+        async def logs_in(user: str, password: str) -> bool:
+            try:
+                async with cc_client.connect(proc.url, user=user, password=password):
+                    return True
+            except cc_client.AuthenticationFailed:
+                return False
+
+        async def until(user: str, password: str, expected: bool) -> bool:
+            for _ in range(100):
+                if await logs_in(user, password) == expected:
+                    return True
+                await asyncio.sleep(0.05)
+            return False
+
+        async def before() -> None:
+            assert await logs_in("gw", "gw-pw") and not await logs_in("new", "new-pw")
+
+        async def after_reload() -> None:
+            assert await until("new", "new-pw", True)
+            assert not await logs_in("gw", "gw-pw")          # removed from the file
+
+        async def after_broken_reload() -> None:
+            await asyncio.sleep(0.3)
+            assert await logs_in("new", "new-pw")             # the previous users stay
+
+        asyncio.run(before())
+        users_file(Path(users), {"root": ("root-pw", ["admin", "charging"]),
+                                 "new": ("new-pw", ["charging"])})
+        proc.proc.send_signal(signal.SIGHUP)
+        asyncio.run(after_reload())
+        Path(users).write_text("users = [")                  # broken: not valid TOML
+        proc.proc.send_signal(signal.SIGHUP)
+        asyncio.run(after_broken_reload())
+        assert proc.stop() == 0
+    log = "\n".join(proc.log)
+    assert "event=users_reloaded users=2" in log and "event=users_reload_failed" in log
 
 
 @pytest.mark.parametrize("argv, fragment", [
