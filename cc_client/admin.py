@@ -12,19 +12,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import json
 import os
 import ssl
 import sys
 import textwrap
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import fields, is_dataclass
+from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 from typing import Any, TextIO
 
 import cc_client
-from cc_client import ChargeableItem, ReservationInfo, SessionInfo, Subscriber, Transaction
+from cc_client.admin_format import (
+    dumps,
+    emit,
+    flatten,
+    session_text,
+    sessions_text,
+    subscriber_text,
+    table,
+    to_json,
+    transactions_text,
+)
 from cc_client.admin_users import UserCommandError, add_user_commands
 from cc_client.operator import to_decimal
 
@@ -135,166 +143,6 @@ def tls_context(tls: bool, ca: str | None, cert: str | None,
     except (OSError, ssl.SSLError) as exc:
         raise UsageError(f"TLS options: {exc}") from None
     return context
-
-
-# ---------------------------------------------------------------------------- formatting
-
-def fmt_time(value: dt.datetime, *, precise: bool = True) -> str:
-    """ISO 8601 in UTC with a Z; seconds only unless `precise`."""
-    utc = value.astimezone(dt.UTC)
-    return utc.isoformat(timespec="auto" if precise else "seconds").replace("+00:00", "Z")
-
-
-def fmt_value(value: object) -> str:
-    """A property or counter value as text (Decimals exactly)."""
-    if isinstance(value, dt.datetime):
-        return fmt_time(value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def fmt_counters(counters: Mapping[str, Decimal]) -> str:
-    """name=units,... or '-'."""
-    return ",".join(f"{k}={v}" for k, v in sorted(counters.items())) or "-"
-
-
-def fmt_item(item: ChargeableItem | None) -> str:
-    """data(volume=100)."""
-    if item is None:
-        return "-"
-    props = ",".join(f"{k}={fmt_value(v)}" for k, v in item.properties.items())
-    return f"{item.name or '*'}({props})"
-
-
-def table(headers: Sequence[str], rows: Iterable[Sequence[object]],
-          right: Iterable[int] = ()) -> str:
-    """Columns aligned with two spaces; the `right` columns (numbers) right-aligned."""
-    cells = [list(headers)] + [["-" if c is None else str(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    right_set = set(right)
-    lines = []
-    for row in cells:
-        parts = [c.rjust(w) if i in right_set else c.ljust(w)
-                 for i, (c, w) in enumerate(zip(row, widths, strict=True))]
-        lines.append("  ".join(parts).rstrip())
-    return "\n".join(lines)
-
-
-def key_values(pairs: Sequence[tuple[str, object]]) -> str:
-    """`key:  value` lines, values aligned."""
-    width = max(len(k) for k, _ in pairs) + 1
-    return "\n".join(f"{k + ':':<{width}}  {'-' if v is None else v}" for k, v in pairs)
-
-
-def to_json(value: object) -> Any:
-    """A JSON-ready copy: records (dataclasses, named tuples) as objects, Decimals as
-    strings, times ISO 8601 UTC."""
-    if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_json(getattr(value, f.name)) for f in fields(value)}
-    if isinstance(value, tuple) and hasattr(value, "_asdict"):
-        return {k: to_json(v) for k, v in value._asdict().items()}
-    if isinstance(value, Mapping):
-        return {str(k): to_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [to_json(v) for v in value]
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, dt.datetime):
-        return fmt_time(value)
-    if isinstance(value, bytes):
-        return value.hex()
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)
-
-
-def dumps(value: object) -> str:
-    """One line of JSON."""
-    return json.dumps(to_json(value), sort_keys=False, separators=(", ", ": "))
-
-
-def subscriber_text(sub: Subscriber) -> str:
-    """A subscriber as aligned key/value lines, plus a counters table."""
-    text = key_values([("user", sub.user_id), ("currency", sub.currency),
-                       ("balance", sub.balance), ("reserved", sub.reserved),
-                       ("available", sub.available)])
-    names = sorted(set(sub.counters) | set(sub.counters_reserved))
-    if names:
-        rows = []
-        for name in names:
-            left = sub.counters.get(name, Decimal(0))
-            held = sub.counters_reserved.get(name, Decimal(0))
-            rows.append((name, left, held, left - held))
-        text += "\n\n" + table(("COUNTER", "UNITS", "RESERVED", "AVAILABLE"), rows,
-                               right=(1, 2, 3))
-    return text
-
-
-TX_HEADERS = ("ID", "TIME", "USER", "SESSION", "RESERVATION", "KIND", "REASON", "AMOUNT",
-              "CURRENCY", "COUNTERS")
-
-
-def transactions_text(txs: Sequence[Transaction]) -> str:
-    """Journal entries as a table."""
-    rows = [(t.transaction_id, fmt_time(t.time, precise=False), t.user_id, t.session_id,
-             t.reservation_id, t.kind, t.reason, t.amount, t.currency, fmt_counters(t.counters))
-            for t in txs]
-    return table(TX_HEADERS, rows, right=(0, 7))
-
-
-def live(res: ReservationInfo) -> bool:
-    """True for a charging session not yet ended."""
-    return res.state != "ended"
-
-
-def sessions_text(sessions: Sequence[SessionInfo]) -> str:
-    """Sessions as a table: open reservations, what they hold, the next expiry."""
-    rows = []
-    for s in sessions:
-        open_ones = [r for r in s.reservations if live(r)]
-        held = sum((r.amount for r in open_ones), Decimal(0))
-        expiry = min((r.expires_at for r in open_ones), default=None)
-        rows.append((s.session_id, s.user_id, s.service_id, fmt_time(s.created_at, precise=False),
-                     f"{len(open_ones)}/{len(s.reservations)}", held,
-                     None if expiry is None else fmt_time(expiry, precise=False)))
-    return table(("SESSION", "USER", "SERVICE", "CREATED", "OPEN", "HELD", "NEXT EXPIRY"),
-                 rows, right=(4, 5))
-
-
-def session_text(s: SessionInfo) -> str:
-    """One session with its reservations."""
-    external = None
-    if s.external_data is not None:
-        try:
-            external = repr(s.external_data.decode("utf-8"))
-        except UnicodeDecodeError:
-            external = "0x" + s.external_data.hex()
-    text = key_values([("session", s.session_id), ("user", s.user_id),
-                       ("service", s.service_id), ("created", fmt_time(s.created_at)),
-                       ("listener", s.listener_id), ("external data", external)])
-    rows = [(r.reservation_id, r.state, fmt_item(r.item), r.amount, fmt_counters(r.counters),
-             fmt_time(r.expires_at, precise=False), r.default_resolution,
-             r.property_to_inverse) for r in s.reservations]
-    if rows:
-        text += "\n\n" + table(("RESERVATION", "STATE", "ITEM", "HELD", "COUNTERS", "EXPIRES",
-                                "DEFAULT", "INVERSE"), rows, right=(3,))
-    return text
-
-
-def flatten(value: object, prefix: str = "") -> list[tuple[str, object]]:
-    """Nested mappings as dotted keys, sorted."""
-    if isinstance(value, Mapping):
-        pairs: list[tuple[str, object]] = []
-        for key in sorted(value, key=str):
-            pairs += flatten(value[key], f"{prefix}{key}.")
-        return pairs
-    return [(prefix.rstrip("."), to_json(value))]
-
-
-def emit(out: TextIO, text: str) -> None:
-    """Write a block of output."""
-    out.write(text + "\n")
 
 
 # ---------------------------------------------------------------------------- commands
