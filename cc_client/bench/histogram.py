@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
+from operator import add, sub
 from typing import Any
 
 DEFAULT_DIGITS = 2
@@ -82,7 +83,7 @@ class Histogram:
             raise ValueError("histograms of different shapes cannot be merged")
         if not other.total:
             return
-        self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
+        self.counts = list(map(add, self.counts, other.counts))   # same length: checked
         self.min = other.min if not self.total else min(self.min, other.min)
         self.max = max(self.max, other.max)
         self.total += other.total
@@ -91,13 +92,14 @@ class Histogram:
     def copy(self) -> Histogram:
         """An independent copy."""
         twin = Histogram(self.digits, self.lowest, self.highest)
-        twin.merge(self)
+        twin.counts = self.counts[:]
+        twin.total, twin.sum, twin.min, twin.max = self.total, self.sum, self.min, self.max
         return twin
 
     def since(self, earlier: Histogram) -> Histogram:
         """What was recorded after `earlier` (a copy of this histogram) was taken."""
         delta = Histogram(self.digits, self.lowest, self.highest)
-        delta.counts = [a - b for a, b in zip(self.counts, earlier.counts, strict=True)]
+        delta.counts = list(map(sub, self.counts, earlier.counts))
         delta.total = self.total - earlier.total
         delta.sum = self.sum - earlier.sum
         if delta.total:   # exact extremes of the interval are unknown: use bucket bounds

@@ -63,12 +63,17 @@ class Progress:
         span = max(t - self._t, 1e-9)
         merged: Histogram | None = None
         ops = 0
+        # This runs on the load's own event loop: every millisecond here delays the
+        # requests due meanwhile (in the open loop, counted as latency), so skip what
+        # did not change and what is not shown.
         for name, stats in w.stats.items():
             before = self._previous.get(name)
-            delta = stats.hist.since(before) if before is not None else stats.hist.copy()
-            self._previous[name] = stats.hist.copy()
+            if before is not None and before.total == stats.hist.total:
+                continue
             if name in ("top_up", "notification"):
                 continue
+            delta = stats.hist.since(before) if before is not None else stats.hist.copy()
+            self._previous[name] = stats.hist.copy()
             ops += delta.total
             if merged is None:
                 merged = delta
