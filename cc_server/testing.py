@@ -73,7 +73,7 @@ async def running_server(config: ServerConfig | None = None, *,
     callable returning epoch seconds, such as a `ManualClock`.
     """
     cfg = replace(config or ServerConfig(), host="127.0.0.1", port=0, **settings)
-    server = ChargingServer(cfg, clock=clock or time.time)
+    server = ChargingServer(cfg, clock=clock)
     await server.start()
     try:
         yield TestServer(server)

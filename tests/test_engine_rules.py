@@ -981,3 +981,18 @@ def test_reservations_of_the_same_item_share_it_and_keep_each_value_type_exactly
     assert str(more_digits.properties["volume"]) == "100.0"
     assert one(run(e, UPDATE, "s1", renew("r", data(50), data(100)),
                    now=T0 + 1)).granted_item is first     # a renewal keeps sharing it
+
+
+def test_the_server_clock_is_kept_to_the_millisecond_and_its_datetimes_are_shared() -> None:
+    """Containers of one millisecond share one datetime (memory for millions of entries)."""
+    from cc_server.server import wall_clock_ms
+    now = wall_clock_ms()
+    assert round(now, 3) == now
+    e = engine("100")
+    first = one(run(e, START, "t1", reserve("r", data(1)), now=T0 + 0.001))
+    second = one(run(e, START, "t2", reserve("r", data(1)), now=T0 + 0.001))
+    third = one(run(e, START, "t3", reserve("r", data(1)), now=T0 + 0.002))
+    times = [o.reserve_result.transactions[0].time for o in (first, second, third)
+             if o.reserve_result is not None]
+    assert times[0] is times[1] and times[2] != times[1]
+    assert times[2] - times[0] == dt.timedelta(milliseconds=1)

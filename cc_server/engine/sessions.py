@@ -11,7 +11,7 @@ import datetime as dt
 from collections.abc import Mapping
 from decimal import Decimal
 from sys import intern
-from typing import Protocol
+from typing import Any, Protocol
 
 from protocol import messages as m
 from protocol.errors import ErrorCode
@@ -127,6 +127,9 @@ class EngineParts(Protocol):
     tally: Tally
 
 
+_LAST_TIME: list[Any] = [None, None]   # (epoch seconds, its aware datetime)
+
+
 class Op:
     """One container (or clean-up) being applied: to whom, when, and how to report it."""
 
@@ -139,7 +142,9 @@ class Op:
         self.account = account
         self.session = session
         self.now = now
-        self.now_dt = dt.datetime.fromtimestamp(now, UTC)
+        if now != _LAST_TIME[0]:   # containers of the same millisecond share one datetime
+            _LAST_TIME[0], _LAST_TIME[1] = now, dt.datetime.fromtimestamp(now, UTC)
+        self.now_dt = _LAST_TIME[1]
         self.catalog = engine.catalog
         self.journal = engine.journal
         self.expiry = engine.expiry
