@@ -41,7 +41,7 @@ class OutcomeCache:
     def __len__(self) -> int:
         return self._count
 
-    def get(self, key: Key, now: float) -> Reply | None:
+    def get(self, key: Key) -> Reply | None:
         """The stored reply of `key`, if still held."""
         stored = self._shards[hash(key[1]) & _MASK].get(key)
         if stored is None:

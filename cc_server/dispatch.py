@@ -155,7 +155,7 @@ class Dispatcher:
         self._need(peer, "charging")
         self.limits.check_execute(msg)
         now = self.clock()
-        stored = self.dedup.get((msg.user_id, msg.operation_id), now)
+        stored = self.dedup.get((msg.user_id, msg.operation_id))
         if stored is not None:
             self.counts[msg.kind, "repeated"] += 1
             return stored
@@ -197,7 +197,7 @@ class Dispatcher:
         self.limits.check_admin(msg.args)
         now = self.clock()
         if msg.operation_id and msg.command in MUTATING_ADMIN:
-            stored = self.dedup.get(("", msg.operation_id), now)
+            stored = self.dedup.get(("", msg.operation_id))
             if stored is not None:
                 return stored
         reply = self.apply_admin(msg, now)
