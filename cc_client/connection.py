@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, cast
+from typing import cast
 
 from protocol import codec
 from protocol import messages as m
 from protocol.errors import ProtocolError
-from protocol.frames import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame
+from protocol.frames import DEFAULT_MAX_FRAME, MAX_REQUEST_ID, FrameDecoder, encode_frame
 from protocol.liveness import Due, Liveness
 
 T = m.MsgType
@@ -106,9 +106,9 @@ class ClientConnection(asyncio.Protocol):
         """Send a request; the future resolves with the raw reply (type, body)."""
         if self.closed:
             raise ConnectionLost(self.lost_reason)
-        rid = self._next_id = self._next_id % 0xFFFFFFFF + 1
+        rid = self._next_id = self._next_id % MAX_REQUEST_ID + 1
         while rid in self.pending:   # only after 4 billion requests with one still pending
-            rid = self._next_id = self._next_id % 0xFFFFFFFF + 1
+            rid = self._next_id = self._next_id % MAX_REQUEST_ID + 1
         fut: asyncio.Future[Reply] = self.loop.create_future()
         self.pending[rid] = fut
         self._send(encode_frame(msg_type, rid, body))
@@ -199,8 +199,3 @@ class ClientConnection(asyncio.Protocol):
             self._send(encode_frame(T.PING, 0, _EMPTY))
             live.sent(now)
         self._arm(live.next_check(now) + 0.01)
-
-
-def describe_address(address: Any) -> str:
-    """host:port text of an address tuple."""
-    return f"{address[0]}:{address[1]}"

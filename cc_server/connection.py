@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, cast
 
 from protocol import codec
 from protocol import messages as m
-from protocol.errors import LIMIT_CODES, ErrorCode, InvalidMessage, ProtocolError
-from protocol.frames import Frame, FrameDecoder, encode_frame
+from protocol.errors import LIMIT_CODES, MAX_ERROR_TEXT, ErrorCode, InvalidMessage, ProtocolError
+from protocol.frames import MAX_REQUEST_ID, Frame, FrameDecoder, encode_frame
 from protocol.liveness import Due, Liveness
 
 from .auth import PENDING, Roles
@@ -46,7 +46,6 @@ _EMPTY = codec.pack({})
 ALL_ROLES = frozenset({"charging", "admin"})
 HELLO_MAX_FRAME = 64 * 1024   # bytes of a frame before the handshake (HELLO needs < 40 KiB)
 BATCH = 256                   # requests answered before yielding to other connections
-MAX_ERROR_TEXT = 500          # characters of an ERROR message
 
 
 class ServerConnection(asyncio.Protocol):
@@ -394,7 +393,7 @@ class ServerConnection(asyncio.Protocol):
             self.fail(ErrorCode.IDLE_TIMEOUT, f"no request for {idle} s")
             return
         if due is Due.PING:
-            self._ping_id = self._ping_id % 0xFFFFFFFF + 1
+            self._ping_id = self._ping_id % MAX_REQUEST_ID + 1
             self.write(encode_frame(T.PING, self._ping_id, _EMPTY))
         delay = self.liveness.next_check(now)
         if idle:

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from protocol import codec
 from protocol import messages as m
-from protocol.errors import LIMIT_CODES, ErrorCode, ProtocolError
+from protocol.errors import LIMIT_CODES, MAX_ERROR_TEXT, ErrorCode, ProtocolError
 from protocol.frames import Frame
 
 from .dedup import OutcomeCache, Reply
@@ -33,7 +33,6 @@ MUTATING_ADMIN = frozenset({"create_subscriber", "top_up", "cancel_session"})
 LOGGED_ADMIN = MUTATING_ADMIN | {"request_renewal"}
 REC_EXECUTE, REC_ADMIN, REC_EXPIRE, REC_ACK = 1, 2, 3, 4
 TX_PAGE = 2000  # journal entries per ADMIN_RESULT frame (stays far below 1 MiB)
-MAX_ERROR_TEXT = 500   # characters of an ERROR message (a peer's input is never echoed whole)
 
 
 class Peer(Protocol):

@@ -14,7 +14,9 @@ Exception tree of this package (the client has its own, public one in `cc_client
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
+from types import MappingProxyType
 
 
 class ErrorCode(StrEnum):
@@ -50,9 +52,25 @@ class ErrorCode(StrEnum):
     SERVER_ERROR = "SERVER_ERROR"
 
 
-#: Codes after which the same request may succeed if sent again (possibly elsewhere).
-RETRYABLE = frozenset({ErrorCode.SHUTTING_DOWN, ErrorCode.TOO_MANY_REQUESTS,
-                       ErrorCode.TOO_MANY_CONNECTIONS})
+class RetryWhere(StrEnum):
+    """Where a refused request may be sent again (see `RETRYABLE`)."""
+
+    SAME_CONNECTION = "same connection"   # refused unapplied for load: again, after a pause
+    NEW_CONNECTION = "new connection"     # this connection is going away: on another one
+
+
+#: The single table of codes after which the same request (same bytes, same operation id)
+#: is sent again, and where. Every other code is final. A refused handshake
+#: (TOO_MANY_CONNECTIONS, ...) is retried on a new connection, possibly at another address.
+RETRYABLE: Mapping[str, RetryWhere] = MappingProxyType({
+    ErrorCode.TOO_MANY_REQUESTS: RetryWhere.SAME_CONNECTION,
+    ErrorCode.SHUTTING_DOWN: RetryWhere.NEW_CONNECTION,
+    ErrorCode.TOO_MANY_CONNECTIONS: RetryWhere.NEW_CONNECTION,
+    ErrorCode.HANDSHAKE_TIMEOUT: RetryWhere.NEW_CONNECTION,
+})
+
+#: Characters of an ERROR frame's message: a peer's input is never echoed whole.
+MAX_ERROR_TEXT = 500
 
 
 #: Codes that say a configured limit (PROTOCOL.md section 5) was exceeded.

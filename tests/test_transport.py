@@ -20,10 +20,11 @@ import pytest
 
 import cc_client
 from cc_client import ChargeableItem, CommunicationFailure
+from cc_client.connection import ClientConnection
 from cc_server.testing import TestServer, running_server
 from protocol import codec
 from protocol import messages as m
-from protocol.frames import HEADER, Frame, encode_frame
+from protocol.frames import HEADER, MAX_REQUEST_ID, Frame, FrameDecoder, encode_frame
 from tests.conftest import new_subscriber
 from tests.netfakes import (
     FakeServer,
@@ -718,3 +719,24 @@ async def test_close_fails_waiting_calls_with_communication_failure() -> None:
         assert time.monotonic() - began < 0.5
         with pytest.raises(CommunicationFailure, match="closed"):
             await client.admin.stats()
+
+
+# ----------------------------------------------------------------------- 12. request ids
+
+async def test_request_ids_wrap_after_the_largest_and_skip_pending_ones() -> None:
+    written: list[bytes] = []
+
+    class Wire:
+        def write(self, data: bytes) -> None:
+            written.append(data)
+
+    loop = asyncio.get_running_loop()
+    conn = ClientConnection(loop, lambda _conn, _msg: None, lambda _conn: None)
+    conn.connection_made(Wire())  # type: ignore[arg-type]
+    conn.pending[1] = loop.create_future()          # id 1 still waits for its reply
+    conn._next_id = MAX_REQUEST_ID - 1
+    for _ in range(3):
+        conn.request(T.PING, codec.pack({}))
+    await asyncio.sleep(0)                          # the frames leave in one write
+    frames = FrameDecoder().feed(b"".join(written))
+    assert [f.request_id for f in frames] == [MAX_REQUEST_ID, 2, 3]
