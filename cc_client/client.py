@@ -1,10 +1,9 @@
 """The async client: connect(), failover and reconnect, retries, flow control.
 
-Every request is retried on a new connection, with the same bytes (hence the same
-operation id), when its connection is lost before the reply, and sent again after a short
-pause when the server refused it unapplied for having too many requests of this
-connection in hand (TOO_MANY_REQUESTS); `request_timeout` bounds the whole call,
-reconnects included. Flow control follows SAP CC's client: at most
+Every request is sent again, with the same bytes (hence the same operation id), when its
+connection is lost before the reply or the server refused it unapplied with a retryable
+code; `retry.Retry` decides where and after how long, and `request_timeout` bounds the
+whole call, reconnects and retries included. Flow control follows SAP CC's client: at most
 `queue_size_to_notify` requests are in flight on the wire, and at most
 `max_queue_size_to_wait` more wait their turn; further callers wait to be queued.
 """
@@ -15,7 +14,6 @@ import asyncio
 import itertools
 import logging
 import os
-import random
 import ssl as ssl_module
 from collections.abc import Generator
 from types import TracebackType
@@ -23,27 +21,24 @@ from typing import Any
 
 from protocol import codec
 from protocol import messages as m
-from protocol.errors import ErrorCode, ProtocolError
+from protocol.errors import ErrorCode, ProtocolError, RetryWhere
 from protocol.frames import DEFAULT_MAX_FRAME, HEADER_SIZE
 
-from .connection import ClientConnection, ConnectionLost, Reply
-from .errors import (
-    AuthenticationFailed,
-    ChargingError,
-    CommunicationFailure,
-    error_from_code,
-)
+from .connection import ClientConnection, ConnectionLost, HandshakeRefused, Reply
+from .errors import AuthenticationFailed, ChargingError, CommunicationFailure, error_from_code
 from .flow import Deadlines, Gate, RequestTimedOut
 from .listeners import Listeners, RenewalHandler
 from .operations import SessionStartOperation, SessionStopOperation, SessionUpdateOperation
 from .operator import OperatorAPI
 from .results import SessionResult
+from .retry import Retry, Retryable, RetryTimeout
 
 log = logging.getLogger("cc_client")
 T = m.MsgType
+LOGIN_DELAYED = "delayed by the server after failed attempts, or the server is stalled"
 DEFAULT_ADDRESS = "127.0.0.1:9500"
 DEFAULT_PORT = 9500
-BACKOFF_FIRST, BACKOFF_MAX = 0.05, 2.0
+CONNECT_TIMEOUT = 5.0   # most seconds for TCP (and TLS) to one address, before the next
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -87,6 +82,7 @@ class Client:
         self._in_flight = Gate(queue_size_to_notify, self.loop)
         self._admission = Gate(queue_size_to_notify + max_queue_size_to_wait, self.loop)
         self._deadlines = Deadlines(self.loop)
+        self.retry = Retry(self.loop.time)
         self._conn: ClientConnection | None = None
         self._dialing: asyncio.Task[ClientConnection] | None = None
         self._closed = False
@@ -169,50 +165,66 @@ class Client:
             raise CommunicationFailure(f"message too long: {len(body) + HEADER_SIZE} bytes "
                                        f"(the limit is {limit + HEADER_SIZE})")
         deadline = self.loop.time() + self.request_timeout
+        failed: Retryable | None = None
         if conn is not None and not conn.closed and not conn.draining \
                 and self._admission.try_enter():
             try:
                 if self._in_flight.try_enter():    # the common case: send at once
                     try:
-                        reply = await self._send_once(conn, msg_type, body, deadline)
+                        return await self._send_once(conn, msg_type, body, deadline)
+                    except Retryable as exc:
+                        failed = exc
                     finally:
                         self._in_flight.leave()
-                    if reply is not None:
-                        return reply
             finally:
                 self._admission.leave()
-        return await self._call_slowly(msg_type, body, deadline)
+        return await self._call_slowly(msg_type, body, deadline, failed)
 
     async def _send_once(self, conn: ClientConnection, msg_type: int, body: bytes,
-                         deadline: float) -> Reply | None:
-        """One attempt on `conn`; None when it must be retried (connection lost, or the
-        server is shutting down)."""
+                         deadline: float) -> Reply:
+        """One attempt on `conn`, its reply watched by `Deadlines` (cheaper than the slow
+        path's timeout); `Retryable` when the policy says to send it again."""
         fut = conn.request(msg_type, body)
         self._deadlines.watch(deadline, fut)
         try:
             reply = await fut
-        except ConnectionLost:
-            return None
+        except ConnectionLost as exc:
+            raise self._lost(exc) from None
         except RequestTimedOut:
             conn.forget(fut)
             raise self._timed_out() from None
         except asyncio.CancelledError:
             conn.forget(fut)
             raise
-        if reply[0] == T.ERROR:
-            code = _error_code(reply[1])
-            if code == ErrorCode.SHUTTING_DOWN:
-                conn.draining = True
-                return None
-            if code == ErrorCode.TOO_MANY_REQUESTS:
-                return None         # refused unapplied: the slow path sends it again soon
-        return reply
+        return self._final(conn, reply)
 
-    def _timed_out(self) -> CommunicationFailure:
+    def _final(self, conn: ClientConnection, reply: Reply) -> Reply:
+        """`reply`, unless it is an ERROR the retry policy retries: then `Retryable`."""
+        if reply[0] != T.ERROR:
+            return reply
+        code, message = _error_fields(reply[1])
+        retry = self.retry.classify(code, f"{code}: {message}" if message else str(code))
+        if retry is None:
+            return reply
+        if retry.where is RetryWhere.NEW_CONNECTION:
+            conn.draining = True
+        raise retry
+
+    def _lost(self, exc: ConnectionLost) -> Exception:
+        """What a connection lost under a request means: retry it elsewhere, unless the
+        client was closed."""
+        if self._closed:
+            return CommunicationFailure("the client was closed")
+        self._last_error = str(exc)
+        return Retryable(RetryWhere.NEW_CONNECTION, str(exc))
+
+    def _timed_out(self, reason: str = "") -> CommunicationFailure:
+        reason = reason or self._last_error
         return CommunicationFailure(f"no reply within {self.request_timeout} s"
-                                    + (f" ({self._last_error})" if self._last_error else ""))
+                                    + (f" ({reason})" if reason else ""))
 
-    async def _call_slowly(self, msg_type: int, body: bytes, deadline: float) -> Reply:
+    async def _call_slowly(self, msg_type: int, body: bytes, deadline: float,
+                           failed: Retryable | None) -> Reply:
         """Queue for the window, (re)connect and retry, all within `deadline`."""
         try:
             async with asyncio.timeout_at(deadline):
@@ -220,43 +232,47 @@ class Client:
                 try:
                     await self._in_flight.enter()
                     try:
-                        return await self._send_until_answered(msg_type, body)
+                        return await self.retry.call(lambda: self._attempt(msg_type, body),
+                                                     deadline, failed)
                     finally:
                         self._in_flight.leave()
                 finally:
                     self._admission.leave()
+        except RetryTimeout as exc:
+            raise self._timed_out(exc.reason) from None
         except TimeoutError:
             raise self._timed_out() from None
 
-    async def _send_until_answered(self, msg_type: int, body: bytes) -> Reply:
-        busy = 0
-        while True:
-            conn = self._conn
-            if conn is None or conn.closed or conn.draining:
-                conn = await self._connection()
-            try:
-                fut = conn.request(msg_type, body)
-            except ConnectionLost:
-                continue
-            try:
-                reply = await fut
-            except ConnectionLost as exc:
-                if self._closed:
-                    raise CommunicationFailure("the client was closed") from None
-                self._last_error = str(exc)
-                continue
-            except asyncio.CancelledError:
-                conn.forget(fut)
-                raise
-            code = _error_code(reply[1]) if reply[0] == T.ERROR else None
-            if code == ErrorCode.SHUTTING_DOWN:
-                conn.draining = True
-                continue
-            if code == ErrorCode.TOO_MANY_REQUESTS:   # refused unapplied: send it again soon
-                busy += 1
-                await asyncio.sleep(min(0.5, 0.005 * 2 ** min(busy, 7)) * random.uniform(0.5, 1))
-                continue
-            return reply
+    async def _attempt(self, msg_type: int, body: bytes) -> Reply:
+        """One attempt of the slow path, on the current connection or a new one."""
+        conn = self._conn
+        if conn is None or conn.closed or conn.draining:
+            conn = await self._connection()
+        try:
+            fut = conn.request(msg_type, body)
+        except ConnectionLost as exc:
+            raise self._lost(exc) from None
+        try:
+            reply = await fut
+        except ConnectionLost as exc:
+            raise self._lost(exc) from None
+        except asyncio.CancelledError:
+            conn.forget(fut)
+            raise
+        return self._final(conn, reply)
+
+    def _refused(self, exc: HandshakeRefused) -> Exception:
+        """A refused login: `Retryable` on a new connection if the policy says so, else
+        the final error (with a hint when credentials were missing)."""
+        retry = self.retry.classify(exc.code, f"{exc.code}: {exc.message}")
+        if retry is not None:
+            return retry
+        if exc.code != ErrorCode.AUTHENTICATION_FAILED:
+            return CommunicationFailure(exc.message, exc.code)
+        if self.user is None:
+            return AuthenticationFailed(f"{exc.message} (this server requires a user and "
+                                        "password)")
+        return AuthenticationFailed(exc.message)
 
     # ------------------------------------------------------------------ connections
 
@@ -287,34 +303,49 @@ class Client:
                     raise CommunicationFailure("the client is closed")
                 try:
                     return await self._open(host, port)
-                except ChargingError:
-                    raise                  # refused for good: wrong password, version
-                except (OSError, TimeoutError, ConnectionLost, ProtocolError) as exc:
-                    self._last_error = f"{host}:{port}: {exc or type(exc).__name__}"
+                except ChargingError as exc:   # refused for good: wrong password, version
+                    self._last_error = f"{host}:{port}: {exc.message}"
+                    raise
+                except (OSError, TimeoutError, ConnectionLost, ProtocolError, Retryable) as exc:
+                    self._last_error = f"{host}:{port}: {_reason(exc)}"
                     log.debug("event=connect_failed address=%s:%d error=%r", host, port, exc)
             if rounds is not None and attempt + 1 >= rounds:
                 where = ", ".join(f"{h}:{p}" for h, p in self.addresses)
                 raise CommunicationFailure(f"no address answers ({where}; {self._last_error})")
-            delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(attempt, 10))
-            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            await self.retry.pause(attempt + 1)
         raise AssertionError("unreachable")
 
     async def _open(self, host: str, port: int) -> ClientConnection:
-        timeout = min(self.request_timeout, 5.0)
-        async with asyncio.timeout(timeout):
-            _, conn = await self.loop.create_connection(
-                lambda: ClientConnection(self.loop, self._on_push, self._on_lost), host, port,
-                ssl=self.ssl)
-            try:
+        """Connect and log in to one address. TCP and TLS get at most CONNECT_TIMEOUT, so
+        that a dead address does not hold up the next one; the login gets the whole
+        request_timeout, since a server delays logins after failed attempts."""
+        timeout = min(self.request_timeout, CONNECT_TIMEOUT)
+        try:
+            async with asyncio.timeout(timeout):
+                _, conn = await self.loop.create_connection(
+                    lambda: ClientConnection(self.loop, self._on_push, self._on_lost),
+                    host, port, ssl=self.ssl)
+        except TimeoutError:
+            raise TimeoutError(f"no connection within {timeout} s") from None
+        # what a caller's timeout reports while the login waits
+        self._last_error = f"{host}:{port}: login not answered ({LOGIN_DELAYED})"
+        try:
+            async with asyncio.timeout(self.request_timeout):
                 await conn.handshake(m.Hello(m.SUPPORTED_VERSIONS, self.client_name,
                                              self.user, self.password))
-            except ProtocolError as exc:
-                conn.abort(str(exc))
-                if exc.code == ErrorCode.AUTHENTICATION_FAILED:
-                    raise AuthenticationFailed(exc.message) from None
-                if exc.code == ErrorCode.UNSUPPORTED_VERSION:
-                    raise CommunicationFailure(exc.message, exc.code) from None
-                raise
+        except HandshakeRefused as exc:
+            conn.abort(str(exc))
+            raise self._refused(exc) from None
+        except ConnectionLost as exc:   # closed without a word: TLS is the usual reason
+            hint = ("the server requires a client certificate, or did not accept this one"
+                    if self.ssl is not None else "the server may require TLS")
+            raise ConnectionLost(f"{exc} during the login: {hint}") from None
+        except BaseException as exc:
+            conn.abort(str(exc) or type(exc).__name__)
+            if isinstance(exc, TimeoutError):
+                raise TimeoutError(f"login not answered within {self.request_timeout} s "
+                                   f"({LOGIN_DELAYED})") from None
+            raise
         if self._closed:
             conn.close()
             raise CommunicationFailure("the client is closed")
@@ -367,12 +398,20 @@ class Client:
         await asyncio.sleep(0)
 
 
-def _error_code(body: bytes) -> str | None:
+def _error_fields(body: bytes) -> tuple[str | None, str]:
+    """(code, message) of an ERROR body; None for a code it does not carry."""
     try:
-        code = codec.unpack(body).get("code")
+        fields = codec.unpack(body)
+        code, message = fields.get("code"), fields.get("message")
     except (ProtocolError, AttributeError):
-        return None
-    return code if isinstance(code, str) else None
+        return None, ""
+    return (code if isinstance(code, str) else None,
+            message if isinstance(message, str) else "")
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception's text, or its type's name when it has none."""
+    return str(exc) or type(exc).__name__
 
 
 def _quiet(task: asyncio.Task[Any]) -> None:

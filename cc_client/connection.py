@@ -28,6 +28,10 @@ class ConnectionLost(Exception):
     """The connection closed before the reply came (the request may be retried)."""
 
 
+class HandshakeRefused(ProtocolError):
+    """The server answered HELLO with an ERROR; `code` is the server's."""
+
+
 class ClientConnection(asyncio.Protocol):
     """The client side of one connection."""
 
@@ -76,7 +80,7 @@ class ClientConnection(asyncio.Protocol):
         msg_type, body = await self.request(T.HELLO, codec.encode_body(hello)[1])
         reply = codec.decode_body(msg_type, body)
         if isinstance(reply, m.Error):
-            raise ProtocolError(reply.message, reply.code)  # type: ignore[arg-type]
+            raise HandshakeRefused(reply.message, reply.code)  # type: ignore[arg-type]
         if not isinstance(reply, m.HelloOk):
             raise ProtocolError(f"expected HELLO_OK, got {type(reply).__name__}")
         self.welcome = reply
