@@ -25,6 +25,10 @@ from decimal import Decimal
 
 import cc_client
 from cc_client import ChargeableItem, RenewalNotification, ReservationResult
+from cc_client.operations import SessionStartOperation
+from cc_client.operator import OperatorAPI
+from cc_client.results import SessionResult
+from protocol import messages as m
 
 
 def note_error(err: cc_client.SessionNotFound | cc_client.InvalidRequest) -> str:
@@ -67,6 +71,28 @@ def blocking(address: str) -> None:
             print(e.message)
         print(client.admin.get_subscriber("a").available)
         print([s.session_id for s in client.admin.find_sessions(user_id="a")])
+
+
+class FakeHost:
+    """A test double: the client's parts need only these members, not a whole Client."""
+
+    def new_operation_id(self) -> bytes:
+        return b"op-1"
+
+    async def execute_container(self, msg: m.Execute) -> SessionResult:
+        return SessionResult(msg.session_id, [])
+
+    async def call(self, msg_type: int, body: bytes) -> tuple[int, bytes]:
+        return msg_type, body
+
+    def error_of(self, msg_type: int, body: bytes) -> cc_client.ChargingError:
+        return cc_client.ServerFailure("fake")
+
+
+async def with_a_fake() -> None:
+    host = FakeHost()
+    print((await SessionStartOperation(host, "a", "DATA", "s").execute()).ok)
+    print(await OperatorAPI(host).stats())
 '''
 
 # Each line marked "# E: code" must draw exactly that mypy error; no other line any.
