@@ -8,6 +8,10 @@
 
 Same operations, same core; only `execute()` and the admin calls block. Synchronous renewal
 handlers run on a worker thread, so they may call `execute()` themselves.
+
+Every method is spelled out and typed (nothing is forwarded blindly), so a type checker
+sees this API as precisely as the async one. A new async method needs its wrapper here:
+`tests/test_client_api.py` fails until it has one.
 """
 
 from __future__ import annotations
