@@ -11,7 +11,6 @@
 """
 
 from protocol.messages import (
-    ChargeableItem,
     RatingResult,
     ReservationInfo,
     Resolution,
@@ -21,25 +20,37 @@ from protocol.messages import (
     Transaction,
 )
 
+# the blocking facade: `cc_client.sync.connect(...)` works after `import cc_client`
+from . import sync
 from .client import Client, Connector, connect
 from .errors import (
     AuthenticationFailed,
     ChargingError,
     CommunicationFailure,
+    ContainerTooLarge,
     CreditLimitReached,
     DuplicateReservation,
+    ExternalDataTooLarge,
     Forbidden,
+    InvalidArgument,
+    InvalidArgumentType,
     InvalidRequest,
     LimitExceeded,
     OperationFailure,
+    OperationIdReused,
     ReservationNotFound,
     ServerFailure,
     SessionExists,
     SessionNotFound,
+    StringTooLong,
+    TooManyNotifications,
+    TooManyProperties,
+    TooManyRequests,
     UnknownChargeableItem,
     UserExists,
     UserUnknown,
 )
+from .items import ChargeableItem
 from .listeners import RenewalNotification
 from .operations import SessionStartOperation, SessionStopOperation, SessionUpdateOperation
 from .results import ReservationResult, SessionResult
@@ -47,11 +58,14 @@ from .results import ReservationResult, SessionResult
 __version__ = "0.1.0"
 __all__ = [
     "AuthenticationFailed", "ChargeableItem", "ChargingError", "Client",
-    "CommunicationFailure", "Connector", "CreditLimitReached", "DuplicateReservation",
-    "Forbidden", "InvalidRequest", "LimitExceeded", "OperationFailure", "RatingResult",
-    "RenewalNotification", "ReservationInfo", "ReservationNotFound", "ReservationResult",
-    "Resolution", "ResultType", "ServerFailure", "SessionExists", "SessionInfo",
-    "SessionNotFound", "SessionResult", "SessionStartOperation", "SessionStopOperation",
-    "SessionUpdateOperation", "Subscriber", "Transaction", "UnknownChargeableItem",
-    "UserExists", "UserUnknown", "connect",
+    "CommunicationFailure", "Connector", "ContainerTooLarge", "CreditLimitReached",
+    "DuplicateReservation", "ExternalDataTooLarge", "Forbidden", "InvalidArgument",
+    "InvalidArgumentType", "InvalidRequest", "LimitExceeded", "OperationFailure",
+    "OperationIdReused", "RatingResult", "RenewalNotification", "ReservationInfo",
+    "ReservationNotFound", "ReservationResult", "Resolution", "ResultType", "ServerFailure",
+    "SessionExists", "SessionInfo", "SessionNotFound", "SessionResult",
+    "SessionStartOperation", "SessionStopOperation", "SessionUpdateOperation",
+    "StringTooLong", "Subscriber", "TooManyNotifications", "TooManyProperties",
+    "TooManyRequests", "Transaction", "UnknownChargeableItem", "UserExists", "UserUnknown",
+    "connect", "sync",
 ]

@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, Any
 from protocol import codec
 from protocol import messages as m
 
+from .errors import InvalidArgument, InvalidArgumentType
+
 if TYPE_CHECKING:
-    from .client import Client
     from .connection import ClientConnection
+    from .parts import ListenerHost
 
 log = logging.getLogger("cc_client")
 T = m.MsgType
@@ -33,7 +35,7 @@ class RenewalNotification:
                  "notification_id", "reason", "reservation_id", "service_id", "session_id",
                  "user_id")
 
-    def __init__(self, client: Client, msg: m.Notification) -> None:
+    def __init__(self, client: ListenerHost, msg: m.Notification) -> None:
         self._client = client
         self._acked = False
         self.notification_id = msg.notification_id
@@ -80,7 +82,7 @@ RenewalHandler = Callable[[RenewalNotification], Awaitable[Any] | Any]
 class Listeners:
     """The client's registered listener ids and their handlers."""
 
-    def __init__(self, client: Client, sync_in_thread: bool = False) -> None:
+    def __init__(self, client: ListenerHost, sync_in_thread: bool = False) -> None:
         self.client = client
         self.handlers: dict[int, RenewalHandler] = {}
         self.sync_in_thread = sync_in_thread   # the blocking facade runs sync handlers off-loop
@@ -95,12 +97,12 @@ class Listeners:
     async def register(self, listener_id: int, handler: RenewalHandler) -> None:
         """Register with the server and remember it for reconnects."""
         if not callable(handler):
-            raise TypeError("handler must be callable")
-        msg = m.Listen(listener_id)
-        if not 1 <= listener_id <= m.MAX_LISTENER_ID:
-            raise ValueError(f"listener id must be in 1..{m.MAX_LISTENER_ID}")
+            raise InvalidArgumentType("handler must be callable")
+        if isinstance(listener_id, bool) or not isinstance(listener_id, int) or \
+                not 1 <= listener_id <= m.MAX_LISTENER_ID:
+            raise InvalidArgument(f"listener id must be in 1..{m.MAX_LISTENER_ID}")
         self.handlers[listener_id] = handler
-        msg_type, body = await self.client.call(*codec.encode_body(msg))
+        msg_type, body = await self.client.call(*codec.encode_body(m.Listen(listener_id)))
         if msg_type != T.LISTEN_OK:
             del self.handlers[listener_id]
             raise self.client.error_of(msg_type, body)

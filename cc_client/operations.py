@@ -7,39 +7,50 @@ retrying it after a lost connection) reuses that id, so the server applies it on
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from protocol import messages as m
 from protocol.messages import ChargeableItem, Resolution, ResultType
 
+from .errors import ExternalDataTooLarge, InvalidArgument, InvalidArgumentType
 from .results import SessionResult
 
 if TYPE_CHECKING:
-    from .client import Client
+    from .parts import ContainerHost
+
+E = TypeVar("E", Resolution, ResultType)
 
 Ttl = int | float | Decimal
 
 
 def _ttl(ttl: Ttl) -> int | float:
     if isinstance(ttl, bool) or not isinstance(ttl, int | float | Decimal):
-        raise TypeError(f"ttl must be a number of seconds, not {type(ttl).__name__}")
+        raise InvalidArgumentType(f"ttl must be a number of seconds, not {type(ttl).__name__}")
     return float(ttl) if isinstance(ttl, Decimal) else ttl
 
 
 def _item(item: ChargeableItem | None, what: str) -> ChargeableItem | None:
     if item is not None and not isinstance(item, ChargeableItem):
-        raise TypeError(f"{what} must be a ChargeableItem or None")
+        raise InvalidArgumentType(f"{what} must be a ChargeableItem or None")
     return item
+
+
+def _enum(kind: type[E], value: E | str) -> E:
+    try:
+        return kind(value)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None
 
 
 class _Container:
     kind: m.ContainerKind
 
-    def __init__(self, client: Client, user_id: str, service_id: str, session_id: str) -> None:
+    def __init__(self, client: ContainerHost, user_id: str, service_id: str,
+                 session_id: str) -> None:
         for name, value in (("user_id", user_id), ("service_id", service_id),
                             ("session_id", session_id)):
             if not isinstance(value, str) or not value:
-                raise ValueError(f"{name} must be a non-empty str")
+                raise InvalidArgument(f"{name} must be a non-empty str")
         self._client = client
         self.user_id = user_id
         self.service_id = service_id
@@ -57,16 +68,16 @@ class _Container:
         if self._message is not None:
             raise RuntimeError("this operation was executed already; create a new one")
         if not isinstance(sub.reservation_id, str) or not sub.reservation_id:
-            raise ValueError("reservation_id must be a non-empty str")
+            raise InvalidArgument("reservation_id must be a non-empty str")
         self._subs.append(sub)
 
     def set_result_type(self, result_type: ResultType) -> None:
         """How much of the transactions the results carry (default ALL_TRANSACTIONS)."""
-        self._result_type = ResultType(result_type)
+        self._result_type = _enum(ResultType, result_type)
 
     def set_cleanup_result_type(self, result_type: ResultType) -> None:
         """Result type of the clean-ups a stop performs."""
-        self._cleanup_result_type = ResultType(result_type)
+        self._cleanup_result_type = _enum(ResultType, result_type)
 
     def set_filter_transaction(self, enabled: bool) -> None:
         """Leave transactions of zero amount out of the results (never out of the journal)."""
@@ -93,7 +104,8 @@ class _Reserve(_Container):
                         property_to_inverse: str | None = None) -> None:
         """Reserve `item` for `ttl` seconds as a new charging session."""
         self._add(m.SubRequest(m.Action.RESERVE, reservation_id, _item(item, "item"),
-                               ttl=_ttl(ttl), default_resolution=Resolution(default_resolution),
+                               ttl=_ttl(ttl),
+                               default_resolution=_enum(Resolution, default_resolution),
                                property_to_inverse=property_to_inverse))
 
 
@@ -119,7 +131,7 @@ class _ConfirmAndReserve(_Container):
         self._add(m.SubRequest(
             m.Action.CONFIRM_AND_RESERVE, reservation_id, _item(confirm_item, "confirm_item"),
             _item(reserve_item, "reserve_item"), _ttl(ttl),
-            None if default_resolution is None else Resolution(default_resolution),
+            None if default_resolution is None else _enum(Resolution, default_resolution),
             property_to_inverse))
 
 
@@ -127,9 +139,9 @@ class _ExternalData(_Container):
     def set_external_data(self, data: bytes) -> None:
         """Opaque bytes (at most 4 KiB) echoed in renewal notifications."""
         if not isinstance(data, bytes | bytearray):
-            raise TypeError("external data must be bytes")
+            raise InvalidArgumentType("external data must be bytes")
         if len(data) > m.MAX_EXTERNAL_DATA:
-            raise ValueError(f"external data is limited to {m.MAX_EXTERNAL_DATA} bytes "
+            raise ExternalDataTooLarge(f"external data is limited to {m.MAX_EXTERNAL_DATA} bytes "
                              f"(got {len(data)})")
         self._external = bytes(data)
 
@@ -139,7 +151,7 @@ class _Listener(_Container):
         """Renewal notifications of this session go to listener `listener_id` (1..127)."""
         if isinstance(listener_id, bool) or not isinstance(listener_id, int) or \
                 not 1 <= listener_id <= m.MAX_LISTENER_ID:
-            raise ValueError(f"listener id must be an int in 1..{m.MAX_LISTENER_ID}")
+            raise InvalidArgument(f"listener id must be an int in 1..{m.MAX_LISTENER_ID}")
         self._listener_id = listener_id
 
 

@@ -10,8 +10,10 @@ from protocol import codec
 from protocol import messages as m
 from protocol.messages import SessionInfo, Subscriber, Transaction
 
+from .errors import InvalidArgument, InvalidArgumentType
+
 if TYPE_CHECKING:
-    from .client import Client
+    from .parts import AdminHost
 
 T = m.MsgType
 MUTATING = frozenset({"create_subscriber", "top_up", "cancel_session"})
@@ -20,22 +22,22 @@ MUTATING = frozenset({"create_subscriber", "top_up", "cancel_session"})
 def to_decimal(value: Decimal | int | str, what: str) -> Decimal:
     """An exact amount from a Decimal, int or decimal string (floats are refused)."""
     if isinstance(value, bool) or not isinstance(value, Decimal | int | str):
-        raise TypeError(f"{what} must be a Decimal, int or decimal string, not "
+        raise InvalidArgumentType(f"{what} must be a Decimal, int or decimal string, not "
                         f"{type(value).__name__}")
     try:
         result = Decimal(value)
     except InvalidOperation:
-        raise ValueError(f"{what}: {value!r} is not a decimal number") from None
+        raise InvalidArgument(f"{what}: {value!r} is not a decimal number") from None
     try:
         return codec.check_decimal(result)
     except ValueError as exc:
-        raise ValueError(f"{what}: {exc}") from None
+        raise InvalidArgument(f"{what}: {exc}") from None
 
 
 class OperatorAPI:
     """Subscribers, sessions, the journal and statistics."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: AdminHost) -> None:
         self._client = client
 
     async def _run(self, command: str, **args: Any) -> Any:

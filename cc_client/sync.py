@@ -8,22 +8,52 @@
 
 Same operations, same core; only `execute()` and the admin calls block. Synchronous renewal
 handlers run on a worker thread, so they may call `execute()` themselves.
+
+Every method is spelled out and typed (nothing is forwarded blindly), so a type checker
+sees this API as precisely as the async one. A new async method needs its wrapper here:
+`tests/test_client_api.py` fails until it has one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Mapping
+from decimal import Decimal
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar
+
+from protocol import messages as m
+from protocol.messages import (
+    ChargeableItem,
+    Resolution,
+    ResultType,
+    SessionInfo,
+    Subscriber,
+    Transaction,
+)
 
 from .client import Client
 from .client import connect as async_connect
 from .listeners import RenewalHandler
+from .operations import (
+    SessionStartOperation,
+    SessionStopOperation,
+    SessionUpdateOperation,
+    Ttl,
+    _Cancel,
+    _Confirm,
+    _ConfirmAndReserve,
+    _Container,
+    _ExternalData,
+    _Listener,
+    _Reserve,
+)
+from .operator import OperatorAPI
 from .results import SessionResult
 
 R = TypeVar("R")
+P = ParamSpec("P")
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -56,39 +86,175 @@ class _LoopThread:
             self.loop.close()
 
 
-class SyncOperation:
-    """A container whose execute() blocks; other methods are the async container's."""
+C = TypeVar("C", bound=_Container)
+Op_co = TypeVar("Op_co", covariant=True)
 
-    def __init__(self, runner: _LoopThread, operation: Any) -> None:
+
+class _Holds(Protocol[Op_co]):
+    """A facade over an async container of type Op_co (the mixins' self type)."""
+
+    @property
+    def _operation(self) -> Op_co: ...
+
+
+class SyncOperation(Generic[C]):
+    """A container whose execute() blocks; the rest is the async container's."""
+
+    def __init__(self, runner: _LoopThread, operation: C) -> None:
         self._runner = runner
         self._operation = operation
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._operation, name)
+    @property
+    def operation(self) -> C:
+        """The async container behind this facade."""
+        return self._operation
 
-    def __dir__(self) -> list[str]:
-        return sorted(set(dir(self._operation)) | {"execute"})
+    @property
+    def user_id(self) -> str:
+        """The subscriber charged."""
+        return self._operation.user_id
+
+    @property
+    def service_id(self) -> str:
+        """The service of the session."""
+        return self._operation.service_id
+
+    @property
+    def session_id(self) -> str:
+        """The session this container belongs to."""
+        return self._operation.session_id
+
+    @property
+    def operation_id(self) -> bytes:
+        """The operation id (kept when executed again)."""
+        return self._operation.operation_id
+
+    def set_result_type(self, result_type: ResultType) -> None:
+        """How much of the transactions the results carry (default ALL_TRANSACTIONS)."""
+        self._operation.set_result_type(result_type)
+
+    def set_cleanup_result_type(self, result_type: ResultType) -> None:
+        """Result type of the clean-ups a stop performs."""
+        self._operation.set_cleanup_result_type(result_type)
+
+    def set_filter_transaction(self, enabled: bool) -> None:
+        """Leave transactions of zero amount out of the results (never out of the journal)."""
+        self._operation.set_filter_transaction(enabled)
+
+    def to_message(self) -> m.Execute:
+        """The wire message (frozen after the first call)."""
+        return self._operation.to_message()
 
     def execute(self) -> SessionResult:
         """Send the container and wait for its result."""
-        result: SessionResult = self._runner.run(self._operation.execute())
-        return result
+        return self._runner.run(self._operation.execute())
+
+
+class _SyncReserve:
+    def prepare_reserve(self: _Holds[_Reserve], reservation_id: str, item: ChargeableItem,
+                        ttl: Ttl, default_resolution: Resolution = Resolution.CANCELED,
+                        property_to_inverse: str | None = None) -> None:
+        """Reserve `item` for `ttl` seconds as a new charging session."""
+        self._operation.prepare_reserve(reservation_id, item, ttl, default_resolution,
+                                        property_to_inverse)
+
+
+class _SyncConfirm:
+    def prepare_confirm(self: _Holds[_Confirm], reservation_id: str,
+                        item: ChargeableItem | None = None) -> None:
+        """Confirm the consumed item (None or partial: overlaid on the reserved item)."""
+        self._operation.prepare_confirm(reservation_id, item)
+
+
+class _SyncCancel:
+    def prepare_cancel(self: _Holds[_Cancel], reservation_id: str) -> None:
+        """Release the reservation."""
+        self._operation.prepare_cancel(reservation_id)
+
+
+class _SyncConfirmAndReserve:
+    def prepare_confirm_and_reserve(self: _Holds[_ConfirmAndReserve], reservation_id: str,
+                                    confirm_item: ChargeableItem | None = None,
+                                    reserve_item: ChargeableItem | None = None, ttl: Ttl = -1,
+                                    default_resolution: Resolution | None = None,
+                                    property_to_inverse: str | None = None) -> None:
+        """Confirm what was used and reserve again; ttl < 0 keeps the previous TTL."""
+        self._operation.prepare_confirm_and_reserve(reservation_id, confirm_item, reserve_item,
+                                                    ttl, default_resolution,
+                                                    property_to_inverse)
+
+
+class _SyncExternalData:
+    def set_external_data(self: _Holds[_ExternalData], data: bytes) -> None:
+        """Opaque bytes (at most 4 KiB) echoed in renewal notifications."""
+        self._operation.set_external_data(data)
+
+
+class _SyncListener:
+    def set_reservation_renewal_listener_id(self: _Holds[_Listener], listener_id: int) -> None:
+        """Renewal notifications of this session go to listener `listener_id` (1..127)."""
+        self._operation.set_reservation_renewal_listener_id(listener_id)
+
+
+class SyncStartOperation(SyncOperation[SessionStartOperation], _SyncReserve, _SyncExternalData,
+                         _SyncListener):
+    """Blocking start container: prepare_reserve only."""
+
+
+class SyncUpdateOperation(SyncOperation[SessionUpdateOperation], _SyncReserve, _SyncConfirm,
+                          _SyncCancel, _SyncConfirmAndReserve, _SyncExternalData):
+    """Blocking update container: reserve, confirm, cancel, confirm_and_reserve."""
+
+
+class SyncStopOperation(SyncOperation[SessionStopOperation], _SyncConfirm, _SyncCancel):
+    """Blocking stop container: confirm and cancel."""
 
 
 class SyncAdmin:
-    """`client.admin` with blocking methods."""
+    """`client.admin` with blocking methods: one typed wrapper per OperatorAPI method."""
 
-    def __init__(self, runner: _LoopThread, admin: Any) -> None:
+    def __init__(self, runner: _LoopThread, admin: OperatorAPI) -> None:
         self._runner = runner
         self._admin = admin
 
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self._admin, name)
+    def create_subscriber(self, user_id: str, balance: Decimal | int | str,
+                          currency: str = "EUR",
+                          counters: Mapping[str, Decimal | int | str] | None = None
+                          ) -> Subscriber:
+        """Create a subscriber (UserExists if the id is taken)."""
+        return self._runner.run(self._admin.create_subscriber(user_id, balance, currency,
+                                                              counters))
 
-        def call(*args: Any, **kwargs: Any) -> Any:
-            return self._runner.run(method(*args, **kwargs))
-        call.__doc__ = method.__doc__
-        return call
+    def get_subscriber(self, user_id: str) -> Subscriber:
+        """Balance, reserved, available and counters (UserUnknown if absent)."""
+        return self._runner.run(self._admin.get_subscriber(user_id))
+
+    def top_up(self, user_id: str, amount: Decimal | int | str) -> Subscriber:
+        """Credit the balance; returns the subscriber afterwards."""
+        return self._runner.run(self._admin.top_up(user_id, amount))
+
+    def find_sessions(self, user_id: str | None = None, session_id: str | None = None,
+                      limit: int | None = None) -> list[SessionInfo]:
+        """Live sessions, by user and/or session id (at most `limit`, default 1000)."""
+        return self._runner.run(self._admin.find_sessions(user_id, session_id, limit))
+
+    def cancel_session(self, session_id: str) -> list[Transaction]:
+        """Release every reservation of a session and remove it; the releases journaled."""
+        return self._runner.run(self._admin.cancel_session(session_id))
+
+    def transactions(self, user_id: str | None = None, session_id: str | None = None,
+                     after: int | None = None, limit: int | None = None
+                     ) -> list[Transaction]:
+        """Journal entries, oldest first; `after` is a transaction id."""
+        return self._runner.run(self._admin.transactions(user_id, session_id, after, limit))
+
+    def request_renewal(self, session_id: str, reservation_id: str) -> None:
+        """Have the server send a renewal notification for this charging session."""
+        self._runner.run(self._admin.request_renewal(session_id, reservation_id))
+
+    def stats(self) -> dict[str, Any]:
+        """Server statistics."""
+        return self._runner.run(self._admin.stats())
 
 
 class SyncClient:
@@ -110,21 +276,21 @@ class SyncClient:
         return client
 
     def create_session_start_operation(self, user_id: str, service_id: str,
-                                       session_id: str) -> SyncOperation:
+                                       session_id: str) -> SyncStartOperation:
         """A start container."""
-        return SyncOperation(self._runner, self._client.create_session_start_operation(
+        return SyncStartOperation(self._runner, self._client.create_session_start_operation(
             user_id, service_id, session_id))
 
     def create_session_update_operation(self, user_id: str, service_id: str,
-                                        session_id: str) -> SyncOperation:
+                                        session_id: str) -> SyncUpdateOperation:
         """An update container."""
-        return SyncOperation(self._runner, self._client.create_session_update_operation(
+        return SyncUpdateOperation(self._runner, self._client.create_session_update_operation(
             user_id, service_id, session_id))
 
     def create_session_stop_operation(self, user_id: str, service_id: str,
-                                      session_id: str) -> SyncOperation:
+                                      session_id: str) -> SyncStopOperation:
         """A stop container."""
-        return SyncOperation(self._runner, self._client.create_session_stop_operation(
+        return SyncStopOperation(self._runner, self._client.create_session_stop_operation(
             user_id, service_id, session_id))
 
     def register_reservation_renewal_listener(self, listener_id: int,
@@ -151,6 +317,15 @@ class SyncClient:
         self.close()
 
 
+def _arguments_of(model: Callable[P, object]
+                  ) -> Callable[[Callable[..., SyncClient]], Callable[P, SyncClient]]:
+    """Give the decorated function `model`'s parameters, for type checkers only."""
+    def typed(function: Callable[..., SyncClient]) -> Callable[P, SyncClient]:
+        return function
+    return typed
+
+
+@_arguments_of(async_connect)
 def connect(*addresses: str, **options: Any) -> SyncClient:
     """Blocking `connect`: same arguments as `cc_client.connect`."""
     return SyncClient(*addresses, **options)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import random
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
 from decimal import Decimal as D
 
 import pytest
@@ -12,7 +16,9 @@ import cc_client
 import cc_client.sync
 from cc_client import ChargeableItem, Resolution, ResultType
 from cc_client.errors import error_from_code
+from cc_client.operator import OperatorAPI
 from cc_server.testing import ManualClock, ServerThread, TestServer, running_server
+from protocol import messages as m
 from tests.conftest import new_subscriber
 
 
@@ -35,26 +41,100 @@ def test_every_spec_code_maps_to_its_class() -> None:
                       ("INVALID_REQUEST", cc_client.InvalidRequest),
                       ("FORBIDDEN", cc_client.Forbidden),
                       ("USER_EXISTS", cc_client.UserExists),
+                      ("OPERATION_ID_REUSED", cc_client.OperationIdReused),
                       ("SERVER_ERROR", cc_client.ServerFailure),
                       ("AUTHENTICATION_FAILED", cc_client.AuthenticationFailed),
-                      ("CONTAINER_TOO_LARGE", cc_client.LimitExceeded)]:
+                      ("CONTAINER_TOO_LARGE", cc_client.ContainerTooLarge),
+                      ("TOO_MANY_PROPERTIES", cc_client.TooManyProperties),
+                      ("SHUTTING_DOWN", cc_client.CommunicationFailure)]:
         err = error_from_code(code, "m")
         assert type(err) is cls and err.code == code and err.message == "m"
+        assert cls.__module__ == "cc_client.errors" and cls.__name__ in cc_client.__all__
+    assert isinstance(error_from_code("CONTAINER_TOO_LARGE"), cc_client.LimitExceeded)
+    assert isinstance(error_from_code("OPERATION_ID_REUSED"), cc_client.OperationFailure)
     assert type(error_from_code("SOMETHING_NEW")) is cc_client.OperationFailure
 
 
-async def test_local_refusals_before_sending(client: cc_client.Client) -> None:
+def test_error_classes_are_real_classes_with_their_own_docs() -> None:
+    """One class statement per code (mypy can use them as types); each says what it is."""
+    for name in cc_client.__all__:
+        cls = getattr(cc_client, name)
+        if isinstance(cls, type) and issubclass(cls, cc_client.ChargingError):
+            assert cls.__doc__ and not cls.__doc__.startswith("Error code"), name
+            assert inspect.getsource(cls).startswith(f"class {name}("), name
+
+
+def test_sync_is_reachable_after_a_plain_import() -> None:
+    code = "import cc_client; assert callable(cc_client.sync.connect)"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+async def test_local_refusals_are_charging_errors_with_the_same_text(
+        client: cc_client.Client) -> None:
+    """Each argument the client refuses before sending raises a ChargingError: the limit's
+    own class, else an InvalidRequest that is also the ValueError/TypeError it used to be."""
     op = client.create_session_start_operation(user_id="u", service_id="DATA", session_id="s")
-    with pytest.raises(ValueError):
-        op.set_reservation_renewal_listener_id(128)
-    with pytest.raises(ValueError):
-        op.set_external_data(b"x" * 4097)
-    with pytest.raises(TypeError):
-        op.prepare_reserve("r1", data(1), ttl="30")  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="Decimal"):
-        ChargeableItem("data", {"volume": 1.5})  # type: ignore[dict-item]
-    with pytest.raises(TypeError):
-        await client.admin.top_up("u", 1.5)  # type: ignore[arg-type]
+    refusals: list[tuple[Callable[[], object], type[Exception], type[Exception], str]] = [
+        (lambda: op.set_reservation_renewal_listener_id(128), cc_client.InvalidArgument,
+         ValueError, "listener id must be an int in 1..127"),
+        (lambda: op.set_external_data(b"x" * 4097), cc_client.ExternalDataTooLarge,
+         cc_client.LimitExceeded, "external data is limited to 4096 bytes (got 4097)"),
+        (lambda: op.set_external_data("text"),  # type: ignore[arg-type]
+         cc_client.InvalidArgumentType, TypeError, "external data must be bytes"),
+        (lambda: op.prepare_reserve("r1", data(1), ttl="30"),  # type: ignore[arg-type]
+         cc_client.InvalidArgumentType, TypeError, "ttl must be a number of seconds, not str"),
+        (lambda: op.prepare_reserve("r1", data(1), 30, "MAYBE"),  # type: ignore[arg-type]
+         cc_client.InvalidArgument, ValueError, "'MAYBE' is not a valid Resolution"),
+        (lambda: op.prepare_reserve("", data(1), ttl=30), cc_client.InvalidArgument,
+         ValueError, "reservation_id must be a non-empty str"),
+        (lambda: op.prepare_reserve("r1", "data", ttl=30),  # type: ignore[arg-type]
+         cc_client.InvalidArgumentType, TypeError, "item must be a ChargeableItem or None"),
+        (lambda: op.set_result_type("SOME"),  # type: ignore[arg-type]
+         cc_client.InvalidArgument, ValueError, "'SOME' is not a valid ResultType"),
+        (lambda: client.create_session_start_operation("", "DATA", "s"),
+         cc_client.InvalidArgument, ValueError, "user_id must be a non-empty str"),
+        (lambda: ChargeableItem("data", {"volume": 1.5}),  # type: ignore[dict-item]
+         cc_client.InvalidArgumentType, TypeError,
+         "property 'volume': float is not a property type; use str, int, Decimal, bool or "
+         "an aware datetime (use decimal.Decimal for fractions)"),
+        (lambda: ChargeableItem("data", {f"p{i}": i for i in range(65)}),
+         cc_client.TooManyProperties, cc_client.LimitExceeded,
+         "an item has at most 64 properties"),
+        (lambda: ChargeableItem("data", {"v": "x" * 4097}), cc_client.StringTooLong,
+         cc_client.LimitExceeded, "property 'v': string longer than 4096"),
+        (lambda: ChargeableItem("data", {"v": 2**64}), cc_client.InvalidArgument, ValueError,
+         "property 'v': integer 18446744073709551616 out of the 64-bit range"),
+        (lambda: ChargeableItem("", {}), cc_client.InvalidArgument, ValueError,
+         "item name must be None or a non-empty str, not ''"),
+    ]
+    for call, cls, also, text in refusals:
+        with pytest.raises(cls) as info:
+            call()
+        assert isinstance(info.value, cc_client.ChargingError) and isinstance(info.value, also)
+        assert str(info.value) == info.value.message == text
+    async_refusals: list[tuple[Awaitable[object], type[Exception], type[Exception], str]] = [
+        (client.admin.top_up("u", 1.5),  # type: ignore[arg-type]
+         cc_client.InvalidArgumentType, TypeError,
+         "amount must be a Decimal, int or decimal string, not float"),
+        (client.admin.top_up("u", "ten"), cc_client.InvalidArgument, ValueError,
+         "amount: 'ten' is not a decimal number"),
+        (client.register_reservation_renewal_listener(0, print), cc_client.InvalidArgument,
+         ValueError, "listener id must be in 1..127"),
+        (client.register_reservation_renewal_listener(1, "no"),  # type: ignore[arg-type]
+         cc_client.InvalidArgumentType, TypeError, "handler must be callable"),
+    ]
+    for awaitable, cls, also, text in async_refusals:
+        with pytest.raises(cls) as info:
+            await awaitable
+        assert isinstance(info.value, also) and str(info.value) == text
+    assert not op.to_message().subs
+
+
+def test_wire_items_are_instances_of_the_exported_item() -> None:
+    """One item type: what a reply decodes to passes for `cc_client.ChargeableItem`."""
+    wire = m.ChargeableItem("data", {"volume": 1})
+    assert isinstance(wire, ChargeableItem) and issubclass(m.ChargeableItem, ChargeableItem)
+    assert ChargeableItem("data", {"volume": 1}) == wire
 
 
 # ------------------------------------------------------------------ over the wire
@@ -191,6 +271,27 @@ def test_sync_facade_and_server_thread() -> None:
         with pytest.raises(cc_client.SessionNotFound):
             client.create_session_update_operation(user_id="sync-user", service_id="DATA",
                                                    session_id="s1").execute()
+
+
+def public(cls: type) -> set[str]:
+    return {name for name in dir(cls) if not name.startswith("_")}
+
+
+def test_the_sync_facade_spells_out_every_public_method() -> None:
+    """The blocking facade has an explicit method for each public one of the async API
+    (a new OperatorAPI method needs its wrapper in SyncAdmin), and no catch-all."""
+    pairs = [(cc_client.SessionStartOperation, cc_client.sync.SyncStartOperation),
+             (cc_client.SessionUpdateOperation, cc_client.sync.SyncUpdateOperation),
+             (cc_client.SessionStopOperation, cc_client.sync.SyncStopOperation),
+             (OperatorAPI, cc_client.sync.SyncAdmin)]
+    for async_cls, sync_cls in pairs:
+        assert public(async_cls) - {"kind"} <= public(sync_cls), sync_cls
+        assert not hasattr(sync_cls, "__getattr__")
+    client_api = {"create_session_start_operation", "create_session_update_operation",
+                  "create_session_stop_operation", "register_reservation_renewal_listener",
+                  "unregister_reservation_renewal_listener", "close"}
+    assert client_api <= public(cc_client.sync.SyncClient)
+    assert "prepare_confirm" not in public(cc_client.sync.SyncStartOperation)
 
 
 async def test_below_zero_confirm_is_reported(client: cc_client.Client) -> None:
