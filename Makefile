@@ -26,7 +26,7 @@ bench: $(STAMP)        ## the standard load mix (benchmark/README.md); ARGS add 
 	$(BIN)/cc-bench --spawn --connections 8 --concurrency 256 --sessions 100000 --updates 2 --reservations 1 $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check protocol cc_server cc_client tests examples
+	$(BIN)/ruff check protocol cc_server cc_client cc_bench tests examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -18,14 +18,14 @@ from typing import Any
 import pytest
 
 import cc_client
-from cc_client.bench import main
-from cc_client.bench.cli import parse
-from cc_client.bench.codec_bench import run_codec_bench, sample_messages
-from cc_client.bench.histogram import Histogram
-from cc_client.bench.live import LiveSessions
-from cc_client.bench.progress import Progress
-from cc_client.bench.provision import BenchError
-from cc_client.bench.runner import execute
+from cc_bench import main
+from cc_bench.cli import parse
+from cc_bench.codec_bench import run_codec_bench, sample_messages
+from cc_bench.histogram import Histogram
+from cc_bench.live import LiveSessions
+from cc_bench.progress import Progress
+from cc_bench.provision import BenchError
+from cc_bench.runner import execute
 from cc_server.testing import ServerThread, running_server
 
 pytestmark = pytest.mark.timeout(60)
@@ -347,7 +347,7 @@ def test_progress_lines_when_not_a_terminal() -> None:
 def test_module_entry_point(tmp_path: Path) -> None:
     js = tmp_path / "m.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "cc_client.bench", "--spawn", "--sessions", "200",
+        [sys.executable, "-m", "cc_bench", "--spawn", "--sessions", "200",
          "--interval", "0.2", "--json", str(js), "--connections", "2", "--concurrency", "8"],
         check=False, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr

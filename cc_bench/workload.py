@@ -23,8 +23,8 @@ from cc_client import (
     Client,
     CommunicationFailure,
     ResultType,
+    SessionResult,
 )
-from cc_client.results import SessionResult
 
 from .histogram import Histogram
 from .renewals import Renewals

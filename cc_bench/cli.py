@@ -1,4 +1,4 @@
-"""The command line of cc-bench (`cc-bench` and `python -m cc_client.bench`)."""
+"""The command line of cc-bench (`cc-bench` and `python -m cc_bench`)."""
 
 from __future__ import annotations
 
