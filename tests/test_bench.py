@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import random
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -27,6 +30,7 @@ from cc_bench.progress import Progress
 from cc_bench.provision import BenchError
 from cc_bench.runner import execute
 from cc_server.testing import ServerThread, running_server
+from tests.serverproc import ServerProcess, server_process
 
 pytestmark = pytest.mark.timeout(60)
 SMALL = ["--connections", "2", "--concurrency", "16", "--users", "20", "--quiet"]
@@ -261,6 +265,63 @@ def test_unreachable_server_and_usage_errors(capsys: pytest.CaptureFixture[str])
         with pytest.raises(SystemExit) as exc:
             main(bad)
         assert exc.value.code == 2
+
+
+# ---------------------------------------------------------------------- a server that goes
+
+def _run_while(capsys: pytest.CaptureFixture[str], server: ServerProcess, after: float,
+               act: Any, *args: str) -> tuple[int, str, float]:
+    """Run cc-bench against `server`, calling `act()` `after` seconds in; (exit, out, s)."""
+    timer = threading.Timer(after, act)
+    timer.start()
+    try:
+        t0 = time.monotonic()
+        code, text = run(capsys, "--server", server.url, *args)
+        return code, text, time.monotonic() - t0
+    finally:
+        timer.cancel()
+
+
+def test_a_server_that_dies_mid_run_aborts_the_run(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """SIGTERM reaches the server 1 s into a 4 s run: not a clean run (issue: `errors:
+    none`, throughput over all 4 s, exit 0 after request_timeout and more)."""
+    js = tmp_path / "dead.json"
+    with server_process() as server:
+        code, text, took = _run_while(capsys, server, 1.0, server.stop, "--duration", "4",
+                                      "--request-timeout", "3", "--json", str(js), *SMALL)
+    assert code == 1
+    assert took < 1.0 + 3                          # gone within request_timeout
+    sm = load(js)["summary"]
+    assert sm["aborted"] and "lost" in sm["aborted"], sm["aborted"]
+    assert f"run aborted ({sm['aborted']})" in text
+    failures = sum(codes.get("COMMUNICATION_FAILURE", 0)
+                   for codes in sm["errors_by_code"].values())
+    assert failures > 0 and sm["errors"] >= failures and "errors:     none" not in text
+    assert 0.5 < sm["elapsed_s"] < 1.3             # the time that served, not 4 s
+    assert sm["container_ops"] > 0
+    assert sm["container_ops_per_s"] == pytest.approx(sm["container_ops"] / sm["elapsed_s"],
+                                                      rel=0.01)
+
+
+def test_a_server_that_stops_answering_aborts_the_run(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    """A frozen server (SIGSTOP): connections stay open, nothing answers."""
+    js = tmp_path / "frozen.json"
+    with server_process() as server:
+        assert server.proc is not None
+        pid = server.proc.pid
+        try:
+            code, text, took = _run_while(capsys, server, 1.0, lambda: os.kill(pid, signal.SIGSTOP),
+                                          "--duration", "4", "--request-timeout", "1",
+                                          "--json", str(js), *SMALL)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+    assert code == 1 and took < 1.0 + 2 * 1 + 0.5
+    sm = load(js)["summary"]
+    assert sm["aborted"], text
+    assert sm["errors"] > 0 and 0.5 < sm["elapsed_s"] < 1.3
 
 
 # ---------------------------------------------------------------------- live sessions
