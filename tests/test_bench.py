@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import io
 import json
@@ -20,6 +21,7 @@ from typing import Any
 
 import pytest
 
+import cc_bench
 import cc_client
 from cc_bench import main
 from cc_bench.cli import parse
@@ -45,6 +47,30 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
 def load(path: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(path.read_text())
     return data
+
+
+# ---------------------------------------------------------------------- the package
+
+def test_cc_bench_uses_only_the_public_client_api() -> None:
+    """cc_bench is a plain user of cc_client (`from cc_client import <name in __all__>`,
+    `cc_client.<name>`), never of the server; the client package holds no load tester."""
+    public = {*cc_client.__all__, "__version__"}
+    for path in sorted(Path(cc_bench.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            where = f"{path.name}:{getattr(node, 'lineno', 0)}"
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    assert alias.name.split(".")[0] != "cc_server", where
+                    assert not alias.name.startswith("cc_client."), where
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                assert node.module.split(".")[0] != "cc_server", where
+                if node.module.split(".")[0] == "cc_client":
+                    assert node.module == "cc_client", f"{where}: {node.module}"
+                    assert {a.name for a in node.names} <= public, where
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                    and node.value.id == "cc_client":
+                assert node.attr in public, f"{where}: cc_client.{node.attr}"
+    assert not (Path(cc_client.__file__).parent / "bench").exists()
 
 
 # ---------------------------------------------------------------------- histogram
