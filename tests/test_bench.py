@@ -350,6 +350,20 @@ def test_a_server_that_stops_answering_aborts_the_run(tmp_path: Path,
     assert sm["errors"] > 0 and 0.5 < sm["elapsed_s"] < 1.3
 
 
+def test_plot_refuses_a_name_it_would_not_honour(capsys: pytest.CaptureFixture[str],
+                                                 tmp_path: Path) -> None:
+    """`--plot out.png` wrote SVG into a .png file: a usage error now, before any run."""
+    for name in ("out.png", "out.pdf", "chart"):
+        with pytest.raises(SystemExit) as exc:
+            main(["--spawn", "--plot", str(tmp_path / name)])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert f"--plot {tmp_path / name}" in err and ".svg" in err
+    assert not list(tmp_path.iterdir())
+    for name in ("a.svg", "b.SVG", "c.html"):
+        assert parse(["--spawn", "--plot", name]).plot == name
+
+
 # ---------------------------------------------------------------------- live sessions
 
 def test_live_sessions_held_during_a_spawned_run(tmp_path: Path,
