@@ -1,8 +1,10 @@
-"""The examples run against a live server."""
+"""The examples and every python snippet of README.md run against a live server."""
 
 from __future__ import annotations
 
+import ast
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +12,29 @@ from pathlib import Path
 import pytest
 
 from cc_server.engine import Catalog
-from cc_server.testing import TestServer
+from cc_server.testing import ServerThread, TestServer
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+README = EXAMPLES.parent / "README.md"
+BLOCK = re.compile(r"^```python\n(.*?)^```", re.M | re.S)
+NOT_RUN = re.compile(r"<!-- not run: (\S.*?) -->")   # on the line before a block, with why
+DEFAULT_ADDRESS = "127.0.0.1:9500"                   # what `make run` listens on
+
+
+def readme_snippets() -> list[tuple[int, str, str | None]]:
+    """Each python block of README.md: (line, code, why it is not run, or None)."""
+    text = README.read_text(encoding="utf-8")
+    found = []
+    for block in BLOCK.finditer(text):
+        before = text[:block.start()].rstrip("\n").rsplit("\n", 1)[-1]
+        marked = NOT_RUN.fullmatch(before.strip())
+        found.append((text.count("\n", 0, block.start()) + 1, block.group(1),
+                      marked.group(1) if marked else None))
+    return found
+
+
+SNIPPETS = readme_snippets()
+RUN = [(line, code) for line, code, why in SNIPPETS if why is None]
 
 
 def load(name: str) -> object:
@@ -66,3 +88,36 @@ def test_the_copyable_fixture_example_passes() -> None:
                          capture_output=True, text=True, timeout=120, check=False)
     assert run.returncode == 0, run.stdout[-2000:]
     assert "2 passed" in run.stdout
+
+
+def test_readme_snippets_are_all_run_or_say_why_not() -> None:
+    assert len(RUN) >= 3, SNIPPETS                 # the extraction finds the blocks
+    for line, code, why in SNIPPETS:
+        if why is not None:                        # shown, not run: it must still parse
+            compile(code, f"README.md:{line}", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+
+
+@pytest.mark.parametrize(("line", "code"), RUN, ids=[f"README.md:{line}" for line, _ in RUN])
+def test_readme_snippet_runs_as_written(line: int, code: str, tmp_path: Path) -> None:
+    """A block with tests runs under pytest (asyncio_mode=auto, as the README says); any
+    other block runs as a script against a fresh server in place of `make run`'s."""
+    where = f"README.md:{line}"
+    tests = [node.name for node in ast.walk(ast.parse(code, where))
+             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+             and node.name.startswith("test_")]
+    if tests:
+        path = tmp_path / "test_readme_snippet.py"
+        path.write_text(code, encoding="utf-8")
+        run = subprocess.run([sys.executable, "-m", "pytest", "-o", "addopts=", "-o",
+                              "asyncio_mode=auto", "-p", "no:cacheprovider", "--rootdir",
+                              str(tmp_path), str(path)],
+                             capture_output=True, text=True, timeout=120, check=False)
+        assert run.returncode == 0 and f"{len(tests)} passed" in run.stdout, \
+            f"{where}\n{run.stdout[-3000:]}"
+        return
+    with ServerThread() as server:
+        run = subprocess.run([sys.executable, "-c", code.replace(DEFAULT_ADDRESS, server.url)],
+                             capture_output=True, text=True, timeout=120, check=False,
+                             cwd=tmp_path)
+    assert run.returncode == 0, f"{where}\n{run.stderr[-3000:]}"
+    assert run.stdout.strip(), f"{where} printed nothing"
