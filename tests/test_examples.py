@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -121,3 +122,17 @@ def test_readme_snippet_runs_as_written(line: int, code: str, tmp_path: Path) ->
                              cwd=tmp_path)
     assert run.returncode == 0, f"{where}\n{run.stderr[-3000:]}"
     assert run.stdout.strip(), f"{where} printed nothing"
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_conformance_without_the_suite_says_what_it_needs(tmp_path: Path) -> None:
+    """A clone without the external suite: a clear message and a failure, nothing built."""
+    missing = tmp_path / "conformance" / "run.sh"
+    run = subprocess.run(["make", "--no-print-directory", "conformance",
+                          f"CONFORMANCE={missing}", "VENV=" + str(tmp_path / "venv")],
+                         cwd=README.parent, capture_output=True, text=True, timeout=60,
+                         check=False)
+    assert run.returncode != 0
+    assert "needs the black-box conformance suite" in run.stderr
+    assert f"no executable {missing}" in run.stderr and "CONFORMANCE=" in run.stderr
+    assert not (tmp_path / "venv").exists()
