@@ -77,6 +77,7 @@ class Workload:
         self._next = 0
         self._deadline_handle: asyncio.TimerHandle | None = None
         self._finished = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
         self._active = 0
         self.on_begin: Callable[[], None] | None = None   # measured period starts / ends
         self.on_end: Callable[[], None] | None = None
@@ -160,13 +161,15 @@ class Workload:
         if self.aborted is None:
             self.aborted = reason
             self.end_measure(at=self.last_reply)
+            for task in self._tasks:   # what is in flight will not be answered
+                task.cancel()
 
     async def _watch_connections(self) -> None:
         """Abort once every client has been without a connection for `down_grace`."""
         period = self.down_grace / 4
         down_since: float | None = None
         loop = asyncio.get_running_loop()
-        while not self.stopping:
+        while True:   # through the drain too; run() cancels it
             await asyncio.sleep(period)
             if any(client.connected for client in self.clients):
                 down_since = None
@@ -199,6 +202,7 @@ class Workload:
             tasks = [loop.create_task(runner(self.clients[i % len(self.clients)]))
                      for i in range(self.s.in_flight)]
         self._active = len(tasks)
+        self._tasks = tasks
         watch = loop.create_task(self._watch_connections())
         try:
             if self.s.warmup > 0:
