@@ -124,6 +124,16 @@ def test_readme_snippet_runs_as_written(line: int, code: str, tmp_path: Path) ->
     assert run.stdout.strip(), f"{where} printed nothing"
 
 
+def test_server_thread_settle_needs_a_running_server() -> None:
+    server = ServerThread()
+    with pytest.raises(RuntimeError, match="not running"):
+        server.settle()
+    with server:
+        server.settle(ticks=1)          # returns once the timer has run
+    with pytest.raises(RuntimeError, match="not running"):
+        server.settle()
+
+
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_make_conformance_without_the_suite_says_what_it_needs(tmp_path: Path) -> None:
     """A clone without the external suite: a clear message and a failure, nothing built."""
