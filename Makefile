@@ -26,15 +26,23 @@ bench: $(STAMP)        ## the standard load mix (benchmark/README.md); ARGS add 
 	$(BIN)/cc-bench --spawn --connections 8 --concurrency 256 --sessions 100000 --updates 2 --reservations 1 $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check protocol cc_server cc_client tests examples
+	$(BIN)/ruff check protocol cc_server cc_client cc_bench tests examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 check: lint typecheck test
 
-conformance: $(STAMP)  ## the shared black-box suite (needs ../shared)
-	../shared/conformance/run.sh .
+# The black-box conformance suite is not part of this repository: it is looked for at
+# $(CONFORMANCE) (give another place with CONFORMANCE=path/to/run.sh).
+CONFORMANCE ?= ../shared/conformance/run.sh
+
+conformance:           ## the black-box conformance suite (outside this repository)
+	@test -x "$(CONFORMANCE)" || { echo "make conformance: needs the black-box conformance\
+	 suite, which is not part of this repository: no executable $(CONFORMANCE) here (set\
+	 CONFORMANCE=path/to/run.sh)" >&2; exit 1; }
+	@$(MAKE) --no-print-directory $(STAMP)
+	"$(CONFORMANCE)" .
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -33,11 +33,11 @@ from time import perf_counter_ns
 from typing import Any
 
 import cc_client
+from cc_bench.cli import new_loop
+from cc_bench.provision import create_subscribers, preflight, run_prefix
+from cc_bench.settings import Settings
+from cc_bench.spawn import SpawnedServer, SpawnError
 from cc_client import ChargeableItem, Client, RenewalNotification
-from cc_client.bench.cli import new_loop
-from cc_client.bench.provision import create_subscribers, preflight, run_prefix
-from cc_client.bench.settings import Settings
-from cc_client.bench.spawn import SpawnedServer, SpawnError
 
 TARGET_S = 2.0
 TIME_LIMIT_S = 120.0   # overall, plus 10 ms per session

@@ -84,8 +84,10 @@ async def running_server(config: ServerConfig | None = None, *,
 class ServerThread:
     """`running_server` on a background thread, for synchronous code.
 
-        with ServerThread() as server:
+        with ServerThread(clock=clock) as server:
             with cc_client.sync.connect(server.url) as client: ...
+            clock.advance(31)
+            server.settle()
     """
 
     def __init__(self, config: ServerConfig | None = None, *, clock: Any = None,
@@ -119,6 +121,14 @@ class ServerThread:
         """host:port of the server."""
         assert self.test_server is not None
         return self.test_server.url
+
+    def settle(self, ticks: int = 2, timeout: float = 10.0) -> None:
+        """Block until the housekeeping timer has run `ticks` times (expiry, renewal
+        resends): after moving a `ManualClock`, the work now due has been done."""
+        server, loop = self.test_server, self._loop
+        if server is None or loop is None or not self._thread.is_alive():
+            raise RuntimeError("the server is not running (use `with ServerThread() as ...`)")
+        asyncio.run_coroutine_threadsafe(server.settle(ticks), loop).result(timeout)
 
     def __enter__(self) -> ServerThread:
         self._thread.start()

@@ -6,8 +6,8 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import sys
 import uuid
 from decimal import Decimal
 
@@ -61,5 +61,14 @@ async def main(address: str) -> None:
                   f"{dict(tx.counters) or ''}")
 
 
+def parse_address(argv: list[str] | None = None) -> str:
+    """The server's address from the command line (`--help` explains)."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("address", nargs="?", default="127.0.0.1:9500", metavar="HOST:PORT",
+                        help="the charging server (default: %(default)s)")
+    address: str = parser.parse_args(argv).address
+    return address
+
+
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1:9500"))
+    asyncio.run(main(parse_address()))

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import io
 import json
+import os
 import random
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -17,16 +21,18 @@ from typing import Any
 
 import pytest
 
+import cc_bench
 import cc_client
-from cc_client.bench import main
-from cc_client.bench.cli import parse
-from cc_client.bench.codec_bench import run_codec_bench, sample_messages
-from cc_client.bench.histogram import Histogram
-from cc_client.bench.live import LiveSessions
-from cc_client.bench.progress import Progress
-from cc_client.bench.provision import BenchError
-from cc_client.bench.runner import execute
+from cc_bench import main
+from cc_bench.cli import parse
+from cc_bench.codec_bench import run_codec_bench, sample_messages
+from cc_bench.histogram import Histogram
+from cc_bench.live import LiveSessions
+from cc_bench.progress import Progress
+from cc_bench.provision import BenchError
+from cc_bench.runner import execute
 from cc_server.testing import ServerThread, running_server
+from tests.serverproc import ServerProcess, server_process
 
 pytestmark = pytest.mark.timeout(60)
 SMALL = ["--connections", "2", "--concurrency", "16", "--users", "20", "--quiet"]
@@ -41,6 +47,30 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
 def load(path: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(path.read_text())
     return data
+
+
+# ---------------------------------------------------------------------- the package
+
+def test_cc_bench_uses_only_the_public_client_api() -> None:
+    """cc_bench is a plain user of cc_client (`from cc_client import <name in __all__>`,
+    `cc_client.<name>`), never of the server; the client package holds no load tester."""
+    public = {*cc_client.__all__, "__version__"}
+    for path in sorted(Path(cc_bench.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            where = f"{path.name}:{getattr(node, 'lineno', 0)}"
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    assert alias.name.split(".")[0] != "cc_server", where
+                    assert not alias.name.startswith("cc_client."), where
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                assert node.module.split(".")[0] != "cc_server", where
+                if node.module.split(".")[0] == "cc_client":
+                    assert node.module == "cc_client", f"{where}: {node.module}"
+                    assert {a.name for a in node.names} <= public, where
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                    and node.value.id == "cc_client":
+                assert node.attr in public, f"{where}: cc_client.{node.attr}"
+    assert not (Path(cc_client.__file__).parent / "bench").exists()
 
 
 # ---------------------------------------------------------------------- histogram
@@ -263,6 +293,77 @@ def test_unreachable_server_and_usage_errors(capsys: pytest.CaptureFixture[str])
         assert exc.value.code == 2
 
 
+# ---------------------------------------------------------------------- a server that goes
+
+def _run_while(capsys: pytest.CaptureFixture[str], server: ServerProcess, after: float,
+               act: Any, *args: str) -> tuple[int, str, float]:
+    """Run cc-bench against `server`, calling `act()` `after` seconds in; (exit, out, s)."""
+    timer = threading.Timer(after, act)
+    timer.start()
+    try:
+        t0 = time.monotonic()
+        code, text = run(capsys, "--server", server.url, *args)
+        return code, text, time.monotonic() - t0
+    finally:
+        timer.cancel()
+
+
+def test_a_server_that_dies_mid_run_aborts_the_run(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """SIGTERM reaches the server 1 s into a 4 s run: not a clean run (issue: `errors:
+    none`, throughput over all 4 s, exit 0 after request_timeout and more)."""
+    js = tmp_path / "dead.json"
+    with server_process() as server:
+        code, text, took = _run_while(capsys, server, 1.0, server.stop, "--duration", "4",
+                                      "--request-timeout", "3", "--json", str(js), *SMALL)
+    assert code == 1
+    assert took < 1.0 + 3                          # gone within request_timeout
+    sm = load(js)["summary"]
+    assert sm["aborted"] and "lost" in sm["aborted"], sm["aborted"]
+    assert f"run aborted ({sm['aborted']})" in text
+    failures = sum(codes.get("COMMUNICATION_FAILURE", 0)
+                   for codes in sm["errors_by_code"].values())
+    assert failures > 0 and sm["errors"] >= failures and "errors:     none" not in text
+    assert 0.5 < sm["elapsed_s"] < 1.3             # the time that served, not 4 s
+    assert sm["container_ops"] > 0
+    assert sm["container_ops_per_s"] == pytest.approx(sm["container_ops"] / sm["elapsed_s"],
+                                                      rel=0.01)
+
+
+def test_a_server_that_stops_answering_aborts_the_run(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    """A frozen server (SIGSTOP): connections stay open, nothing answers."""
+    js = tmp_path / "frozen.json"
+    with server_process() as server:
+        assert server.proc is not None
+        pid = server.proc.pid
+        try:
+            code, text, took = _run_while(capsys, server, 1.0, lambda: os.kill(pid, signal.SIGSTOP),
+                                          "--duration", "4", "--request-timeout", "1",
+                                          "--json", str(js), *SMALL)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+    assert code == 1 and took < 1.0 + 2 * 1 + 0.5
+    sm = load(js)["summary"]
+    assert sm["aborted"], text
+    assert sm["errors"] > 0 and 0.5 < sm["elapsed_s"] < 1.3
+
+
+def test_plot_refuses_a_name_it_would_not_honour(capsys: pytest.CaptureFixture[str],
+                                                 tmp_path: Path) -> None:
+    """`--plot out.png` wrote SVG into a .png file: a usage error now, before any run."""
+    for name in ("out.png", "out.pdf", "chart"):
+        with pytest.raises(SystemExit) as exc:
+            main(["--spawn", "--plot", str(tmp_path / name)])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert f"--plot {tmp_path / name}" in err and ".svg" in err
+    assert not list(tmp_path.iterdir())
+    for name in ("a.svg", "b.SVG", "c.html"):
+        assert parse(["--spawn", "--plot", name]).plot == name
+
+
 # ---------------------------------------------------------------------- live sessions
 
 def test_live_sessions_held_during_a_spawned_run(tmp_path: Path,
@@ -347,7 +448,7 @@ def test_progress_lines_when_not_a_terminal() -> None:
 def test_module_entry_point(tmp_path: Path) -> None:
     js = tmp_path / "m.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "cc_client.bench", "--spawn", "--sessions", "200",
+        [sys.executable, "-m", "cc_bench", "--spawn", "--sessions", "200",
          "--interval", "0.2", "--json", str(js), "--connections", "2", "--concurrency", "8"],
         check=False, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr

@@ -1,4 +1,4 @@
-"""cc-bench, the load tester: `cc-bench --help`, or `python -m cc_client.bench --help`.
+"""cc-bench, the load tester: `cc-bench --help`, or `python -m cc_bench --help`.
 
 Closed loop (`--concurrency` sessions in flight over `--connections` connections) or open
 loop (`--rate` sessions per second, latency from each session's intended send time), a

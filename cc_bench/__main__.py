@@ -1,4 +1,4 @@
-"""`python -m cc_client.bench`."""
+"""`python -m cc_bench`."""
 
 import sys
 

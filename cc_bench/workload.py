@@ -23,14 +23,15 @@ from cc_client import (
     Client,
     CommunicationFailure,
     ResultType,
+    SessionResult,
 )
-from cc_client.results import SessionResult
 
 from .histogram import Histogram
 from .renewals import Renewals
 from .settings import Settings
 
 TIMER_SLACK = 1_500_000   # ns: the open-loop pacer stops trusting timers this close to a send
+COMMUNICATION_FAILURE = "COMMUNICATION_FAILURE"   # the code of a request left unanswered
 CONTAINER_KINDS = ("start", "update", "stop")
 RESULT_TYPES = {"all": ResultType.ALL_TRANSACTIONS, "master": ResultType.MASTER_TRANSACTION,
                 "none": ResultType.NO_TRANSACTIONS}
@@ -76,6 +77,7 @@ class Workload:
         self._next = 0
         self._deadline_handle: asyncio.TimerHandle | None = None
         self._finished = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
         self._active = 0
         self.on_begin: Callable[[], None] | None = None   # measured period starts / ends
         self.on_end: Callable[[], None] | None = None
@@ -91,9 +93,12 @@ class Workload:
         self.renewals = Renewals(self, renewal_users or [], renewal_amount) \
             if settings.renewals else None
         self.renewal_every = max(1, round(1 / settings.renewal_ratio))
-        # unanswered requests in a row: past the limit the server is gone, stop the run
-        self.unanswered = 0
-        self.unanswered_limit = max(100, 2 * settings.in_flight)
+        # The server is gone when every connection stays lost for `down_grace`, or when a
+        # request goes unanswered with no reply at all for a request timeout: the run is
+        # then aborted, measured up to the last reply, and nothing waits for the rest.
+        self.last_reply = 0          # perf_counter_ns of the latest reply (any kind)
+        self.first_sent = 0          # when the load began
+        self.down_grace = min(1.0, settings.request_timeout / 4)
         self.aborted: str | None = None
 
     # ------------------------------------------------------------------ control
@@ -125,10 +130,11 @@ class Workload:
             self._deadline_handle = asyncio.get_running_loop().call_later(duration,
                                                                           self.end_measure)
 
-    def end_measure(self) -> None:
-        """Stop recording and stop starting sessions (those in flight finish, unrecorded)."""
+    def end_measure(self, at: int | None = None) -> None:
+        """Stop recording and stop starting sessions (those in flight finish, unrecorded);
+        `at`: when the measured period ended, if earlier than now."""
         if self.measuring:
-            self.measure_end = perf_counter_ns()
+            self.measure_end = perf_counter_ns() if at is None else max(at, self.measure_start)
             self.measuring = False
             if self.on_end is not None:
                 self.on_end()
@@ -136,14 +142,43 @@ class Workload:
         self._finished.set()
 
     def count_error(self, kind: str, exc: ChargingError, record: bool) -> None:
-        """Count a whole-request failure; too many unanswered in a row end the run."""
+        """Count a whole-request failure; one unanswered while nothing else was answered
+        for a request timeout ends the run."""
         if record:
             self.stats[kind].errors[exc.code] += 1
         if isinstance(exc, CommunicationFailure):
-            self.unanswered += 1
-            if self.unanswered >= self.unanswered_limit and self.aborted is None:
-                self.aborted = f"{self.unanswered} requests in a row unanswered: {exc.message}"
-                self.end_measure()
+            silent = (perf_counter_ns() - max(self.last_reply, self.first_sent)) / 1e9
+            if silent >= self.s.request_timeout:
+                self.abort(f"no reply from the server for {silent:.1f} s: {exc.message}")
+
+    def count_cut_off(self, kind: str, record: bool) -> None:
+        """A request in flight when the run was aborted: unanswered."""
+        if record and self.aborted is not None:
+            self.stats[kind].errors[COMMUNICATION_FAILURE] += 1
+
+    def abort(self, reason: str) -> None:
+        """The server is gone: end the run now, measured up to the last reply."""
+        if self.aborted is None:
+            self.aborted = reason
+            self.end_measure(at=self.last_reply)
+            for task in self._tasks:   # what is in flight will not be answered
+                task.cancel()
+
+    async def _watch_connections(self) -> None:
+        """Abort once every client has been without a connection for `down_grace`."""
+        period = self.down_grace / 4
+        down_since: float | None = None
+        loop = asyncio.get_running_loop()
+        while True:   # through the drain too; run() cancels it
+            await asyncio.sleep(period)
+            if any(client.connected for client in self.clients):
+                down_since = None
+            elif down_since is None:
+                down_since = loop.time()
+            elif loop.time() - down_since >= self.down_grace:
+                n = len(self.clients)
+                self.abort(f"connection to the server lost: {'all ' if n > 1 else ''}{n} "
+                           f"connection{'s' if n > 1 else ''} down for {self.down_grace:g} s")
 
     @property
     def elapsed(self) -> float:
@@ -156,6 +191,7 @@ class Workload:
     async def run(self) -> None:
         """Warm up, measure, drain."""
         loop = asyncio.get_running_loop()
+        self.first_sent = perf_counter_ns()
         if self.s.warmup <= 0:
             self.begin_measure()
         tasks: list[asyncio.Task[None]]
@@ -166,6 +202,8 @@ class Workload:
             tasks = [loop.create_task(runner(self.clients[i % len(self.clients)]))
                      for i in range(self.s.in_flight)]
         self._active = len(tasks)
+        self._tasks = tasks
+        watch = loop.create_task(self._watch_connections())
         try:
             if self.s.warmup > 0:
                 with contextlib.suppress(TimeoutError):
@@ -173,10 +211,12 @@ class Workload:
                 if not self.stopping:
                     self.begin_measure()
             await self._finished.wait()
-            drain = self.s.request_timeout * (self.s.updates + 4) + 1.0
-            await asyncio.wait(tasks, timeout=drain)
+            if self.aborted is None:   # an aborted run does not wait for a gone server
+                drain = self.s.request_timeout * (self.s.updates + 4) + 1.0
+                await asyncio.wait(tasks, timeout=drain)
         finally:   # also when the hard time limit cancels us: leave nothing running
             self.end_measure()
+            watch.cancel()
             late = [task for task in tasks if not task.done()]
             for task in late:
                 task.cancel()
@@ -215,14 +255,18 @@ class Workload:
                 if n < 0:
                     return
                 t0 = perf_counter_ns()
+                sent_measuring = measured and self.measuring
                 try:
                     await client.ping()
                 except ChargingError as exc:
-                    self.count_error("ping", exc, measured and self.measuring)
+                    self.count_error("ping", exc, sent_measuring)
                     continue
-                self.unanswered = 0
+                except asyncio.CancelledError:
+                    self.count_cut_off("ping", sent_measuring)
+                    raise
+                t1 = self.last_reply = perf_counter_ns()
                 if measured and self.measuring:
-                    record(perf_counter_ns() - t0)
+                    record(t1 - t0)
                     self.completed += 1
         finally:
             self._worker_done()
@@ -282,14 +326,18 @@ class Workload:
             self._worker_done()
 
     async def _one_ping(self, client: Client, measured: bool, intended: int) -> None:
+        sent_measuring = measured and self.measuring
         try:
             await client.ping()
         except ChargingError as exc:
-            self.count_error("ping", exc, measured and self.measuring)
+            self.count_error("ping", exc, sent_measuring)
             return
-        self.unanswered = 0
+        except asyncio.CancelledError:
+            self.count_cut_off("ping", sent_measuring)
+            raise
+        t1 = self.last_reply = perf_counter_ns()
         if measured and self.measuring:
-            self.stats["ping"].hist.record(perf_counter_ns() - intended)
+            self.stats["ping"].hist.record(t1 - intended)
             self.completed += 1
 
     # ------------------------------------------------------------------ sessions
@@ -309,15 +357,16 @@ class Workload:
         sid = f"{self.prefix}-s{n}"
         stats = self.stats
         rids = self.rids
+        kind = "start"
+        sent_measuring = measured and self.measuring   # a failure counts if sent measuring
         try:
             op = client.create_session_start_operation(user, self.s.service, sid)
             if self.result_type is not None:
                 op.set_result_type(self.result_type)
             for rid in rids:
                 op.prepare_reserve(rid, self.reserve_item, self.s.ttl)
-            kind = "start"
             result = await op.execute()
-            t1 = perf_counter_ns()
+            t1 = self.last_reply = perf_counter_ns()
             if measured and self.measuring:
                 stats["start"].hist.record(t1 - t0)
             if not result.ok:
@@ -331,8 +380,9 @@ class Workload:
                 for rid in rids:
                     up.prepare_confirm_and_reserve(rid, confirm_item, None, -1)
                 t0 = perf_counter_ns()
+                sent_measuring = measured and self.measuring
                 result = await up.execute()
-                t1 = perf_counter_ns()
+                t1 = self.last_reply = perf_counter_ns()
                 if measured and self.measuring:
                     stats["update"].hist.record(t1 - t0)
                 if not result.ok:
@@ -343,15 +393,18 @@ class Workload:
             for rid in rids:
                 stop.prepare_confirm(rid, final_item)
             t0 = perf_counter_ns()
+            sent_measuring = measured and self.measuring
             result = await stop.execute()
-            t1 = perf_counter_ns()
+            t1 = self.last_reply = perf_counter_ns()
             if measured and self.measuring:
                 stats["stop"].hist.record(t1 - t0)
             if not result.ok:
                 self.count_failed("stop", result, measured)
-            self.unanswered = 0
         except ChargingError as exc:
-            self.count_error(kind, exc, measured and self.measuring)
+            self.count_error(kind, exc, sent_measuring)
+        except asyncio.CancelledError:
+            self.count_cut_off(kind, sent_measuring)
+            raise
         finally:
             if measured and self.measuring:
                 self.completed += 1

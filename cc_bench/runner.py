@@ -176,16 +176,19 @@ async def _execute(s: Settings, started_at: str, interrupt: Interrupt) -> dict[s
             live = LiveSessions(s, clients, prov.users, prov.prefix)
             meter = CpuMeter(server)
             meter.mark_memory("before_live_open")
+            gone = False
             try:
                 await live.open()
                 meter.mark_memory("after_live_open")
                 workload, progress, timed_out = await _measure(s, clients, prov, meter,
                                                                interrupt)
+                gone = workload.aborted is not None
                 server_stats: dict[str, Any] | None = None
-                with contextlib.suppress(ChargingError, TimeoutError):
-                    server_stats = await asyncio.wait_for(clients[0].admin.stats(), 3.0)
-            finally:   # a spawned server is stopped anyway: leave them to it
-                if server is None:
+                if not gone:
+                    with contextlib.suppress(ChargingError, TimeoutError):
+                        server_stats = await asyncio.wait_for(clients[0].admin.stats(), 3.0)
+            finally:   # a spawned server is stopped anyway, a gone one cannot: leave them
+                if server is None and not gone:
                     await live.close()
         finally:
             for client in clients:

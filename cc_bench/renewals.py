@@ -45,9 +45,8 @@ class Renewals:
             op.set_reservation_renewal_listener_id(s.listener_id)
             op.prepare_reserve(rid, w.reserve_item, s.ttl)
             result = await op.execute()
-            t1 = perf_counter_ns()
-            record = measured and w.measuring
-            if record:
+            t1 = w.last_reply = perf_counter_ns()
+            if record:   # as sent: the rest of the session is counted (or not) with it
                 stats["start"].hist.record(t1 - t0)
             if not result.ok:
                 w.count_failed("start", result, measured)
@@ -57,7 +56,7 @@ class Renewals:
             up.prepare_confirm_and_reserve(rid, w.full_item, None, -1)
             t0 = perf_counter_ns()
             result = await up.execute()
-            t1 = perf_counter_ns()
+            t1 = w.last_reply = perf_counter_ns()
             if record:
                 stats["update"].hist.record(t1 - t0)
             outcome = result.get(rid)
@@ -73,14 +72,16 @@ class Renewals:
             stop.prepare_cancel(rid)
             t0 = perf_counter_ns()
             result = await stop.execute()
-            t1 = perf_counter_ns()
+            t1 = w.last_reply = perf_counter_ns()
             if record:
                 stats["stop"].hist.record(t1 - t0)
             if not result.ok:
                 w.count_failed("stop", result, measured)
-            w.unanswered = 0
         except ChargingError as exc:
             w.count_error(kind, exc, record)
+        except asyncio.CancelledError:
+            w.count_cut_off(kind, record)
+            raise
         finally:
             self.pool.append(user)
             if measured and w.measuring:
@@ -92,6 +93,7 @@ class Renewals:
         self._waiting[sid] = (fut, t0, record)
         try:
             await client.admin.top_up(user, self.amount)
+            self.w.last_reply = perf_counter_ns()
             if record:
                 self.w.stats["top_up"].hist.record(perf_counter_ns() - t0)
             await asyncio.wait_for(fut, self.w.s.notification_timeout)

@@ -1,4 +1,4 @@
-"""The command line of cc-bench (`cc-bench` and `python -m cc_client.bench`)."""
+"""The command line of cc-bench (`cc-bench` and `python -m cc_bench`)."""
 
 from __future__ import annotations
 
@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="S")
     g = p.add_argument_group("output")
     g.add_argument("--json", metavar="FILE", help="write everything, histograms included")
-    g.add_argument("--plot", metavar="FILE", help="latency chart, SVG (or HTML: *.html)")
+    g.add_argument("--plot", metavar="FILE",
+                   help="latency chart: FILE.svg (or an HTML page: FILE.html)")
     g.add_argument("--interval", type=float, default=d.interval, metavar="S",
                    help="progress every S seconds (default: %(default)s)")
     g.add_argument("--quiet", action="store_true", help="no progress display")

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+PLOT_SUFFIXES = (".svg", ".html", ".htm")   # what --plot can write
+
 DEFAULT_CONCURRENCY_CLOSED = 256
 DEFAULT_CONCURRENCY_OPEN = 10_000
 DEFAULT_DURATION = 10.0
@@ -133,6 +135,9 @@ class Settings:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        if self.plot is not None and not self.plot.lower().endswith(PLOT_SUFFIXES):
+            raise ValueError(f"--plot {self.plot}: the chart is SVG (or an HTML page); "
+                             "give a file name ending in .svg (or .html)")
         if self.renewals and self.op != "session":
             raise ValueError("--renewals needs --op session")
         if self.live_sessions and self.op != "session":
