@@ -1,0 +1,89 @@
+"""The server's clocks: the wall clock, one that tests move by hand, one that runs fast.
+
+Every clock is a callable returning epoch seconds, kept to the millisecond as SAP CC
+keeps server time. `cc-server --clock manual` uses `ManualClock` (moved by the admin
+commands `clock_advance` / `clock_set`, i.e. `cc-admin clock advance SECONDS`);
+`--clock-speed K` uses `ScaledClock`. Neither goes backwards: a manual clock set to an
+earlier time is refused, so expiry and the journal's order stay true.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+
+MAX_SPEED = 10_000.0
+MAX_STEP = 400 * 86_400.0   # the most one advance may move (a TTL's own limit)
+
+
+def wall_clock_ms() -> float:
+    """Epoch seconds, rounded to the millisecond."""
+    return round(time.time(), 3)
+
+
+class ClockError(ValueError):
+    """A clock move that cannot be made (backwards, too far, not a manual clock)."""
+
+
+class ManualClock:
+    """A wall clock that moves only when told to (epoch seconds)."""
+
+    manual = True
+
+    def __init__(self, start: float | None = None) -> None:
+        self.now = wall_clock_ms() if start is None else start
+        #: called with the new time after each move (the server runs its timers)
+        self.on_move: Callable[[float], None] | None = None
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        """Move time forward by `seconds`; returns the new time."""
+        if not 0 <= seconds <= MAX_STEP:
+            raise ClockError(f"advance takes 0 to {MAX_STEP:g} seconds, not {seconds}")
+        return self.set(self.now + seconds)
+
+    def set(self, when: float | dt.datetime) -> float:
+        """Move time to `when` (epoch seconds or an aware datetime), never backwards."""
+        if isinstance(when, dt.datetime):
+            if when.tzinfo is None:
+                raise ClockError("clock set needs a time with a zone (e.g. ...Z or +00:00)")
+            when = when.timestamp()
+        when = round(when, 3)
+        if when < self.now:
+            raise ClockError(f"the clock does not go backwards ({when} < {self.now})")
+        self.now = when
+        if self.on_move is not None:
+            self.on_move(when)
+        return when
+
+
+class ScaledClock:
+    """Time that runs `speed` times faster than the wall clock, from the real now."""
+
+    manual = False
+
+    def __init__(self, speed: float, start: float | None = None,
+                 source: Callable[[], float] = time.time) -> None:
+        if not 0 < speed <= MAX_SPEED:
+            raise ClockError(f"clock speed must be above 0 and at most {MAX_SPEED:g}")
+        self.speed = speed
+        self._source = source
+        self._real0 = source()
+        self._start = self._real0 if start is None else start
+
+    def __call__(self) -> float:
+        return round(self._start + (self._source() - self._real0) * self.speed, 3)
+
+
+def parse_time(text: str) -> dt.datetime:
+    """An ISO-8601 time with a zone (`2026-11-28T10:00:00Z`); ClockError otherwise."""
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ClockError(f"not an ISO-8601 time: {text!r}") from None
+    if when.tzinfo is None:
+        raise ClockError(f"the time needs a zone (Z or +HH:MM): {text!r}")
+    return when

@@ -1,0 +1,294 @@
+"""Fault rules: make the server misbehave on cue (in the spirit of Toxiproxy and WireMock).
+
+A rule has three parts, every field optional:
+
+- a match: subscriber (`user`, glob), `service`, `session` (glob), container `kind`,
+  sub-request `action`, message `type` (EXECUTE, ADMIN, LISTEN, ACK, NOTIFY), `listener`
+  id, and the connection's authenticated user (`conn_user`, glob);
+- a schedule: only after `after` matches, then every `every`-th one, each with
+  `probability` (from a generator seeded with `seed`), at most `times` times;
+- an action (`ACTIONS`), with its `code` (error), `seconds` and `jitter` (delay, pause,
+  delay-notify) and `scope` (error: the whole `container` or only the matching
+  `subrequest`).
+
+The rules only decide; the server acts (dispatch.py, connection.py, renewal.py). This
+module does no IO and reads no clock. Every rule counts how often it matched and fired.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import random
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from protocol.errors import ErrorCode
+
+#: What a rule can make the server do.
+ACTIONS = frozenset({
+    "error", "delay", "drop-reply", "drop-request", "close-before", "close-after", "busy",
+    "pause", "drop-notify", "delay-notify", "duplicate-notify"})
+#: Actions that concern renewal notifications (matched against NOTIFY pushes).
+NOTIFY_ACTIONS = frozenset({"drop-notify", "delay-notify", "duplicate-notify"})
+MESSAGE_TYPES = frozenset({"EXECUTE", "ADMIN", "LISTEN", "ACK", "NOTIFY"})
+KINDS = frozenset({"start", "update", "stop"})
+SUB_ACTIONS = frozenset({"reserve", "confirm", "cancel", "confirm_and_reserve"})
+SCOPES = frozenset({"container", "subrequest"})
+MAX_SECONDS = 3600.0   # the longest delay or pause a rule may ask for
+MAX_RULES = 1000
+
+
+class FaultError(ValueError):
+    """A rule that cannot be valid (the message names the field)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What a rule is matched against: one request, or one notification attempt."""
+
+    type: str
+    user: str | None = None
+    service: str | None = None
+    session: str | None = None
+    kind: str | None = None
+    actions: tuple[str, ...] = ()
+    listener: int | None = None
+    conn_user: str | None = None
+
+
+@dataclass(slots=True)
+class Rule:
+    """One fault rule (see the module docstring); `matched` and `fired` count."""
+
+    action: str
+    user: str | None = None
+    service: str | None = None
+    session: str | None = None
+    kind: str | None = None
+    sub_action: str | None = None
+    type: str | None = None
+    listener: int | None = None
+    conn_user: str | None = None
+    times: int | None = None
+    every: int | None = None
+    probability: float | None = None
+    after: int = 0
+    seed: int | None = None
+    code: str | None = None
+    scope: str = "container"
+    seconds: float = 0.0
+    jitter: float = 0.0
+    id: int = 0
+    matched: int = 0
+    fired: int = 0
+    _rng: random.Random = field(default_factory=random.Random, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.check()
+        self._rng = random.Random(self.seed)
+
+    def check(self) -> None:
+        """Raise FaultError unless every field is valid."""
+        if self.action not in ACTIONS:
+            raise FaultError(f"action must be one of {sorted(ACTIONS)}, not {self.action!r}")
+        _one_of("kind", self.kind, KINDS)
+        _one_of("sub_action", self.sub_action, SUB_ACTIONS)
+        _one_of("type", self.type, MESSAGE_TYPES)
+        _one_of("scope", self.scope, SCOPES)
+        if self.action == "error":
+            if self.code not in ErrorCode.__members__:
+                raise FaultError(f"action error needs a code of the protocol, not {self.code!r}")
+            if self.scope == "subrequest" and self.code in _CONNECTION_CODES:
+                raise FaultError(f"{self.code} is not a sub-request outcome")
+        elif self.code is not None:
+            raise FaultError("code goes with action error only")
+        for name in ("times", "every"):
+            value = getattr(self, name)
+            if value is not None and (type(value) is not int or value < 1):
+                raise FaultError(f"{name} must be a whole number >= 1")
+        if type(self.after) is not int or self.after < 0:
+            raise FaultError("after must be a whole number >= 0")
+        if self.probability is not None and not 0.0 <= self.probability <= 1.0:
+            raise FaultError("probability must be between 0 and 1")
+        if self.listener is not None and not 1 <= self.listener <= 127:
+            raise FaultError("listener must be 1..127")
+        for name in ("seconds", "jitter"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= MAX_SECONDS:
+                raise FaultError(f"{name} must be between 0 and {MAX_SECONDS:g}")
+        if self.action in ("delay", "pause", "delay-notify") and self.seconds <= 0:
+            raise FaultError(f"action {self.action} needs seconds > 0")
+
+    # ------------------------------------------------------------------ matching
+
+    def matches(self, req: Request) -> bool:
+        """True when every field the rule sets agrees with `req`."""
+        rule_type = self.type or ("NOTIFY" if self.action in NOTIFY_ACTIONS else None)
+        if rule_type is not None and rule_type != req.type:
+            return False
+        if self.action in NOTIFY_ACTIONS and req.type != "NOTIFY":
+            return False
+        return (_glob(self.user, req.user) and _glob(self.session, req.session)
+                and _glob(self.conn_user, req.conn_user)
+                and (self.service is None or self.service == req.service)
+                and (self.kind is None or self.kind == req.kind)
+                and (self.sub_action is None or self.sub_action in req.actions)
+                and (self.listener is None or self.listener == req.listener))
+
+    def consider(self, req: Request) -> bool:
+        """Count a match of `req` and say whether the rule fires for it."""
+        if not self.matches(req):
+            return False
+        self.matched += 1
+        n = self.matched - self.after
+        if n < 1:
+            return False
+        if self.every is not None and n % self.every:
+            return False
+        if self.probability is not None and self._rng.random() >= self.probability:
+            return False
+        if self.times is not None and self.fired >= self.times:
+            return False
+        self.fired += 1
+        return True
+
+    def delay(self) -> float:
+        """The seconds this firing waits: `seconds`, plus up to `jitter` at random."""
+        return self.seconds + (self._rng.uniform(0.0, self.jitter) if self.jitter else 0.0)
+
+    def to_wire(self) -> dict[str, Any]:
+        """The rule as a plain map (admin replies, `cc-admin fault list --json`)."""
+        data = asdict(self)
+        data.pop("_rng")
+        return {k: v for k, v in data.items() if v is not None}
+
+
+_CONNECTION_CODES = frozenset({
+    "AUTHENTICATION_FAILED", "UNSUPPORTED_VERSION", "HANDSHAKE_REQUIRED", "PROTOCOL_ERROR",
+    "FRAME_TOO_LARGE", "TOO_MANY_CONNECTIONS", "HANDSHAKE_TIMEOUT", "IDLE_TIMEOUT"})
+_FIELDS = frozenset(f.name for f in fields(Rule) if not f.name.startswith("_")) - \
+    {"id", "matched", "fired"}
+
+
+def _one_of(name: str, value: str | None, allowed: frozenset[str]) -> None:
+    if value is not None and value not in allowed:
+        raise FaultError(f"{name} must be one of {sorted(allowed)}, not {value!r}")
+
+
+def _glob(pattern: str | None, value: str | None) -> bool:
+    if pattern is None:
+        return True
+    return value is not None and fnmatch.fnmatchcase(value, pattern)
+
+
+def rule_from_map(data: Mapping[str, Any]) -> Rule:
+    """A rule from a map (admin command, TOML `[[faults]]`); FaultError when invalid.
+
+    Keys are the `Rule` fields; `-` may stand for `_` (`sub-action`, `conn-user`)."""
+    args: dict[str, Any] = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name not in _FIELDS:
+            raise FaultError(f"unknown fault rule field {key!r}")
+        args[name] = value
+    if "action" not in args:
+        raise FaultError("a fault rule needs an action")
+    for name in ("seconds", "jitter", "probability"):
+        if isinstance(args.get(name), int) and not isinstance(args[name], bool):
+            args[name] = float(args[name])
+    try:
+        return Rule(**args)
+    except TypeError as exc:   # a value of the wrong type caught by a comparison
+        raise FaultError(f"bad fault rule: {exc}") from None
+
+
+class Faults:
+    """The server's fault rules, tried in the order they were added.
+
+    `add` returns the rule, which also works as a context manager that removes it::
+
+        with server.faults.add(action="drop-reply", kind="update", times=1):
+            ...
+    """
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._rules: dict[int, Rule] = {}
+        self._next_id = 0
+
+    def __bool__(self) -> bool:
+        return bool(self._rules)
+
+    def __iter__(self) -> Iterator[Rule]:
+        return iter(list(self._rules.values()))
+
+    def add(self, rule: Rule | None = None, /, **fields_: Any) -> RuleHandle:
+        """Add a rule (a `Rule`, or its fields as keywords); returns its handle."""
+        if not self.enabled:
+            raise FaultError("test controls are off on this server (--no-test-controls)")
+        if len(self._rules) >= MAX_RULES:
+            raise FaultError(f"at most {MAX_RULES} fault rules")
+        if rule is None:
+            rule = rule_from_map(fields_)
+        self._next_id += 1
+        rule.id = self._next_id
+        self._rules[rule.id] = rule
+        return RuleHandle(self, rule)
+
+    def remove(self, rule_id: int) -> bool:
+        """Remove one rule; False when there was none with that id."""
+        return self._rules.pop(rule_id, None) is not None
+
+    def clear(self) -> int:
+        """Remove every rule; how many there were."""
+        count = len(self._rules)
+        self._rules.clear()
+        return count
+
+    def fire(self, req: Request, actions: frozenset[str] | None = None) -> list[Rule]:
+        """The rules that fire for `req` (each counted), optionally only of `actions`."""
+        fired = []
+        for rule in list(self._rules.values()):
+            if actions is not None and rule.action not in actions:
+                continue
+            if rule.consider(req):
+                fired.append(rule)
+        return fired
+
+    def to_wire(self) -> list[dict[str, Any]]:
+        """Every rule as a map, with its counts."""
+        return [rule.to_wire() for rule in self._rules.values()]
+
+
+class RuleHandle:
+    """A rule added to a `Faults`; leaving a `with` block removes it."""
+
+    def __init__(self, faults: Faults, rule: Rule) -> None:
+        self.faults = faults
+        self.rule = rule
+
+    @property
+    def id(self) -> int:
+        """The rule id."""
+        return self.rule.id
+
+    @property
+    def fired(self) -> int:
+        """How often the rule fired so far."""
+        return self.rule.fired
+
+    @property
+    def matched(self) -> int:
+        """How often a request matched the rule so far."""
+        return self.rule.matched
+
+    def remove(self) -> None:
+        """Remove the rule."""
+        self.faults.remove(self.rule.id)
+
+    def __enter__(self) -> RuleHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()

@@ -1,0 +1,376 @@
+"""The rules of one connection, for both ends, as a sans-IO state machine (h11-style).
+
+`Connection` is fed the bytes that arrived (`receive_data`) and the time (`tick`), and
+gives back events for the application and bytes to send. It owns every rule that is not
+about charging:
+
+- the handshake: the client's first frame is HELLO; the server answers HELLO_OK or an
+  ERROR with request id 0; nothing else flows before; a frame before HELLO_OK may carry
+  at most `HELLO_MAX_FRAME` bytes of body;
+- which frame is a request, a reply or a push (a reply type has bit 0x80 set; an ERROR
+  with a non-zero request id is a reply, with request id 0 it ends the connection);
+- request ids: each side numbers its own requests from 1, wrapping below 2**32; id 0
+  means "no reply expected", and is refused on a message type that has a reply;
+- PING -> PONG, and the heartbeat: a side PINGs when it has sent nothing for one
+  interval and counts the peer dead after three intervals of silence;
+- the handshake deadline (server) and the idle deadline (server: no request for
+  `idle_timeout`; PING/PONG do not count);
+- GOODBYE (the peer is going away) and the connection-level ERROR (request id 0).
+
+It never touches a socket or a clock: the transport (`cc_server/connection.py`,
+`cc_client/connection.py`) passes `now`, writes what `data_to_send()` and the `send_*`
+methods return, and acts on the events. Event types::
+
+    Frame        a request for the server application, or a reply / NOTIFY for the client
+    HelloReceived  (server) the HELLO to check; answer with `accept()` or `fail()`
+    Goodbye      the peer said GOODBYE: it sends nothing new; close when done
+    Closed       the connection is over: `error` is what we sent (flush, then close),
+                 or `peer_error` what the peer sent; `dead` when the peer went silent
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import codec
+from . import messages as m
+from .errors import ErrorCode, ProtocolError
+from .frames import DEFAULT_MAX_FRAME, MAX_REQUEST_ID, Frame, FrameDecoder, encode_frame
+from .liveness import Due, Liveness
+
+CLIENT = 0
+SERVER = 1
+
+# states
+HANDSHAKE = 0        # client: HELLO not answered yet; server: no HELLO yet
+AUTHENTICATING = 1   # server: HELLO received, its verdict pending (`accept` / `fail`)
+OPEN = 2
+DRAINING = 3         # the peer said GOODBYE (client: no new requests on this connection)
+CLOSED = 4
+
+HELLO_MAX_FRAME = 64 * 1024    # body bytes of a frame before the handshake is done
+MAX_ERROR_TEXT = 500           # characters of an ERROR message
+
+T = m.MsgType
+REPLY = m.REPLY
+_EMPTY = codec.pack({})
+#: Request types that have a reply, so may not use request id 0.
+_ANSWERED = frozenset({T.HELLO, T.PING, T.EXECUTE, T.ADMIN, T.LISTEN, T.UNLISTEN})
+#: What a client may send to a server after the handshake (besides PING and GOODBYE).
+_CLIENT_REQUESTS = frozenset({T.EXECUTE, T.ADMIN, T.LISTEN, T.UNLISTEN, T.ACK})
+
+
+@dataclass(frozen=True, slots=True)
+class HelloReceived:
+    """(server) The client's HELLO arrived; check it, then `accept()` or `fail()`."""
+
+    frame: Frame
+
+
+@dataclass(frozen=True, slots=True)
+class Goodbye:
+    """The peer said GOODBYE: it is going away and starts nothing new."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The connection is over. `error`: the ERROR we queued (send it, then close);
+    `peer_error`: the peer's ERROR; `dead`: the peer went silent (close without a word)."""
+
+    code: str
+    message: str
+    by_peer: bool = False
+    dead: bool = False
+
+
+Event = Frame | HelloReceived | Goodbye | Closed
+
+
+class Connection:
+    """One end of one connection (`role` is CLIENT or SERVER)."""
+
+    def __init__(self, role: int, now: float, heartbeat: float = 5.0,
+                 handshake_deadline: float | None = None, idle_timeout: float = 0.0) -> None:
+        self.role = role
+        self.state = HANDSHAKE
+        self.decoder = FrameDecoder(HELLO_MAX_FRAME if role == SERVER else DEFAULT_MAX_FRAME)
+        self.liveness = Liveness(heartbeat, now)
+        self.heartbeat_on = False            # from the end of the handshake
+        self.handshake_deadline = handshake_deadline
+        self.idle_timeout = idle_timeout
+        self.last_request = now
+        self.hello_id = 0
+        self._next_id = 0
+        self._pings: set[int] = set()
+        self._out: list[bytes] = []
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def open(self) -> bool:
+        """True once the handshake is done and until the connection closes."""
+        return self.state in (OPEN, DRAINING)
+
+    @property
+    def closed(self) -> bool:
+        """True once a `Closed` event was given (or `close` was called)."""
+        return self.state == CLOSED
+
+    def next_request_id(self) -> int:
+        """A fresh request id of ours: 1, 2, ... wrapping below 2**32, never 0."""
+        rid = self._next_id = self._next_id % MAX_REQUEST_ID + 1
+        return rid
+
+    # ------------------------------------------------------------------ receiving
+
+    def receive_data(self, data: bytes, now: float) -> list[Event]:
+        """Feed received bytes; return the events they complete, in order.
+
+        PINGs are answered (the PONG waits in `data_to_send()`), PONGs are swallowed.
+        After a `Closed` event nothing more is read."""
+        if self.state == CLOSED:
+            return []
+        self.liveness.received(now)
+        try:
+            frames = self.decoder.feed(data)
+        except ProtocolError as exc:
+            return [self._fail(exc.code, exc.message)]
+        if not frames:
+            return []
+        if self.role == SERVER:
+            return self._server_frames(frames, now)
+        return self._client_frames(frames)
+
+    def _server_frames(self, frames: list[Frame], now: float) -> list[Event]:
+        events: list[Event] = []
+        for frame in frames:
+            msg_type = frame.type
+            rid = frame.request_id
+            if msg_type in _CLIENT_REQUESTS and self.state >= AUTHENTICATING:
+                if rid == 0 and msg_type != T.ACK:
+                    events.append(self._fail(ErrorCode.PROTOCOL_ERROR, f"request type "
+                                             f"{msg_type:#04x} needs a request id other than 0"))
+                    return events
+                self.last_request = now
+                events.append(frame)
+                continue
+            event = self._server_control(frame)
+            if event is not None:
+                events.append(event)
+                if isinstance(event, Closed):
+                    return events
+        return events
+
+    def _server_control(self, frame: Frame) -> Event | None:
+        msg_type = frame.type
+        if self.state == HANDSHAKE:
+            if msg_type != T.HELLO:
+                return self._fail(ErrorCode.HANDSHAKE_REQUIRED, "the first frame must be HELLO")
+            if frame.request_id == 0:
+                return self._fail(ErrorCode.PROTOCOL_ERROR, "HELLO needs a request id other "
+                                                            "than 0")
+            self.state = AUTHENTICATING
+            self.hello_id = frame.request_id
+            return HelloReceived(frame)
+        if msg_type == T.PING:
+            return self._pong(frame)
+        if msg_type == T.PONG:
+            self._pings.discard(frame.request_id)
+            return None
+        if msg_type == T.GOODBYE:
+            return self._goodbye(frame)
+        if msg_type == T.ERROR:
+            return self._peer_error(frame)
+        if msg_type == T.HELLO:
+            return self._fail(ErrorCode.PROTOCOL_ERROR, "HELLO after the handshake")
+        if msg_type & REPLY:
+            return self._fail(ErrorCode.PROTOCOL_ERROR, f"unexpected reply type {msg_type:#04x}")
+        return self._fail(ErrorCode.PROTOCOL_ERROR,
+                          f"unexpected message type {msg_type:#04x}")
+
+    def _client_frames(self, frames: list[Frame]) -> list[Event]:
+        events: list[Event] = []
+        for frame in frames:
+            msg_type = frame.type
+            if msg_type & REPLY and msg_type != T.ERROR:
+                if msg_type == T.PONG and frame.request_id in self._pings:
+                    self._pings.discard(frame.request_id)
+                    continue
+                if msg_type == T.HELLO_OK and self.state == HANDSHAKE:
+                    self._opened()
+                events.append(frame)
+                continue
+            if msg_type == T.ERROR and frame.request_id:
+                events.append(frame)
+                continue
+            event = self._client_control(frame)
+            if event is not None:
+                events.append(event)
+                if isinstance(event, Closed):
+                    return events
+        return events
+
+    def _client_control(self, frame: Frame) -> Event | None:
+        msg_type = frame.type
+        if msg_type == T.ERROR:
+            return self._peer_error(frame)
+        if self.state == HANDSHAKE:
+            return self._fail(ErrorCode.PROTOCOL_ERROR,
+                              f"message type {msg_type:#04x} before HELLO_OK")
+        if msg_type == T.PING:
+            return self._pong(frame)
+        if msg_type == T.GOODBYE:
+            return self._goodbye(frame)
+        if msg_type == T.NOTIFY:
+            return frame
+        return self._fail(ErrorCode.PROTOCOL_ERROR, f"unexpected message type {msg_type:#04x}")
+
+    def _pong(self, frame: Frame) -> Event | None:
+        if frame.request_id == 0:
+            return self._fail(ErrorCode.PROTOCOL_ERROR, "PING needs a request id other than 0")
+        self._out.append(encode_frame(T.PONG, frame.request_id, _EMPTY))
+        return None
+
+    def _goodbye(self, frame: Frame) -> Event:
+        reason = ""
+        try:
+            msg = codec.decode_body(T.GOODBYE, frame.body)
+            if isinstance(msg, m.Goodbye):
+                reason = msg.reason
+        except ProtocolError:
+            pass   # a GOODBYE is honoured even when its reason does not decode
+        self.state = DRAINING
+        return Goodbye(reason)
+
+    def _peer_error(self, frame: Frame) -> Event:
+        code, message = str(ErrorCode.PROTOCOL_ERROR), "undecodable ERROR"
+        try:
+            msg = codec.decode_body(T.ERROR, frame.body)
+            if isinstance(msg, m.Error):
+                code, message = str(msg.code), msg.message
+        except ProtocolError:
+            pass
+        self.state = CLOSED
+        return Closed(code, message, by_peer=True)
+
+    def _fail(self, code: ErrorCode, message: str) -> Closed:
+        """Queue a connection-level ERROR and end the connection."""
+        message = message[:MAX_ERROR_TEXT]
+        self._out.append(codec.encode(m.Error(code, message), 0))
+        self.state = CLOSED
+        return Closed(str(code), message)
+
+    def fail(self, code: ErrorCode, message: str) -> Closed:
+        """End the connection with a connection-level ERROR (its bytes wait in
+        `data_to_send()`); what the application decided, e.g. a refused HELLO."""
+        if self.state == CLOSED:
+            return Closed(str(code), message[:MAX_ERROR_TEXT])
+        return self._fail(code, message)
+
+    # ------------------------------------------------------------------ handshake
+
+    def send_hello(self, hello: m.Hello) -> bytes:
+        """(client) The HELLO frame; its request id is `hello_id`."""
+        if self.role != CLIENT or self.state != HANDSHAKE or self.hello_id:
+            raise ProtocolError("HELLO is the client's first frame, sent once")
+        self.hello_id = self.next_request_id()
+        return codec.encode(hello, self.hello_id)
+
+    def accept(self, welcome: m.HelloOk, now: float) -> bytes:
+        """(server) The HELLO passed: the HELLO_OK frame; requests flow from now on."""
+        if self.role != SERVER or self.state != AUTHENTICATING:
+            raise ProtocolError("accept() answers a HelloReceived event")
+        self.decoder.max_body = welcome.max_frame
+        self.liveness = Liveness(welcome.heartbeat, now)
+        self._opened()
+        return codec.encode(welcome, self.hello_id)
+
+    def welcomed(self, welcome: m.HelloOk, now: float) -> None:
+        """(client) HELLO_OK was decoded: adopt its heartbeat and frame limit."""
+        self.decoder.max_body = max(self.decoder.max_body, welcome.max_frame)
+        self.liveness = Liveness(welcome.heartbeat, now)
+        self._opened()
+
+    def _opened(self) -> None:
+        self.state = max(self.state, OPEN)
+        self.heartbeat_on = True
+        self.handshake_deadline = None
+
+    # ------------------------------------------------------------------ sending
+
+    def send_request(self, msg_type: int, body: bytes) -> tuple[int, bytes]:
+        """(client) A request frame with a fresh request id: (id, bytes)."""
+        if self.state != OPEN:
+            raise ProtocolError("no new requests: the connection is "
+                                + ("not open yet" if self.state < OPEN else "closing"))
+        rid = self.next_request_id()
+        return rid, encode_frame(msg_type, rid, body)
+
+    def send_oneway(self, msg_type: int, body: bytes) -> bytes:
+        """A frame that expects no reply (request id 0): ACK without an answer, NOTIFY."""
+        if msg_type in _ANSWERED:
+            raise ProtocolError(f"message type {msg_type:#04x} always has a reply")
+        return encode_frame(msg_type, 0, body)
+
+    def send_goodbye(self, reason: str) -> bytes:
+        """GOODBYE: we are going away (a server still answers what it has read)."""
+        return codec.encode(m.Goodbye(reason), 0)
+
+    def close(self) -> None:
+        """The transport closed; nothing more is read or produced."""
+        self.state = CLOSED
+
+    def data_to_send(self) -> bytes:
+        """The bytes the machine produced by itself (PONG, PING, ERROR), then nothing."""
+        if not self._out:
+            return b""
+        data = b"".join(self._out)
+        self._out.clear()
+        return data
+
+    def sent(self, now: float) -> None:
+        """Bytes were written at `now` (for the heartbeat)."""
+        self.liveness.sent(now)
+
+    # ------------------------------------------------------------------ time
+
+    def tick(self, now: float) -> list[Event]:
+        """What the time asks for: a PING (in `data_to_send()`), or the end of the
+        connection (handshake or idle deadline, or a silent peer)."""
+        if self.state == CLOSED:
+            return []
+        deadline = self.handshake_deadline
+        if deadline is not None and now >= deadline and not self.open:
+            return [self._fail(ErrorCode.HANDSHAKE_TIMEOUT, "no handshake in time")]
+        if not self.heartbeat_on:
+            return []
+        live = self.liveness
+        due = live.due(now)
+        if due is Due.DEAD:
+            self.state = CLOSED
+            silent = now - live.last_received
+            return [Closed("", f"no data from the peer for {silent:.1f} s", dead=True)]
+        idle = self.idle_timeout
+        if idle and self.role == SERVER and now - self.last_request >= idle:
+            return [self._fail(ErrorCode.IDLE_TIMEOUT, f"no request for {idle:g} s")]
+        if due is Due.PING:
+            rid = self.next_request_id()
+            self._pings.add(rid)
+            if len(self._pings) > 8:   # PONGs that never came: keep the set small
+                self._pings = {rid}
+            self._out.append(encode_frame(T.PING, rid, _EMPTY))
+            live.sent(now)
+        return []
+
+    def next_deadline(self, now: float) -> float:
+        """The latest time `tick` should next be called (absolute, like `now`)."""
+        times: list[float] = []
+        if self.handshake_deadline is not None and not self.open:
+            times.append(self.handshake_deadline)
+        if self.heartbeat_on:
+            times.append(now + self.liveness.next_check(now))
+            if self.idle_timeout and self.role == SERVER:
+                times.append(self.last_request + self.idle_timeout)
+        return min(times) if times else now + self.liveness.interval

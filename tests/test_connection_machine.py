@@ -1,0 +1,248 @@
+"""The sans-IO connection state machine, both ends wired together in memory (h11 style).
+
+No sockets and no sleeps: the pair moves bytes between the two machines and the tests
+pass the time explicitly.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from protocol import codec
+from protocol import messages as m
+from protocol.connection import (
+    AUTHENTICATING,
+    CLIENT,
+    CLOSED,
+    DRAINING,
+    HANDSHAKE,
+    OPEN,
+    SERVER,
+    Closed,
+    Connection,
+    Event,
+    Goodbye,
+    HelloReceived,
+)
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.frames import MAX_REQUEST_ID, Frame, encode_frame
+
+T = m.MsgType
+HELLO = m.Hello((1,), "test", None, None)
+WELCOME = m.HelloOk(1, "cc-test", 5.0, 1 << 20, 1024, ("admin", "charging"))
+
+
+class ConnectionPair:
+    """A client and a server machine joined by an in-memory pipe."""
+
+    def __init__(self, now: float = 0.0, **server_options: float) -> None:
+        self.now = now
+        self.client = Connection(CLIENT, now)
+        self.server = Connection(SERVER, now, **server_options)
+
+    def to_server(self, data: bytes) -> list[Event]:
+        return self.server.receive_data(data, self.now)
+
+    def to_client(self, data: bytes) -> list[Event]:
+        return self.client.receive_data(data, self.now)
+
+    def handshake(self) -> None:
+        events = self.to_server(self.client.send_hello(HELLO))
+        assert len(events) == 1 and isinstance(events[0], HelloReceived)
+        reply = self.to_client(self.server.accept(WELCOME, self.now))
+        assert isinstance(reply[0], Frame) and reply[0].type == T.HELLO_OK
+        self.client.welcomed(WELCOME, self.now)
+
+    def flush(self) -> tuple[list[Event], list[Event]]:
+        """Deliver what each machine produced by itself; events on (client, server)."""
+        return self.to_client(self.server.data_to_send()), \
+            self.to_server(self.client.data_to_send())
+
+
+def error_of(data: bytes) -> m.Error:
+    frame = Connection(CLIENT, 0).decoder.feed(data)[-1]
+    msg = codec.decode(frame)
+    assert isinstance(msg, m.Error)
+    return msg
+
+
+def test_handshake_opens_both_ends() -> None:
+    pair = ConnectionPair()
+    assert pair.client.state == HANDSHAKE and pair.server.state == HANDSHAKE
+    pair.handshake()
+    assert pair.client.state == OPEN and pair.server.state == OPEN
+
+
+def test_server_holds_the_hello_until_the_verdict() -> None:
+    pair = ConnectionPair()
+    pair.to_server(pair.client.send_hello(HELLO))
+    assert pair.server.state == AUTHENTICATING
+    closed = pair.server.fail(ErrorCode.AUTHENTICATION_FAILED, "unknown user or wrong password")
+    assert pair.server.closed and closed.code == "AUTHENTICATION_FAILED"
+    events = pair.to_client(pair.server.data_to_send())
+    assert events == [Closed("AUTHENTICATION_FAILED", "unknown user or wrong password",
+                             by_peer=True)]
+    assert pair.client.closed
+
+
+def test_first_frame_must_be_hello() -> None:
+    pair = ConnectionPair()
+    events = pair.to_server(encode_frame(T.EXECUTE, 1, codec.pack({})))
+    assert isinstance(events[0], Closed) and events[0].code == "HANDSHAKE_REQUIRED"
+    assert error_of(pair.server.data_to_send()).code == ErrorCode.HANDSHAKE_REQUIRED
+
+
+def test_frames_before_the_welcome_are_capped_at_64_kib() -> None:
+    pair = ConnectionPair()
+    pair.to_server(pair.client.send_hello(HELLO))
+    header = (65 * 1024).to_bytes(4, "big") + \
+        bytes([T.EXECUTE, 0, 0, 0]) + (2).to_bytes(4, "big")
+    events = pair.to_server(header)
+    assert isinstance(events[0], Closed) and events[0].code == "FRAME_TOO_LARGE"
+
+
+@pytest.mark.parametrize("msg_type", [T.HELLO, T.PING, T.EXECUTE, T.ADMIN, T.LISTEN,
+                                      T.UNLISTEN])
+def test_request_id_0_is_refused_where_a_reply_is_due(msg_type: int) -> None:
+    pair = ConnectionPair()
+    if msg_type != T.HELLO:
+        pair.handshake()
+    events = pair.to_server(encode_frame(msg_type, 0, codec.pack({})))
+    assert isinstance(events[-1], Closed) and events[-1].code == "PROTOCOL_ERROR"
+    assert error_of(pair.server.data_to_send()).code == ErrorCode.PROTOCOL_ERROR
+    assert pair.server.closed
+
+
+def test_ack_may_use_request_id_0() -> None:
+    pair = ConnectionPair()
+    pair.handshake()
+    ack = pair.client.send_oneway(T.ACK, codec.pack({"id": 1, "confirm": False}))
+    events = pair.to_server(ack)
+    assert len(events) == 1 and isinstance(events[0], Frame) and events[0].request_id == 0
+
+
+def test_oneway_refuses_types_that_have_a_reply() -> None:
+    with pytest.raises(ProtocolError):
+        Connection(CLIENT, 0).send_oneway(T.EXECUTE, b"")
+
+
+def test_requests_reach_the_server_application_and_replies_the_client() -> None:
+    pair = ConnectionPair()
+    pair.handshake()
+    rid, data = pair.client.send_request(T.EXECUTE, codec.pack({}))
+    events = pair.to_server(data)
+    assert [(e.type, e.request_id) for e in events if isinstance(e, Frame)] == \
+        [(T.EXECUTE, rid)]
+    events = pair.to_client(encode_frame(T.EXECUTE_RESULT, rid, codec.pack({})))
+    assert isinstance(events[0], Frame) and events[0].request_id == rid
+
+
+def test_ping_is_answered_and_the_pong_swallowed() -> None:
+    pair = ConnectionPair()
+    pair.handshake()
+    pair.now += 5.0                       # one heartbeat interval with nothing sent
+    assert pair.client.tick(pair.now) == []
+    ping = pair.client.data_to_send()
+    assert ping[4] == T.PING and int.from_bytes(ping[8:12], "big") != 0
+    assert pair.to_server(ping) == []     # the PONG waits in the server's outbox
+    assert pair.to_client(pair.server.data_to_send()) == []
+
+
+def test_a_silent_peer_is_dead_after_three_intervals() -> None:
+    pair = ConnectionPair()
+    pair.handshake()
+    pair.now += 14.9
+    pair.server.tick(pair.now)
+    assert not pair.server.closed
+    assert pair.server.data_to_send()[4] == T.PING   # it still tries
+    pair.now += 0.2
+    events = pair.server.tick(pair.now)
+    assert len(events) == 1 and isinstance(events[0], Closed) and events[0].dead
+    assert pair.server.data_to_send() == b""   # closed without an ERROR
+    assert pair.server.closed
+
+
+def test_handshake_deadline() -> None:
+    pair = ConnectionPair(handshake_deadline=10.0)
+    assert pair.server.next_deadline(0.0) == 10.0
+    pair.now = 10.0
+    events = pair.server.tick(pair.now)
+    assert isinstance(events[0], Closed) and events[0].code == "HANDSHAKE_TIMEOUT"
+    assert error_of(pair.server.data_to_send()).code == ErrorCode.HANDSHAKE_TIMEOUT
+
+
+def test_idle_deadline_shorter_than_the_heartbeat_fires_on_time() -> None:
+    pair = ConnectionPair(idle_timeout=2.0)
+    pair.handshake()
+    assert pair.server.next_deadline(pair.now) == pytest.approx(2.0)
+    pair.now = 1.0                         # a PING is no request: it does not count
+    pair.to_server(encode_frame(T.PING, 9, codec.pack({})))
+    pair.now = 2.0
+    events = pair.server.tick(pair.now)
+    assert isinstance(events[0], Closed) and events[0].code == "IDLE_TIMEOUT"
+
+
+def test_goodbye_drains_the_client() -> None:
+    pair = ConnectionPair()
+    pair.handshake()
+    events = pair.to_client(pair.server.send_goodbye("shutting down"))
+    assert events == [Goodbye("shutting down")]
+    assert pair.client.state == DRAINING
+    with pytest.raises(ProtocolError):
+        pair.client.send_request(T.EXECUTE, b"")
+
+
+def test_error_with_id_0_closes_and_with_an_id_is_a_reply() -> None:
+    pair = ConnectionPair()
+    pair.handshake()
+    rid, _ = pair.client.send_request(T.EXECUTE, codec.pack({}))
+    reply = codec.encode(m.Error(ErrorCode.USER_UNKNOWN, "no such user"), rid)
+    events = pair.to_client(reply)
+    assert isinstance(events[0], Frame) and events[0].request_id == rid
+    assert pair.client.state == OPEN
+    events = pair.to_client(codec.encode(m.Error(ErrorCode.SHUTTING_DOWN, "bye"), 0))
+    assert events == [Closed("SHUTTING_DOWN", "bye", by_peer=True)]
+    assert pair.client.state == CLOSED
+
+
+def test_server_refuses_reply_types_and_a_second_hello() -> None:
+    for msg_type in (T.EXECUTE_RESULT, T.HELLO, T.NOTIFY, 0x55):
+        pair = ConnectionPair()
+        pair.handshake()
+        events = pair.to_server(encode_frame(msg_type, 3, codec.pack({})))
+        assert isinstance(events[-1], Closed) and events[-1].code == "PROTOCOL_ERROR"
+
+
+def test_request_ids_wrap_and_skip_0() -> None:
+    conn = Connection(CLIENT, 0)
+    conn._next_id = MAX_REQUEST_ID - 1
+    assert [conn.next_request_id() for _ in range(3)] == [MAX_REQUEST_ID, 1, 2]
+
+
+def test_nothing_is_read_after_closed() -> None:
+    pair = ConnectionPair()
+    pair.to_server(encode_frame(T.EXECUTE, 1, codec.pack({})))
+    assert pair.to_server(pair.client.send_hello(HELLO)) == []
+
+
+@given(st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=12))
+def test_any_split_of_the_stream_gives_the_same_events(cuts: list[int]) -> None:
+    stream = b"".join([
+        codec.encode(HELLO, 1),
+        encode_frame(T.PING, 2, codec.pack({})),
+        encode_frame(T.EXECUTE, 3, codec.pack({"x": 1})),
+        encode_frame(T.ACK, 0, codec.pack({"id": 1, "confirm": False})),
+    ])
+    server = Connection(SERVER, 0)
+    events: list[Event] = []
+    pos = 0
+    for cut in cuts * 10:
+        if pos >= len(stream):
+            break
+        events += server.receive_data(stream[pos:pos + cut], 0)
+        pos += cut
+    events += server.receive_data(stream[pos:], 0)
+    kinds = [type(e).__name__ if not isinstance(e, Frame) else e.type for e in events]
+    assert kinds == ["HelloReceived", T.EXECUTE, T.ACK]
