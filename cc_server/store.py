@@ -144,7 +144,7 @@ class Store:
         self.writer: WalWriter | None = None
         self.snapshot_index = 0
         self._bytes_at_snapshot = 0
-        self._space_retry_at = 0.0
+        self._skipped_at = float("-inf")    # when a snapshot was last skipped for space
         self._child: tuple[int, int] | None = None   # (pid, index) of a snapshot in progress
         for tmp in self.dir.glob("snapshot-*.tmp"):  # left by a crash or a full disk
             log.warning("event=snapshot_partial_removed file=%s bytes=%d", tmp.name,
@@ -301,10 +301,10 @@ class Store:
         retried later, when the disk has no room for it)."""
         writer = self.writer
         assert writer is not None and writer.idle
-        if time.monotonic() < self._space_retry_at:
+        if time.monotonic() < self._skipped_at + self.space_retry:
             return
         if not self.space_for_snapshot():
-            self._space_retry_at = time.monotonic() + self.space_retry
+            self._skipped_at = time.monotonic()
             return
         if not hasattr(os, "fork"):
             self.snapshot_now(state_fn)
@@ -313,7 +313,7 @@ class Store:
             index = writer.rotate()
         except OSError as exc:
             log.warning("event=snapshot_skipped reason=%r", exc.strerror)
-            self._space_retry_at = time.monotonic() + self.space_retry
+            self._skipped_at = time.monotonic()
             return
         self._bytes_at_snapshot = writer.bytes_written
         parent = os.getpid()
