@@ -156,17 +156,19 @@ class Store:
     def load(self) -> tuple[dict[str, Any] | None, int]:
         """(newest good snapshot state, its index), or (None, 0) for a new directory.
         A damaged snapshot is moved to corrupt/ and the one before it is tried."""
+        damaged = 0
         for index in reversed(snap.snapshots(self.dir)):
             try:
                 state = snap.read_snapshot(self.dir, index)
                 self.snapshot_index = index
                 return state, index
             except (OSError, ValueError) as exc:
+                damaged += 1
                 kept = self.move_aside(snap.snapshot_path(self.dir, index))
                 log.error("event=snapshot_damaged index=%d error=%r moved_to=%s (falling "
                           "back to the snapshot before it and the longer log)", index,
                           str(exc), kept)
-        if segments(self.dir):
+        if damaged or segments(self.dir):     # never start afresh over lost state
             raise DataDirError(f"{self.dir} has log segments but no readable snapshot; "
                                f"see {self.dir / 'corrupt'} and `cc-admin verify {self.dir}`")
         return None, 0
@@ -175,11 +177,11 @@ class Store:
         """Move (or copy) a damaged file to corrupt/, under a name that is never reused."""
         target_dir = self.dir / "corrupt"
         target_dir.mkdir(exist_ok=True)
-        target = target_dir / f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{path.name}"
-        n = 1
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        target, n = target_dir / f"{stamp}-{path.name}", 1
         while target.exists():
             n += 1
-            target = target.with_name(f"{target.name.split('.', 1)[0]}-{n}.{path.name}")
+            target = target_dir / f"{stamp}-{n}-{path.name}"
         if copy:
             shutil.copy2(path, target)
             with open(target, "rb") as fh:

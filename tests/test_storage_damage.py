@@ -15,6 +15,7 @@ import pytest
 import cc_client
 from cc_client import ChargeableItem
 from cc_client.admin import main as admin_main
+from cc_server.store import DataDirError, Store
 from cc_server.wal import scan_segment
 from tests.serverproc import ServerProcess, data_dir_files
 
@@ -210,3 +211,25 @@ def test_cc_admin_verify_exit_status(tmp_path: Path,
     assert verify(tmp_path / "missing", capsys)[0] == 2
     code, text = verify(tmp_path, capsys)
     assert code == 2 and "not a data directory" in text
+
+
+def test_a_directory_whose_only_snapshot_is_damaged_is_not_started_afresh(
+        tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.write_initial({"engine": "whatever"})
+    path = tmp_path / "snapshot-00000001.msgpack"
+    path.write_bytes(path.read_bytes()[:-1] + b"\x00")
+    with pytest.raises(DataDirError, match="no readable snapshot"):
+        store.load()
+    assert [p.name.endswith(path.name) for p in (tmp_path / "corrupt").iterdir()] == [True]
+
+
+def test_snapshots_written_before_checksums_still_load(tmp_path: Path) -> None:
+    from cc_server import snapshot as snap
+    from protocol import codec
+
+    snap.snapshot_path(tmp_path, 4).write_bytes(codec.pack({"format": 1, "engine": "x"}))
+    assert snap.read_snapshot(tmp_path, 4)["engine"] == "x"
+    snap.write_snapshot(tmp_path, 5, {"engine": "y"})
+    assert snap.snapshot_path(tmp_path, 5).read_bytes().startswith(snap.MAGIC)
+    assert snap.read_snapshot(tmp_path, 5)["engine"] == "y"
