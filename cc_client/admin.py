@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import ssl
@@ -384,7 +385,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("reservation_id", metavar="RESERVATION", help="the reservation id")
 
     add_user_commands(commands)    # user add | remove | list: local, no server
+
+    # verify: local, on a data directory
+    p = commands.add_parser(
+        "verify", help="check a data directory's snapshots and log, offline",
+        description="Check every snapshot and write-ahead log segment of a cc-server data "
+                    "directory (checksums, gaps), without a server and without changing "
+                    "anything.",
+        epilog="example:\n  cc-admin verify ./data\n\nexit status: 0 no damage, 1 damage "
+               "found, 2 not a data directory",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("directory", metavar="DIR", help="the --data-dir of a cc-server")
+    p.set_defaults(local=cmd_verify)
     return top
+
+
+def cmd_verify(args: argparse.Namespace, out: TextIO) -> None:
+    """Run the server package's checker (imported here, so the client never loads the
+    server package unless this command runs; both ship in one distribution)."""
+    checker = importlib.import_module("cc_server.verify")
+    code = checker.run(args.directory, out)
+    if code:
+        raise UserCommandError(f"{args.directory}: " + (
+            "damage found" if code == checker.DAMAGED else "not a data directory"),
+            usage=code != checker.DAMAGED)
 
 
 # ---------------------------------------------------------------------------- main

@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the effective settings as a config file and exit")
     for name, (kind, _) in field_types().items():
         default = getattr(defaults, name)
+        if kind is bool:
+            p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=argparse.SUPPRESS,
+                           action="store_true", help=HELP.get(name, name))
+            continue
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=argparse.SUPPRESS,
                        type=kind, choices=CHOICES.get(name),
                        metavar=None if name in CHOICES else metavar(name),

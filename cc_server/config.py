@@ -55,6 +55,7 @@ class ServerConfig:
     journal_retain: int = 2_000_000
     # durability
     snapshot_every: int = 64 * 1024 * 1024
+    recover_to_last_good: bool = False
     # renewal notifications
     renewal_send_timeout: float = 0.5
     renewal_resend_interval: float = 1.0
@@ -129,6 +130,9 @@ HELP: dict[str, str] = {
     "dedup_max_entries": "outcomes remembered at most (memory bound of --dedup-window)",
     "journal_retain": "journal entries kept in memory",
     "snapshot_every": "log bytes between background snapshots (with --data-dir)",
+    "recover_to_last_good": "start even though the log is damaged: keep the records before "
+                            "the damage, move the damaged file to corrupt/ and log what is "
+                            "lost (a one-off, after `cc-admin verify`)",
     "renewal_send_timeout": "seconds before an unacknowledged notification goes to a backup",
     "renewal_resend_interval": "seconds between notification attempts",
     "renewal_resend_attempts": "resends after the first attempt (0: send once)",
@@ -222,6 +226,8 @@ def to_toml(config: ServerConfig) -> str:
         value = getattr(config, f.name)
         if value is None:
             lines.append(f"# {f.name} =")
+        elif isinstance(value, bool):
+            lines.append(f"{f.name} = {str(value).lower()}")
         elif isinstance(value, str):
             lines.append(f"{f.name} = {value!r}".replace("'", '"'))
         else:

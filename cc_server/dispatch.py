@@ -2,7 +2,8 @@
 
 `Dispatcher.handle` takes one request frame of a connection that completed its handshake
 and returns the reply (message type, msgpack body), or None when the request expects none.
-It never raises: bad input becomes an ERROR reply, an unexpected exception SERVER_ERROR.
+It never raises: bad input becomes an ERROR reply, an unexpected exception SERVER_ERROR,
+except while a change of state is being applied: then the server stops (`fatal`).
 
 Every change of state goes through an `apply_*` method that the write-ahead log replays
 after a crash: a record is [kind, now, argument] with the request's own frame body as the
@@ -12,6 +13,7 @@ argument, so replay runs exactly the same code with exactly the same clock.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -32,6 +34,7 @@ T = m.MsgType
 MUTATING_ADMIN = frozenset({"create_subscriber", "top_up", "cancel_session"})
 LOGGED_ADMIN = MUTATING_ADMIN | {"request_renewal"}
 REC_EXECUTE, REC_ADMIN, REC_EXPIRE, REC_ACK = 1, 2, 3, 4
+EXIT_FAIL_STOP = 70   # EX_SOFTWARE: an internal error while applying a change
 TX_PAGE = 2000  # journal entries per ADMIN_RESULT frame (stays far below 1 MiB)
 
 
@@ -51,6 +54,23 @@ class Renewal(Protocol):
     def acknowledge(self, notification_id: int) -> None: ...
     def submit(self, due: dict[Any, m.RenewalReason], now: float) -> None: ...
     def would_drop(self, cs: Any) -> bool: ...
+
+
+def changes_state(frame: Frame, exc: BaseException) -> bool:
+    """Whether an exception was raised while a change of state was being applied: inside
+    `apply_execute`, or `apply_admin` of a logged operator command. (Decoding and limit
+    checks change nothing: a bug there is a SERVER_ERROR, not a reason to stop.)"""
+    tb = exc.__traceback__
+    codes = set()
+    while tb is not None:
+        codes.add(tb.tb_frame.f_code)
+        tb = tb.tb_next
+    if Dispatcher.apply_execute.__code__ in codes:
+        return True
+    if Dispatcher.apply_admin.__code__ not in codes:
+        return False
+    msg = codec.decode(frame)      # it was decoded once already
+    return isinstance(msg, m.AdminRequest) and msg.command in LOGGED_ADMIN
 
 
 def error_reply(code: str, message: str = "") -> Reply:
@@ -134,10 +154,27 @@ class Dispatcher:
             elif exc.code == ErrorCode.FORBIDDEN:
                 self.counts["request", "FORBIDDEN"] += 1
             return error_reply(exc.code, exc.message)
-        except Exception:
+        except Exception as exc:
+            if changes_state(frame, exc):
+                self.fatal(peer, frame)        # never returns in the server process
+                return None
             log.exception("event=internal_error peer=%s type=%#04x", peer.name, frame.type)
             self.counts["request", "SERVER_ERROR"] += 1
             return error_reply(ErrorCode.SERVER_ERROR, "internal error; nothing was applied")
+
+    def fatal(self, peer: Peer, frame: Frame) -> None:
+        """Fail-stop: an unexpected exception while a container (or an operator change)
+        was being applied may have left part of it applied in memory, never logged. Like
+        PostgreSQL's PANIC in a critical section: log it with the request at CRITICAL
+        and end the process at once (exit 70), answering nothing and syncing nothing
+        more; the restart rebuilds the state from the log, without that request."""
+        log.critical("event=internal_error_while_applying peer=%s type=%#04x request=%s "
+                     "(stopping: the state in memory may be half changed; recovery "
+                     "rebuilds it from the log)", peer.name, frame.type,
+                     frame.body[:2000].hex(), exc_info=True)
+        for handler in logging.getLogger().handlers + log.handlers:
+            handler.flush()
+        os._exit(EXIT_FAIL_STOP)
 
     @staticmethod
     def _need(peer: Peer, role: str) -> None:

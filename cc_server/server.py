@@ -64,8 +64,8 @@ class ChargingServer:
         self.version = f"cc-server {VERSION}"
         self.catalog = Catalog.load(self.config.catalog) if self.config.catalog \
             else Catalog.builtin()
-        self.store = Store(self.config.data_dir, self.config.snapshot_every) \
-            if self.config.data_dir else None
+        self.store = Store(self.config.data_dir, self.config.snapshot_every,
+                           self.config.recover_to_last_good) if self.config.data_dir else None
         self.engine = engine or Engine(self.catalog, self.config.journal_retain)
         self.renewal = RenewalService(self.config.renewal_send_timeout,
                                       self.config.renewal_resend_interval,

@@ -2,12 +2,19 @@
 
 A snapshot is the state *before* the first record of the WAL segment it is named after,
 so recovery loads it and replays that segment and the later ones. Written to a temporary
-file, fsynced, then renamed: a crash leaves either the old snapshot or the new one.
+file, fsynced, read back and checked, then renamed: a crash leaves either the old snapshot
+or the new one.
+
+File layout: the 8-byte magic `CCSNAP2\n`, the body's length (8 bytes, big-endian) and its
+CRC-32 (4 bytes), then the body (msgpack). A file failing any of these checks is refused
+(`SnapshotError`). Files of format 1 (msgpack only, written before checksums) still load.
 """
 
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +27,13 @@ from .engine.accounts import Account
 from .engine.catalog import SubscriberSeed
 from .wal import fsync_dir
 
-FORMAT = 1
+FORMAT = 2
+MAGIC = b"CCSNAP2\n"
+HEADER = struct.Struct("!8sQI")      # magic, body length, CRC-32 of the body
+
+
+class SnapshotError(ValueError):
+    """A snapshot file that is damaged or of an unknown format."""
 
 
 def snapshot_path(directory: Path, index: int) -> Path:
@@ -124,25 +137,66 @@ def engine_from_state(state: dict[str, Any], catalog: Catalog, journal_retain: i
 
 # ------------------------------------------------------------------------ files
 
+def tmp_path(directory: Path, index: int) -> Path:
+    """Where snapshot `index` is written before it is complete."""
+    return snapshot_path(directory, index).with_suffix(".tmp")
+
+
+def encode_snapshot(state: dict[str, Any]) -> bytes:
+    """A whole snapshot file: header with checksum, then the state."""
+    body = codec.pack({"format": FORMAT, **state})
+    return HEADER.pack(MAGIC, len(body), zlib.crc32(body)) + body
+
+
+def decode_snapshot(data: bytes, name: str, unpack: bool = True) -> dict[str, Any]:
+    """The state in a snapshot file's bytes; `SnapshotError` if it is damaged. With
+    `unpack` false only the header and checksum are checked ({} is returned)."""
+    if data.startswith(MAGIC):
+        if len(data) < HEADER.size:
+            raise SnapshotError(f"{name}: header cut short")
+        _, length, crc = HEADER.unpack_from(data)
+        body = memoryview(data)[HEADER.size:]
+        if len(body) != length:
+            raise SnapshotError(f"{name}: {len(body)} bytes of body, the header says {length}")
+        if zlib.crc32(body) != crc:
+            raise SnapshotError(f"{name}: checksum mismatch")
+        expected = FORMAT
+        if not unpack:
+            return {}
+    else:
+        body, expected = memoryview(data), 1     # format 1: no header, no checksum
+    try:
+        state = codec.unpack(bytes(body))
+    except Exception as exc:
+        raise SnapshotError(f"{name}: not a snapshot ({exc})") from None
+    if not isinstance(state, dict) or state.get("format") != expected:
+        raise SnapshotError(f"{name}: unknown snapshot format")
+    return state
+
+
 def write_snapshot(directory: Path, index: int, state: dict[str, Any]) -> Path:
-    """Write `state` as snapshot `index` atomically and durably."""
-    path = snapshot_path(directory, index)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(codec.pack({"format": FORMAT, **state}))
-        fh.flush()
-        os.fsync(fh.fileno())
+    """Write `state` as snapshot `index` atomically and durably, checked before it counts."""
+    path, tmp = snapshot_path(directory, index), tmp_path(directory, index)
+    data = encode_snapshot(state)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        del data
+        decode_snapshot(tmp.read_bytes(), tmp.name, unpack=False)   # as on disk
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
     fsync_dir(directory)
     return path
 
 
 def read_snapshot(directory: Path, index: int) -> dict[str, Any]:
-    """Load snapshot `index`."""
-    state = codec.unpack(snapshot_path(directory, index).read_bytes())
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(f"snapshot {index} has an unknown format")
-    return state
+    """Load snapshot `index` (`SnapshotError` when it is damaged)."""
+    path = snapshot_path(directory, index)
+    return decode_snapshot(path.read_bytes(), path.name)
 
 
 def dedup_to_state(cache: OutcomeCache) -> list[Any]:

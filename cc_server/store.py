@@ -4,20 +4,33 @@ Layout of the directory:
     LOCK                         held (flock) while a server uses the directory
     snapshot-NNNNNNNN.msgpack    state before the first record of wal-NNNNNNNN.log
     wal-NNNNNNNN.log             records in order (see wal.py), one segment per snapshot
+    corrupt/                     damaged files moved aside, kept for the operator
 
-Recovery loads the newest snapshot, replays the segments from its index on with the
-catalog stored in the snapshot (so amounts are re-derived exactly as first computed),
-then switches to the configured catalog, taking a snapshot if it differs. Snapshots are
-written by a forked child (copy-on-write) so a large state never stalls the event loop;
-where fork is unavailable, and at shutdown, they are written in-process.
+Recovery loads the newest snapshot that passes its checksum (a damaged one is moved to
+corrupt/ and the one before it is used, with the longer log kept for that), replays the
+segments from its index on with the catalog stored in the snapshot (so amounts are
+re-derived exactly as first computed), then switches to the configured catalog, taking
+a snapshot if it differs. A damaged log record that is not a torn tail stops the start;
+with `recover_to_last_good` the records before it are kept, the damaged file is copied
+to corrupt/ and the records lost are counted and logged with the time they span.
+
+Snapshots are written by a forked child (copy-on-write) so a large state never stalls
+the event loop; where fork is unavailable, and at shutdown, they are written in-process.
+The child closes every inherited descriptor (listening socket, connections, the LOCK) and
+dies with its parent, so a crash during a snapshot never blocks the restart. Once a
+snapshot is written and verified, files older than the snapshot before it are deleted.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import logging
 import os
+import shutil
+import signal
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -25,16 +38,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from protocol import codec
+
 from . import snapshot as snap
 from .engine import Catalog
-from .wal import WalWriter, iter_log, segment_path, segments
+from .wal import (
+    CorruptLog,
+    Scan,
+    WalWriter,
+    encode_record,
+    fsync_dir,
+    iter_log,
+    scan_segment,
+    segment_path,
+    segments,
+)
 
 log = logging.getLogger("cc_server")
 SNAPSHOT_EVERY_BYTES = 64 * 1024 * 1024
+SPACE_MARGIN = 1024 * 1024          # bytes of free space kept beyond a snapshot's estimate
+SPACE_RETRY = 30.0                  # seconds before a snapshot skipped for space is retried
+#: test-only: seconds a snapshot child waits before writing (to crash the parent meanwhile)
+DELAY_ENV = "CC_TEST_SNAPSHOT_DELAY"
 
 
 class DataDirError(RuntimeError):
-    """The data directory cannot be used (locked by another server, unreadable, ...)."""
+    """The data directory cannot be used (locked by another server, damaged, ...)."""
 
 
 @dataclass
@@ -47,11 +76,54 @@ class Recovery:
     catalog_changed: bool = False
 
 
+def disk_free(directory: Path) -> int:
+    """Bytes an unprivileged process may still write on the file system of `directory`."""
+    st = os.statvfs(directory)
+    return st.f_bavail * st.f_frsize
+
+
+def record_time(payload: bytes) -> float | None:
+    """The time a log record was applied at (None if it cannot be decoded)."""
+    try:
+        _, now, _ = codec.unpack(payload)
+        return float(now)
+    except Exception:
+        return None
+
+
+def time_range(records: list[bytes]) -> str:
+    """`FIRST..LAST` (UTC) of some log records, for the log."""
+    times = [t for t in map(record_time, records) if t is not None]
+    if not times:
+        return "unknown"
+    fmt = "%Y-%m-%dT%H:%M:%SZ"
+    return f"{time.strftime(fmt, time.gmtime(min(times)))}.." \
+           f"{time.strftime(fmt, time.gmtime(max(times)))}"
+
+
+def die_with_parent(parent: int) -> None:
+    """In a forked child: be killed when `parent` dies (Linux PR_SET_PDEATHSIG)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:        # it died before the line above took effect
+        os._exit(1)
+
+
+def detach_descriptors() -> None:
+    """In a forked child: drop every inherited descriptor (sockets, the LOCK, pipes)."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.closerange(3, os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 65536)
+
+
 class Store:
     """One data directory."""
 
     def __init__(self, directory: str | Path,
-                 snapshot_every_bytes: int = SNAPSHOT_EVERY_BYTES) -> None:
+                 snapshot_every_bytes: int = SNAPSHOT_EVERY_BYTES,
+                 recover_to_last_good: bool = False) -> None:
         self.dir = Path(directory)
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -64,34 +136,110 @@ class Store:
             raise DataDirError(f"data directory {self.dir} is in use by another server") \
                 from None
         self.snapshot_every_bytes = snapshot_every_bytes
+        self.recover_to_last_good = recover_to_last_good
+        #: free bytes on the directory's file system (a seam: tests pass a fake)
+        self.free_space: Callable[[Path], int] = disk_free
+        #: seconds before a snapshot skipped for lack of space is tried again
+        self.space_retry = SPACE_RETRY
         self.writer: WalWriter | None = None
         self.snapshot_index = 0
         self._bytes_at_snapshot = 0
+        self._skipped_at = float("-inf")    # when a snapshot was last skipped for space
         self._child: tuple[int, int] | None = None   # (pid, index) of a snapshot in progress
+        for tmp in self.dir.glob("snapshot-*.tmp"):  # left by a crash or a full disk
+            log.warning("event=snapshot_partial_removed file=%s bytes=%d", tmp.name,
+                        tmp.stat().st_size)
+            tmp.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ recovery
 
     def load(self) -> tuple[dict[str, Any] | None, int]:
-        """(newest snapshot state, its index), or (None, 0) for a new directory."""
+        """(newest good snapshot state, its index), or (None, 0) for a new directory.
+        A damaged snapshot is moved to corrupt/ and the one before it is tried."""
+        damaged = 0
         for index in reversed(snap.snapshots(self.dir)):
             try:
                 state = snap.read_snapshot(self.dir, index)
                 self.snapshot_index = index
                 return state, index
             except (OSError, ValueError) as exc:
-                log.error("event=snapshot_unreadable index=%d error=%r", index, exc)
-        if segments(self.dir):
-            raise DataDirError(f"{self.dir} has log segments but no readable snapshot")
+                damaged += 1
+                kept = self.move_aside(snap.snapshot_path(self.dir, index))
+                log.error("event=snapshot_damaged index=%d error=%r moved_to=%s (falling "
+                          "back to the snapshot before it and the longer log)", index,
+                          str(exc), kept)
+        if damaged or segments(self.dir):     # never start afresh over lost state
+            raise DataDirError(f"{self.dir} has log segments but no readable snapshot; "
+                               f"see {self.dir / 'corrupt'} and `cc-admin verify {self.dir}`")
         return None, 0
 
+    def move_aside(self, path: Path, copy: bool = False) -> Path:
+        """Move (or copy) a damaged file to corrupt/, under a name that is never reused."""
+        target_dir = self.dir / "corrupt"
+        target_dir.mkdir(exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        target, n = target_dir / f"{stamp}-{path.name}", 1
+        while target.exists():
+            n += 1
+            target = target_dir / f"{stamp}-{n}-{path.name}"
+        if copy:
+            shutil.copy2(path, target)
+            with open(target, "rb") as fh:
+                os.fsync(fh.fileno())
+        else:
+            os.replace(path, target)
+        fsync_dir(target_dir)
+        fsync_dir(self.dir)
+        return target
+
     def replay(self, first: int, apply: Callable[[bytes], None]) -> int:
-        """Apply every logged record from segment `first` on; returns how many."""
+        """Apply every logged record from segment `first` on; returns how many. A damaged
+        log raises DataDirError, unless `recover_to_last_good` accepts the loss."""
         count = 0
-        for _, records in iter_log(self.dir, first):
-            for payload in records:
+        present = [i for i in segments(self.dir) if i >= first]
+        try:
+            if present and present[0] != first:
+                raise CorruptLog(segment_path(self.dir, first), 0, "segment missing")
+            for _, records in iter_log(self.dir, first):
+                for payload in records:
+                    apply(payload)
+                    count += 1
+        except CorruptLog as exc:
+            if not self.recover_to_last_good:
+                raise DataDirError(
+                    f"{exc}. The write-ahead log is damaged: the server will not start "
+                    f"past it, and nothing was changed. `cc-admin verify {self.dir}` lists "
+                    "the damage; restore the directory from a backup, or start with "
+                    "--recover-to-last-good to keep the records before the damage and "
+                    "lose the rest") from None
+            for payload in exc.scan.records if exc.scan else ():
                 apply(payload)
                 count += 1
+            self._drop_after(exc)
         return count
+
+    def _drop_after(self, exc: CorruptLog) -> None:
+        """--recover-to-last-good: keep a damaged segment's good records, move the damaged
+        file and every later segment to corrupt/, and log what was lost."""
+        damaged = int(exc.path.stem[4:])
+        later = [i for i in segments(self.dir) if i > damaged]
+        scan = exc.scan
+        lost: list[bytes] = list(scan.later) if scan else []
+        if scan is not None:                   # the evidence first, then the good prefix
+            kept = self.move_aside(exc.path, copy=True)
+            log.error("event=wal_damaged_file_kept segment=%s offset=%d copy=%s",
+                      exc.path.name, exc.offset, kept)
+        for index in later:
+            path = segment_path(self.dir, index)
+            found = scan_segment(path)
+            lost += found.records + found.later
+            log.error("event=wal_segment_dropped segment=%s moved_to=%s", path.name,
+                      self.move_aside(path))
+        if scan is not None:
+            _rewrite(exc.path, scan)
+        log.error("event=wal_records_dropped count=%d time=%s damaged=%s offset=%d "
+                  "reason=%r (plus the damaged record itself; --recover-to-last-good)",
+                  len(lost), time_range(lost), exc.path.name, exc.offset, exc.reason)
 
     def start(self, on_synced: Callable[[int], None]) -> None:
         """Open a fresh segment for appends (after recovery); replayed ones stay as they are."""
@@ -103,17 +251,42 @@ class Store:
 
     def write_initial(self, state: dict[str, Any]) -> None:
         """The first snapshot of a new directory (index 1), before any record."""
-        snap.write_snapshot(self.dir, 1, state)
+        self._write(1, state)
         self.snapshot_index = 1
 
     def snapshot_now(self, state_fn: Callable[[], dict[str, Any]]) -> int:
-        """Rotate the log and write a snapshot in this process (shutdown, catalog change)."""
+        """Rotate the log and write a snapshot in this process (catalog change, shutdown);
+        DataDirError when it cannot be written (the log alone stays valid)."""
         assert self.writer is not None and self.writer.idle
         self._reap(block=True)
-        index = self.writer.rotate()
-        snap.write_snapshot(self.dir, index, state_fn())
+        try:
+            index = self.writer.rotate()
+        except OSError as exc:
+            raise DataDirError(f"cannot start a log segment in {self.dir}: "
+                               f"{exc.strerror}") from None
+        self._write(index, state_fn())
         self._done(index)
         return index
+
+    def _write(self, index: int, state: dict[str, Any]) -> None:
+        try:
+            snap.write_snapshot(self.dir, index, state)
+        except OSError as exc:
+            raise DataDirError(f"cannot write snapshot {snap.snapshot_path(self.dir, index)}: "
+                               f"{exc.strerror or exc}") from None
+
+    def space_for_snapshot(self) -> bool:
+        """Whether a snapshot fits: the newest one plus the log since it, and a margin
+        (warns and returns False when not)."""
+        newest = snap.snapshots(self.dir)
+        size = snap.snapshot_path(self.dir, newest[-1]).stat().st_size if newest else 0
+        logged = self.writer.bytes_written - self._bytes_at_snapshot if self.writer else 0
+        need, free = size + logged + SPACE_MARGIN, self.free_space(self.dir)
+        if free >= need:
+            return True
+        log.warning("event=snapshot_skipped reason=disk_space need=%d free=%d (the log "
+                    "alone stays valid)", need, free)
+        return False
 
     def maybe_snapshot(self, state_fn: Callable[[], dict[str, Any]]) -> None:
         """Start a background snapshot when the log has grown enough (call from a timer)."""
@@ -126,20 +299,35 @@ class Store:
         self.snapshot_in_background(state_fn)
 
     def snapshot_in_background(self, state_fn: Callable[[], dict[str, Any]]) -> None:
-        """Fork a child that writes a snapshot of the state as it is now."""
+        """Fork a child that writes a snapshot of the state as it is now (skipped, and
+        retried later, when the disk has no room for it)."""
         writer = self.writer
         assert writer is not None and writer.idle
+        if time.monotonic() < self._skipped_at + self.space_retry:
+            return
+        if not self.space_for_snapshot():
+            self._skipped_at = time.monotonic()
+            return
         if not hasattr(os, "fork"):
             self.snapshot_now(state_fn)
             return
-        index = writer.rotate()
+        try:
+            index = writer.rotate()
+        except OSError as exc:
+            log.warning("event=snapshot_skipped reason=%r", exc.strerror)
+            self._skipped_at = time.monotonic()
+            return
         self._bytes_at_snapshot = writer.bytes_written
+        parent = os.getpid()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # the WAL thread is idle
             pid = os.fork()
         if pid == 0:   # the child: write and leave without running any of the parent's code
             code = 1
             try:
+                die_with_parent(parent)
+                detach_descriptors()
+                time.sleep(float(os.environ.get(DELAY_ENV) or 0))
                 snap.write_snapshot(self.dir, index, state_fn())
                 code = 0
             finally:
@@ -158,33 +346,62 @@ class Store:
         if os.waitstatus_to_exitcode(status) == 0:
             self._done(index)
         else:
-            log.error("event=snapshot_failed index=%d status=%d", index, status)
+            snap.tmp_path(self.dir, index).unlink(missing_ok=True)
+            log.error("event=snapshot_failed index=%d status=%d (partial file removed; "
+                      "the log alone stays valid)", index, status)
 
     def _done(self, index: int) -> None:
-        """Snapshot `index` is durable: older snapshots and segments are not needed."""
+        """Snapshot `index` is written and verified. The one before it and its log stay
+        (the fallback should this one be damaged later); anything older goes."""
         self.snapshot_index = index
         if self.writer is not None:
             self._bytes_at_snapshot = self.writer.bytes_written
-        for old in snap.snapshots(self.dir):
-            if old < index:
-                snap.snapshot_path(self.dir, old).unlink(missing_ok=True)
+        older = [i for i in snap.snapshots(self.dir) if i < index]
+        keep = older[-1] if older else index
+        for old in older[:-1]:
+            snap.snapshot_path(self.dir, old).unlink(missing_ok=True)
         for old in segments(self.dir):
-            if old < index:
+            if old < keep:
                 segment_path(self.dir, old).unlink(missing_ok=True)
         log.info("event=snapshot_written index=%d", index)
 
     # ------------------------------------------------------------------ closing
 
     async def close(self, state_fn: Callable[[], dict[str, Any]]) -> None:
-        """Drain the log, write a final snapshot (fast restart), release the directory."""
+        """Drain the log, write a final snapshot (fast restart), release the directory.
+        The final snapshot is skipped when the disk is full or has no room for it; if it
+        fails, DataDirError says so once the directory is released."""
+        failed: DataDirError | None = None
         if self.writer is not None:
             await self.writer.drain()
-            self.snapshot_now(state_fn)
+            if self.writer.disk_full:
+                log.warning("event=snapshot_skipped reason=disk_full (records not on disk "
+                            "were never acknowledged)")
+            elif self.space_for_snapshot():
+                try:
+                    self.snapshot_now(state_fn)
+                except DataDirError as exc:
+                    log.error("event=snapshot_failed at=shutdown error=%r", str(exc))
+                    failed = exc
             self.writer.close()
         self._reap(block=True)
         with contextlib.suppress(OSError):
             fcntl.flock(self._lock, fcntl.LOCK_UN)
         self._lock.close()
+        if failed is not None:
+            raise DataDirError(f"final snapshot not written ({failed}); nothing is lost: "
+                               "the next start replays the log")
+
+
+def _rewrite(path: Path, scan: Scan) -> None:
+    """Replace a segment by its good records (its original was copied to corrupt/)."""
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(b"".join(encode_record(r) for r in scan.records))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 def catalogs_differ(a: Catalog, b: Catalog) -> bool:

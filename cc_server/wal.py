@@ -1,8 +1,10 @@
 """Write-ahead log: segment files of checksummed records, written with group commit.
 
 Record layout: 4-byte big-endian payload length, 4-byte CRC-32 of the payload, payload.
-A crash can leave a torn last record (short, or failing its checksum); reading stops
-there and recovery truncates the file to the last whole record.
+A crash can leave a torn last record: one that reaches the end of the newest segment but
+is short or fails its checksum. Only that may be cut off at start. A bad record anywhere
+else (in an older segment, or followed by more data) is corruption: `scan_segment` says
+so, recovery refuses to start past it (store.py), and the file is never cut or deleted.
 
 `WalWriter.append` queues a record and returns its sequence number at once. At the end
 of the event-loop turn (a callback queued by the turn's first append) everything queued
@@ -15,21 +17,40 @@ result back waited for the GIL and the loop for longer than the sync itself (3 m
 1.7 ms around a 1 ms fdatasync), and the standard mix ran at 15,700 container ops/s
 against 21,700 with the sync inline. Nothing is lost by blocking: every reply of the
 turn waits for this sync anyway. A disk that stalls stalls the server, visibly.
+
+A full disk (ENOSPC) does not stop the server: the partial batch is cut back off the
+file, kept in memory, and nothing more is acknowledged; every `probe_interval` seconds
+the writer tries again, and once the batch fits everything waiting goes out. Any other
+write or sync error stops the server (after a failed fsync the page cache cannot be
+trusted, as PostgreSQL learned).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import struct
 import zlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 log = logging.getLogger("cc_server")
 RECORD = struct.Struct("!II")
 MAX_RECORD = 64 * 1024 * 1024
+RESYNC_LIMIT = 8 * 1024 * 1024   # bytes after a bad record searched for a later good one
+PROBE_INTERVAL = 5.0             # seconds between write attempts while the disk is full
+
+
+class CorruptLog(Exception):
+    """A damaged record that is not a torn tail: the message names file and offset."""
+
+    def __init__(self, path: Path, offset: int, reason: str, scan: Scan | None = None) -> None:
+        super().__init__(f"{path}: damaged log record at offset {offset} ({reason})")
+        self.path, self.offset, self.reason = path, offset, reason
+        self.scan = scan      # what the damaged segment holds (None: the file is missing)
 
 
 def segment_path(directory: Path, index: int) -> Path:
@@ -53,38 +74,99 @@ def encode_record(payload: bytes) -> bytes:
     return RECORD.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def read_records(path: Path) -> tuple[list[bytes], int, int]:
-    """(payloads, bytes of whole records, file size); stops at the first torn record."""
-    data = path.read_bytes()
+@dataclass
+class Scan:
+    """What one segment holds: whole records, then where (and why) reading stopped."""
+
+    records: list[bytes]
+    good: int                       # bytes of whole records from the start
+    size: int                       # file size
+    reason: str = ""                # why reading stopped before `size` ("" = it did not)
+    reaches_end: bool = False       # the bad record claims to reach the end of the file
+    later: list[bytes] = field(default_factory=list)   # good records after the bad one
+
+    @property
+    def clean(self) -> bool:
+        """Every byte is part of a whole record."""
+        return self.good == self.size
+
+    def torn(self, last: bool) -> bool:
+        """Whether the bad part is a torn tail, safe to cut (only in the last segment)."""
+        return last and not self.clean and self.reaches_end and not self.later
+
+
+def _parse(data: bytes, pos: int) -> tuple[list[bytes], int, str]:
     out: list[bytes] = []
-    pos, size = 0, len(data)
-    while size - pos >= RECORD.size:
+    size = len(data)
+    while pos < size:
+        if size - pos < RECORD.size:
+            return out, pos, "short header"
         length, crc = RECORD.unpack_from(data, pos)
         end = pos + RECORD.size + length
         if length > MAX_RECORD or end > size:
-            break
+            return out, pos, "record runs past the end of the file"
         payload = data[pos + RECORD.size:end]
         if zlib.crc32(payload) != crc:
-            break
+            return out, pos, "checksum mismatch"
         out.append(payload)
         pos = end
-    return out, pos, size
+    return out, pos, ""
+
+
+def _resync(data: bytes, start: int) -> list[bytes]:
+    """Good records found after a bad one (a later whole record proves the bad one is
+    not a torn tail); searches at most RESYNC_LIMIT bytes for the first of them."""
+    size = len(data)
+    for pos in range(start, min(size - RECORD.size, start + RESYNC_LIMIT) + 1):
+        length, crc = RECORD.unpack_from(data, pos)
+        end = pos + RECORD.size + length
+        if 0 < length <= MAX_RECORD and end <= size and \
+                zlib.crc32(data[pos + RECORD.size:end]) == crc:
+            records, _, _ = _parse(data, pos)
+            return records
+    return []
+
+
+def scan_segment(path: Path) -> Scan:
+    """Read a segment: its whole records and, if any, the first bad one."""
+    data = path.read_bytes()
+    records, good, reason = _parse(data, 0)
+    scan = Scan(records, good, len(data), reason)
+    if reason:
+        if reason == "checksum mismatch":
+            length, _ = RECORD.unpack_from(data, good)
+            scan.reaches_end = good + RECORD.size + length == len(data)
+        else:
+            scan.reaches_end = True
+        scan.later = _resync(data, good + 1)
+    return scan
+
+
+def read_records(path: Path) -> tuple[list[bytes], int, int]:
+    """(payloads, bytes of whole records, file size); stops at the first bad record."""
+    scan = scan_segment(path)
+    return scan.records, scan.good, scan.size
 
 
 def iter_log(directory: Path, first: int) -> Iterator[tuple[int, list[bytes]]]:
-    """Every segment from `first` on, with its records; torn tails are truncated away."""
-    for index in segments(directory):
-        if index < first:
-            continue
+    """Every segment from `first` on, with its records. A torn tail of the last segment
+    is cut off; any other damage, or a missing segment, raises `CorruptLog`."""
+    indexes = [i for i in segments(directory) if i >= first]
+    for n, index in enumerate(indexes):
         path = segment_path(directory, index)
-        records, good, size = read_records(path)
-        if good < size:
-            log.warning("event=wal_truncated segment=%s dropped_bytes=%d", path.name,
-                        size - good)
+        if n and index != indexes[n - 1] + 1:
+            raise CorruptLog(segment_path(directory, indexes[n - 1] + 1), 0,
+                             "segment missing")
+        scan = scan_segment(path)
+        if not scan.clean:
+            if not scan.torn(last=n == len(indexes) - 1):
+                raise CorruptLog(path, scan.good, scan.reason, scan)
+            log.warning("event=wal_torn_tail_cut segment=%s offset=%d dropped_bytes=%d",
+                        path.name, scan.good, scan.size - scan.good)
             with open(path, "r+b") as fh:
-                fh.truncate(good)
+                fh.truncate(scan.good)
                 os.fsync(fh.fileno())
-        yield index, records
+        yield index, scan.records
 
 
 def fsync_dir(directory: Path) -> None:
@@ -107,9 +189,16 @@ class WalWriter:
         self.synced = 0          # ... of the latest record known to be on disk
         self.bytes_written = 0
         self.syncs = 0
+        #: seconds between write attempts while the disk is full
+        self.probe_interval = PROBE_INTERVAL
+        #: the raw write (a seam: tests pass one that fails with ENOSPC)
+        self.write_fd: Callable[[int, memoryview], int] = os.write
+        self.disk_full = False
+        self._pending = b""      # a batch that did not fit on the disk, retried by the probe
         self._buffer: list[bytes] = []
         self._flushing = False
         self._fd = self._open(index)
+        self._offset = os.fstat(self._fd).st_size   # end of the last synced batch
         self._loop = asyncio.get_running_loop()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -136,18 +225,28 @@ class WalWriter:
         return self.appended
 
     def _flush(self) -> None:
-        data = b"".join(self._buffer)
+        data = self._pending + b"".join(self._buffer)
         self._buffer.clear()
+        self._pending = b""
         upto = self.appended
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(self._fd, view):]
+                view = view[self.write_fd(self._fd, view):]
             os.fdatasync(self._fd)
-        except OSError as exc:  # a disk that cannot be written: nothing more is acknowledged
-            log.critical("event=wal_write_failed error=%r", exc)
-            self._flushing = False
-            raise SystemExit(f"cc-server: cannot write the log: {exc}") from None
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:   # nothing more is acknowledged
+                log.critical("event=wal_write_failed error=%r", exc)
+                self._flushing = False
+                raise SystemExit(f"cc-server: cannot write the log: {exc}") from None
+            self._stall(data)
+            return
+        if self.disk_full:
+            self.disk_full = False
+            log.warning("event=wal_disk_space_back segment=%s records=%d (acknowledging "
+                        "again)", segment_path(self.directory, self.index).name,
+                        upto - self.synced)
+        self._offset += len(data)
         self.synced = upto
         self.bytes_written += len(data)
         self.syncs += 1
@@ -155,16 +254,30 @@ class WalWriter:
         self._idle.set()
         self.on_synced(upto)
 
+    def _stall(self, data: bytes) -> None:
+        """The disk is full: cut our partial batch off the file, keep it, try again later."""
+        os.ftruncate(self._fd, self._offset)
+        self._pending = data
+        if not self.disk_full:
+            self.disk_full = True
+            log.error("event=wal_disk_full segment=%s (nothing is acknowledged until space "
+                      "is back; retrying every %gs)",
+                      segment_path(self.directory, self.index).name, self.probe_interval)
+        self._loop.call_later(self.probe_interval, self._flush)
+
     async def drain(self) -> None:
-        """Wait until everything appended is on disk."""
-        await self._idle.wait()
+        """Wait until everything appended is on disk (at once while the disk is full:
+        what waits was never acknowledged)."""
+        if not self.disk_full:
+            await self._idle.wait()
 
     def rotate(self) -> int:
         """Start a new segment (only when idle); returns its index."""
         assert self.idle, "rotate only when everything is on disk"
+        fd = self._open(self.index + 1)
         os.close(self._fd)
         self.index += 1
-        self._fd = self._open(self.index)
+        self._fd, self._offset = fd, 0
         return self.index
 
     def close(self) -> None:

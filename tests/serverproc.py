@@ -15,8 +15,9 @@ from pathlib import Path
 class ServerProcess:
     """`python -m cc_server` on 127.0.0.1; restartable on the same port."""
 
-    def __init__(self, *args: str, port: int = 0) -> None:
+    def __init__(self, *args: str, port: int = 0, module: str = "cc_server") -> None:
         self.args = list(args)
+        self.module = module          # run as `python -m MODULE` (a test's own wrapper)
         self.port = port
         self.proc: subprocess.Popen[str] | None = None
         self.log: list[str] = []
@@ -28,7 +29,7 @@ class ServerProcess:
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cc_server", "--host", "127.0.0.1", "--port", str(self.port),
+            [sys.executable, "-m", self.module, "--host", "127.0.0.1", "--port", str(self.port),
              *self.args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
         assert self.proc.stdout is not None

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cc_server.wal import WalWriter, encode_record, iter_log, read_records, segment_path
+from cc_server.wal import (
+    CorruptLog,
+    WalWriter,
+    encode_record,
+    iter_log,
+    read_records,
+    segment_path,
+)
 
 
 def test_records_round_trip(tmp_path: Path) -> None:
@@ -38,12 +47,53 @@ def test_any_truncation_keeps_exactly_the_whole_records(tmp_path_factory: object
     assert segment_path(directory, 1).stat().st_size == whole   # torn tail cut off
 
 
-def test_corrupt_record_ends_the_log(tmp_path: Path) -> None:
+def test_a_bad_record_in_the_middle_is_corruption_not_a_torn_tail(tmp_path: Path) -> None:
     good, bad = encode_record(b"first"), bytearray(encode_record(b"second"))
     bad[-1] ^= 0xFF
-    segment_path(tmp_path, 1).write_bytes(good + bytes(bad) + encode_record(b"third"))
-    ((_, records),) = list(iter_log(tmp_path, 1))
-    assert records == [b"first"]
+    blob = good + bytes(bad) + encode_record(b"third")
+    segment_path(tmp_path, 1).write_bytes(blob)
+    with pytest.raises(CorruptLog, match=r"wal-00000001.log: damaged log record at offset "
+                                         r"13 \(checksum mismatch\)") as caught:
+        list(iter_log(tmp_path, 1))
+    assert caught.value.offset == len(good) and caught.value.scan is not None
+    assert caught.value.scan.later == [b"third"]
+    assert segment_path(tmp_path, 1).read_bytes() == blob, "a damaged file is never cut"
+
+
+def test_a_flipped_length_byte_is_corruption_when_records_follow(tmp_path: Path) -> None:
+    """A length made too large looks like a short last record; the whole records after
+    it show that it is not."""
+    second = bytearray(encode_record(b"second" * 5))
+    second[0] = 0x7F
+    blob = encode_record(b"first") + bytes(second) + encode_record(b"third" * 5)
+    segment_path(tmp_path, 1).write_bytes(blob)
+    with pytest.raises(CorruptLog, match="runs past the end"):
+        list(iter_log(tmp_path, 1))
+    assert segment_path(tmp_path, 1).read_bytes() == blob
+
+
+def test_a_bad_tail_of_an_older_segment_is_corruption(tmp_path: Path) -> None:
+    """Only the newest segment can have been torn by a crash."""
+    segment_path(tmp_path, 1).write_bytes(encode_record(b"a") + encode_record(b"b")[:-1])
+    segment_path(tmp_path, 2).write_bytes(encode_record(b"c"))
+    with pytest.raises(CorruptLog, match=r"wal-00000001\.log"):
+        list(iter_log(tmp_path, 1))
+
+
+def test_a_missing_segment_is_corruption(tmp_path: Path) -> None:
+    segment_path(tmp_path, 1).write_bytes(encode_record(b"a"))
+    segment_path(tmp_path, 3).write_bytes(encode_record(b"c"))
+    with pytest.raises(CorruptLog, match=r"wal-00000002\.log.*segment missing"):
+        list(iter_log(tmp_path, 1))
+
+
+def test_a_torn_last_record_of_the_last_segment_is_cut(tmp_path: Path) -> None:
+    torn = bytearray(encode_record(b"second"))
+    torn[-1] ^= 0xFF                   # full length, garbage bytes: a torn page
+    segment_path(tmp_path, 1).write_bytes(encode_record(b"zero"))
+    segment_path(tmp_path, 2).write_bytes(encode_record(b"first") + bytes(torn))
+    assert [r for _, rs in iter_log(tmp_path, 1) for r in rs] == [b"zero", b"first"]
+    assert segment_path(tmp_path, 2).read_bytes() == encode_record(b"first")
 
 
 async def test_group_commit_batches_records_appended_together(tmp_path: Path) -> None:
@@ -84,3 +134,39 @@ def test_a_log_that_cannot_be_synced_acknowledges_nothing_and_stops_the_server(
         loop.run_forever()                       # the flush callback ends it
     assert synced == [] and writer.synced == 0
     loop.close()
+
+
+async def test_a_full_disk_stops_acknowledging_then_resumes_without_restart(
+        tmp_path: Path) -> None:
+    """ENOSPC half way through a batch: the partial write is cut back off our file,
+    nothing is reported synced, and the probe writes the whole batch once space is back."""
+    synced: list[int] = []
+    writer = WalWriter(tmp_path, 1, synced.append)
+    writer.append(b"before")
+    await writer.drain()
+    full = {"on": True}
+
+    def half_then_enospc(fd: int, data: memoryview) -> int:
+        if full["on"]:
+            os.write(fd, data[:3])          # some bytes made it, then the disk was full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return os.write(fd, data)
+
+    writer.write_fd = half_then_enospc
+    writer.probe_interval = 0.01
+    writer.append(b"one")
+    writer.append(b"two")
+    for _ in range(5):
+        await asyncio.sleep(0.02)
+    assert writer.disk_full and writer.synced == 1 and synced == [1]
+    assert segment_path(tmp_path, 1).read_bytes() == encode_record(b"before")
+    writer.append(b"three")                   # accepted, held like the rest
+    full["on"] = False
+    for _ in range(20):
+        if not writer.disk_full:
+            break
+        await asyncio.sleep(0.02)
+    assert not writer.disk_full and writer.synced == 4 and synced == [1, 4]
+    await writer.drain()
+    writer.close()
+    assert read_records(segment_path(tmp_path, 1))[0] == [b"before", b"one", b"two", b"three"]
