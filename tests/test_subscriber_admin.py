@@ -15,7 +15,7 @@ import pytest
 
 import cc_client
 from cc_client import ChargeableItem, Resolution
-from cc_server.engine import Catalog, Engine, Refused
+from cc_server.engine import Catalog, CatalogError, Engine, Refused
 from cc_server.engine import subscribers as subs
 from cc_server.testing import ManualClock, running_server
 from protocol import codec
@@ -341,3 +341,23 @@ async def test_the_commands_survive_kill_9(tmp_path: Path) -> None:
         assert after[0][0].balance == D("6.5") and after[0][0].counters == {}
     finally:
         sp.stop()
+
+
+def test_a_catalog_seed_with_a_negative_balance_is_refused() -> None:
+
+    with pytest.raises(CatalogError, match="opening balance"):
+        Catalog.from_dict({"services": {"SMS": {"items": {"sms": {
+            "quantity": "count", "price": "0.10"}}}},
+            "subscribers": [{"user_id": "u", "balance": "-1"}]})
+
+
+def test_a_removed_service_s_session_is_released_by_stop() -> None:
+    e = engine_with("u")
+    start(e, "s", 100, resolution=m.Resolution.CONFIRMED)
+    e.catalog = Catalog({k: p for k, p in e.catalog.plans.items() if k[0] != "DATA"})
+    stop = m.SubRequest(A.CONFIRM, "r1", item=item(10))
+    outcomes = e.execute(m.Execute(b"s1", K.STOP, "u", "DATA", "s", (stop,)), T0 + 1).outcomes
+    assert outcomes[0].error == ErrorCode.UNKNOWN_CHARGEABLE_ITEM   # cannot be rated ...
+    sub = e.get_subscriber("u")
+    assert (sub.balance, sub.reserved) == (D(9), D(0))   # ... its clean-up debits what it held
+    assert not e.sessions
