@@ -344,7 +344,6 @@ async def test_the_commands_survive_kill_9(tmp_path: Path) -> None:
 
 
 def test_a_catalog_seed_with_a_negative_balance_is_refused() -> None:
-
     with pytest.raises(CatalogError, match="opening balance"):
         Catalog.from_dict({"services": {"SMS": {"items": {"sms": {
             "quantity": "count", "price": "0.10"}}}},
