@@ -12,6 +12,8 @@ from decimal import Decimal as D
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import cc_client
 from cc_client import ChargeableItem, Resolution
@@ -84,6 +86,45 @@ def test_list_is_ordered_filtered_and_paged_with_after() -> None:
     third = subs.list_subscribers(e, after=second[-1].user_id, limit=2)
     assert [s.user_id for s in first + second + third] == ids
     assert subs.list_subscribers(e, after="carol") == []
+
+
+def test_the_listing_index_follows_bulk_creation_and_deletion() -> None:
+    e = Engine()
+    for i in range(40, 0, -1):
+        e.create_subscriber(f"u{i:03d}", D(1))
+    assert len(subs.list_subscribers(e)) == 40
+    for i in range(100, 60, -1):       # more than a few at once: appended, then sorted
+        e.create_subscriber(f"u{i:03d}", D(1))
+    e.create_subscriber("u050", D(1))  # one: inserted
+    subs.delete_subscriber(e, "u001", force=False, now=T0)
+    ids = [s.user_id for s in subs.list_subscribers(e, limit=5000)]
+    assert ids == sorted(e.accounts) and len(ids) == 80
+
+
+_OPS = st.lists(st.tuples(st.sampled_from(["create", "delete", "list"]),
+                          st.text("abc", max_size=3), st.integers(1, 30),
+                          st.sampled_from([None, "EUR", "USD"])), max_size=80)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_OPS)
+def test_listing_matches_a_brute_force_scan_through_creates_and_deletes(
+        ops: list[tuple[str, str, int, str | None]]) -> None:
+    e = Engine()
+    for action, text, number, currency in ops:
+        uid = text + str(number % 7)
+        if action == "create" and uid not in e.accounts:
+            e.create_subscriber(uid, D(1), currency or "EUR")
+        elif action == "delete" and uid in e.accounts:
+            subs.delete_subscriber(e, uid, force=False, now=T0)
+        elif action == "list":
+            after = uid if number % 2 else None
+            expected = sorted(u for u, a in e.accounts.items()
+                              if (after is None or u > after) and u.startswith(text)
+                              and currency in (None, a.currency))[:number]
+            got = subs.list_subscribers(e, prefix=text or None, currency=currency,
+                                        after=after, limit=number)
+            assert [s.user_id for s in got] == expected
 
 
 # ------------------------------------------------------------------ engine: delete

@@ -17,8 +17,10 @@ reservation id field (nil for a counter change without one).
 from __future__ import annotations
 
 import datetime as dt
-import heapq
+from bisect import bisect_left, bisect_right, insort
 from decimal import Decimal, localcontext
+from itertools import islice
+from weakref import WeakKeyDictionary
 
 from protocol import messages as m
 from protocol.errors import ErrorCode
@@ -32,16 +34,75 @@ ADMIN = m.TxReason.ADMIN
 SHOWN_SESSIONS = 3   # session ids named in the refusal of a delete
 
 
+class _Index:
+    """User ids in order, kept in step with `engine.accounts` without scanning it: a new
+    subscriber is appended to that dict (its newest entries are the ids not indexed yet)
+    and a subscriber leaves it only through `delete_subscriber`, which updates the index."""
+
+    __slots__ = ("ids", "size")
+
+    def __init__(self, accounts: dict[str, Account]) -> None:
+        self.ids = sorted(accounts)
+        self.size = len(accounts)
+
+
+_INDEXES: WeakKeyDictionary[Engine, _Index] = WeakKeyDictionary()
+FEW = 16    # new ids inserted one by one; more: appended, then one (near-linear) sort
+
+
+def _sorted_ids(engine: Engine) -> list[str]:
+    accounts = engine.accounts
+    index = _INDEXES.get(engine)
+    if index is None or index.size > len(accounts):
+        index = _INDEXES[engine] = _Index(accounts)
+    elif index.size < len(accounts):
+        new = list(islice(reversed(accounts), len(accounts) - index.size))
+        if len(new) <= FEW:
+            for uid in new:
+                insort(index.ids, uid)
+        else:
+            index.ids += new
+            index.ids.sort()          # a sorted run and a tail: timsort merges them
+        index.size = len(accounts)
+    return index.ids
+
+
+def _unindex(engine: Engine, user_id: str) -> None:
+    """`user_id` has just left `engine.accounts`."""
+    index = _INDEXES.get(engine)
+    if index is None:
+        return
+    at = bisect_left(index.ids, user_id)
+    if index.size == len(engine.accounts) + 1 and at < len(index.ids) \
+            and index.ids[at] == user_id:
+        del index.ids[at]
+        index.size -= 1
+    else:
+        del _INDEXES[engine]          # out of step: rebuilt by the next listing
+
+
 def list_subscribers(engine: Engine, prefix: str | None = None, currency: str | None = None,
                      after: str | None = None, limit: int = 1000) -> list[m.Subscriber]:
     """Subscribers ordered by user id (code points), those after `after` (exclusive) whose
-    id starts with `prefix` and whose currency is `currency`; at most `limit`."""
+    id starts with `prefix` and whose currency is `currency`; at most `limit`.
+
+    O(log n + what it looks at): ids with a prefix are contiguous in the order, so only
+    a currency filter can make it look past the page it returns."""
     accounts = engine.accounts
-    ids = (uid for uid, account in accounts.items()
-           if (after is None or uid > after)
-           and (prefix is None or uid.startswith(prefix))
-           and (currency is None or account.currency == currency))
-    return [accounts[uid].snapshot() for uid in heapq.nsmallest(limit, ids)]  # O(n log k)
+    ids = _sorted_ids(engine)
+    at = bisect_right(ids, after) if after is not None else 0
+    if prefix is not None:
+        at = max(at, bisect_left(ids, prefix))
+    found: list[m.Subscriber] = []
+    while at < len(ids) and len(found) < limit:
+        uid = ids[at]
+        at += 1
+        if prefix is not None and not uid.startswith(prefix):
+            break
+        account = accounts[uid]
+        if currency is None or account.currency == currency:
+            found.append(account.snapshot())
+    return found
 
 
 def delete_subscriber(engine: Engine, user_id: str, force: bool, now: float
@@ -67,6 +128,7 @@ def delete_subscriber(engine: Engine, user_id: str, force: bool, now: float
     for cs in [cs for cs in engine.renewals if cs.session.user_id == user_id]:
         del engine.renewals[cs]
     del engine.accounts[user_id]
+    _unindex(engine, user_id)
     return released
 
 
