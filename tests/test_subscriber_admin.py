@@ -303,15 +303,21 @@ async def test_the_commands_through_the_client() -> None:
         assert await c.admin.find_sessions(session_id="s") == []
 
 
-async def test_mutating_commands_are_exactly_once_with_op() -> None:
+@pytest.mark.parametrize(("command", "args"), [
+    ("adjust", {"amount": D("1.25"), "reason": "goodwill"}),
+    ("set_counter", {"counter": "free_data", "units": D(40)}),
+    ("reset_counter", {"counter": "free_data"}),
+    ("delete_subscriber", {}),
+])
+async def test_mutating_commands_are_exactly_once_with_op(command: str,
+                                                          args: dict[str, object]) -> None:
     async with running_server() as srv, cc_client.connect(srv.url) as c:
-        await c.admin.create_subscriber("u", "10")
-        body = {"user": "u", "amount": D("1.25"), "reason": "goodwill"}
-        request = codec.encode_body(m.AdminRequest("adjust", body, b"op-1"))
-        for _ in range(2):        # the same request (op) twice: applied once
-            msg_type, _reply = await c.call(*request)
-            assert msg_type == m.MsgType.ADMIN_RESULT
-        assert (await c.admin.get_subscriber("u")).balance == D("11.25")
+        await c.admin.create_subscriber("u", "10", counters={"free_data": 30})
+        request = codec.encode_body(m.AdminRequest(command, {"user": "u", **args}, b"op-1"))
+        replies = [await c.call(*request) for _ in range(2)]   # the same op twice
+        assert replies[0] == replies[1] and replies[0][0] == m.MsgType.ADMIN_RESULT
+        journal = await c.admin.transactions(user_id="u")
+        assert len(journal) == (0 if command == "delete_subscriber" else 1)   # applied once
 
 
 async def test_sessions_of_a_removed_service_are_released_after_a_restart(
