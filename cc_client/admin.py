@@ -333,7 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("amount", metavar="AMOUNT", type=parse_amount,
                    help="amount to credit, an exact decimal > 0")
     p.add_argument("--json", action="store_true", help="print the subscriber as JSON")
-    add_subscriber_commands(sub_commands, _command, parse_amount, parse_positive_int)
+    add_subscriber_commands(sub_commands, _command, add_global_options, parse_amount,
+                            parse_positive_int)
 
     # sessions ...
     ses = commands.add_parser("sessions", help="list, show or cancel live sessions",

@@ -1,8 +1,8 @@
 """cc-admin `subscriber list | delete | adjust | counter set | counter reset`.
 
 Registered on the `subscriber` command by cc_client/admin.py, whose `_command` helper
-(passed in, so this module need not import admin.py) adds the connection options, the
-example and the exit-status text to each.
+(passed in, so that this module does not import admin.py) adds the connection options,
+the example and the exit-status text to each.
 """
 
 from __future__ import annotations
@@ -96,9 +96,11 @@ async def cmd_counter_reset(client: cc_client.Client, args: argparse.Namespace,
 
 
 def add_subscriber_commands(actions: Any, command: Callable[..., argparse.ArgumentParser],
+                            global_options: Callable[[argparse.ArgumentParser], None],
                             parse_amount: Callable[[str], Decimal],
                             parse_positive_int: Callable[[str], int]) -> None:
-    """`list`, `delete`, `adjust` and `counter set|reset` on the subscriber sub-parsers."""
+    """`list`, `delete`, `adjust` and `counter set|reset` on the subscriber sub-parsers
+    (cc-admin's `_command`, `add_global_options` and argument types passed in)."""
     p = command(actions, "list", "subscriber list", cmd_list, "list subscribers",
                 "List subscribers ordered by user id: balance, reserved, available and "
                 "counters. Filter by id prefix and currency; page with --after (the last "
@@ -140,6 +142,7 @@ def add_subscriber_commands(actions: Any, command: Callable[..., argparse.Argume
         epilog="examples:\n  " + EXAMPLES["subscriber counter set"] + "\n  "
                + EXAMPLES["subscriber counter reset"],
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    global_options(counter)
     counter_actions = counter.add_subparsers(title="counter commands", dest="counter_action",
                                              metavar="ACTION", required=True)
     p = command(counter_actions, "set", "subscriber counter set", cmd_counter_set,
