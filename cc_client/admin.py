@@ -34,6 +34,8 @@ from cc_client.admin_format import (
     to_json,
     transactions_text,
 )
+from cc_client.admin_subscribers import EXAMPLES as SUBSCRIBER_EXAMPLES
+from cc_client.admin_subscribers import add_subscriber_commands
 from cc_client.admin_users import UserCommandError, add_user_commands
 from cc_client.operator import to_decimal
 
@@ -256,6 +258,7 @@ EXAMPLES = {
                          "--counter free_data=30",
     "subscriber show": "cc-admin subscriber show alice",
     "subscriber top-up": "cc-admin subscriber top-up alice 5.50",
+    **SUBSCRIBER_EXAMPLES,
     "sessions list": "cc-admin sessions list --user alice --limit 20",
     "sessions show": "cc-admin sessions show s-1",
     "sessions cancel": "cc-admin sessions cancel s-1",
@@ -296,10 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
                                   required=True)
 
     # subscriber ...
-    sub = commands.add_parser("subscriber", help="create, show or top up a subscriber",
-                              description="Create, show or top up a subscriber.",
+    sub = commands.add_parser("subscriber", help="create, show, list, top up, adjust or "
+                                                 "delete subscribers; set counters",
+                              description="Create, show, list, top up, adjust or delete "
+                                          "subscribers; set or reset allowance counters.",
                               epilog=_epilog("subscriber create", "subscriber show",
-                                             "subscriber top-up"),
+                                             "subscriber top-up", *SUBSCRIBER_EXAMPLES),
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     add_global_options(sub)
     sub_commands = sub.add_subparsers(title="subscriber commands", dest="action",
@@ -329,6 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("amount", metavar="AMOUNT", type=parse_amount,
                    help="amount to credit, an exact decimal > 0")
     p.add_argument("--json", action="store_true", help="print the subscriber as JSON")
+    add_subscriber_commands(sub_commands, _command, add_global_options, parse_amount,
+                            parse_positive_int)
 
     # sessions ...
     ses = commands.add_parser("sessions", help="list, show or cancel live sessions",

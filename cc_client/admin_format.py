@@ -104,6 +104,14 @@ def subscriber_text(sub: Subscriber) -> str:
     return text
 
 
+def subscribers_text(subs: Sequence[Subscriber]) -> str:
+    """Subscribers as a table, one line each."""
+    rows = [(s.user_id, s.currency, s.balance, s.reserved, s.available,
+             fmt_counters(s.counters)) for s in subs]
+    return table(("USER", "CURRENCY", "BALANCE", "RESERVED", "AVAILABLE", "COUNTERS"), rows,
+                 right=(2, 3, 4))
+
+
 TX_HEADERS = ("ID", "TIME", "USER", "SESSION", "RESERVATION", "KIND", "REASON", "AMOUNT",
               "CURRENCY", "COUNTERS")
 

@@ -16,7 +16,9 @@ if TYPE_CHECKING:
     from .parts import AdminHost
 
 T = m.MsgType
-MUTATING = frozenset({"create_subscriber", "top_up", "cancel_session"})
+MUTATING = frozenset({"create_subscriber", "top_up", "cancel_session", "delete_subscriber",
+                      "adjust", "set_counter", "reset_counter"})
+SUBSCRIBER_PAGE = 1000   # subscribers per list_subscribers request
 
 
 def to_decimal(value: Decimal | int | str, what: str) -> Decimal:
@@ -71,6 +73,57 @@ class OperatorAPI:
         """Credit the balance; returns the subscriber afterwards."""
         sub: Subscriber = await self._run("top_up", user=user_id,
                                           amount=to_decimal(amount, "amount"))
+        return sub
+
+    async def list_subscribers(self, prefix: str | None = None, currency: str | None = None,
+                               after: str | None = None, limit: int | None = None
+                               ) -> list[Subscriber]:
+        """Subscribers ordered by user id, fetched page by page: those whose id starts
+        with `prefix`, in `currency`, after the user id `after` (exclusive); at most
+        `limit` (None: all)."""
+        found: list[Subscriber] = []
+        while limit is None or len(found) < limit:
+            want = SUBSCRIBER_PAGE if limit is None else min(SUBSCRIBER_PAGE,
+                                                             limit - len(found))
+            page: list[Subscriber] = await self._run(
+                "list_subscribers", prefix=prefix, currency=currency, after=after, limit=want)
+            found += page
+            if len(page) < want:
+                break
+            after = page[-1].user_id
+        return found
+
+    async def delete_subscriber(self, user_id: str, force: bool = False) -> list[Transaction]:
+        """Remove a subscriber. While it has live sessions this is refused
+        (SessionExists) unless `force`, which first cancels each of them; returns the
+        releases that made (journaled, reason admin)."""
+        txs: list[Transaction] = await self._run("delete_subscriber", user=user_id,
+                                                 force=force or None)
+        return txs
+
+    async def adjust(self, user_id: str, amount: Decimal | int | str,
+                     reason: str) -> Subscriber:
+        """Credit (amount > 0) or debit (amount < 0) the balance, with a mandatory reason;
+        journaled as a top_up or confirm with reason admin and the text in its rid field.
+        A debit may take the balance below zero. Returns the subscriber afterwards."""
+        sub: Subscriber = await self._run("adjust", user=user_id,
+                                          amount=to_decimal(amount, "amount"), reason=reason)
+        return sub
+
+    async def set_counter(self, user_id: str, counter: str, units: Decimal | int | str,
+                          reason: str | None = None) -> Subscriber:
+        """Set an allowance counter to `units` (>= what reservations hold of it);
+        journaled. Returns the subscriber afterwards."""
+        sub: Subscriber = await self._run("set_counter", user=user_id, counter=counter,
+                                          units=to_decimal(units, "units"), reason=reason)
+        return sub
+
+    async def reset_counter(self, user_id: str, counter: str,
+                            reason: str | None = None) -> Subscriber:
+        """Take an allowance counter to zero and remove it (refused while reservations
+        hold units of it); journaled. Returns the subscriber afterwards."""
+        sub: Subscriber = await self._run("reset_counter", user=user_id, counter=counter,
+                                          reason=reason)
         return sub
 
     async def find_sessions(self, user_id: str | None = None, session_id: str | None = None,

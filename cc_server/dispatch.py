@@ -26,12 +26,14 @@ from protocol.frames import Frame
 
 from .dedup import OutcomeCache, Reply
 from .engine import Engine, Refused
+from .engine import subscribers as subs
 from .limits import Limits
 from .metrics import Histogram
 
 log = logging.getLogger("cc_server")
 T = m.MsgType
-MUTATING_ADMIN = frozenset({"create_subscriber", "top_up", "cancel_session"})
+MUTATING_ADMIN = frozenset({"create_subscriber", "top_up", "cancel_session",
+                            "delete_subscriber", "adjust", "set_counter", "reset_counter"})
 LOGGED_ADMIN = MUTATING_ADMIN | {"request_renewal"}
 REC_EXECUTE, REC_ADMIN, REC_EXPIRE, REC_ACK = 1, 2, 3, 4
 EXIT_FAIL_STOP = 70   # EX_SOFTWARE: an internal error while applying a change
@@ -111,6 +113,20 @@ class Dispatcher:
             "transactions": self._transactions,
             "request_renewal": self._request_renewal,
             "stats": lambda a, now: self.stats(),
+            "list_subscribers": lambda a, now: [
+                codec.subscriber_to_wire(s) for s in subs.list_subscribers(
+                    self.engine, a.get("prefix"), a.get("currency"), a.get("after"),
+                    min(a.get("limit") or 1000, 5000))],
+            "delete_subscriber": lambda a, now: [codec.tx_to_wire(t) for t in
+                                                 subs.delete_subscriber(
+                                                     self.engine, a["user"],
+                                                     bool(a.get("force")), now)],
+            "adjust": lambda a, now: codec.subscriber_to_wire(subs.adjust(
+                self.engine, a["user"], a["amount"], a["reason"], now)),
+            "set_counter": lambda a, now: codec.subscriber_to_wire(subs.set_counter(
+                self.engine, a["user"], a["counter"], a["units"], a.get("reason"), now)),
+            "reset_counter": lambda a, now: codec.subscriber_to_wire(subs.reset_counter(
+                self.engine, a["user"], a["counter"], a.get("reason"), now)),
         }
 
     # ------------------------------------------------------------------ entry point

@@ -628,6 +628,17 @@ ADMIN_COMMANDS: dict[str, dict[str, tuple[Callable[[object, str], Any], bool]]] 
     "request_renewal": {"session": (_id, True), "rid": (_id, True)},
     "stats": {},
 }
+#: subscriber administration (list, delete, adjust, counters); README "Operator API"
+ADMIN_COMMANDS.update({
+    "list_subscribers": {"prefix": (_opt(_id), False), "currency": (_opt(_currency), False),
+                         "after": (_opt(_id), False), "limit": (_opt(_limit), False)},
+    "delete_subscriber": {"user": (_id, True), "force": (_opt(_bool), False)},
+    "adjust": {"user": (_id, True), "amount": (_dec, True), "reason": (_id, True)},
+    "set_counter": {"user": (_id, True), "counter": (_id, True), "units": (_dec, True),
+                    "reason": (_opt(_id), False)},
+    "reset_counter": {"user": (_id, True), "counter": (_id, True),
+                      "reason": (_opt(_id), False)},
+})
 
 
 def _enc_admin(msg: m.AdminRequest) -> dict[str, Any]:
@@ -789,10 +800,13 @@ def decode(frame: Frame) -> m.Message:
 
 def admin_value_from_wire(command: str, value: Any) -> Any:
     """Typed value of an admin result, by the command it answers."""
-    if command in ("create_subscriber", "get_subscriber", "top_up"):
+    if command in ("create_subscriber", "get_subscriber", "top_up", "adjust", "set_counter",
+                   "reset_counter"):
         return subscriber_from_wire(value)
+    if command == "list_subscribers":
+        return [subscriber_from_wire(s) for s in _list(value, "subscribers", 1 << 20)]
     if command == "find_sessions":
         return [session_from_wire(s) for s in _list(value, "sessions", 1 << 20)]
-    if command in ("transactions", "cancel_session"):
+    if command in ("transactions", "cancel_session", "delete_subscriber"):
         return [tx_from_wire(t) for t in _list(value, "transactions", 1 << 20)]
     return value

@@ -198,6 +198,9 @@ class Engine:
         """A new subscriber; `Refused(USER_EXISTS)` if the id is taken."""
         if user_id in self.accounts:
             raise Refused(ErrorCode.USER_EXISTS, f"subscriber {user_id!r} already exists")
+        if balance < 0:
+            raise Refused(ErrorCode.INVALID_REQUEST, "an opening balance must be >= 0 "
+                          "(a debt is made with an adjustment after creation)")
         for name, value in (counters or {}).items():
             if value < 0:
                 raise Refused(ErrorCode.INVALID_REQUEST, f"counter {name!r} must be >= 0")

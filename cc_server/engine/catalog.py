@@ -186,6 +186,8 @@ def _seed(spec: Any, currency: str, where: str) -> SubscriberSeed:
     _only(spec, {"user_id", "balance", "currency", "counters"}, where)
     counters = {name: _decimal(v, f"{where}.counters.{name}")
                 for name, v in (spec.get("counters") or {}).items()}
+    if _decimal(spec.get("balance", 0), where) < 0:
+        raise CatalogError(f"{where}.balance: an opening balance must be >= 0")
     return SubscriberSeed(spec["user_id"], _decimal(spec.get("balance", 0), f"{where}.balance"),
                           _currency(spec.get("currency", currency), f"{where}.currency"),
                           counters)
