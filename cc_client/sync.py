@@ -233,6 +233,30 @@ class SyncAdmin:
         """Credit the balance; returns the subscriber afterwards."""
         return self._runner.run(self._admin.top_up(user_id, amount))
 
+    def list_subscribers(self, prefix: str | None = None, currency: str | None = None,
+                         after: str | None = None, limit: int | None = None
+                         ) -> list[Subscriber]:
+        """Subscribers ordered by user id, filtered by id `prefix` and `currency`."""
+        return self._runner.run(self._admin.list_subscribers(prefix, currency, after, limit))
+
+    def delete_subscriber(self, user_id: str, force: bool = False) -> list[Transaction]:
+        """Remove a subscriber (`force`: cancel its live sessions first)."""
+        return self._runner.run(self._admin.delete_subscriber(user_id, force))
+
+    def adjust(self, user_id: str, amount: Decimal | int | str, reason: str) -> Subscriber:
+        """Credit (> 0) or debit (< 0) the balance with a reason; journaled."""
+        return self._runner.run(self._admin.adjust(user_id, amount, reason))
+
+    def set_counter(self, user_id: str, counter: str, units: Decimal | int | str,
+                    reason: str | None = None) -> Subscriber:
+        """Set an allowance counter to `units`; journaled."""
+        return self._runner.run(self._admin.set_counter(user_id, counter, units, reason))
+
+    def reset_counter(self, user_id: str, counter: str,
+                      reason: str | None = None) -> Subscriber:
+        """Take an allowance counter to zero and remove it; journaled."""
+        return self._runner.run(self._admin.reset_counter(user_id, counter, reason))
+
     def find_sessions(self, user_id: str | None = None, session_id: str | None = None,
                       limit: int | None = None) -> list[SessionInfo]:
         """Live sessions, by user and/or session id (at most `limit`, default 1000)."""
