@@ -20,7 +20,7 @@ import sys
 import textwrap
 from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 import cc_client
 from cc_client.admin_format import (
@@ -50,6 +50,16 @@ Handler = Callable[[cc_client.Client, argparse.Namespace, TextIO], Awaitable[Non
 
 class UsageError(Exception):
     """A command line the tool cannot run (exit 2)."""
+
+
+class BriefParser(argparse.ArgumentParser):
+    """Usage errors print the error and a pointer to --help, not the whole usage
+    first (exit status 2); sub-command parsers inherit it."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print `PROG: error: MESSAGE` and where to find the usage, then exit 2."""
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n"
+                              f"Run '{self.prog} --help' for the usage.\n")
 
 
 # ---------------------------------------------------------------------------- arguments
@@ -288,7 +298,7 @@ def _command(subparsers: Any, name: str, key: str, handler: Handler, help_text: 
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
-    top = argparse.ArgumentParser(
+    top = BriefParser(
         prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Operator tool of the charging server: subscribers, sessions, the "
                     "transaction journal and statistics.\nRun `cc-admin COMMAND --help` for "

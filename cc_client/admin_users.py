@@ -3,7 +3,8 @@
     cc-admin user add gw1 --roles charging [--users-file users.toml] [--password-stdin]
 
 These commands never talk to a server: they write the TOML file that `cc-server --users
-FILE` reads at start (restart the server to apply). The server defines the format and
+FILE` reads at start and again on SIGHUP (send SIGHUP to cc-server, or restart it, to
+apply a change). The server defines the format and
 checks passwords (`cc_server/auth.py`); the client may not import the server, so the few
 lines that make a hash are mirrored here (`hash_password`), and tests/test_auth.py
 checks that the server verifies what this writes. Entries this tool does not change are
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 DEFAULT_USERS_FILE = "users.toml"
+#: How a change reaches a running server (said by every command that edits the file).
+TO_APPLY = "send SIGHUP to cc-server, or restart it, to apply"
 ROLES = ("charging", "admin")
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1     # cc_server.auth.DEFAULT_N, _R, _P
 SALT_BYTES, KEY_BYTES = 16, 32
@@ -164,7 +167,7 @@ def cmd_user_add(args: argparse.Namespace, out: TextIO) -> None:
     users[args.name] = {"password": hash_password(password), "roles": sorted(args.roles)}
     write_users(path, users)
     out.write(f"{'added' if new else 'updated'} user {args.name} ({roles}) in {path}; "
-              "restart cc-server to apply\n")
+              f"{TO_APPLY}\n")
 
 
 def cmd_user_remove(args: argparse.Namespace, out: TextIO) -> None:
@@ -174,7 +177,7 @@ def cmd_user_remove(args: argparse.Namespace, out: TextIO) -> None:
     if users.pop(args.name, None) is None:
         raise UserCommandError(f"no user {args.name!r} in {path}", usage=False)
     write_users(path, users)
-    out.write(f"removed user {args.name} from {path}; restart cc-server to apply\n")
+    out.write(f"removed user {args.name} from {path}; {TO_APPLY}\n")
 
 
 def cmd_user_list(args: argparse.Namespace, out: TextIO) -> None:
@@ -194,7 +197,8 @@ def add_user_commands(commands: Any) -> None:
     top = commands.add_parser(
         "user", help="add, remove or list users of a users file (local, no server)",
         description="Edit the users file of cc-server --users FILE, on this machine; the "
-                    "server reads it at start.", formatter_class=fmt,
+                    f"server reads it at start and again on SIGHUP ({TO_APPLY}).",
+        formatter_class=fmt,
         epilog="examples:\n  cc-admin user add gw1 --roles charging\n"
                "  echo \"$PW\" | cc-admin user add ops --roles admin,charging "
                "--password-stdin --users-file /etc/cc/users.toml\n"
@@ -210,7 +214,7 @@ def add_user_commands(commands: Any) -> None:
     p = actions.add_parser("add", help="add a user, or set its password and roles",
                            description="Add a user or replace its password and roles. The "
                                        "password is asked for twice (or read from stdin) "
-                                       "and stored as a salted scrypt hash.")
+                                       f"and stored as a salted scrypt hash; {TO_APPLY}.")
     p.add_argument("name", metavar="USER", help="the user name (the HELLO's `user`)")
     p.add_argument("--roles", type=parse_roles, required=True,
                    help="comma-separated: charging (containers, listeners), admin "
@@ -219,7 +223,8 @@ def add_user_commands(commands: Any) -> None:
                    help="read the password from the first line of stdin")
     file_option(p)
     p.set_defaults(local=cmd_user_add)
-    p = actions.add_parser("remove", help="remove a user")
+    p = actions.add_parser("remove", help="remove a user",
+                           description=f"Remove a user from the file; {TO_APPLY}.")
     p.add_argument("name", metavar="USER")
     file_option(p)
     p.set_defaults(local=cmd_user_remove)

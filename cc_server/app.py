@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from . import logs
 from .auth import UsersFileError
@@ -25,6 +26,7 @@ from .config import (
 )
 from .engine import CatalogError
 from .gcpolicy import GcPolicy
+from .metrics import ListenError
 from .server import ChargingServer
 from .store import DataDirError
 from .tls import TlsError
@@ -32,13 +34,34 @@ from .tls import TlsError
 log = logging.getLogger("cc_server")
 
 
+class BriefParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are the error and a pointer to --help,
+    not the whole usage first (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print `PROG: error: MESSAGE` and where to find the usage, then exit 2."""
+        self.exit(2, f"{self.prog}: error: {message}\n"
+                     f"Run '{self.prog} --help' for the usage.\n")
+
+
+def help_text(name: str, default: object) -> str:
+    """A setting's --help text, its default said once (unset optional ones say it in HELP)."""
+    text = HELP.get(name, name)
+    if default is None or "default:" in text:
+        return text
+    return f"{text} (default: {default})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line of cc-server: one flag per ServerConfig field, plus --config."""
     defaults = ServerConfig()
-    p = argparse.ArgumentParser(
+    p = BriefParser(
         prog="cc-server", description="Session-based online charging server. Every flag "
-        "is also a key of the --config file; flags win.")
-    p.add_argument("--config", metavar="FILE", help="TOML file of settings")
+        "is also a key of the --config file; flags win. Relative paths in a --config file "
+        "are relative to the file's folder.")
+    p.add_argument("--config", metavar="FILE",
+                   help="TOML file of settings; relative paths in it are relative to its "
+                        "folder")
     p.add_argument("--print-config", action="store_true",
                    help="print the effective settings as a config file and exit")
     for name, (kind, _) in field_types().items():
@@ -50,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=argparse.SUPPRESS,
                        type=kind, choices=CHOICES.get(name),
                        metavar=None if name in CHOICES else metavar(name),
-                       help=f"{HELP.get(name, name)} (default: {default})")
+                       help=help_text(name, default))
     return p
 
 
@@ -127,7 +150,11 @@ async def serve(config: ServerConfig) -> None:
     """Run the server until SIGTERM or SIGINT, then drain and return; SIGHUP re-reads
     the users file."""
     server = ChargingServer(config)
-    await server.start()
+    try:
+        await server.start()
+    except OSError:         # a port in use: close what did start (the log, the main port)
+        await server.shutdown()
+        raise
     server.gc_policy = GcPolicy(config.gc_freeze_interval, config.gc_full_interval)
     server.gc_policy.start()
     host, port = server.address
@@ -165,9 +192,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DataDirError as exc:
         print(f"cc-server: {exc}", file=sys.stderr)
         return 1
+    except ListenError as exc:
+        print(f"cc-server: {exc.strerror}", file=sys.stderr)
+        return 1
     except OSError as exc:
-        print(f"cc-server: cannot listen on {config.host}:{config.port}: {exc.strerror}",
-              file=sys.stderr)
+        error = ListenError(config.host, config.port, "--host/--port", exc)
+        print(f"cc-server: {error.strerror}", file=sys.stderr)
         return 1
     finally:
         loop.close()

@@ -7,6 +7,7 @@ prints the effective settings in the config-file format.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -71,21 +72,15 @@ class ServerConfig:
     log_format: str = "text"
 
     def problems(self) -> list[str]:
-        """What is wrong with these settings (empty: nothing)."""
+        """What is wrong with these settings (empty: nothing): every numeric setting
+        against its range in RANGES, then the settings that go together."""
         found = []
-        at_least = {"heartbeat": 0.001, "handshake_timeout": 0.001, "idle_timeout": 0.0,
-                    "max_frame": 1024, "max_connections": 1, "max_in_flight": 1,
-                    "write_buffer_high": 1024, "max_pending_notifications": 1,
-                    "auth_max_failures": 1, "auth_failure_window": 0.001,
-                    "auth_backoff_max": 0.0, "tick": 0.001}
-        for name, low in at_least.items():
-            if not getattr(self, name) >= low:
-                found.append(f"{name} must be at least {low:g}")
-        if self.max_frame > 2**31:
-            found.append("max_frame must be at most 2 GiB")
-        for name, cap in FORMAT_CAPS.items():
-            if not 1 <= getattr(self, name) <= cap:
-                found.append(f"{name} must be in 1..{cap} (the wire format's own cap)")
+        for name, (low, high, _) in RANGES.items():
+            value = getattr(self, name)
+            if value is not None and not low <= value <= high:   # NaN fails too
+                found.append(range_message(name, value))
+        if self.metrics_port and self.metrics_port == self.port:
+            found.append(f"--metrics-port must differ from --port ({self.port})")
         if bool(self.tls_cert) != bool(self.tls_key):
             found.append("TLS needs both --tls-cert and --tls-key")
         if self.tls_client_ca and not self.tls_cert:
@@ -98,17 +93,64 @@ FORMAT_CAPS = {"max_subrequests": m.MAX_SUBREQUESTS, "max_id_length": m.MAX_ID_L
                "max_string_length": m.MAX_STRING_LENGTH, "max_properties": m.MAX_PROPERTIES,
                "max_external_data": m.MAX_EXTERNAL_DATA}
 
+DAY = 86_400.0
+YEAR = 365 * DAY
+MAX_FRAME_CAP = 2**31        # PROTOCOL.md: a frame body is at most 2 GiB
+
+#: The allowed range of every numeric setting: name -> (lowest, highest, why).
+RANGES: dict[str, tuple[float, float, str]] = {
+    "port": (0, 65535, "0 picks a free port"),
+    "metrics_port": (0, 65535, "0 picks a free port"),
+    "heartbeat": (0.001, DAY, ""),
+    "handshake_timeout": (0.001, DAY, ""),
+    "idle_timeout": (0.0, YEAR, "0: never"),
+    "max_frame": (1024, MAX_FRAME_CAP, "the wire format's cap is 2 GiB"),
+    "max_connections": (1, 1_000_000, ""),
+    "max_in_flight": (1, 1_000_000, ""),
+    "write_buffer_high": (1024, MAX_FRAME_CAP, ""),
+    **{name: (1, cap, "the wire format's own cap") for name, cap in FORMAT_CAPS.items()},
+    "auth_max_failures": (1, 1_000_000, ""),
+    "auth_failure_window": (0.001, DAY, ""),
+    "auth_backoff_max": (0.0, 3600.0, "0: no back-off"),
+    "dedup_window": (0.1, YEAR, ""),
+    "dedup_max_entries": (1, 100_000_000, ""),
+    "journal_retain": (1, 100_000_000, ""),
+    "snapshot_every": (1024, 2**40, ""),
+    "renewal_send_timeout": (0.001, 3600.0, ""),
+    "renewal_resend_interval": (0.001, DAY, ""),
+    "renewal_resend_attempts": (0, 1000, "0: send once"),
+    "max_pending_notifications": (1, 10_000_000, ""),
+    "tick": (0.001, 60.0, ""),
+    "gc_freeze_interval": (0.0, DAY, "0: Python's own collection"),
+    "gc_full_interval": (0.0, YEAR, "0: never"),
+}
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if value == int(value) else f"{value:g}"
+
+
+def range_message(name: str, value: float) -> str:
+    """`--port (config key port) must be in 0..65535 (...), not 70000`."""
+    low, high, note = RANGES[name]
+    kind, _ = field_types()[name]
+    span = f"{_number(low)}..{_number(high)}{' seconds' if kind is float else ''}"
+    return (f"--{name.replace('_', '-')} (config key {name}) must be in {span}"
+            f"{f' ({note})' if note else ''}, not {value!r}")
+
 
 HELP: dict[str, str] = {
-    "host": "address to listen on (loopback by default)",
+    "host": "address to listen on",
     "port": "port to listen on; 0 picks a free one and prints it",
     "catalog": "TOML price plans (default: the built-in catalog)",
-    "data_dir": "keep state in this directory (write-ahead log + snapshots); "
-                "default: in memory",
-    "users": "TOML users file (password hashes, roles); default: every client trusted",
-    "tls_cert": "PEM certificate chain: serve TLS",
+    "data_dir": "keep state in this directory (write-ahead log + snapshots) "
+                "(default: in memory)",
+    "users": "TOML users file (password hashes, roles; re-read on SIGHUP) "
+             "(default: every client trusted)",
+    "tls_cert": "PEM certificate chain: serve TLS (default: plain TCP)",
     "tls_key": "PEM private key of --tls-cert",
-    "tls_client_ca": "PEM CA bundle: require client certificates signed by it",
+    "tls_client_ca": "PEM CA bundle: require client certificates signed by it "
+                     "(default: none asked for)",
     "loop": "event loop implementation",
     "heartbeat": "heartbeat interval, seconds; a peer silent for 3 of them is dropped",
     "handshake_timeout": "seconds a new connection has to say HELLO",
@@ -138,7 +180,7 @@ HELP: dict[str, str] = {
     "renewal_resend_attempts": "resends after the first attempt (0: send once)",
     "tick": "timer period for expiry and resends, seconds",
     "gc_freeze_interval": "seconds between moves of surviving objects out of the garbage "
-                          "collector's view (0: Python's default collection)",
+                          "collector's view (0: Python's own collection)",
     "gc_full_interval": "seconds between full garbage collections (0: never)",
     "metrics_port": "serve Prometheus metrics over HTTP on this port (default: off)",
     "metrics_host": "address of the metrics endpoint",
@@ -193,21 +235,28 @@ def convert(name: str, value: Any) -> Any:
         raise ConfigError(f"{name} must be {kind.__name__}, not {value!r}")
     if name in CHOICES and value not in CHOICES[name]:
         raise ConfigError(f"{name} must be one of {', '.join(CHOICES[name])}, not {value!r}")
-    if isinstance(value, int | float) and value < 0:
-        raise ConfigError(f"{name} must not be negative")
-    return value
+    return value            # ranges: ServerConfig.problems()
+
+
+#: Settings that name a file or directory: relative in a config file means relative to
+#: the file's own folder (on the command line, to the current directory).
+PATH_SETTINGS = frozenset(name for name, shown in METAVAR.items() if shown in ("FILE", "DIR"))
 
 
 def load_file(path: str) -> dict[str, Any]:
-    """Settings from a TOML file; keys as in `--print-config` (dashes also accepted)."""
+    """Settings from a TOML file; keys as in `--print-config` (dashes also accepted).
+    Relative paths in it are resolved against the file's folder."""
     raw = read_toml(path, "config", ConfigError)
     known = field_types()
+    folder = os.path.dirname(os.path.abspath(path))
     values: dict[str, Any] = {}
     for key, value in raw.items():
         name = key.replace("-", "_")
         if name not in known:
             raise ConfigError(f"{path}: unknown setting {key!r}; see cc-server --print-config")
         values[name] = convert(name, value)
+        if name in PATH_SETTINGS and values[name]:
+            values[name] = os.path.join(folder, os.path.expanduser(values[name]))
     return values
 
 

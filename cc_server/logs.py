@@ -11,15 +11,21 @@ import ast
 import datetime as dt
 import json
 import logging
+import math
 import re
 import sys
 from typing import Any
 
 _PAIR = re.compile(r"""(\w+)=('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|\S+)""")
+_INT = re.compile(r"-?[0-9]+")
+_FLOAT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
+#: Python's text of True, False and None, as JSON values.
+_CONSTANTS: dict[str, Any] = {"True": True, "False": False, "None": None}
 
 
 def fields_of(message: str) -> dict[str, Any]:
-    """The key=value pairs of a message (quoted values unquoted, numbers as numbers)."""
+    """The key=value pairs of a message: quoted values unquoted, numbers as numbers,
+    True/False/None as booleans and null; anything else (nan, 1_000, 0x10) stays text."""
     out: dict[str, Any] = {}
     for key, raw in _PAIR.findall(message):
         value: Any = raw
@@ -28,13 +34,12 @@ def fields_of(message: str) -> dict[str, Any]:
                 value = ast.literal_eval(raw)
             except (ValueError, SyntaxError):
                 value = raw[1:-1]
-        else:
-            for kind in (int, float):
-                try:
-                    value = kind(raw)
-                    break
-                except ValueError:
-                    continue
+        elif raw in _CONSTANTS:
+            value = _CONSTANTS[raw]
+        elif _INT.fullmatch(raw):
+            value = int(raw)
+        elif _FLOAT.fullmatch(raw) and math.isfinite(float(raw)):   # JSON has no inf
+            value = float(raw)
         out[key] = value
     return out
 

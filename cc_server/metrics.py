@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 log = logging.getLogger("cc_server")
@@ -44,45 +45,145 @@ class Histogram:
         return {"count": self.count, "sum": self.total, "buckets": cumulative}
 
 
+#: Every statistic as a metric: stats path -> (type, HELP). A gauge `a.b` is `cc_a_b`, a
+#: counter `cc_a_b_total`. Paths ending in `*` are families labelled by the rest of the
+#: key (LABELS); histograms (`latency.KIND`) are `cc_latency_KIND_seconds`.
+METRICS: dict[str, tuple[str, str]] = {
+    "engine.subscribers": ("gauge", "Subscribers the engine holds."),
+    "engine.sessions": ("gauge", "Live charging sessions."),
+    "engine.reservations": ("gauge", "Open reservations."),
+    "engine.journal_entries": ("gauge", "Transaction journal entries kept in memory."),
+    "engine.journal_next_id": ("gauge", "Id the next journal entry will get."),
+    "engine.expiry_queue": ("gauge", "Reservations and sessions waiting for expiry."),
+    "operations.*": ("counter", "Requests by kind and outcome (ok or an error code)."),
+    "sub_requests.*": ("counter", "Sub-requests by action and outcome (ok or an error code)."),
+    "dedup.entries": ("gauge", "Operation outcomes remembered for exactly-once."),
+    "dedup.hits": ("counter", "Repeated operations answered from the stored outcome."),
+    "renewal.listeners": ("gauge", "Registered renewal listeners."),
+    "renewal.pending": ("gauge", "Renewal notifications waiting for an acknowledgement."),
+    "renewal.created": ("counter", "Renewal notifications created."),
+    "renewal.reused": ("counter", "Renewal requests that joined a pending notification."),
+    "renewal.dropped_over_limit": ("counter",
+                                   "Renewal notifications dropped over the per-listener cap."),
+    "renewal.sent": ("counter", "First attempts of renewal notifications."),
+    "renewal.resent": ("counter", "Repeated attempts of renewal notifications."),
+    "renewal.undeliverable": ("counter", "Attempts with no listener connection to send on."),
+    "renewal.acknowledged": ("counter", "Renewal notifications acknowledged."),
+    "renewal.obsolete": ("counter", "Renewal notifications no longer needed."),
+    "renewal.expired_unacknowledged": ("counter",
+                                       "Renewal notifications given up unacknowledged."),
+    "server.uptime": ("gauge", "Seconds since the server started."),
+    "connections.open": ("gauge", "Open connections."),
+    "connections.accepted": ("counter", "Connections accepted."),
+    "connections.refused_connections": ("counter", "Connections refused over the limit."),
+    "connections.dead_peers": ("counter", "Connections dropped for missed heartbeats."),
+    "connections.connection_error.*": ("counter", "Connections closed by an error, by code."),
+    "security.auth.users": ("gauge", "Users in the users file (0: no users file)."),
+    "security.auth.ok": ("counter", "Successful logins."),
+    "security.auth.failed": ("counter", "Failed logins."),
+    "security.auth.delayed": ("counter", "Handshakes delayed by the failed-login back-off."),
+    "security.auth.refused_backoff": ("counter",
+                                      "Handshakes refused while backed off."),
+    "security.auth.peers_backed_off": ("gauge", "Addresses currently backed off."),
+    "security.tls": ("gauge", "1 when the server speaks TLS."),
+    "security.limits.*": ("counter", "Requests or connections refused for a limit, by code."),
+    "durability.log_records": ("counter", "Records appended to the write-ahead log."),
+    "durability.log_synced": ("counter", "Log records synced to disk."),
+    "durability.log_syncs": ("counter", "fsync calls on the write-ahead log."),
+    "durability.log_bytes": ("counter", "Bytes written to the write-ahead log."),
+    "durability.snapshot": ("gauge", "Log index of the newest snapshot."),
+    "gc.frozen": ("gauge", "Objects moved out of the garbage collector's view."),
+    "gc.full_collections": ("counter", "Full garbage collections run by the server."),
+    "gc.last_full_seconds": ("gauge", "Duration of the last full garbage collection."),
+}
+#: Label names of the labelled families (a missing last part is "ok").
+LABELS: dict[str, tuple[str, ...]] = {
+    "operations": ("kind", "outcome"), "sub_requests": ("action", "outcome"),
+    "connections.connection_error": ("code",), "security.limits": ("code",)}
+UNDOCUMENTED = "Undocumented statistic"
+
+
+class _Family:
+    __slots__ = ("help", "samples", "type")
+
+    def __init__(self, kind: str, text: str) -> None:
+        self.type, self.help = kind, text
+        self.samples: list[str] = []
+
+
 def _name(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text).strip("_").lower()
 
 
-def prometheus(stats: Mapping[str, Any]) -> str:
-    """The stats tree as Prometheus text exposition: every number becomes a gauge named
-    after its path (`cc_engine_sessions`), histograms become histograms, and counters
-    of outcomes become one series with labels."""
-    lines: list[str] = []
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
-    def walk(prefix: str, value: Any) -> None:
+
+def _number(value: float) -> str:
+    return str(int(value)) if isinstance(value, bool) else repr(value)
+
+
+def prometheus(stats: Mapping[str, Any]) -> str:
+    """The stats tree as Prometheus text exposition (format 0.0.4): every statistic a
+    family with HELP and TYPE (METRICS), outcomes by code as labelled counters,
+    latency histograms as histograms."""
+    families: dict[str, _Family] = {}
+
+    def family(name: str, kind: str, text: str) -> _Family:
+        if name not in families:
+            families[name] = _Family(kind, text)
+        return families[name]
+
+    def leaf(parts: list[str], value: Any) -> None:
+        for depth in range(len(parts) - 1, 0, -1):
+            prefix = ".".join(parts[:depth])
+            if prefix in LABELS:
+                kind, text = METRICS[prefix + ".*"]
+                names = LABELS[prefix]
+                values = [*parts[depth:], "ok"][:len(names)]
+                labels = ",".join(f'{n}="{_label(v)}"' for n, v in zip(names, values,
+                                                                        strict=True))
+                name = f"cc_{_name(prefix)}_total"
+                family(name, kind, text).samples.append(f"{name}{{{labels}}} {value}")
+                return
+        path = ".".join(parts)
+        kind, text = METRICS.get(path, ("gauge", f"{UNDOCUMENTED} {path} (cc-admin stats)."))
+        name = f"cc_{_name(path)}" + ("_total" if kind == "counter" else "")
+        family(name, kind, text).samples.append(f"{name} {_number(value)}")
+
+    def walk(parts: list[str], value: Any) -> None:
         if isinstance(value, Mapping) and {"count", "sum", "buckets"} <= value.keys():
-            name = f"cc_{prefix}_seconds"
-            lines.append(f"# TYPE {name} histogram")
-            for bound, n in value["buckets"].items():
-                lines.append(f'{name}_bucket{{le="{bound}"}} {n}')
-            lines.append(f"{name}_sum {value['sum']}")
-            lines.append(f"{name}_count {value['count']}")
+            name = f"cc_{_name('.'.join(parts))}_seconds"
+            out = family(name, "histogram", f"Server-side latency of {parts[-1]} requests, "
+                                            "seconds.").samples
+            out += [f'{name}_bucket{{le="{bound}"}} {n}'
+                    for bound, n in value["buckets"].items()]
+            out += [f"{name}_sum {value['sum']!r}", f"{name}_count {value['count']}"]
         elif isinstance(value, Mapping):
+            if ".".join(parts) in LABELS:     # declared even while it has no samples
+                family(f"cc_{_name('.'.join(parts))}_total",
+                       *METRICS[".".join(parts) + ".*"])
             for key, inner in value.items():
-                walk(f"{prefix}_{_name(str(key))}" if prefix else _name(str(key)), inner)
-        elif isinstance(value, bool):
-            lines.append(f"cc_{prefix} {int(value)}")
+                walk([*parts, *str(key).split(".")], inner)
         elif isinstance(value, int | float):
-            lines.append(f"cc_{prefix} {value}")
+            leaf(parts, value)
 
     for section, value in stats.items():
-        if section in ("operations", "sub_requests") and isinstance(value, Mapping):
-            _labelled(lines, f"cc_{section}_total", value.items())
-        else:
-            walk(_name(section), value)
+        walk([str(section)], value)
+    lines = []
+    for name, fam in families.items():
+        lines += [f"# HELP {name} {fam.help}", f"# TYPE {name} {fam.type}", *fam.samples]
     return "\n".join(lines) + "\n"
 
 
-def _labelled(lines: list[str], name: str, items: Iterable[tuple[str, Any]]) -> None:
-    lines.append(f"# TYPE {name} counter")
-    for key, count in sorted(items):
-        kind, _, outcome = str(key).partition(".")
-        lines.append(f'{name}{{kind="{kind}",outcome="{outcome or "ok"}"}} {count}')
+class ListenError(OSError):
+    """A listening socket that could not be opened; the text names the address, the
+    settings that chose it, and the reason."""
+
+    def __init__(self, host: str, port: int, settings: str, exc: OSError) -> None:
+        reason = os.strerror(exc.errno).lower() if exc.errno and exc.errno > 0 \
+            else str(exc.strerror or exc)
+        super().__init__(exc.errno, f"cannot listen on {host}:{port} ({settings}): {reason}")
 
 
 class MetricsEndpoint:
@@ -96,7 +197,11 @@ class MetricsEndpoint:
 
     async def start(self) -> None:
         """Listen."""
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        try:
+            self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        except OSError as exc:
+            raise ListenError(self.host, self.port, "--metrics-host/--metrics-port",
+                              exc) from None
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("event=metrics_listening host=%s port=%d", self.host, self.port)
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import datetime as dt
+import io
 import itertools
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -334,3 +337,58 @@ def test_python_dash_m(url: str) -> None:
     done = _proc(sys.executable, "-m", "cc_client.admin", "--server",
                  f"127.0.0.1:{free_port()}", "--timeout", "0.3", "stats")
     assert done.returncode == 3 and "COMMUNICATION_FAILURE" in done.stderr
+
+
+# ---------------------------------------------------------------------------- usage and help
+
+def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """A parser and every sub-command parser under it."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _parsers(sub)
+
+
+@pytest.mark.parametrize("argv", [
+    ["subscriber", "create", "x"],                  # --balance missing
+    ["subscriber", "top-up", "x", "abc"],           # not an amount
+    ["no-such-command"],
+    ["user", "add"],
+    [],
+])
+def test_usage_errors_are_the_error_and_a_pointer_to_help(
+        argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, *argv)
+    lines = err.splitlines()
+    assert code == admin.EXIT_USAGE and out == ""
+    assert len(lines) == 2 and "usage:" not in err, err
+    assert lines[0].startswith("cc-admin") and ": error: " in lines[0]
+    assert re.fullmatch(r"Run 'cc-admin[a-z -]*--help' for the usage\.", lines[1]), lines[1]
+
+
+def test_help_says_each_default_once() -> None:
+    for parser in _parsers(admin.build_parser()):
+        for action in parser._actions:
+            text = action.help or ""
+            assert text.count("default") <= 1 and "(default: None)" not in text, text
+
+
+def test_user_commands_say_sighup_applies_them(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    path = str(tmp_path / "users.toml")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("secret\n"))
+    code, out, _ = run(capsys, "user", "add", "gw", "--roles", "charging", "--password-stdin",
+                       "--users-file", path)
+    assert code == 0 and "send SIGHUP to cc-server, or restart it, to apply" in out
+    assert "restart cc-server to apply" not in out
+    code, out, _ = run(capsys, "user", "remove", "gw", "--users-file", path)
+    assert code == 0 and "send SIGHUP to cc-server, or restart it, to apply" in out
+    helps = {p.prog: re.sub(r"-\s+", "-", " ".join(p.format_help().split()))   # wrapped
+             for p in _parsers(admin.build_parser())}
+    for prog in ("cc-admin user", "cc-admin user add", "cc-admin user remove"):
+        assert "send SIGHUP to cc-server, or restart it, to apply" in helps[prog], prog
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert "To apply a change, send SIGHUP to cc-server, or restart it." in readme
+    assert "Restart the server to apply changes" not in readme

@@ -440,7 +440,8 @@ def test_settings_past_the_format_caps_are_refused(capsys: pytest.CaptureFixture
         with pytest.raises(SystemExit) as info:
             app.config_from_args(argv)
         assert info.value.code == 2
-    assert "max_id_length must be in 1..256" in capsys.readouterr().err
+    assert "--max-id-length (config key max_id_length) must be in 1..256" in \
+        capsys.readouterr().err
 
 
 async def test_running_server_refuses_looser_limits() -> None:

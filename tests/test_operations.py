@@ -51,7 +51,7 @@ def test_print_config_is_a_complete_config_file(tmp_path: Path) -> None:
     ("bogus = 1\n", "unknown setting 'bogus'"),
     ("port = 'x'\n", "port must be int"),
     ('log_format = "xml"\n', "log_format must be one of"),
-    ("heartbeat = -1\n", "must not be negative"),
+    ("heartbeat = -1\n", "--heartbeat (config key heartbeat) must be in 0.001..86400 seconds"),
     ("port = \n", "not valid TOML"),
 ])
 def test_bad_config_files_are_usage_errors(tmp_path: Path, content: str, message: str) -> None:
