@@ -32,6 +32,7 @@ from .errors import (
     InvalidRequest,
     LimitExceeded,
     OperationFailure,
+    OperationIdReused,
     ReservationNotFound,
     ServerFailure,
     SessionExists,
@@ -48,7 +49,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AuthenticationFailed", "ChargeableItem", "ChargingError", "Client",
     "CommunicationFailure", "Connector", "CreditLimitReached", "DuplicateReservation",
-    "Forbidden", "InvalidRequest", "LimitExceeded", "OperationFailure", "RatingResult",
+    "Forbidden", "InvalidRequest", "LimitExceeded", "OperationFailure", "OperationIdReused",
+    "RatingResult",
     "RenewalNotification", "ReservationInfo", "ReservationNotFound", "ReservationResult",
     "Resolution", "ResultType", "ServerFailure", "SessionExists", "SessionInfo",
     "SessionNotFound", "SessionResult", "SessionStartOperation", "SessionStopOperation",

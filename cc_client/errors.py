@@ -7,7 +7,7 @@
     +-- OperationFailure          a business outcome (SPEC section 3)
         +-- SessionNotFound, SessionExists, ReservationNotFound, DuplicateReservation,
         +-- CreditLimitReached, UserUnknown, UserExists, UnknownChargeableItem,
-        +-- InvalidRequest, Forbidden
+        +-- InvalidRequest, Forbidden, OperationIdReused
         +-- LimitExceeded         a server limit (container size, in-flight requests, ...)
 """
 
@@ -71,6 +71,7 @@ UserExists = _failure("UserExists", ErrorCode.USER_EXISTS)
 UnknownChargeableItem = _failure("UnknownChargeableItem", ErrorCode.UNKNOWN_CHARGEABLE_ITEM)
 InvalidRequest = _failure("InvalidRequest", ErrorCode.INVALID_REQUEST)
 Forbidden = _failure("Forbidden", ErrorCode.FORBIDDEN)
+OperationIdReused = _failure("OperationIdReused", ErrorCode.OPERATION_ID_REUSED)
 
 
 class LimitExceeded(OperationFailure):
@@ -83,7 +84,7 @@ _BY_CODE: dict[str, type[ChargingError]] = {
     cls.default_code: cls for cls in (
         SessionNotFound, SessionExists, ReservationNotFound, DuplicateReservation,
         CreditLimitReached, UserUnknown, UserExists, UnknownChargeableItem, InvalidRequest,
-        Forbidden, ServerFailure, AuthenticationFailed)
+        Forbidden, OperationIdReused, ServerFailure, AuthenticationFailed)
 }
 _BY_CODE.update({code.value: LimitExceeded for code in (
     ErrorCode.CONTAINER_TOO_LARGE, ErrorCode.TOO_MANY_REQUESTS, ErrorCode.STRING_TOO_LONG,

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, cast
 
 from protocol import codec
 from protocol import messages as m
-from protocol.errors import LIMIT_CODES, ErrorCode, InvalidMessage, ProtocolError
+from protocol.errors import LIMIT_CODES, BadBody, ErrorCode, InvalidMessage, ProtocolError
 from protocol.frames import Frame, FrameDecoder, encode_frame
 from protocol.liveness import Due, Liveness
 
@@ -47,6 +47,16 @@ ALL_ROLES = frozenset({"charging", "admin"})
 HELLO_MAX_FRAME = 64 * 1024   # bytes of a frame before the handshake (HELLO needs < 40 KiB)
 BATCH = 256                   # requests answered before yielding to other connections
 MAX_ERROR_TEXT = 500          # characters of an ERROR message
+#: message types that get a reply: request id 0 ("no reply expected") is refused on them
+ANSWERED = frozenset({T.HELLO, T.PING, T.EXECUTE, T.ADMIN, T.LISTEN, T.UNLISTEN})
+
+
+def zero_id_refusal(frame: Frame) -> str | None:
+    """Why a frame may not carry request id 0, or None when it may."""
+    if frame.request_id or frame.type not in ANSWERED:
+        return None
+    return (f"{T(frame.type).name} with request id 0: a message that gets a reply needs a "
+            "non-zero request id (0 is only for GOODBYE, ERROR, NOTIFY and ACK)")
 
 
 class ServerConnection(asyncio.Protocol):
@@ -203,6 +213,10 @@ class ServerConnection(asyncio.Protocol):
                               flush=out)
                     return
                 continue
+            refusal = zero_id_refusal(frame)
+            if refusal is not None and (self.ready or msg_type == T.HELLO):
+                self.fail(ErrorCode.PROTOCOL_ERROR, refusal, flush=out)
+                return
             if not self.ready:
                 if not self._hello(frame, out):
                     return
@@ -213,7 +227,11 @@ class ServerConnection(asyncio.Protocol):
                     return
                 continue
             if msg_type == T.PING:
-                out.append(encode_frame(T.PONG, frame.request_id, _EMPTY))
+                pong = encode_frame(T.PONG, frame.request_id, _EMPTY) \
+                    if frame.body == _EMPTY else self._ping_reply(frame, out)
+                if pong is None:
+                    return
+                out.append(pong)
                 continue
             if msg_type == T.GOODBYE:
                 self.close(flush=out)
@@ -222,7 +240,11 @@ class ServerConnection(asyncio.Protocol):
                 self.fail(ErrorCode.PROTOCOL_ERROR, "HELLO after the handshake", flush=out)
                 return
             self.last_request = self.liveness.last_received
-            reply = self.server.dispatcher.handle(self, frame)
+            try:
+                reply = self.server.dispatcher.handle(self, frame)
+            except BadBody as exc:
+                self.fail(exc.code, exc.message, flush=out)
+                return
             if reply is not None:
                 out.append(encode_frame(reply[0], frame.request_id, reply[1]))
                 size += len(out[-1])
@@ -244,6 +266,19 @@ class ServerConnection(asyncio.Protocol):
             self.reply(b"".join(out))
         if self.paused:
             self._pause_reading()
+
+    def _ping_reply(self, frame: Frame, out: list[bytes]) -> bytes | None:
+        """The reply to a PING whose body is not the plain empty map: PONG, or ERROR
+        INVALID_REQUEST for a bad field; None when the connection failed (not a map)."""
+        try:
+            codec.decode(frame)
+        except BadBody as exc:
+            self.fail(exc.code, exc.message, flush=out)
+            return None
+        except InvalidMessage as exc:
+            return encode_frame(T.ERROR, frame.request_id, codec.encode_body(
+                m.Error(exc.code, exc.message[:MAX_ERROR_TEXT]))[1])
+        return encode_frame(T.PONG, frame.request_id, _EMPTY)
 
     def _wait(self, rest: Iterable[Frame], fresh: bool) -> None:
         """Put frames not answered yet back in the backlog and stop reading."""
