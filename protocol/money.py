@@ -42,9 +42,15 @@ def with_places(value: Decimal, currency: str) -> Decimal:
     return value
 
 
+_ZEROS: dict[str, Decimal] = {}
+
+
 def zero(currency: str) -> Decimal:
     """Zero in a currency's usual form ("0.00" in EUR)."""
-    return with_places(Decimal(0), currency)
+    known = _ZEROS.get(currency)
+    if known is None:
+        known = _ZEROS[currency] = with_places(Decimal(0), currency)
+    return known
 
 
 def plain(value: Decimal) -> str:
