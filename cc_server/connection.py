@@ -175,12 +175,15 @@ class ServerConnection(asyncio.Protocol):
         """Queue newly read frames that cannot be answered now; past `max_in_flight`
         unanswered requests, refuse them (TOO_MANY_REQUESTS) instead."""
         backlog = self._backlog
-        room = self.config.max_in_flight - len(backlog) - len(self._held)
+        waiting = sum(1 for f in backlog if f.type != T.PING)   # PINGs are not requests
+        room = self.config.max_in_flight - waiting - len(self._held)
         refused: list[bytes] = []
         dropped = 0
         error = b""
         for frame in frames:
-            if room > 0:
+            if frame.type == T.PING:      # answered in turn, but not counted as a request
+                backlog.append(frame)     # (bounded: reading stops below)
+            elif room > 0:
                 backlog.append(frame)
                 room -= 1
             elif frame.request_id and not frame.type & REPLY:

@@ -304,14 +304,19 @@ def _list(value: object, what: str, limit: int,
 
 
 def _dec_map(value: object, what: str) -> dict[str, Decimal]:
+    """A counters map: name -> units, decimal or int (an int becomes a Decimal here)."""
     if type(value) is not dict or len(value) > m.MAX_PROPERTIES:
         raise InvalidMessage(f"{what} must be a map of at most {m.MAX_PROPERTIES} entries",
                              ErrorCode.TOO_MANY_PROPERTIES if type(value) is dict else None)
-    for key, amount in value.items():
+    for key, units in value.items():
         if type(key) is not str:
             _non_str_key((key,), what)
         _id(key, f"{what} key")
-        _dec(amount, f"{what}[{key!r}]")
+        if type(units) is int:
+            value[key] = Decimal(units)
+        elif type(units) is not Decimal:
+            raise InvalidMessage(f"{what}[{short(key)}] must be a decimal (extension type "
+                                 f"{EXT_DECIMAL}) or an integer")
     return value
 
 

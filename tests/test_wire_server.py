@@ -239,3 +239,41 @@ async def test_the_client_raises_operation_id_reused() -> None:
         error = client.error_of(msg_type, body)
         assert isinstance(error, cc_client.OperationIdReused)
         assert isinstance(error, cc_client.OperationFailure)
+
+
+class _Transport:
+    """Just enough of a transport for `ServerConnection._defer`."""
+
+    def __init__(self) -> None:
+        self.written = b""
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def pause_reading(self) -> None:
+        pass
+
+
+async def test_pings_do_not_count_against_max_in_flight() -> None:
+    from cc_server.connection import ServerConnection
+    from protocol.frames import Frame, FrameDecoder
+    async with running_server(max_in_flight=2) as server:
+        conn = ServerConnection(server.server)
+        transport = _Transport()
+        conn.transport = transport  # type: ignore[assignment]
+        for batch in ([T.PING, T.UNLISTEN], [T.PING, T.PING, T.UNLISTEN, T.UNLISTEN]):
+            conn._defer([Frame(t, 0, 100 + n, codec.pack({"listener": 1}) if t == T.UNLISTEN
+                               else codec.pack({})) for n, t in enumerate(batch)])
+        assert [f.type for f in conn._backlog] == [T.PING, T.UNLISTEN, T.PING, T.PING,
+                                                   T.UNLISTEN]
+        (refused,) = FrameDecoder().feed(transport.written)
+        assert (refused.request_id, code(codec.decode(refused))) == (103, "TOO_MANY_REQUESTS")
+
+
+async def test_counters_may_be_integers_on_the_wire(served: tuple[TestServer, Wire]) -> None:
+    server, link = served
+    _, msg = await link.call(T.ADMIN, {"cmd": "create_subscriber", "args": {
+        "user": "bob", "balance": Decimal("1"), "counters": {"free_data": 30}}})
+    assert isinstance(msg, m.AdminResult), msg
+    assert msg.value["counters"] == {"free_data": Decimal(30)}
+    assert server.engine.get_subscriber("bob").counters == {"free_data": Decimal(30)}
