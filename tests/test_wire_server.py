@@ -4,6 +4,7 @@ and ACK replies."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
@@ -177,7 +178,16 @@ STORED = {
         for i in range(65)]},
     "EXTERNAL_DATA_TOO_LARGE (limit)": start(b"f7", "s-f7", external=b"x" * 2000),
     "STRING_TOO_LONG": start(b"f8", "s" * 300),
+    "TOO_MANY_PROPERTIES": {**start(b"f9", "s-f9"), "subs": [
+        ["reserve", "r1", ["data", {f"p{i}": i for i in range(65)}], None, 30, None, None]]},
+    "SESSION_EXISTS": start(b"f10", "s-dup"),
 }
+
+
+def engine_start(server: TestServer, session: str) -> None:
+    msg = codec.decode_body(T.EXECUTE, codec.pack(start(b"x-" + session.encode(), session)))
+    assert isinstance(msg, m.Execute)
+    server.engine.execute(msg, server.server.clock())
 
 
 @pytest.mark.parametrize("case", sorted(STORED))
@@ -187,13 +197,15 @@ async def test_whole_container_failures_decided_by_the_request_are_remembered(
         server.engine.create_subscriber("alice", Decimal("10.00"))
         link = await wire(server)
         body = STORED[case]
+        if case == "SESSION_EXISTS":
+            engine_start(server, "s-dup")
         first = await link.execute(body)
         assert code(first) == case.split(maxsplit=1)[0], first
         server.engine.create_subscriber("nobody", Decimal("10.00"))   # would succeed now
-        server.engine.create_subscriber("u", Decimal("1"))
         if case == "SESSION_NOT_FOUND":
-            server.engine.execute(codec.decode_body(T.EXECUTE, codec.pack(start(b"x", "nope"))),
-                                  server.server.clock())
+            engine_start(server, "nope")
+        if case == "SESSION_EXISTS":
+            server.engine.cancel_session("s-dup", server.server.clock())
         assert await link.execute(body) == first                 # the stored reply
         assert code(await link.execute({**body, "session": "other"})) == \
             "OPERATION_ID_REUSED"
@@ -214,6 +226,34 @@ async def test_refusals_that_say_nothing_about_the_request_are_not_remembered() 
         assert [key for key, *_ in server.server.dedup.items() if key[0]] == [
             ("alice", b"t1")]
         link.stream.close()
+
+
+async def test_too_many_requests_and_server_errors_are_not_remembered() -> None:
+    from cc_server.connection import ServerConnection
+    from protocol.frames import Frame
+    async with running_server(max_in_flight=1) as server:
+        server.engine.create_subscriber("alice", Decimal("10.00"))
+        conn = ServerConnection(server.server)
+        transport = _Transport()
+        conn.transport = transport  # type: ignore[assignment]
+        conn.roles = frozenset({"charging"})
+        frames = [Frame(T.EXECUTE, 0, 100 + n, codec.pack(start(b"busy-%d" % n, f"s-b{n}")))
+                  for n in range(2)]
+        conn._defer(frames)                            # the second: TOO_MANY_REQUESTS
+        assert b"TOO_MANY_REQUESTS" in transport.written
+        reply = server.server.dispatcher.handle(conn, frames[1])
+        assert reply is not None and reply[0] == T.EXECUTE_RESULT    # not a stored refusal
+
+        def broken(*args: Any) -> Any:
+            raise RuntimeError("disk on fire")
+        real, server.engine.execute = server.engine.execute, broken
+        failing = Frame(T.EXECUTE, 0, 200, codec.pack(start(b"boom", "s-boom")))
+        with contextlib.suppress(BaseException):   # SERVER_ERROR, or whatever fail-stop does
+            server.server.dispatcher.handle(conn, failing)
+        server.engine.execute = real
+        assert server.server.dedup.get(("alice", b"boom")) is False
+        reply = server.server.dispatcher.handle(conn, failing)
+        assert reply is not None and reply[0] == T.EXECUTE_RESULT
 
 
 @pytest.mark.parametrize("case", ["INVALID_REQUEST (codec)", "CONTAINER_TOO_LARGE"])
@@ -277,3 +317,36 @@ async def test_counters_may_be_integers_on_the_wire(served: tuple[TestServer, Wi
     assert isinstance(msg, m.AdminResult), msg
     assert msg.value["counters"] == {"free_data": Decimal(30)}
     assert server.engine.get_subscriber("bob").counters == {"free_data": Decimal(30)}
+
+
+async def test_the_clients_heartbeat_ping_carries_a_request_id() -> None:
+    import asyncio
+
+    from tests.netfakes import FakeServer, serve_handshake
+    ids: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def server(stream: FrameStream) -> None:
+        await serve_handshake(stream, heartbeat=0.05)
+        while (frame := await stream.read_frame(1.0)) is not None:
+            if frame.type == T.PING and not ids.done():
+                ids.set_result(frame.request_id)
+                stream.send(m.Pong(), frame.request_id)
+
+    async with FakeServer(server) as fake, cc_client.connect(fake.url) as client:
+        assert await asyncio.wait_for(ids, 1.0) != 0
+        assert client.connected
+
+
+async def test_the_client_drops_a_server_that_pings_with_request_id_0() -> None:
+    from tests.netfakes import FakeServer, serve_handshake, wait_until
+
+    async def server(stream: FrameStream) -> None:
+        await serve_handshake(stream, heartbeat=5.0)
+        stream.send(m.Ping(), 0)
+        await stream.read_frame(2.0)
+
+    async with FakeServer(server) as fake, cc_client.connect(fake.url) as client:
+        conn = client._conn
+        assert conn is not None
+        await wait_until(lambda: conn.closed, 1.0)
+        assert conn.closed and "request id 0" in conn.lost_reason
