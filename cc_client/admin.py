@@ -38,6 +38,7 @@ from cc_client.admin_subscribers import EXAMPLES as SUBSCRIBER_EXAMPLES
 from cc_client.admin_subscribers import add_subscriber_commands
 from cc_client.admin_users import UserCommandError, add_user_commands
 from cc_client.operator import to_decimal
+from protocol.money import EXACT, exact_sum, plain
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 DEFAULT_SERVER = "127.0.0.1:9500"
@@ -71,7 +72,7 @@ def parse_amount(text: str) -> Decimal:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"invalid amount {text!r}: {exc}") from None
     if value.as_tuple().exponent > 0:      # type: ignore[operator]  # "1e2" -> 100, exactly
-        value = value.quantize(Decimal(1))
+        value = value.quantize(Decimal(1), context=EXACT)
     return value
 
 
@@ -209,9 +210,9 @@ async def cmd_sessions_cancel(client: cc_client.Client, args: argparse.Namespace
                               out: TextIO) -> None:
     """sessions cancel SESSION"""
     released = await client.admin.cancel_session(args.session_id)
-    total = sum((t.amount for t in released), Decimal(0))
+    total = exact_sum(t.amount for t in released)
     currency = released[0].currency if released else ""
-    emit(out, f"session {args.session_id} cancelled; released {total} {currency}".rstrip()
+    emit(out, f"session {args.session_id} cancelled; released {plain(total)} {currency}".rstrip()
          + f" in {len(released)} transaction(s)")
     if released:
         emit(out, "\n" + transactions_text(released))

@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any, TextIO
 
 from cc_client import ChargeableItem, ReservationInfo, SessionInfo, Subscriber, Transaction
+from protocol.money import exact_sub, exact_sum, plain
 
 
 def fmt_time(value: dt.datetime, *, precise: bool = True) -> str:
@@ -24,12 +25,14 @@ def fmt_value(value: object) -> str:
         return fmt_time(value)
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, Decimal):
+        return plain(value)       # 0.0000000001, never 1E-10
     return str(value)
 
 
 def fmt_counters(counters: Mapping[str, Decimal]) -> str:
     """name=units,... or '-'."""
-    return ",".join(f"{k}={v}" for k, v in sorted(counters.items())) or "-"
+    return ",".join(f"{k}={plain(v)}" for k, v in sorted(counters.items())) or "-"
 
 
 def fmt_item(item: ChargeableItem | None) -> str:
@@ -43,7 +46,8 @@ def fmt_item(item: ChargeableItem | None) -> str:
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]],
           right: Iterable[int] = ()) -> str:
     """Columns aligned with two spaces; the `right` columns (numbers) right-aligned."""
-    cells = [list(headers)] + [["-" if c is None else str(c) for c in row] for row in rows]
+    cells = [list(headers)] + [["-" if c is None else fmt_value(c) for c in row]
+                               for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     right_set = set(right)
     lines = []
@@ -57,7 +61,8 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]],
 def key_values(pairs: Sequence[tuple[str, object]]) -> str:
     """`key:  value` lines, values aligned."""
     width = max(len(k) for k, _ in pairs) + 1
-    return "\n".join(f"{k + ':':<{width}}  {'-' if v is None else v}" for k, v in pairs)
+    return "\n".join(f"{k + ':':<{width}}  {'-' if v is None else fmt_value(v)}"
+                     for k, v in pairs)
 
 
 def to_json(value: object) -> Any:
@@ -72,7 +77,7 @@ def to_json(value: object) -> Any:
     if isinstance(value, list | tuple | set | frozenset):
         return [to_json(v) for v in value]
     if isinstance(value, Decimal):
-        return str(value)
+        return plain(value)
     if isinstance(value, dt.datetime):
         return fmt_time(value)
     if isinstance(value, bytes):
@@ -98,7 +103,7 @@ def subscriber_text(sub: Subscriber) -> str:
         for name in names:
             left = sub.counters.get(name, Decimal(0))
             held = sub.counters_reserved.get(name, Decimal(0))
-            rows.append((name, left, held, left - held))
+            rows.append((name, left, held, exact_sub(left, held)))
         text += "\n\n" + table(("COUNTER", "UNITS", "RESERVED", "AVAILABLE"), rows,
                                right=(1, 2, 3))
     return text
@@ -134,7 +139,7 @@ def sessions_text(sessions: Sequence[SessionInfo]) -> str:
     rows = []
     for s in sessions:
         open_ones = [r for r in s.reservations if live(r)]
-        held = sum((r.amount for r in open_ones), Decimal(0))
+        held = exact_sum(r.amount for r in open_ones)
         expiry = min((r.expires_at for r in open_ones), default=None)
         rows.append((s.session_id, s.user_id, s.service_id, fmt_time(s.created_at, precise=False),
                      f"{len(open_ones)}/{len(s.reservations)}", held,

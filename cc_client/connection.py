@@ -164,6 +164,9 @@ class ClientConnection(asyncio.Protocol):
                 if fut is not None and not fut.done():
                     fut.set_result((msg_type, frame.body))
             elif msg_type == T.PING:
+                if not frame.request_id:   # request id 0 is only for frames without a reply
+                    self.abort("server sent a PING with request id 0")
+                    return
                 self._send(encode_frame(T.PONG, frame.request_id, _EMPTY))
             else:
                 self._push(msg_type, frame.body)
@@ -199,7 +202,8 @@ class ClientConnection(asyncio.Protocol):
         if due is Due.DEAD:
             self.abort(f"no data from the server for {now - live.last_received:.1f} s")
             return
-        if due is Due.PING:
-            self._send(encode_frame(T.PING, 0, _EMPTY))
+        if due is Due.PING:   # a PING gets a reply (PONG): it needs a non-zero request id
+            self._next_id = self._next_id % 0xFFFFFFFF + 1
+            self._send(encode_frame(T.PING, self._next_id, _EMPTY))
             live.sent(now)
         self._arm(live.next_check(now) + 0.01)

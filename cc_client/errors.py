@@ -134,7 +134,7 @@ class Forbidden(OperationFailure):
 class OperationIdReused(OperationFailure):
     """An operation id already used for a different request; nothing was applied."""
 
-    default_code = "OPERATION_ID_REUSED"
+    default_code = ErrorCode.OPERATION_ID_REUSED.value
 
 
 class InvalidRequest(OperationFailure):

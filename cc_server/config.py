@@ -165,7 +165,8 @@ HELP: dict[str, str] = {
     "max_pending_notifications": "pending renewal notifications per listener id",
     "max_frame": "largest frame body accepted, bytes",
     "max_connections": "simultaneous connections",
-    "max_in_flight": "unanswered requests per connection before it stops being read",
+    "max_in_flight": "unanswered requests per connection (PINGs not counted); past it "
+                     "each further request gets TOO_MANY_REQUESTS",
     "max_subrequests": "sub-requests per container",
     "write_buffer_high": "per-connection write buffer, bytes, before reading pauses",
     "dedup_window": "seconds an operation's outcome is remembered (exactly once)",

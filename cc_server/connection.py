@@ -29,7 +29,14 @@ from typing import TYPE_CHECKING, cast
 
 from protocol import codec
 from protocol import messages as m
-from protocol.errors import LIMIT_CODES, MAX_ERROR_TEXT, ErrorCode, InvalidMessage, ProtocolError
+from protocol.errors import (
+    LIMIT_CODES,
+    MAX_ERROR_TEXT,
+    BadBody,
+    ErrorCode,
+    InvalidMessage,
+    ProtocolError,
+)
 from protocol.frames import MAX_REQUEST_ID, Frame, FrameDecoder, encode_frame
 from protocol.liveness import Due, Liveness
 
@@ -46,6 +53,16 @@ _EMPTY = codec.pack({})
 ALL_ROLES = frozenset({"charging", "admin"})
 HELLO_MAX_FRAME = 64 * 1024   # bytes of a frame before the handshake (HELLO needs < 40 KiB)
 BATCH = 256                   # requests answered before yielding to other connections
+#: message types that get a reply: request id 0 ("no reply expected") is refused on them
+ANSWERED = frozenset({T.HELLO, T.PING, T.EXECUTE, T.ADMIN, T.LISTEN, T.UNLISTEN})
+
+
+def zero_id_refusal(frame: Frame) -> str | None:
+    """Why a frame may not carry request id 0, or None when it may."""
+    if frame.request_id or frame.type not in ANSWERED:
+        return None
+    return (f"{T(frame.type).name} with request id 0: a message that gets a reply needs a "
+            "non-zero request id (0 is only for GOODBYE, ERROR, NOTIFY and ACK)")
 
 
 class ServerConnection(asyncio.Protocol):
@@ -164,12 +181,15 @@ class ServerConnection(asyncio.Protocol):
         """Queue newly read frames that cannot be answered now; past `max_in_flight`
         unanswered requests, refuse them (TOO_MANY_REQUESTS) instead."""
         backlog = self._backlog
-        room = self.config.max_in_flight - len(backlog) - len(self._held)
+        waiting = sum(1 for f in backlog if f.type != T.PING)   # PINGs are not requests
+        room = self.config.max_in_flight - waiting - len(self._held)
         refused: list[bytes] = []
         dropped = 0
         error = b""
         for frame in frames:
-            if room > 0:
+            if frame.type == T.PING:      # answered in turn, but not counted as a request
+                backlog.append(frame)     # (bounded: reading stops below)
+            elif room > 0:
                 backlog.append(frame)
                 room -= 1
             elif frame.request_id and not frame.type & REPLY:
@@ -202,6 +222,10 @@ class ServerConnection(asyncio.Protocol):
                               flush=out)
                     return
                 continue
+            refusal = zero_id_refusal(frame)
+            if refusal is not None and (self.ready or msg_type == T.HELLO):
+                self.fail(ErrorCode.PROTOCOL_ERROR, refusal, flush=out)
+                return
             if not self.ready:
                 if not self._hello(frame, out):
                     return
@@ -212,7 +236,11 @@ class ServerConnection(asyncio.Protocol):
                     return
                 continue
             if msg_type == T.PING:
-                out.append(encode_frame(T.PONG, frame.request_id, _EMPTY))
+                pong = encode_frame(T.PONG, frame.request_id, _EMPTY) \
+                    if frame.body == _EMPTY else self._ping_reply(frame, out)
+                if pong is None:
+                    return
+                out.append(pong)
                 continue
             if msg_type == T.GOODBYE:
                 self.close(flush=out)
@@ -221,7 +249,11 @@ class ServerConnection(asyncio.Protocol):
                 self.fail(ErrorCode.PROTOCOL_ERROR, "HELLO after the handshake", flush=out)
                 return
             self.last_request = self.liveness.last_received
-            reply = self.server.dispatcher.handle(self, frame)
+            try:
+                reply = self.server.dispatcher.handle(self, frame)
+            except BadBody as exc:
+                self.fail(exc.code, exc.message, flush=out)
+                return
             if reply is not None:
                 out.append(encode_frame(reply[0], frame.request_id, reply[1]))
                 size += len(out[-1])
@@ -243,6 +275,19 @@ class ServerConnection(asyncio.Protocol):
             self.reply(b"".join(out))
         if self.paused:
             self._pause_reading()
+
+    def _ping_reply(self, frame: Frame, out: list[bytes]) -> bytes | None:
+        """The reply to a PING whose body is not the plain empty map: PONG, or ERROR
+        INVALID_REQUEST for a bad field; None when the connection failed (not a map)."""
+        try:
+            codec.decode(frame)
+        except BadBody as exc:
+            self.fail(exc.code, exc.message, flush=out)
+            return None
+        except InvalidMessage as exc:
+            return encode_frame(T.ERROR, frame.request_id, codec.encode_body(
+                m.Error(exc.code, exc.message[:MAX_ERROR_TEXT]))[1])
+        return encode_frame(T.PONG, frame.request_id, _EMPTY)
 
     def _wait(self, rest: Iterable[Frame], fresh: bool) -> None:
         """Put frames not answered yet back in the backlog and stop reading."""

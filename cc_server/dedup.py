@@ -1,13 +1,17 @@
 """Exactly-once: the outcome of every operation id, kept for a window.
 
 A repeated operation id (a client retrying after a lost reply) gets the stored reply bytes
-back and changes nothing. Keys include the user id so a guessed id never returns another
-subscriber's outcome. Entries leave once `window` seconds have passed (at the first
-`expire` call after it, rounded up to 0.1 s), or earliest-first once `max_entries` are
-held (a memory bound; the README gives the arithmetic).
+back and changes nothing. Each entry also keeps a digest of the request body it answers,
+so a repeat with another body (an operation id reused by mistake) can be told apart and
+refused (OPERATION_ID_REUSED) instead of silently getting the first reply. Keys include
+the user id so a guessed id never returns another subscriber's outcome. Entries leave
+once `window` seconds have passed (at the first `expire` call after it, rounded up to
+0.1 s), or earliest-first once `max_entries` are held (a memory bound; the README gives
+the arithmetic).
 
 Memory matters here (one entry per container, a million and more of them): an entry is a
-dict slot holding the reply as one bytes object (message type byte + body), and its key in
+dict slot holding the reply as one bytes object (request digest + message type byte +
+body), and its key in
 a per-0.1-second bucket of a deque; no per-entry deadline, tuple or linked-list node.
 So does latency: a dict of two million keys with steady insertions and deletions is
 rebuilt every few hundred thousand insertions, a 100-300 ms stall of the event loop. The
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from hashlib import blake2b
 from sys import intern
 
 Reply = tuple[int, bytes]   # (message type, body)
@@ -25,6 +30,13 @@ Key = tuple[str, bytes]     # (user id or "", operation id)
 SHARDS = 64                 # dicts the entries are spread over (a power of two)
 _MASK = SHARDS - 1          # shard = hash of the operation id (bytes cache their hash)
 GRAINS = 10                 # per second: deadlines are rounded up to 1/GRAINS s
+DIGEST_SIZE = 8             # bytes of a request body's digest (a mistake detector, not a MAC)
+ANY_BODY = bytes(DIGEST_SIZE)   # the digest of an entry that matches any body (old snapshots)
+
+
+def digest(body: bytes) -> bytes:
+    """The digest of a request body, as entries keep it."""
+    return blake2b(body, digest_size=DIGEST_SIZE).digest()
 
 
 class OutcomeCache:
@@ -41,25 +53,32 @@ class OutcomeCache:
     def __len__(self) -> int:
         return self._count
 
-    def get(self, key: Key) -> Reply | None:
-        """The stored reply of `key`, if still held."""
+    def get(self, key: Key, body_digest: bytes = ANY_BODY) -> Reply | bool:
+        """The stored reply of `key` if still held and stored for a body of that digest;
+        True if it was stored for another body; False if nothing is stored."""
         stored = self._shards[hash(key[1]) & _MASK].get(key)
         if stored is None:
-            return None
+            return False
+        if body_digest != stored[:DIGEST_SIZE] and ANY_BODY not in (
+                body_digest, stored[:DIGEST_SIZE]):
+            return True
         self.hits += 1
-        return stored[0], stored[1:]
+        return stored[DIGEST_SIZE], stored[DIGEST_SIZE + 1:]
 
-    def put(self, key: Key, reply: Reply, now: float) -> None:
-        """Remember `reply` as the outcome of `key` for `window` seconds."""
-        self._add(key, now + self.window, reply)
+    def put(self, key: Key, reply: Reply, now: float, body_digest: bytes = ANY_BODY) -> None:
+        """Remember `reply` as the outcome of `key` (for a request body of that digest)
+        for `window` seconds."""
+        self._add(key, now + self.window, reply, body_digest)
 
-    def restore(self, key: Key, deadline: float, reply: Reply) -> None:
+    def restore(self, key: Key, deadline: float, reply: Reply,
+                body_digest: bytes = ANY_BODY) -> None:
         """Put back an entry read from a snapshot (call in the original order)."""
-        self._add(key, deadline, reply)
+        self._add(key, deadline, reply, body_digest)
 
-    def _add(self, key: Key, deadline: float, reply: Reply) -> None:
+    def _add(self, key: Key, deadline: float, reply: Reply, body_digest: bytes) -> None:
+        assert len(body_digest) == DIGEST_SIZE
         key = (intern(key[0]), key[1])  # one copy of each user id for all its entries
-        stored = bytes((reply[0],)) + reply[1]
+        stored = body_digest + bytes((reply[0],)) + reply[1]
         if self._shards[hash(key[1]) & _MASK].setdefault(key, stored) is not stored:
             return                    # not expected (a repeat is answered, not stored)
         self._count += 1
@@ -95,12 +114,14 @@ class OutcomeCache:
                 dropped += 1
         return dropped
 
-    def items(self) -> list[tuple[Key, float, Reply]]:
-        """Every live entry, oldest first, with its (rounded) deadline (for snapshots)."""
+    def items(self) -> list[tuple[Key, float, Reply, bytes]]:
+        """Every live entry, oldest first, with its (rounded) deadline and request digest
+        (for snapshots)."""
         shards = self._shards
         out = []
         for deadline, keys in self._buckets:
             for key in keys:
                 stored = shards[hash(key[1]) & _MASK][key]
-                out.append((key, deadline, (stored[0], stored[1:])))
+                out.append((key, deadline, (stored[DIGEST_SIZE], stored[DIGEST_SIZE + 1:]),
+                            stored[:DIGEST_SIZE]))
         return out

@@ -2,8 +2,16 @@
 
 `Dispatcher.handle` takes one request frame of a connection that completed its handshake
 and returns the reply (message type, msgpack body), or None when the request expects none.
-It never raises: bad input becomes an ERROR reply, an unexpected exception SERVER_ERROR,
-except while a change of state is being applied: then the server stops (`fatal`).
+Bad input becomes an ERROR reply, an unexpected exception SERVER_ERROR, except while a
+change of state is being applied: then the server stops (`fatal`). The one exception it
+raises is `BadBody`, for a frame no valid peer sends (the connection then closes).
+
+Exactly once: the outcome of an EXECUTE is remembered under (user, op) with a digest of
+its body once a valid `user` and `op` have been read, whatever it is (a result, or an
+ERROR decided by the request itself: validation, a size limit, the charging rules); a
+repeat gets it back, a reuse of the op id with another body gets OPERATION_ID_REUSED.
+Refusals that say nothing about the request (FORBIDDEN, SERVER_ERROR, TOO_MANY_REQUESTS)
+are not remembered. Mutating ADMIN commands with an `op` likewise, under ("", op).
 
 Every change of state goes through an `apply_*` method that the write-ahead log replays
 after a crash: a record is [kind, now, argument] with the request's own frame body as the
@@ -21,10 +29,17 @@ from typing import Any, Protocol
 
 from protocol import codec
 from protocol import messages as m
-from protocol.errors import LIMIT_CODES, MAX_ERROR_TEXT, ErrorCode, ProtocolError
+from protocol.errors import (
+    LIMIT_CODES,
+    MAX_ERROR_TEXT,
+    BadBody,
+    ErrorCode,
+    InvalidMessage,
+    ProtocolError,
+)
 from protocol.frames import Frame
 
-from .dedup import OutcomeCache, Reply
+from .dedup import ANY_BODY, Key, OutcomeCache, Reply, digest
 from .engine import Engine, Refused
 from .engine import subscribers as subs
 from .limits import Limits
@@ -35,8 +50,12 @@ T = m.MsgType
 MUTATING_ADMIN = frozenset({"create_subscriber", "top_up", "cancel_session",
                             "delete_subscriber", "adjust", "set_counter", "reset_counter"})
 LOGGED_ADMIN = MUTATING_ADMIN | {"request_renewal"}
-REC_EXECUTE, REC_ADMIN, REC_EXPIRE, REC_ACK = 1, 2, 3, 4
+REC_EXECUTE, REC_ADMIN, REC_EXPIRE, REC_ACK, REC_REMEMBER = 1, 2, 3, 4, 5
 EXIT_FAIL_STOP = 70   # EX_SOFTWARE: an internal error while applying a change
+#: request types a client sends after the handshake (HELLO, PING and GOODBYE are the
+#: connection's), with the role each needs
+REQUESTS: dict[int, str | None] = {T.EXECUTE: "charging", T.ADMIN: "admin",
+                                   T.LISTEN: "charging", T.UNLISTEN: None, T.ACK: None}
 TX_PAGE = 2000  # journal entries per ADMIN_RESULT frame (stays far below 1 MiB)
 
 
@@ -132,9 +151,25 @@ class Dispatcher:
     # ------------------------------------------------------------------ entry point
 
     def handle(self, peer: Peer, frame: Frame) -> Reply | None:
-        """The reply to one request frame (None: the request expects no reply)."""
+        """The reply to one request frame (None: the request expects no reply).
+        Raises `BadBody` for a frame no valid peer sends."""
         try:
-            msg = codec.decode(frame)
+            if frame.type not in REQUESTS:
+                if frame.type in m.MsgType._value2member_map_:
+                    raise BadBody(f"a client does not send {m.MsgType(frame.type).name} "
+                                  f"({frame.type:#04x})")
+                codec.decode(frame)     # raises BadBody: unknown message type
+            role = REQUESTS[frame.type]
+            if role is not None:
+                self._need(peer, role)
+            try:
+                msg = codec.decode(frame)
+            except BadBody:
+                raise
+            except InvalidMessage as exc:
+                if frame.type == T.EXECUTE:
+                    return self._invalid_execute(peer, frame.body, exc)
+                raise
             if type(msg) is m.Execute:
                 started = time.perf_counter()
                 reply = self._execute(peer, msg, frame.body)
@@ -146,7 +181,6 @@ class Dispatcher:
                 self.latency["admin"].observe(time.perf_counter() - started)
                 return reply
             if type(msg) is m.Listen:
-                self._need(peer, "charging")
                 self.renewal.register(peer, msg.listener_id)
                 return T.LISTEN_OK, codec.pack({})
             if type(msg) is m.Unlisten:
@@ -156,13 +190,14 @@ class Dispatcher:
                 status = self.renewal.ack(peer, msg.notification_id)
                 if status == "acknowledged":
                     self._log(REC_ACK, self.clock(), msg.notification_id)
-                return (T.ACK_OK, codec.pack({"status": status})) if msg.confirm else None
-            return error_reply(ErrorCode.PROTOCOL_ERROR,
-                               f"message type {frame.type:#04x} is not a request here")
+                # request id 0: no reply; any other id: ACK_OK (whatever `confirm` says)
+                return (T.ACK_OK, codec.pack({"status": status})) if frame.request_id else None
+            raise AssertionError(f"unhandled request type {frame.type:#04x}")
+        except BadBody:
+            raise
         except ProtocolError as exc:
             self.counts["request", exc.code] += 1
-            if exc.code in LIMIT_CODES and self.on_limit is not None:
-                self.on_limit(exc.code, peer.name)
+            self._limit_hit(exc.code, peer)
             return error_reply(exc.code, exc.message)
         except Refused as exc:
             if exc.code in LIMIT_CODES and self.on_limit is not None:
@@ -204,18 +239,62 @@ class Dispatcher:
             self.wal(codec.pack([kind, now, argument]))
 
     def _execute(self, peer: Peer, msg: m.Execute, body: bytes) -> Reply:
-        self._need(peer, "charging")
-        self.limits.check_execute(msg)
+        key = (msg.user_id, msg.operation_id)
+        body_digest = digest(body)
+        stored = self.dedup.get(key, body_digest)
+        if stored is not False:
+            return self._repeat(msg.kind, key, stored)
         now = self.clock()
-        stored = self.dedup.get((msg.user_id, msg.operation_id))
-        if stored is not None:
-            self.counts[msg.kind, "repeated"] += 1
-            return stored
-        reply = self.apply_execute(msg, now)
+        try:
+            self.limits.check_execute(msg)
+        except Refused as exc:
+            self._limit_hit(exc.code, peer)
+            return self._remember(key, body_digest, exc.code, exc.message, now, msg.kind)
+        reply = self.apply_execute(msg, now, body_digest)
         self._log(REC_EXECUTE, now, body)
         return reply
 
-    def apply_execute(self, msg: m.Execute, now: float) -> Reply:
+    def _invalid_execute(self, peer: Peer, body: bytes, exc: InvalidMessage) -> Reply:
+        """An EXECUTE that failed validation: remembered if its user and op are valid."""
+        self._limit_hit(exc.code, peer)
+        key = exc.operation
+        if key is None:
+            self.counts["request", exc.code] += 1
+            return error_reply(exc.code, exc.message)
+        body_digest = digest(body)
+        stored = self.dedup.get(key, body_digest)
+        if stored is not False:
+            return self._repeat("request", key, stored)
+        return self._remember(key, body_digest, exc.code, exc.message, self.clock(), "request")
+
+    def _repeat(self, kind: str, key: Key, stored: Reply | bool) -> Reply:
+        """The answer to an operation id seen before: its outcome, or OPERATION_ID_REUSED
+        when it came with another body."""
+        if stored is True:
+            self.counts[kind, ErrorCode.OPERATION_ID_REUSED] += 1
+            return error_reply(ErrorCode.OPERATION_ID_REUSED, (
+                f"operation id {key[1].hex()} was used for another request (another body) "
+                "within the exactly-once window; nothing was applied: give each operation "
+                "its own id"))
+        self.counts[kind, "repeated"] += 1
+        assert stored is not False
+        return stored
+
+    def _remember(self, key: Key, body_digest: bytes, code: ErrorCode, message: str,
+                  now: float, kind: str) -> Reply:
+        """Store (and log) a whole-request failure decided before the engine ran."""
+        self.counts[kind, code] += 1
+        reply = error_reply(code, message)
+        self.dedup.put(key, reply, now, body_digest)
+        self._log(REC_REMEMBER, now, [key[0], key[1], body_digest, reply[0], reply[1]])
+        return reply
+
+    def _limit_hit(self, code: ErrorCode, peer: Peer) -> None:
+        if code in LIMIT_CODES and self.on_limit is not None:
+            self.on_limit(code, peer.name)
+
+    def apply_execute(self, msg: m.Execute, now: float,
+                      body_digest: bytes = ANY_BODY) -> Reply:
         """Run a container and remember its outcome (live, and when replaying the log)."""
         key = (msg.user_id, msg.operation_id)
         try:
@@ -225,7 +304,7 @@ class Dispatcher:
         except Refused as exc:
             reply = error_reply(exc.code, exc.message)
             self.counts[msg.kind, exc.code] += 1
-        self.dedup.put(key, reply, now)
+        self.dedup.put(key, reply, now, body_digest)
         self.flush_renewals(now)
         return reply
 
@@ -245,19 +324,21 @@ class Dispatcher:
         return done
 
     def _admin_request(self, peer: Peer, msg: m.AdminRequest, body: bytes) -> Reply:
-        self._need(peer, "admin")
         self.limits.check_admin(msg.args)
         now = self.clock()
+        body_digest = digest(body)
         if msg.operation_id and msg.command in MUTATING_ADMIN:
-            stored = self.dedup.get(("", msg.operation_id))
-            if stored is not None:
-                return stored
-        reply = self.apply_admin(msg, now)
+            key = ("", msg.operation_id)
+            stored = self.dedup.get(key, body_digest)
+            if stored is not False:
+                return self._repeat(msg.command, key, stored)
+        reply = self.apply_admin(msg, now, body_digest)
         if msg.command in LOGGED_ADMIN:
             self._log(REC_ADMIN, now, body)
         return reply
 
-    def apply_admin(self, msg: m.AdminRequest, now: float) -> Reply:
+    def apply_admin(self, msg: m.AdminRequest, now: float,
+                    body_digest: bytes = ANY_BODY) -> Reply:
         """Run an operator command (live, and when replaying the log)."""
         key = ("", msg.operation_id) if msg.operation_id and msg.command in MUTATING_ADMIN \
             else None
@@ -269,7 +350,7 @@ class Dispatcher:
             reply = error_reply(exc.code, exc.message)
             self.counts[msg.command, exc.code] += 1
         if key is not None:
-            self.dedup.put(key, reply, now)
+            self.dedup.put(key, reply, now, body_digest)
         self.flush_renewals(now)
         return reply
 
@@ -311,11 +392,14 @@ class Dispatcher:
         if kind == REC_EXECUTE:
             msg = codec.decode_body(T.EXECUTE, argument)
             assert isinstance(msg, m.Execute)
-            self.apply_execute(msg, now)
+            self.apply_execute(msg, now, digest(argument))
         elif kind == REC_ADMIN:
             admin = codec.decode_body(T.ADMIN, argument)
             assert isinstance(admin, m.AdminRequest)
-            self.apply_admin(admin, now)
+            self.apply_admin(admin, now, digest(argument))
+        elif kind == REC_REMEMBER:
+            user, op, body_digest, msg_type, body = argument
+            self.dedup.put((user, op), (msg_type, body), now, body_digest)
         elif kind == REC_EXPIRE:
             self.engine.expire(now, argument)
             self.flush_renewals(now)

@@ -201,11 +201,11 @@ def read_snapshot(directory: Path, index: int) -> dict[str, Any]:
 
 def dedup_to_state(cache: OutcomeCache) -> list[Any]:
     """The exactly-once window as plain data."""
-    return [[user, op, deadline, msg_type, body]
-            for (user, op), deadline, (msg_type, body) in cache.items()]
+    return [[user, op, deadline, msg_type, body, digest]
+            for (user, op), deadline, (msg_type, body), digest in cache.items()]
 
 
 def dedup_restore(cache: OutcomeCache, rows: list[Any]) -> None:
     """Refill an outcome cache from `dedup_to_state`'s output."""
-    for user, op, deadline, msg_type, body in rows:
-        cache.restore((user, op), deadline, (msg_type, body))
+    for user, op, deadline, msg_type, body, *digest in rows:   # no digest: older snapshot
+        cache.restore((user, op), deadline, (msg_type, body), *digest)

@@ -4,8 +4,11 @@ Encoding rules (PROTOCOL.md has the full table):
 - Decimal: msgpack extension type 1, payload the ASCII text of the number ("10.50").
 - datetime: the standard msgpack timestamp extension (type -1), always UTC.
 - bytes: msgpack bin; strings: msgpack str (UTF-8); floats never carry money or quantities.
-- Every body is a map. Unknown fields, missing required fields and wrong types are refused
-  with `InvalidMessage` (code INVALID_REQUEST); undecodable bytes likewise.
+- Decimals are written in plain notation, never with an exponent ("1000", not "1E+3").
+- Every body is one map with string keys. Bytes that are not exactly that (bad msgpack,
+  trailing bytes, another type, a non-string key in any map) and unknown message types
+  are `BadBody` (PROTOCOL_ERROR: the connection closes). A well-formed map with an
+  unknown, missing or wrong field is `InvalidMessage` (INVALID_REQUEST, naming the field).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any, NamedTuple
 import msgpack
 
 from . import messages as m
-from .errors import ErrorCode, InvalidMessage
+from .errors import BadBody, ErrorCode, InvalidMessage, ProtocolError
 from .frames import Frame, encode_frame
 
 EXT_DECIMAL = 1
@@ -39,7 +42,10 @@ _ExtType = msgpack.ExtType
 def _default(obj: object) -> object:
     kind = type(obj)
     if kind is Decimal:   # ExtType's own __new__ validates in Python; this is hot
-        return _new_tuple(_ExtType, (EXT_DECIMAL, str(obj).encode("ascii")))
+        text = str(obj)
+        if "E" in text:   # plain notation on the wire, never an exponent
+            text = format(obj, "f")
+        return _new_tuple(_ExtType, (EXT_DECIMAL, text.encode("ascii")))
     if kind is dt.datetime:    # aware ones the packer encodes itself (datetime=True)
         raise ValueError("cannot encode a naive datetime; use an aware one (UTC)")
     if isinstance(obj, Mapping):
@@ -87,8 +93,15 @@ def _ext_hook(code: int, data: bytes) -> object:
     if len(data) > MAX_DECIMAL_TEXT:
         raise InvalidMessage(f"bad decimal: text longer than {MAX_DECIMAL_TEXT} characters")
     try:
-        return check_decimal(Decimal(data.decode("ascii")))
-    except (UnicodeDecodeError, InvalidOperation, ValueError) as exc:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise InvalidMessage(f"bad decimal: the text {short(data)} is not ASCII") from None
+    try:
+        return check_decimal(Decimal(text))
+    except InvalidOperation:
+        raise InvalidMessage(f"bad decimal: {short(text)} is not a number (write it like "
+                             "\"10.50\" or \"-3\")") from None
+    except ValueError as exc:
         raise InvalidMessage(f"bad decimal: {exc}") from None
 
 
@@ -112,14 +125,43 @@ def pack(obj: object) -> bytes:
 
 
 def unpack(body: bytes) -> Any:
-    """Inverse of `pack`; any failure is an `InvalidMessage`."""
+    """Inverse of `pack`. A bad value inside a well-formed body (a decimal that is not a
+    number, an unknown extension type) is `InvalidMessage`; bytes that are not exactly
+    one msgpack value with string map keys are `BadBody`."""
     try:
         return msgpack.unpackb(body, ext_hook=_ext_hook, timestamp=3, raw=False,
                                strict_map_key=True, use_list=True)
     except InvalidMessage:
         raise
     except Exception as exc:  # msgpack raises a zoo of ValueError/TypeError subclasses
-        raise InvalidMessage(f"undecodable body: {type(exc).__name__}: {exc}") from None
+        raise BadBody(f"undecodable body: {_msgpack_failure(exc)}") from None
+
+
+def _msgpack_failure(exc: Exception) -> str:
+    """What msgpack's exception says, in plain words."""
+    text = str(exc)
+    if isinstance(exc, msgpack.ExtraData):
+        return "more bytes follow the first msgpack value (a body is exactly one map)"
+    if isinstance(exc, msgpack.FormatError):
+        return "not msgpack (a byte that starts no msgpack value)"
+    if isinstance(exc, msgpack.StackError):
+        return "nested deeper than 1024 levels"
+    if "incomplete input" in text or "exceeds max_" in text:
+        return "the bytes end in the middle of a msgpack value"
+    if "not allowed for map key" in text:
+        kind = text.split(" is ", maxsplit=1)[0]
+        return f"a map key is {kind}, not a string (map keys are strings)"
+    if "timestamp" in text.lower():
+        return "a timestamp extension with a bad payload"
+    return f"not valid msgpack ({text or type(exc).__name__})"
+
+
+def _non_str_key(keys: Iterable[object], what: str) -> None:
+    """Refuse a map with a non-string key (bin keys get this far; others fail in msgpack)."""
+    for key in keys:
+        if type(key) is not str:
+            raise BadBody(f"{what}: the map key {short(key)} is not a string "
+                          "(map keys are strings)")
 
 
 # ------------------------------------------------------------------------ field checks
@@ -148,6 +190,7 @@ def _fields(obj: object, spec: _Keys, what: str) -> dict[str, Any]:
         raise InvalidMessage(f"{what} must be a map")
     keys = obj.keys()
     if not keys <= spec.allowed:
+        _non_str_key(keys, what)
         unknown = sorted(keys - spec.allowed)
         more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
         raise InvalidMessage(f"{what}: unknown field(s) "
@@ -215,6 +258,16 @@ def _bin(value: object, what: str, limit: int,
     return value
 
 
+MAX_OP_ID = 64   # bytes of an operation id
+
+
+def _op_id(value: object, what: str = "operation id") -> bytes:
+    if type(value) is not bytes or not 1 <= len(value) <= MAX_OP_ID:
+        raise InvalidMessage(f"{what} (op) must be binary of 1 to {MAX_OP_ID} bytes"
+                             + (" (got 0 bytes)" if value == b"" else ""))
+    return value
+
+
 def _enum(enum: type[Any], value: object, what: str) -> Any:
     try:
         return enum(value)
@@ -251,12 +304,19 @@ def _list(value: object, what: str, limit: int,
 
 
 def _dec_map(value: object, what: str) -> dict[str, Decimal]:
+    """A counters map: name -> units, decimal or int (an int becomes a Decimal here)."""
     if type(value) is not dict or len(value) > m.MAX_PROPERTIES:
         raise InvalidMessage(f"{what} must be a map of at most {m.MAX_PROPERTIES} entries",
                              ErrorCode.TOO_MANY_PROPERTIES if type(value) is dict else None)
-    for key, amount in value.items():
+    for key, units in value.items():
+        if type(key) is not str:
+            _non_str_key((key,), what)
         _id(key, f"{what} key")
-        _dec(amount, f"{what}[{key!r}]")
+        if type(units) is int:
+            value[key] = Decimal(units)
+        elif type(units) is not Decimal:
+            raise InvalidMessage(f"{what}[{short(key)}] must be a decimal (extension type "
+                                 f"{EXT_DECIMAL}) or an integer")
     return value
 
 
@@ -299,6 +359,8 @@ def item_from_wire(obj: object, what: str = "item") -> m.ChargeableItem | None:
 
 def _bad_property(what: str, key: object, value: object) -> None:
     """Raise the precise error for a property the fast check refused."""
+    if type(key) is not str:
+        _non_str_key((key,), f"{what} properties")
     if type(key) is str and len(key) > m.MAX_ID_LENGTH:
         raise _too_long(f"{what} property name", m.MAX_ID_LENGTH)
     if type(value) is str and len(value) > m.MAX_STRING_LENGTH:
@@ -556,7 +618,7 @@ def _dec_execute(obj: object) -> m.Execute:
              ErrorCode.EXTERNAL_DATA_TOO_LARGE)
     rt, crt, filt = d.get("result_type"), d.get("cleanup_result_type"), d.get("filter")
     return _new_tuple(m.Execute, (
-        _bin(d["op"], "operation id", 64), kind, _id(d["user"], "user"),
+        _op_id(d["op"]), kind, _id(d["user"], "user"),
         _id(d["service"], "service"), _id(d["session"], "session"), subs, listener, external,
         None if rt is None else _lookup(_RESULT_TYPES, rt, "result_type"),
         None if crt is None else _lookup(_RESULT_TYPES, crt, "cleanup_result_type"),
@@ -662,6 +724,7 @@ def _dec_admin(obj: object) -> m.AdminRequest:
         raise InvalidMessage("admin args must be a map")
     unknown = args.keys() - schema.keys()
     if unknown:
+        _non_str_key(args.keys(), f"{command} args")
         raise InvalidMessage(f"{command}: unknown argument(s) {sorted(unknown)}")
     for name, (check, required) in schema.items():
         if name in args:
@@ -669,7 +732,7 @@ def _dec_admin(obj: object) -> m.AdminRequest:
         elif required:
             raise InvalidMessage(f"{command}: missing argument {name!r}")
     op = d.get("op")
-    return m.AdminRequest(command, args, None if op is None else _bin(op, "operation id", 64))
+    return m.AdminRequest(command, args, None if op is None else _op_id(op))
 
 _K_ADMIN_RESULT = _keys((), {"value"})
 
@@ -789,8 +852,33 @@ def decode_body(msg_type: int, body: bytes) -> m.Message:
     """The message of a frame's type and body; `InvalidMessage` if it is not valid."""
     decoder = _DECODERS.get(msg_type)
     if decoder is None:
-        raise InvalidMessage(f"unknown message type {msg_type:#04x}")
-    return decoder(unpack(body))  # type: ignore[no-any-return]
+        raise BadBody(f"unknown message type {msg_type:#04x}")
+    obj = unpack(body)
+    if type(obj) is not dict:
+        raise BadBody(f"the body of a {m.MsgType(msg_type).name} must be a msgpack map, "
+                      f"not {_TYPE_NAMES.get(type(obj), type(obj).__name__)}")
+    try:
+        return decoder(obj)  # type: ignore[no-any-return]
+    except BadBody:
+        raise
+    except InvalidMessage as exc:
+        if msg_type == m.MsgType.EXECUTE:
+            exc.operation = _execute_key(obj)
+        raise
+
+
+_TYPE_NAMES = {list: "an array", str: "a string", bytes: "binary", int: "an integer",
+               float: "a float", bool: "a boolean", type(None): "nil", Decimal: "a decimal",
+               dt.datetime: "a timestamp"}
+
+
+def _execute_key(obj: dict[str, Any]) -> tuple[str, bytes] | None:
+    """(user, op) of an EXECUTE map that failed validation, when both are valid (the
+    outcome is then remembered for that operation id); None otherwise."""
+    try:
+        return _id(obj.get("user"), "user"), _op_id(obj.get("op"))
+    except ProtocolError:
+        return None
 
 
 def decode(frame: Frame) -> m.Message:

@@ -9,7 +9,11 @@ Exception tree of this package (the client has its own, public one in `cc_client
     ProtocolError            code: ErrorCode
     +-- FrameTooLarge        a header announced more than the size limit
     +-- MalformedFrame       a header that cannot be valid (reserved bits set, ...)
-    +-- InvalidMessage       a body that does not decode or does not validate
+    +-- InvalidMessage       a body whose fields do not validate (INVALID_REQUEST, or a
+        |                    size cap's own code)
+        +-- BadBody          a body no valid peer sends: not one msgpack map with string
+                             keys, or an unknown message type (PROTOCOL_ERROR; the
+                             connection closes)
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ class ErrorCode(StrEnum):
     USER_UNKNOWN = "USER_UNKNOWN"
     USER_EXISTS = "USER_EXISTS"
     FORBIDDEN = "FORBIDDEN"
+    OPERATION_ID_REUSED = "OPERATION_ID_REUSED"
     # connection and transport
     AUTHENTICATION_FAILED = "AUTHENTICATION_FAILED"
     UNSUPPORTED_VERSION = "UNSUPPORTED_VERSION"
@@ -113,3 +118,11 @@ class InvalidMessage(ProtocolError):
     """A frame body that does not decode, or a field that fails validation."""
 
     code = ErrorCode.INVALID_REQUEST
+    #: (user, op) of an EXECUTE that was read as a map with a valid user and op
+    operation: tuple[str, bytes] | None = None
+
+
+class BadBody(InvalidMessage):
+    """A frame body no valid peer sends (the connection is closed after the ERROR)."""
+
+    code = ErrorCode.PROTOCOL_ERROR

@@ -123,7 +123,7 @@ def test_exact_amounts_never_float(url: str, capsys: pytest.CaptureFixture[str])
         assert run(capsys, "--server", url, "subscriber", "top-up", user, "0.1")[0] == 0
     assert run(capsys, "--server", url, "subscriber", "top-up", user, "1e1")[0] == 0
     code, out, _ = run(capsys, "--server", url, "subscriber", "show", user, "--json")
-    assert code == 0 and json.loads(out)["balance"] == "10.3"         # not 10.300000000000001
+    assert code == 0 and json.loads(out)["balance"] == "10.30"   # not 10.300000000000001
 
 
 def test_global_options_after_the_command(url: str, capsys: pytest.CaptureFixture[str],
@@ -211,7 +211,8 @@ def test_transactions_json_lines_are_paged(url: str, capsys: pytest.CaptureFixtu
         assert run(capsys, "--server", url, "subscriber", "top-up", user, amount)[0] == 0
     monkeypatch.setattr(admin, "TX_PAGE", 2)
     code, out, _ = run(capsys, "--server", url, "transactions", "--user", user, "--json")
-    assert [json.loads(x)["amount"] for x in out.splitlines()] == ["1", "2", "3", "4", "5"]
+    assert [json.loads(x)["amount"] for x in out.splitlines()] == ["1.00", "2.00", "3.00",
+                                                                 "4.00", "5.00"]
     code, out, _ = run(capsys, "--server", url, "transactions", "--user", user, "--json",
                        "--limit", "3")
     ids = [json.loads(x)["transaction_id"] for x in out.splitlines()]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cc_server.dedup import OutcomeCache
+from cc_server.dedup import ANY_BODY, OutcomeCache, digest
 
 T0 = 1_000.0
 
@@ -15,12 +15,12 @@ def test_a_stored_reply_comes_back_until_the_window_has_passed() -> None:
     cache = OutcomeCache(window=10.0)
     cache.put(("alice", b"op1"), reply(1), T0 + 0.01)
     assert cache.get(("alice", b"op1")) == reply(1)
-    assert cache.get(("bob", b"op1")) is None       # another user's id: nothing
+    assert cache.get(("bob", b"op1")) is False      # another user's id: nothing
     assert cache.expire(T0 + 9.9) == 0
     assert cache.get(("alice", b"op1")) == reply(1)
     assert cache.expire(T0 + 10.05) == 0                     # deadlines round up to 0.1 s
     assert cache.expire(T0 + 10.1) == 1
-    assert cache.get(("alice", b"op1")) is None and len(cache) == 0
+    assert cache.get(("alice", b"op1")) is False and len(cache) == 0
     assert cache.hits == 2
 
 
@@ -40,7 +40,7 @@ def test_the_entry_bound_drops_the_oldest() -> None:
     for n in range(8):
         cache.put(("u", bytes([n])), reply(n), T0 + n)
     assert len(cache) == 5
-    assert cache.get(("u", bytes([2]))) is None
+    assert cache.get(("u", bytes([2]))) is False
     assert cache.get(("u", bytes([3]))) == reply(3)
     assert cache.expire(T0 + 10_000) == 5
 
@@ -50,8 +50,8 @@ def test_items_and_restore_round_trip_in_order() -> None:
     for n in range(5):
         cache.put((f"user{n % 2}", bytes([n])), reply(n), T0 + n)
     copy = OutcomeCache(window=60.0)
-    for key, deadline, stored in cache.items():
-        copy.restore(key, deadline, stored)
+    for key, deadline, stored, body_digest in cache.items():
+        copy.restore(key, deadline, stored, body_digest)
     assert copy.items() == cache.items()
     assert copy.expire(T0 + 62.1) == 3 and len(copy) == 2
 
@@ -62,3 +62,21 @@ def test_a_repeated_put_keeps_the_first_outcome() -> None:
     cache.put(("u", b"op"), reply(2), T0 + 1)
     assert cache.get(("u", b"op")) == reply(1) and len(cache) == 1
     assert cache.expire(T0 + 100) == 1
+
+
+def test_a_repeat_with_another_body_is_told_apart() -> None:
+    cache = OutcomeCache(window=60.0)
+    first, second = digest(b"start s-1"), digest(b"start s-2")
+    cache.put(("u", b"op"), reply(1), T0, first)
+    assert cache.get(("u", b"op"), first) == reply(1)
+    assert cache.get(("u", b"op"), second) is True          # same op id, another body
+    assert cache.get(("u", b"other"), second) is False
+    assert cache.items()[0][3] == first
+
+
+def test_entries_without_a_digest_match_any_body() -> None:
+    """Entries restored from a snapshot written before digests were kept."""
+    cache = OutcomeCache(window=60.0)
+    cache.restore(("u", b"op"), T0 + 60, reply(1))
+    assert cache.get(("u", b"op"), digest(b"anything")) == reply(1)
+    assert cache.items()[0][3] == ANY_BODY

@@ -164,6 +164,13 @@ class EngineModel(RuleBasedStateMachine):
         self.debit(plan, amount, units)
         return amount
 
+    def used(self, plan: Plan, res: MRes, quantity: Decimal | int | None) -> Decimal:
+        """Debit a confirmation: the quantity given, else the stored one; a starved
+        reservation confirmed without a quantity held nothing and confirms zero."""
+        if quantity is None and res.starved:
+            return ZERO
+        return self.consume(plan, res.quantity if quantity is None else D(quantity))
+
     def clean_up(self, plan: Plan, res: MRes, resolution: m.Resolution) -> None:
         held, units = res.held, res.units
         self.release(res)
@@ -309,7 +316,7 @@ class EngineModel(RuleBasedStateMachine):
         session, res, outcome = found
         plan = PLANS[session.service]
         released = self.release(res)
-        charged = self.consume(plan, res.quantity if quantity is None else D(quantity))
+        charged = self.used(plan, res, quantity)
         res.open = False
         assert outcome.error is None, outcome
         assert outcome.cancel_result is not None and outcome.confirm_result is not None
@@ -354,7 +361,8 @@ class EngineModel(RuleBasedStateMachine):
         _, res, outcome = found
         stored = res.quantity
         released = self.release(res)
-        charged = self.consume(plan, stored if used is None else D(used))
+        charged = self.used(plan, res, used)
+        res.starved = False
         res.ttl = res.ttl if ttl < 0 else ttl
         res.expires_at = self.now + res.ttl
         res.resolution = resolution or res.resolution
@@ -396,10 +404,9 @@ class EngineModel(RuleBasedStateMachine):
             if res is None or not res.open:
                 assert got.outcomes[0].error == ErrorCode.RESERVATION_NOT_FOUND
             else:
-                stored = res.quantity
                 self.release(res)
                 if action is m.Action.CONFIRM:
-                    self.consume(plan, stored if quantity is None else D(quantity))
+                    self.used(plan, res, quantity)
                 res.open = False
                 assert got.outcomes[0].error is None
         for res in session.res.values():

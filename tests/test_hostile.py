@@ -445,11 +445,15 @@ async def test_one_mib_bodies_built_to_be_slow_are_refused_quickly(
         stream.send_raw(encode_frame(T.EXECUTE, 2, body[:size]) + frame(m.Ping(), 3))
         got, msg = await stream.read_message(5.0)
         elapsed = time.monotonic() - t0
-        assert got.request_id == 2 and isinstance(msg, m.Error), msg
-        assert msg.code == "INVALID_REQUEST" and len(msg.message) <= 500
+        assert isinstance(msg, m.Error) and len(msg.message) <= 500, msg
         assert elapsed < 0.5, elapsed
-        got, msg = await stream.read_message(2.0)
-        assert (got.request_id, type(msg)) == (3, m.Pong)
+        if kind in ("long decimal", "huge map"):   # a map with a bad field: that request
+            assert (got.request_id, msg.code) == (2, "INVALID_REQUEST")
+            got, msg = await stream.read_message(2.0)
+            assert (got.request_id, type(msg)) == (3, m.Pong)
+        else:                                      # not one msgpack map: the connection
+            assert (got.request_id, msg.code) == (0, "PROTOCOL_ERROR")
+            assert await stream.closed_within(1.0)
         stream.close()
         await ledger.assert_healthy(loop_errors)
 

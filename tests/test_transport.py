@@ -247,7 +247,10 @@ HANDSHAKE_CASES = {
                         "HANDSHAKE_REQUIRED"),
     "ping-first": (encode_frame(T.PING, 4, codec.pack({})), "HANDSHAKE_REQUIRED"),
     "version-99": (codec.encode(m.Hello((99,), "future"), 1), "UNSUPPORTED_VERSION"),
-    "hello-bad-body": (encode_frame(T.HELLO, 1, b"\xc1\xc1"), "INVALID_REQUEST"),
+    "hello-bad-body": (encode_frame(T.HELLO, 1, b"\xc1\xc1"), "PROTOCOL_ERROR"),
+    "hello-bad-field": (encode_frame(T.HELLO, 1, codec.pack({"versions": "1"})),
+                        "INVALID_REQUEST"),
+    "hello-request-id-0": (codec.encode(m.Hello((1,), "x"), 0), "PROTOCOL_ERROR"),
     "http-garbage": (b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n", "FRAME_TOO_LARGE"),
     "reserved-bits": (HEADER.pack(2, T.HELLO, 0x40, 0, 1) + b"\x80\x80", "PROTOCOL_ERROR"),
 }

@@ -16,8 +16,6 @@ from decimal import (
     Context,
     Decimal,
     DecimalException,
-    Inexact,
-    InvalidOperation,
     getcontext,
     localcontext,
     setcontext,
@@ -27,6 +25,7 @@ from typing import Any
 
 from protocol import messages as m
 from protocol.errors import ErrorCode
+from protocol.money import EXACT, with_places
 
 from . import sessions as rules
 from .accounts import Account
@@ -41,7 +40,7 @@ __all__ = ["Catalog", "CatalogError", "ChargingSession", "Engine", "PricePlan", 
 
 UTC = dt.UTC
 # Wide enough that no amount of the wire's range is ever rounded; rounding would be a bug.
-MONEY = Context(prec=80, traps=[InvalidOperation, Inexact])
+MONEY: Context = EXACT
 _new_tuple = tuple.__new__
 REQUEST, STOP, EXPIRY, ADMIN = (m.TxReason.REQUEST, m.TxReason.STOP, m.TxReason.EXPIRY,
                                 m.TxReason.ADMIN)
@@ -51,7 +50,7 @@ def _before(account: Account) -> tuple[Decimal, tuple[ChargingSession, ...]] | N
     """What `_credit_changed` compares against: None when nothing is starved or reduced."""
     if not account.hungry:
         return None
-    return account.balance - account.reserved, tuple(account.hungry)
+    return account.available, tuple(account.hungry)
 
 
 class Engine:
@@ -156,7 +155,7 @@ class Engine:
         if before is None:
             return
         available, hungry = before
-        if account.balance - account.reserved > available:
+        if account.available > available:
             for cs in hungry:
                 if cs in account.hungry:
                     self.renewals.setdefault(cs, m.RenewalReason.CREDIT_AVAILABLE)
@@ -218,6 +217,7 @@ class Engine:
         if amount <= 0:
             raise Refused(ErrorCode.INVALID_REQUEST, "a top-up amount must be > 0")
         before = _before(account)
+        amount = with_places(amount, account.currency)
         with localcontext(MONEY):
             account.balance += amount
         self.journal.record(dt.datetime.fromtimestamp(now, UTC), user_id, None, None,

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from protocol import messages as m
+from protocol.money import EXACT, with_places, zero
 
 if TYPE_CHECKING:
     from .sessions import ChargingSession
@@ -30,8 +31,8 @@ class Account:
                  counters: Mapping[str, Decimal] | None = None) -> None:
         self.user_id = user_id
         self.currency = currency
-        self.balance = balance
-        self.reserved = ZERO
+        self.balance = with_places(balance, currency)   # "1E+3" EUR is kept as 1000.00
+        self.reserved = zero(currency)
         self.counters: dict[str, Decimal] = dict(counters or {})
         self.counters_reserved: dict[str, Decimal] = {}
         #: ids of this user's live sessions (a dict: a third of a set's memory per id)
@@ -41,8 +42,8 @@ class Account:
 
     @property
     def available(self) -> Decimal:
-        """Balance minus what reservations hold."""
-        return self.balance - self.reserved
+        """Balance minus what reservations hold (exact, whatever the caller's context)."""
+        return EXACT.subtract(self.balance, self.reserved)
 
     def counter_available(self, name: str | None) -> Decimal:
         """Units of counter `name` not held by a reservation."""
@@ -78,5 +79,5 @@ class Account:
     def snapshot(self) -> m.Subscriber:
         """The subscriber as the operator API shows it."""
         return m.Subscriber(self.user_id, self.currency, self.balance, self.reserved,
-                            self.balance - self.reserved, dict(self.counters),
+                            self.available, dict(self.counters),
                             dict(self.counters_reserved))

@@ -16,6 +16,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from protocol.money import with_places
+
 from ..tomlfile import read_toml
 
 ZERO = Decimal(0)
@@ -163,11 +165,12 @@ def _plan(service_id: str, item: str, spec: Any, currency: str, where: str) -> P
     if not isinstance(spec.get("quantity"), str):
         raise CatalogError(f"{where}: 'quantity' must name the quantity property")
     prices: dict[str, Decimal] = {}
-    if "price" in spec:
-        prices[_currency(spec.get("currency", currency), f"{where}.currency")] = \
-            _decimal(spec["price"], f"{where}.price")
+    if "price" in spec:   # a price of 1 EUR is kept as 1.00: amounts then show cents
+        cur = _currency(spec.get("currency", currency), f"{where}.currency")
+        prices[cur] = with_places(_decimal(spec["price"], f"{where}.price"), cur)
     for cur, price in (spec.get("prices") or {}).items():
-        prices[_currency(cur, f"{where}.prices")] = _decimal(price, f"{where}.prices.{cur}")
+        prices[_currency(cur, f"{where}.prices")] = with_places(
+            _decimal(price, f"{where}.prices.{cur}"), cur)
     if not prices:
         raise CatalogError(f"{where}: needs 'price' (or a 'prices' table by currency)")
     allowance = spec.get("allowance")

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from protocol import messages as m
 from protocol.errors import ErrorCode
+from protocol.money import zero
 
 from .accounts import ZERO, Account
 from .catalog import Catalog, PricePlan, affordable_quantity, rate
@@ -270,8 +271,15 @@ def release(op: Op, cs: ChargingSession) -> m.RatingResult:
     """Give back what `cs` holds (the re-rated reservation: result (1))."""
     amount, counter, units = cs.held, cs.counter, cs.units
     op.account.release(amount, counter, units)
-    cs.held, cs.units = ZERO, ZERO
+    cs.held, cs.units = zero(op.account.currency), ZERO   # "0.00" in EUR, not "0"
     return _result(op, amount, _journal(op, cs, m.TxKind.RELEASE, amount, counter, units))
+
+
+def debit_nothing(op: Op, cs: ChargingSession) -> m.RatingResult:
+    """The confirmation of nothing used (result (2) of a starved reservation confirmed
+    without an item): zero, journaled like any confirmation."""
+    amount = zero(op.account.currency)
+    return _result(op, amount, _journal(op, cs, m.TxKind.CONFIRM, amount, None, ZERO))
 
 
 def debit(op: Op, cs: ChargingSession, plan: PricePlan, price: Decimal,
@@ -355,11 +363,16 @@ def reserve(op: Op, sub: m.SubRequest) -> m.Outcome:
 
 
 def confirm(op: Op, sub: m.SubRequest) -> m.Outcome:
-    """prepare_confirm: release the reservation (1), debit the consolidated item (2)."""
+    """prepare_confirm: release the reservation (1), debit the consolidated item (2).
+    A starved reservation confirmed without an item confirms zero: it held nothing."""
     cs = _open(op, sub.reservation_id)
-    plan, price, quantity = priced(op, consolidate(cs.item, sub.item))
-    cancel_result = release(op, cs)
-    confirm_result = debit(op, cs, plan, price, quantity)
+    if cs.starved and sub.item is None:
+        cancel_result = release(op, cs)
+        confirm_result = debit_nothing(op, cs)
+    else:
+        plan, price, quantity = priced(op, consolidate(cs.item, sub.item))
+        cancel_result = release(op, cs)
+        confirm_result = debit(op, cs, plan, price, quantity)
     end(op, cs)
     return _outcome(cs.reservation_id, None, None, cancel_result, confirm_result, None, None,
                     None, op.account.balance < 0)
@@ -374,11 +387,13 @@ def cancel(op: Op, sub: m.SubRequest) -> m.Outcome:
 
 
 def confirm_and_reserve(op: Op, sub: m.SubRequest) -> m.Outcome:
-    """prepare_confirm_and_reserve: the three rating results of SAP CC."""
+    """prepare_confirm_and_reserve: the three rating results of SAP CC. The confirmation
+    of a starved reservation without an item is zero, as in `confirm`."""
     cs = _open(op, sub.reservation_id)
-    confirm_item = consolidate(cs.item, sub.item)
+    nothing_used = cs.starved and sub.item is None
     next_item = consolidate(cs.item, sub.next_item)
-    c_plan, c_price, c_quantity = priced(op, confirm_item)
+    if not nothing_used:
+        c_plan, c_price, c_quantity = priced(op, consolidate(cs.item, sub.item))
     n_plan, n_price, n_quantity = priced(op, next_item)
     _check_inverse(sub.property_to_inverse, n_plan)
     inverse = sub.property_to_inverse or (cs.inverse if cs.inverse == n_plan.quantity else None)
@@ -388,7 +403,8 @@ def confirm_and_reserve(op: Op, sub: m.SubRequest) -> m.Outcome:
     if ttl is None or ttl < 0:
         ttl = cs.ttl
     cancel_result = release(op, cs)
-    confirm_result = debit(op, cs, c_plan, c_price, c_quantity)
+    confirm_result = debit_nothing(op, cs) if nothing_used else \
+        debit(op, cs, c_plan, c_price, c_quantity)
     cs.ttl, cs.expires_at, cs.inverse = _shared_ttl(ttl), op.now + ttl, inverse
     cs.resolution = sub.default_resolution or cs.resolution
     op.expiry.push(cs)

@@ -1,0 +1,72 @@
+"""Exact money arithmetic and its text form, shared by the server and the client.
+
+- `EXACT`: the decimal context every computed amount uses. 80 digits are far more than
+  the wire's range needs (below 10^25 with at most 18 fractional digits: 43 digits), and
+  Inexact traps: an amount that would need rounding is a bug, never a silent change.
+- `plain`: a decimal as text in plain notation, never an exponent ("1000", not "1E+3").
+- `with_places`: an amount with at least its currency's usual number of fractional
+  digits ("0.00" in EUR), so amounts read the same whatever arithmetic produced them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from decimal import Context, Decimal, Inexact, InvalidOperation
+
+EXACT = Context(prec=80, traps=[InvalidOperation, Inexact], Emax=999_999, Emin=-999_999)
+
+#: ISO 4217 currencies whose minor unit is not 2 digits; every other code has 2.
+MINOR_UNITS: dict[str, int] = {
+    **dict.fromkeys(("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF",
+                     "UGX", "UYI", "VND", "VUV", "XAF", "XOF", "XPF"), 0),
+    **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
+    **dict.fromkeys(("CLF", "UYW"), 4),
+}
+_QUANTUM: dict[str, Decimal] = {}
+
+
+def minor_units(currency: str) -> int:
+    """Fractional digits a currency's amounts usually have (EUR 2, JPY 0)."""
+    return MINOR_UNITS.get(currency, 2)
+
+
+def with_places(value: Decimal, currency: str) -> Decimal:
+    """`value` with at least the currency's usual fractional digits (exact: only zeros are
+    added; a value with more digits is returned as it is)."""
+    quantum = _QUANTUM.get(currency)
+    if quantum is None:
+        quantum = _QUANTUM[currency] = Decimal(1).scaleb(-minor_units(currency))
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > -minor_units(currency):
+        return value.quantize(quantum, context=EXACT)
+    return value
+
+
+_ZEROS: dict[str, Decimal] = {}
+
+
+def zero(currency: str) -> Decimal:
+    """Zero in a currency's usual form ("0.00" in EUR)."""
+    known = _ZEROS.get(currency)
+    if known is None:
+        known = _ZEROS[currency] = with_places(Decimal(0), currency)
+    return known
+
+
+def plain(value: Decimal) -> str:
+    """The decimal's text in plain notation: never an exponent."""
+    text = str(value)
+    return format(value, "f") if "E" in text else text
+
+
+def exact_sum(values: Iterable[Decimal], start: Decimal = Decimal(0)) -> Decimal:
+    """The exact sum of amounts (whatever the thread's decimal context is)."""
+    total = start
+    for value in values:
+        total = EXACT.add(total, value)
+    return total
+
+
+def exact_sub(a: Decimal, b: Decimal) -> Decimal:
+    """a - b, exactly (whatever the thread's decimal context is)."""
+    return EXACT.subtract(a, b)
