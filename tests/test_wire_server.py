@@ -246,7 +246,10 @@ async def test_too_many_requests_and_server_errors_are_not_remembered() -> None:
 
         def broken(*args: Any) -> Any:
             raise RuntimeError("disk on fire")
+        def fail_stop(*args: Any) -> None:   # the real one ends the process (exit 70)
+            raise RuntimeError("fail-stop")
         real, server.engine.execute = server.engine.execute, broken
+        server.server.dispatcher.fatal = fail_stop  # type: ignore[method-assign]
         failing = Frame(T.EXECUTE, 0, 200, codec.pack(start(b"boom", "s-boom")))
         with contextlib.suppress(BaseException):   # SERVER_ERROR, or whatever fail-stop does
             server.server.dispatcher.handle(conn, failing)
