@@ -280,6 +280,7 @@ class Client:
         """The first connection: one round over the addresses; CommunicationFailure when
         none answers. (Later reconnects keep trying until a call's request_timeout.)"""
         self._dialing = self.loop.create_task(self._dial(rounds=1))
+        self._dialing.add_done_callback(_quiet)   # a caller that gave up leaves it behind
         await self._connection()
 
     async def _connection(self) -> ClientConnection:
@@ -287,6 +288,7 @@ class Client:
             raise CommunicationFailure("the client is closed")
         if self._dialing is None or self._dialing.done():
             self._dialing = self.loop.create_task(self._dial())
+            self._dialing.add_done_callback(_quiet)
         try:
             return await asyncio.shield(self._dialing)
         except asyncio.CancelledError:
