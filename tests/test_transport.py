@@ -154,12 +154,13 @@ async def test_replies_out_of_order_are_paired_by_request_id() -> None:
 
 async def test_unanswered_request_times_out_and_the_client_stays_usable() -> None:
     late: list[asyncio.Task[None]] = []
+    gave_up = asyncio.Event()
 
     async def answers_admin_only(stream: FrameStream) -> None:
         await serve_handshake(stream)
 
         async def answer_late(frame: Frame) -> None:
-            await asyncio.sleep(0.5)
+            await gave_up.wait()   # answer once the caller gave up
             stream.send(fake_execute_result(frame), frame.request_id)
 
         while (frame := await stream.read_frame(10.0)) is not None:
@@ -179,6 +180,7 @@ async def test_unanswered_request_times_out_and_the_client_stays_usable() -> Non
         # a reply that comes after its caller gave up is dropped without harm
         with pytest.raises(CommunicationFailure):
             await start_op(client, "u", "late", 5).execute()
+        gave_up.set()
         await asyncio.wait_for(late[0], 1.0)
         # the same connection still carries other calls (their replies follow the late
         # one on the wire), and nothing is left pending
