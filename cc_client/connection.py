@@ -1,9 +1,11 @@
-"""One asyncio.Protocol per socket: requests keyed by request id, replies in any order.
+"""One asyncio.Protocol per socket, a thin driver of the sans-IO `protocol.connection`.
 
-The connection only moves frames: replies resolve the caller's future with the raw
-(type, body) and the caller decodes in its own task; pushes (renewal notifications,
-GOODBYE) are handed to callbacks with `call_soon`, never run on the read path. Frames
-written in one loop iteration leave in one `transport.write`.
+The state machine owns the connection's rules (handshake, request ids, which frame is a
+reply or a push, PING/PONG and the heartbeat, GOODBYE, ERROR with request id 0); this
+transport feeds it bytes and the loop's time and acts on its events. Replies resolve the
+caller's future with the raw (type, body) and the caller decodes in its own task; pushes
+(renewal notifications, GOODBYE) are handed to callbacks with `call_soon`, never run on
+the read path. Frames written in one loop iteration leave in one `transport.write`.
 """
 
 from __future__ import annotations
@@ -14,14 +16,13 @@ from typing import cast
 
 from protocol import codec
 from protocol import messages as m
-from protocol.errors import ProtocolError
-from protocol.frames import DEFAULT_MAX_FRAME, MAX_REQUEST_ID, FrameDecoder, encode_frame
-from protocol.liveness import Due, Liveness
+from protocol.connection import CLIENT, Closed, Connection, Goodbye, Push
+from protocol.errors import ErrorCode, ProtocolError
+from protocol.frames import DEFAULT_MAX_FRAME, Frame
 
-T = m.MsgType
-REPLY = m.REPLY
-_EMPTY = codec.pack({})
 Reply = tuple[int, bytes]
+#: Seconds past the machine's deadline at which the timer fires (a timer may fire early).
+_TIMER_SLACK = 0.01
 
 
 class ConnectionLost(Exception):
@@ -42,17 +43,15 @@ class ClientConnection(asyncio.Protocol):
         self._on_push = on_push
         self._on_lost = on_lost
         self.transport: asyncio.Transport | None = None
-        self.decoder = FrameDecoder(DEFAULT_MAX_FRAME)
+        self.machine = Connection(CLIENT, loop.time())
         self.pending: dict[int, asyncio.Future[Reply]] = {}
         self.closed = False
-        self.draining = False            # the server said GOODBYE: no new requests here
+        self.draining = False            # GOODBYE, or a reply said so: no new requests here
         self.welcome: m.HelloOk | None = None
         self.max_frame = DEFAULT_MAX_FRAME
         self.lost_reason = "connection closed"
-        self._next_id = 0
         self._out: list[bytes] = []
         self._flush_scheduled = False
-        self._liveness: Liveness | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.made = loop.create_future()
 
@@ -65,6 +64,7 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.machine.close()
         if exc is not None:
             self.lost_reason = f"connection lost: {exc}"
         if self._timer is not None:
@@ -77,7 +77,13 @@ class ClientConnection(asyncio.Protocol):
 
     async def handshake(self, hello: m.Hello) -> m.HelloOk:
         """Send HELLO and wait for HELLO_OK (raises the ERROR's code as ProtocolError)."""
-        msg_type, body = await self.request(T.HELLO, codec.encode_body(hello)[1])
+        if self.closed:
+            raise ConnectionLost(self.lost_reason)
+        fut: asyncio.Future[Reply] = self.loop.create_future()
+        frame = self.machine.send_hello(hello)
+        self.pending[self.machine.hello_id] = fut
+        self._send(frame)
+        msg_type, body = await fut
         reply = codec.decode_body(msg_type, body)
         if isinstance(reply, m.Error):
             raise HandshakeRefused(reply.message, reply.code)  # type: ignore[arg-type]
@@ -85,17 +91,19 @@ class ClientConnection(asyncio.Protocol):
             raise ProtocolError(f"expected HELLO_OK, got {type(reply).__name__}")
         self.welcome = reply
         self.max_frame = reply.max_frame
-        self._liveness = Liveness(reply.heartbeat, self.loop.time())
-        self._arm(reply.heartbeat)
+        now = self.loop.time()
+        self.machine.welcomed(reply, now)
+        self._arm(now)
         return reply
 
     def close(self) -> None:
         """Say goodbye and close (pending requests fail with ConnectionLost)."""
         if self.transport is not None and not self.closed:
-            self._send(encode_frame(T.GOODBYE, 0, codec.pack({"reason": "client closing"})))
+            self._send(self.machine.send_goodbye("client closing"))
             self._flush()
             self.transport.close()
         self.closed = True
+        self.machine.close()
 
     def abort(self, reason: str) -> None:
         """Drop the connection now."""
@@ -103,6 +111,7 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
         self.closed = True
+        self.machine.close()
 
     # ------------------------------------------------------------------ requests
 
@@ -110,12 +119,14 @@ class ClientConnection(asyncio.Protocol):
         """Send a request; the future resolves with the raw reply (type, body)."""
         if self.closed:
             raise ConnectionLost(self.lost_reason)
-        rid = self._next_id = self._next_id % MAX_REQUEST_ID + 1
-        while rid in self.pending:   # only after 4 billion requests with one still pending
-            rid = self._next_id = self._next_id % MAX_REQUEST_ID + 1
+        pending = self.pending
+        try:
+            rid, frame = self.machine.send_request(msg_type, body, pending)
+        except ProtocolError as exc:    # the server said GOODBYE: ask another connection
+            raise ConnectionLost(exc.message) from None
         fut: asyncio.Future[Reply] = self.loop.create_future()
-        self.pending[rid] = fut
-        self._send(encode_frame(msg_type, rid, body))
+        pending[rid] = fut
+        self._send(frame)
         return fut
 
     def forget(self, fut: asyncio.Future[Reply]) -> None:
@@ -126,9 +137,9 @@ class ClientConnection(asyncio.Protocol):
                 return
 
     def send_oneway(self, msg_type: int, body: bytes) -> None:
-        """Send a frame that expects no reply."""
+        """Send a frame that expects no reply (request id 0)."""
         if not self.closed:
-            self._send(encode_frame(msg_type, 0, body))
+            self._send(self.machine.send_oneway(msg_type, body))
 
     def _send(self, frame: bytes) -> None:
         self._out.append(frame)
@@ -141,69 +152,81 @@ class ClientConnection(asyncio.Protocol):
         if self._out and self.transport is not None and not self.closed:
             data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
             self.transport.write(data)
-            if self._liveness is not None:
-                self._liveness.sent(self.loop.time())
+            self.machine.sent(self.loop.time())
         self._out.clear()
 
     # ------------------------------------------------------------------ reading
 
     def data_received(self, data: bytes) -> None:
-        if self._liveness is not None:
-            self._liveness.received(self.loop.time())
-        try:
-            frames = self.decoder.feed(data)
-        except ProtocolError as exc:
-            self.abort(f"server sent a bad frame: {exc}")
-            return
+        machine = self.machine
+        events = machine.receive_data(data, self.loop.time())
         pending = self.pending
-        for frame in frames:
-            msg_type = frame.type
-            if (msg_type & REPLY and msg_type != T.ERROR) or (msg_type == T.ERROR and
-                                                            frame.request_id):
-                fut = pending.pop(frame.request_id, None)
+        for event in events:
+            if type(event) is Frame:    # a reply: unknown ids are ignored (caller gave up)
+                fut = pending.pop(event.request_id, None)
                 if fut is not None and not fut.done():
-                    fut.set_result((msg_type, frame.body))
-            elif msg_type == T.PING:
-                if not frame.request_id:   # request id 0 is only for frames without a reply
-                    self.abort("server sent a PING with request id 0")
-                    return
-                self._send(encode_frame(T.PONG, frame.request_id, _EMPTY))
+                    fut.set_result((event.type, event.body))
             else:
-                self._push(msg_type, frame.body)
+                self._event(event)
+        out = machine.data_to_send()    # PONGs; an ERROR went out with its Closed event
+        if out:
+            self._send(out)
 
-    def _push(self, msg_type: int, body: bytes) -> None:
-        try:
-            msg = codec.decode_body(msg_type, body)
-        except ProtocolError as exc:
-            self.abort(f"server sent an invalid message: {exc}")
-            return
-        if isinstance(msg, m.Goodbye):
+    def _event(self, event: object) -> None:
+        if isinstance(event, Push):
+            try:
+                msg = codec.decode(event.frame)
+            except ProtocolError as exc:
+                self.abort(f"server sent an invalid message: {exc}")
+                return
+            self.loop.call_soon(self._on_push, self, msg)
+        elif isinstance(event, Goodbye):
             self.draining = True
-        elif isinstance(msg, m.Error):   # connection-level: the server closes next
-            self.lost_reason = f"server closed the connection: {msg.code}: {msg.message}"
-            if self.welcome is None:     # it answers the handshake
-                for fut in self.pending.values():
+            self.loop.call_soon(self._on_push, self, m.Goodbye(event.reason))
+        elif isinstance(event, Closed):
+            self._closed(event)
+
+    def _closed(self, event: Closed) -> None:
+        """The machine ended the connection: the server's ERROR, or ours (a bad frame)."""
+        if event.by_peer:
+            reason = f"server closed the connection: {event.code}: {event.message}"
+            if self.welcome is None:    # the ERROR answers our HELLO
+                refused = HandshakeRefused(event.message, cast(ErrorCode, event.code))
+                pending, self.pending = self.pending, {}
+                for fut in pending.values():
                     if not fut.done():
-                        fut.set_result((T.ERROR, body))
-                self.pending.clear()
-        self.loop.call_soon(self._on_push, self, msg)
+                        fut.set_exception(refused)
+        else:
+            reason = f"server sent a bad frame: {event.message}"
+        out = self.machine.data_to_send()    # our ERROR, if the fault was the server's
+        if out:
+            self._send(out)
+        self._flush()
+        self.lost_reason = reason
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
 
     # ------------------------------------------------------------------ heartbeat
 
-    def _arm(self, delay: float) -> None:
-        self._timer = self.loop.call_later(delay, self._heartbeat)
+    def _arm(self, now: float) -> None:
+        self._timer = self.loop.call_at(self.machine.next_deadline(now) + _TIMER_SLACK,
+                                        self._tick)
 
-    def _heartbeat(self) -> None:
-        live = self._liveness
-        if self.closed or live is None:
+    def _tick(self) -> None:
+        self._timer = None
+        if self.closed:
             return
         now = self.loop.time()
-        due = live.due(now)
-        if due is Due.DEAD:
-            self.abort(f"no data from the server for {now - live.last_received:.1f} s")
-            return
-        if due is Due.PING:   # a PING gets a reply (PONG): it needs a non-zero request id
-            self._next_id = self._next_id % 0xFFFFFFFF + 1
-            self._send(encode_frame(T.PING, self._next_id, _EMPTY))
-            live.sent(now)
-        self._arm(live.next_check(now) + 0.01)
+        for event in self.machine.tick(now):
+            if isinstance(event, Closed):
+                if event.dead:
+                    silent = now - self.machine.liveness.last_received
+                    self.abort(f"no data from the server for {silent:.1f} s")
+                else:
+                    self._closed(event)
+                return
+        out = self.machine.data_to_send()   # a PING
+        if out:
+            self._send(out)
+        self._arm(now)

@@ -25,6 +25,7 @@ from protocol.connection import (
     Event,
     Goodbye,
     HelloReceived,
+    Push,
 )
 from protocol.errors import ErrorCode, ProtocolError
 from protocol.frames import MAX_REQUEST_ID, Frame, encode_frame
@@ -150,6 +151,30 @@ def test_ping_is_answered_and_the_pong_swallowed() -> None:
     assert pair.to_client(pair.server.data_to_send()) == []
 
 
+def test_an_idle_connection_survives_many_heartbeat_intervals() -> None:
+    pair = ConnectionPair()
+    pair.handshake()
+    pings = 0
+    for _ in range(28):                   # 7 intervals of 5 s, no request at all
+        pair.now += 1.25
+        assert pair.client.tick(pair.now) == [] and pair.server.tick(pair.now) == []
+        to_server, to_client = pair.client.data_to_send(), pair.server.data_to_send()
+        pings += (to_server[4:5] == bytes([T.PING])) + (to_client[4:5] == bytes([T.PING]))
+        assert pair.to_server(to_server) == [] and pair.to_client(to_client) == []
+        assert pair.flush() == ([], [])   # the PONGs, swallowed by their PING's sender
+    assert pings >= 7
+    assert pair.client.state == OPEN and pair.server.state == OPEN
+
+
+def test_a_notify_is_a_push_for_the_client() -> None:
+    pair = ConnectionPair()
+    pair.handshake()
+    data = encode_frame(T.NOTIFY, 0, codec.pack({}))
+    events = pair.to_client(data)
+    assert len(events) == 1 and isinstance(events[0], Push)
+    assert events[0].frame.type == T.NOTIFY and pair.client.state == OPEN
+
+
 def test_a_silent_peer_is_dead_after_three_intervals() -> None:
     pair = ConnectionPair()
     pair.handshake()
@@ -219,6 +244,16 @@ def test_request_ids_wrap_and_skip_0() -> None:
     conn = Connection(CLIENT, 0)
     conn._next_id = MAX_REQUEST_ID - 1
     assert [conn.next_request_id() for _ in range(3)] == [MAX_REQUEST_ID, 1, 2]
+
+
+def test_request_ids_skip_busy_ones_after_a_wrap() -> None:
+    pair = ConnectionPair()
+    pair.handshake()
+    pair.client._next_id = MAX_REQUEST_ID - 1
+    busy = {1, 2}                          # still waiting for their replies
+    ids = [pair.client.send_request(T.EXECUTE, b"", busy)[0] for _ in range(3)]
+    assert ids == [MAX_REQUEST_ID, 3, 4]
+    assert pair.client.next_request_id(busy) == 5
 
 
 def test_nothing_is_read_after_closed() -> None:

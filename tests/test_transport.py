@@ -7,7 +7,9 @@ at most, and every wait is bounded.
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import datetime as dt
 import os
 import re
 import signal
@@ -20,7 +22,8 @@ import pytest
 
 import cc_client
 from cc_client import ChargeableItem, CommunicationFailure
-from cc_client.connection import ClientConnection
+from cc_client.connection import ClientConnection, ConnectionLost, HandshakeRefused
+from cc_server.connection import ServerConnection
 from cc_server.testing import TestServer, running_server
 from protocol import codec
 from protocol import messages as m
@@ -151,12 +154,13 @@ async def test_replies_out_of_order_are_paired_by_request_id() -> None:
 
 async def test_unanswered_request_times_out_and_the_client_stays_usable() -> None:
     late: list[asyncio.Task[None]] = []
+    gave_up = asyncio.Event()
 
     async def answers_admin_only(stream: FrameStream) -> None:
         await serve_handshake(stream)
 
         async def answer_late(frame: Frame) -> None:
-            await asyncio.sleep(0.5)
+            await gave_up.wait()   # answer once the caller gave up
             stream.send(fake_execute_result(frame), frame.request_id)
 
         while (frame := await stream.read_frame(10.0)) is not None:
@@ -176,9 +180,10 @@ async def test_unanswered_request_times_out_and_the_client_stays_usable() -> Non
         # a reply that comes after its caller gave up is dropped without harm
         with pytest.raises(CommunicationFailure):
             await start_op(client, "u", "late", 5).execute()
+        gave_up.set()
         await asyncio.wait_for(late[0], 1.0)
-        await asyncio.sleep(0.05)
-        # the same connection still carries other calls, and nothing is left pending
+        # the same connection still carries other calls (their replies follow the late
+        # one on the wire), and nothing is left pending
         assert await client.admin.stats() == {"alive": True}
         assert client.connected and client.reconnects == 0
         assert len(fake.streams) == 1
@@ -342,17 +347,24 @@ async def test_client_answers_server_pings() -> None:
         assert client.connected
 
 
-async def test_idle_client_connection_survives_many_heartbeat_intervals() -> None:
-    async with running_server(heartbeat=0.2, handshake_timeout=0.3) as server, \
-            cc_client.connect(server.url, request_timeout=1.0) as client:
-        await new_subscriber(client, "idle", "1.00")
-        (conn,) = server.server.connections
-        await asyncio.sleep(1.4)   # 7 intervals without application traffic
-        assert server.server.connections == {conn}
-        assert server.server.counts["dead_peers"] == 0
+async def test_idle_client_pings_and_its_connection_survives_many_intervals() -> None:
+    # the rule itself (both ends, any number of intervals) is tested on the fake clock in
+    # test_connection_machine.py; this is the client's timer on a real socket
+    pings: list[int] = []
+
+    async def answers_pings(stream: FrameStream) -> None:
+        await serve_handshake(stream, heartbeat=0.05)
+        while (frame := await stream.read_frame(5.0)) is not None:
+            if frame.type == T.PING:
+                pings.append(frame.request_id)
+                stream.send(m.Pong(), frame.request_id)
+
+    async with FakeServer(answers_pings) as fake, \
+            cc_client.connect(fake.url, request_timeout=1.0) as client:
+        assert await wait_until(lambda: len(pings) >= 7, 3.0)   # 7 idle intervals
+        assert 0 not in pings and len(set(pings)) == len(pings)
         assert client.connected and client.reconnects == 0
-        assert (await client.admin.get_subscriber("idle")).balance == Decimal("1.00")
-        assert server.server.connections == {conn}
+        assert len(fake.streams) == 1 and not fake.errors
 
 
 async def test_client_detects_a_silent_server_and_fails_the_pending_call() -> None:
@@ -448,16 +460,16 @@ async def test_shutdown_drains_then_drops_a_peer_that_does_not_read() -> None:
         try:
             assert isinstance(await raw_hello(raw), m.HelloOk)
             raw.send_raw(b"".join(encode_frame(T.ADMIN, i + 1, request) for i in range(300)))
-            await asyncio.sleep(0.3)
-            (conn,) = server.server.connections
-            assert conn.paused
+            assert await wait_until(lambda: any(c.paused for c in server.server.connections),
+                                    3.0)
+            assert len(server.server.connections) == 1
 
             began = time.monotonic()
             await asyncio.wait_for(server.server.shutdown(drain=0.5), 3.0)
             elapsed = time.monotonic() - began
             assert 0.45 <= elapsed < 1.5, f"shutdown took {elapsed:.2f} s, drain was 0.5 s"
-            await asyncio.sleep(0.05)
-            assert not server.server.connections, "the non-reading peer was not dropped"
+            assert await wait_until(lambda: not server.server.connections, 1.0), \
+                "the non-reading peer was not dropped"
             assert await raw.closed_within(5.0)
         finally:
             raw.close()
@@ -618,16 +630,20 @@ async def test_a_slow_reader_does_not_stall_other_clients() -> None:
             assert isinstance(await raw_hello(raw), m.HelloOk)
             n = 400   # ~14 MB of replies, asked for in one small write and never read
             raw.send_raw(b"".join(encode_frame(T.ADMIN, i + 1, request) for i in range(n)))
-            await asyncio.sleep(0.5)
-            (slow_conn,) = [c for c in server.server.connections
-                            if c.client_name == "raw-test-client"]
-            assert slow_conn.paused, "the server should have stopped reading the slow reader"
+            def slow_conns() -> list[ServerConnection]:
+                return [c for c in server.server.connections
+                        if c.client_name == "raw-test-client" and c.paused]
+
+            assert await wait_until(lambda: bool(slow_conns()), 3.0), \
+                "the server should have stopped reading the slow reader"
+            (slow_conn,) = slow_conns()
             assert slow_conn.transport is not None
             buffered = slow_conn.transport.get_write_buffer_size()
             assert buffered < high + 2 * reply_size, buffered
             answered = server.server.dispatcher.counts["transactions", "ok"] - answered_before
             assert answered < n // 2, answered   # the rest waits in its backlog
             assert (await start_op(client, user, "while-slow", 1).execute()).ok
+            assert await wait_until(lambda: len(latencies) >= 20, 3.0), latencies
             stop.set()
             await asyncio.wait_for(prober, 2.0)
             assert len(latencies) >= 20 and max(latencies) < 0.2, latencies
@@ -696,7 +712,8 @@ async def test_close_fails_waiting_calls_with_communication_failure() -> None:
         client = await cc_client.connect(server.url, request_timeout=5.0)
         await server.server.shutdown(drain=0.5)
         call = asyncio.create_task(client.admin.stats())
-        await asyncio.sleep(0.3)
+        assert await wait_until(lambda: not client.connected, 1.0)
+        await asyncio.sleep(0.05)   # the call now waits for a reconnect
         assert not call.done()
         began = time.monotonic()
         await client.close()
@@ -713,7 +730,9 @@ async def test_close_fails_waiting_calls_with_communication_failure() -> None:
     async with FakeServer(mute) as fake:
         client = await cc_client.connect(fake.url, request_timeout=5.0)
         execute = asyncio.create_task(start_op(client, "u", "mute", 1).execute())
-        await asyncio.sleep(0.1)
+        conn = client._conn
+        assert conn is not None
+        assert await wait_until(lambda: bool(conn.pending), 1.0)   # sent, not answered
         assert not execute.done()
         began = time.monotonic()
         await client.close()
@@ -726,20 +745,196 @@ async def test_close_fails_waiting_calls_with_communication_failure() -> None:
 
 # ----------------------------------------------------------------------- 12. request ids
 
-async def test_request_ids_wrap_after_the_largest_and_skip_pending_ones() -> None:
-    written: list[bytes] = []
+class Wire:
+    """A transport that keeps what the connection writes (no socket, no clock)."""
 
-    class Wire:
-        def write(self, data: bytes) -> None:
-            written.append(data)
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.closed = False
 
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def frames(self) -> list[Frame]:
+        """Every frame written so far, and forget them."""
+        data, self.written = b"".join(self.written), []
+        return FrameDecoder().feed(data)
+
+
+async def flushed() -> None:
+    """Let the connection's scheduled flush run."""
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+async def wired(pushes: list[m.Message] | None = None,
+                heartbeat: float = 5.0) -> tuple[ClientConnection, Wire]:
+    """A ClientConnection on a `Wire`, past its handshake."""
     loop = asyncio.get_running_loop()
-    conn = ClientConnection(loop, lambda _conn, _msg: None, lambda _conn: None)
-    conn.connection_made(Wire())  # type: ignore[arg-type]
+    seen = pushes if pushes is not None else []
+    conn = ClientConnection(loop, lambda _conn, msg: seen.append(msg), lambda _conn: None)
+    wire = Wire()
+    conn.connection_made(wire)  # type: ignore[arg-type]
+    handshake = asyncio.create_task(conn.handshake(m.Hello((1,), "wired")))
+    await flushed()
+    (hello,) = wire.frames()
+    assert hello.type == T.HELLO and hello.request_id != 0
+    conn.data_received(codec.encode(m.HelloOk(1, "wire", heartbeat, 1 << 20, 1024, ()),
+                                    hello.request_id))
+    await handshake
+    return conn, wire
+
+
+async def test_request_ids_wrap_after_the_largest_and_skip_pending_ones() -> None:
+    conn, wire = await wired()
+    loop = asyncio.get_running_loop()
     conn.pending[1] = loop.create_future()          # id 1 still waits for its reply
-    conn._next_id = MAX_REQUEST_ID - 1
+    conn.machine._next_id = MAX_REQUEST_ID - 1
     for _ in range(3):
         conn.request(T.PING, codec.pack({}))
     await asyncio.sleep(0)                          # the frames leave in one write
-    frames = FrameDecoder().feed(b"".join(written))
-    assert [f.request_id for f in frames] == [MAX_REQUEST_ID, 2, 3]
+    assert len(wire.written) == 1
+    assert [f.request_id for f in wire.frames()] == [MAX_REQUEST_ID, 2, 3]
+    conn.abort("test over")
+
+
+# ----------------------------------------------------------------------- 13. the machine
+
+async def test_client_heartbeat_pings_use_fresh_non_zero_ids_and_swallow_pongs() -> None:
+    conn, wire = await wired()
+    live = conn.machine.liveness
+    ids: list[int] = []
+    for _ in range(3):
+        live.last_sent -= 5.0                       # one interval with nothing sent
+        conn._tick()
+        await flushed()
+        (ping,) = wire.frames()
+        assert ping.type == T.PING
+        ids.append(ping.request_id)
+        conn.data_received(encode_frame(T.PONG, ping.request_id, codec.pack({})))
+    assert 0 not in ids and len(set(ids)) == 3
+    assert not conn.closed and not conn.pending
+    conn.abort("test over")
+
+
+async def test_client_drops_a_server_silent_for_three_intervals() -> None:
+    conn, wire = await wired()
+    fut = conn.request(T.PING, codec.pack({}))
+    live = conn.machine.liveness
+    live.last_received -= 15.0
+    live.last_sent -= 15.0
+    conn._tick()
+    assert conn.closed and wire.closed
+    assert conn.lost_reason.startswith("no data from the server for 15.")
+    conn.connection_lost(None)
+    with pytest.raises(ConnectionLost, match="no data from the server"):
+        await fut
+
+
+async def test_client_answers_a_ping_in_the_same_write_as_its_requests() -> None:
+    conn, wire = await wired()
+    conn.request(T.PING, codec.pack({}))
+    conn.data_received(encode_frame(T.PING, 41, codec.pack({})))
+    await asyncio.sleep(0)
+    assert len(wire.written) == 1
+    frames = wire.frames()
+    assert [(f.type, f.request_id) for f in frames] == [(T.PING, 2), (T.PONG, 41)]
+    conn.abort("test over")
+
+
+async def test_ack_without_confirm_uses_id_0_and_with_confirm_a_request_id() -> None:
+    conn, wire = await wired()
+    conn.send_oneway(*codec.encode_body(m.Ack(7, False)))
+    fut = conn.request(*codec.encode_body(m.Ack(8, True)))
+    await flushed()
+    first, second = wire.frames()
+    assert (first.type, first.request_id) == (T.ACK, 0)
+    assert second.type == T.ACK and second.request_id != 0
+    conn.data_received(encode_frame(T.ACK_OK, second.request_id, codec.pack({})))
+    assert (await fut)[0] == T.ACK_OK
+    conn.abort("test over")
+
+
+async def test_goodbye_drains_and_an_error_with_id_0_closes_with_its_code() -> None:
+    pushes: list[m.Message] = []
+    conn, wire = await wired(pushes)
+    waiting = conn.request(T.PING, codec.pack({}))
+    conn.data_received(codec.encode(m.Goodbye("restart"), 0))
+    assert conn.draining and not conn.closed
+    with pytest.raises(ConnectionLost):
+        conn.request(T.PING, codec.pack({}))       # a new request goes elsewhere
+    await flushed()
+    assert pushes == [m.Goodbye("restart")]
+    conn.data_received(codec.encode(m.Error("SHUTTING_DOWN", "bye"), 0))
+    assert conn.closed and wire.closed
+    assert conn.lost_reason == "server closed the connection: SHUTTING_DOWN: bye"
+    conn.connection_lost(None)
+    with pytest.raises(ConnectionLost, match="SHUTTING_DOWN"):
+        await waiting
+
+
+async def test_handshake_refusal_with_id_0_surfaces_the_servers_code() -> None:
+    loop = asyncio.get_running_loop()
+    conn = ClientConnection(loop, lambda _conn, _msg: None, lambda _conn: None)
+    wire = Wire()
+    conn.connection_made(wire)  # type: ignore[arg-type]
+    handshake = asyncio.create_task(conn.handshake(m.Hello((1,), "wired")))
+    await flushed()
+    conn.data_received(codec.encode(m.Error("AUTHENTICATION_FAILED", "wrong password"), 0))
+    with pytest.raises(HandshakeRefused) as info:
+        await handshake
+    assert info.value.code == "AUTHENTICATION_FAILED"
+    assert info.value.message == "wrong password"
+    assert conn.closed and wire.closed
+
+
+async def test_a_bad_frame_from_the_server_is_answered_with_an_error_and_closed() -> None:
+    conn, wire = await wired()
+    fut = conn.request(T.PING, codec.pack({}))
+    await flushed()
+    wire.frames()
+    conn.data_received(encode_frame(0x55, 0, codec.pack({})))
+    assert conn.closed and wire.closed
+    (error,) = wire.frames()
+    msg = codec.decode(error)
+    assert isinstance(msg, m.Error) and msg.code == "PROTOCOL_ERROR"
+    assert conn.lost_reason.startswith("server sent a bad frame")
+    conn.connection_lost(None)
+    with pytest.raises(ConnectionLost):
+        await fut
+
+
+async def test_notifications_reach_the_push_callback_off_the_read_path() -> None:
+    pushes: list[m.Message] = []
+    conn, _ = await wired(pushes)
+    note = m.Notification(3, 1, "s", "r", "u", "svc", "expiring",
+                          dt.datetime(2030, 1, 1, tzinfo=dt.UTC), 1)
+    conn.data_received(codec.encode(note, 0))
+    assert pushes == []                            # not on the read path
+    await asyncio.sleep(0)
+    assert pushes == [note]
+    conn.abort("test over")
+
+
+#: Attribute names whose comparison in the client transport would be a protocol rule
+#: of its own: the state machine in `protocol/connection.py` owns them.
+MACHINE_OWNED = {"PING", "PONG", "GOODBYE", "ERROR", "HELLO_OK", "NOTIFY", "REPLY",
+                 "MAX_REQUEST_ID", "FrameDecoder", "encode_frame", "Liveness", "Due"}
+
+
+def test_the_client_transport_keeps_no_protocol_rule_of_its_own() -> None:
+    source = (ROOT / "cc_client" / "connection.py").read_text()
+    tree = ast.parse(source)
+    used = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)} | \
+        {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)} | \
+        {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+         for alias in node.names}
+    assert not used & MACHINE_OWNED, sorted(used & MACHINE_OWNED)
+    assert "from protocol.connection import" in source
+    assert "protocol.liveness" not in source
