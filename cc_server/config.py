@@ -36,6 +36,7 @@ class ServerConfig:
     idle_timeout: float = 600.0
     max_frame: int = DEFAULT_MAX_FRAME
     max_connections: int = 10_000
+    max_handshakes: int = 1024
     max_in_flight: int = 1024
     write_buffer_high: int = 4 * 1024 * 1024
     # request limits (at most the wire format's own caps, protocol.messages.MAX_*)
@@ -73,8 +74,9 @@ class ServerConfig:
         """What is wrong with these settings (empty: nothing)."""
         found = []
         at_least = {"heartbeat": 0.001, "handshake_timeout": 0.001, "idle_timeout": 0.0,
-                    "max_frame": 1024, "max_connections": 1, "max_in_flight": 1,
-                    "write_buffer_high": 1024, "max_pending_notifications": 1,
+                    "max_frame": 1024, "max_connections": 1, "max_handshakes": 1,
+                    "max_in_flight": 1, "write_buffer_high": 1024,
+                    "max_pending_notifications": 1,
                     "auth_max_failures": 1, "auth_failure_window": 0.001,
                     "auth_backoff_max": 0.0, "tick": 0.001}
         for name, low in at_least.items():
@@ -110,7 +112,7 @@ HELP: dict[str, str] = {
     "tls_client_ca": "PEM CA bundle: require client certificates signed by it",
     "loop": "event loop implementation",
     "heartbeat": "heartbeat interval, seconds; a peer silent for 3 of them is dropped",
-    "handshake_timeout": "seconds a new connection has to say HELLO",
+    "handshake_timeout": "seconds from accept to finish TLS and HELLO, together",
     "idle_timeout": "close connections without a request for this many seconds (0: never)",
     "max_external_data": "session external data, bytes (at most 4096)",
     "max_id_length": "characters of an id: user, session, service, reservation, property",
@@ -121,7 +123,8 @@ HELP: dict[str, str] = {
     "auth_backoff_max": "longest delay of a handshake from a backed-off address, seconds",
     "max_pending_notifications": "pending renewal notifications per listener id",
     "max_frame": "largest frame body accepted, bytes",
-    "max_connections": "simultaneous connections",
+    "max_connections": "simultaneous connections (TLS handshakes in progress included)",
+    "max_handshakes": "connections between accept and HELLO_OK at once (TLS and HELLO)",
     "max_in_flight": "unanswered requests per connection before it stops being read",
     "max_subrequests": "sub-requests per container",
     "write_buffer_high": "per-connection write buffer, bytes, before reading pauses",

@@ -26,7 +26,7 @@ from .dedup import OutcomeCache
 from .dispatch import Dispatcher
 from .engine import Catalog, ChargingSession, Engine
 from .gcpolicy import GcPolicy
-from .limits import Limits
+from .limits import ConnectionGate, Limits
 from .metrics import MetricsEndpoint, prometheus
 from .ratelog import RateLimitedLog
 from .renewal import RenewalService
@@ -83,7 +83,9 @@ class ChargingServer:
         #: set by the cc-server process (app.py), never by an in-process test server
         self.gc_policy: GcPolicy | None = None
         self.recovery: Recovery | None = None
-        self.connections: set[ServerConnection] = set()
+        self.gate: ConnectionGate[ServerConnection] = ConnectionGate(
+            self.config.max_connections, self.config.max_handshakes)
+        self.connections = self.gate.open     # from accept: TLS handshakes included
         self.waiting: set[ServerConnection] = set()   # holding replies for the log
         self.counts: Counter[str] = Counter()
         self.limit_hits: Counter[str] = Counter()
@@ -116,10 +118,11 @@ class ChargingServer:
                 self.dispatcher.admin_local("create_subscriber", {
                     "user": seed.user_id, "balance": seed.balance, "currency": seed.currency,
                     "counters": dict(seed.counters)})
+        # plain TCP even with TLS: each connection starts TLS itself (tls.TlsHandshake),
+        # so it counts from accept and TLS shares the handshake deadline with HELLO
         self._server = await self.loop.create_server(
             lambda: ServerConnection(self), self.config.host, self.config.port,
-            ssl=self.ssl_context, reuse_address=True, backlog=1024,
-            ssl_handshake_timeout=self.config.handshake_timeout if self.ssl_context else None)
+            reuse_address=True, backlog=1024)
         self._tick_handle = self.loop.call_later(self.config.tick, self._tick)
         if self.config.metrics_port is not None:
             self.metrics = MetricsEndpoint(self.config.metrics_host, self.config.metrics_port,
@@ -259,7 +262,8 @@ class ChargingServer:
 
     def connection_stats(self) -> dict[str, Any]:
         """The `connections` section of `stats()`."""
-        return {"open": len(self.connections), **self.counts}
+        return {"open": len(self.connections), "handshaking": len(self.gate.handshaking),
+                **self.counts}
 
     def security_stats(self) -> dict[str, Any]:
         """The `security` section of `stats()`: authentication and limits."""
