@@ -19,7 +19,7 @@ from typing import Any
 from protocol.errors import ErrorCode
 
 from . import snapshot as snap
-from .auth import Authenticator, User, UsersFileError, load_users
+from .auth import Authenticator, User, UsersFileError, exposure, load_users
 from .config import ServerConfig
 from .connection import ALL_ROLES, ServerConnection
 from .dedup import OutcomeCache
@@ -44,6 +44,14 @@ def wall_clock_ms() -> float:
     return round(time.time(), 3)
 
 
+def _read_users(path: str) -> dict[str, User]:
+    """Load the users file (UsersFileError), warning when others may read it."""
+    warning = exposure(path)
+    if warning:
+        log.warning("event=users_file_exposed message=%r", warning)
+    return load_users(path)
+
+
 class ChargingServer:
     """One listening charging server."""
 
@@ -57,7 +65,7 @@ class ChargingServer:
         # Server time is kept to the millisecond, as SAP CC's: the containers of one
         # millisecond share their timestamp objects (a journal of millions keeps fewer).
         self.clock = clock = clock or wall_clock_ms
-        self.users: dict[str, User] | None = load_users(self.config.users) \
+        self.users: dict[str, User] | None = _read_users(self.config.users) \
             if self.config.users else None
         self.ssl_context = ssl_context or server_context(self.config)
         self.limits = Limits.from_config(self.config)
@@ -200,9 +208,14 @@ class ChargingServer:
             log.warning("event=users_reload_skipped reason=no_users_file")
             return False
         try:
-            users = load_users(self.config.users)
+            users = _read_users(self.config.users)
         except UsersFileError as exc:
             log.error("event=users_reload_failed error=%r (the previous users stay)", str(exc))
+            return False
+        if not users:
+            log.error("event=users_reload_failed error=%r (the previous users stay)",
+                      f"users file {self.config.users} has no users: it would lock "
+                      "everyone out")
             return False
         self.auth.replace_users(users)
         self.users = users
