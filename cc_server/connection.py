@@ -75,7 +75,6 @@ class ServerConnection(asyncio.Protocol):
         self.last_request = self.loop.time()
         self._timer: asyncio.TimerHandle | None = None
         self._tls: TlsHandshake | None = None   # TLS handshake in progress
-        self._early: list[bytes] = []           # read after TLS, before start_tls returned
         self._gone = False                      # connection_lost done
         self._ping_id = 0
         self._backlog: deque[Frame] = deque()   # read while the write buffer was full
@@ -114,7 +113,7 @@ class ServerConnection(asyncio.Protocol):
         self.transport = transport
         transport.set_write_buffer_limits(high=self.config.write_buffer_high)
 
-    def _tls_done(self, transport: asyncio.Transport | None) -> None:
+    def _tls_done(self, transport: asyncio.Transport | None, early: bytes) -> None:
         self._tls = None
         if transport is None:          # failed, timed out or aborted: the socket is closed
             self.server.counts["tls_failed"] += 1
@@ -123,9 +122,8 @@ class ServerConnection(asyncio.Protocol):
             transport.abort()
         else:
             self._attach(transport)
-            if self._early:
-                self.data_received(b"".join(self._early))
-                self._early.clear()
+            if early:
+                self.data_received(early)
 
     def _refuse(self, raw: asyncio.Transport, reason: str, tls: bool) -> None:
         """Over a connection limit at accept: ERROR TOO_MANY_CONNECTIONS over plain TCP;
@@ -188,9 +186,9 @@ class ServerConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
-        if self.transport is None:     # during TLS: raw bytes for the TLS layer, or
-            if self._tls is None or not self._tls.take(data):
-                self._early.append(data)   # bytes through TLS before `_tls_done` ran
+        if self.transport is None:     # the TLS handshake is not over
+            if self._tls is not None:
+                self._tls.take(data)
             return
         self.liveness.received(self.loop.time())
         try:

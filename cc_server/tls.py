@@ -46,35 +46,40 @@ def _reason(exc: OSError | ssl.SSLError) -> str:
     return exc.strerror or str(exc)
 
 
+Done = Callable[[asyncio.Transport | None, bytes], None]
+
+
 class TlsHandshake:
     """The server side of TLS on an accepted socket (`loop.start_tls`).
 
     The server listens on plain TCP and starts TLS itself, so that a socket counts
     against the connection limits from accept and its TLS handshake shares the one
-    handshake deadline with HELLO. `done` is called once: with the TLS transport, or with
-    None when the handshake failed or was aborted (the socket is then closed).
+    handshake deadline with HELLO. `done` is called once: with the TLS transport and the
+    bytes that came through TLS before it (see `take`), or with (None, b"") when the
+    handshake failed or was aborted (the socket is then closed).
 
-    uvloop starts reading a new socket right after `connection_made`, whatever that did:
-    bytes the client sent first (its ClientHello) may reach the connection before
-    `start_tls` takes the socket over. The connection hands them here (`take`), and they
-    go to the TLS layer in the same turn of the loop as the takeover (`_hand_over`), so
-    before anything read after it.
+    Until `done`, the connection hands every byte it receives to `take`. uvloop starts
+    reading a new socket right after `connection_made`, whatever that did, so bytes the
+    client sent first (its ClientHello) may reach the connection before `start_tls` takes
+    the socket over; they go to the TLS layer in the same turn of the loop as the
+    takeover (`_hand_over`), so before anything read after it. And a client's first
+    frames may come through TLS before `start_tls` has returned.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, raw: asyncio.Transport,
                  protocol: asyncio.Protocol, context: ssl.SSLContext, timeout: float,
-                 done: Callable[[asyncio.Transport | None], None]) -> None:
+                 done: Done) -> None:
         self._loop = loop
         self._raw = raw
         self._protocol = protocol
-        self._early: list[bytes] = []
+        self._early: list[bytes] = []     # raw, for the TLS layer
+        self._through: list[bytes] = []   # decrypted, for the connection
         raw.pause_reading()     # (the default loop keeps the ClientHello in the socket)
         # the TLS layer's own timer is only a backstop: the connection's deadline rules
         self._task = loop.create_task(self._run(context, timeout + 1.0, done))
         loop.call_soon(self._hand_over)   # runs just after the task's first step
 
-    async def _run(self, context: ssl.SSLContext, backstop: float,
-                   done: Callable[[asyncio.Transport | None], None]) -> None:
+    async def _run(self, context: ssl.SSLContext, backstop: float, done: Done) -> None:
         try:
             tls = await self._loop.start_tls(self._raw, self._protocol, context,
                                              server_side=True, ssl_handshake_timeout=backstop)
@@ -82,17 +87,16 @@ class TlsHandshake:
             tls = None
         if tls is None or tls.is_closing():   # aborted (asyncio: None, uvloop: closed)
             self._raw.abort()
-            done(None)
+            done(None, b"")
             return
-        done(tls)
+        done(tls, b"".join(self._through))
 
-    def take(self, data: bytes) -> bool:
-        """Keep raw bytes read before the TLS layer took the socket over (True), or
-        False: these bytes came through TLS."""
-        if self._raw.get_protocol() is not self._protocol:
-            return False
-        self._early.append(data)
-        return True
+    def take(self, data: bytes) -> None:
+        """Bytes the connection received before `done`."""
+        if self._raw.get_protocol() is self._protocol:
+            self._early.append(data)          # raw: the TLS layer has not taken over
+        else:
+            self._through.append(data)
 
     def _hand_over(self) -> None:
         layer: Any = self._raw.get_protocol()
@@ -115,5 +119,5 @@ class TlsHandshake:
             data = data[n:]
 
     def abort(self) -> None:
-        """Drop the socket now (the handshake then ends with `done(None)`)."""
+        """Drop the socket now (the handshake then ends with `done(None, b"")`)."""
         self._raw.abort()

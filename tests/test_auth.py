@@ -340,7 +340,8 @@ async def test_parallel_guesses_from_one_address_are_checked_one_at_a_time_and_b
         refused = codes["AUTHENTICATION_FAILED"]  # 3, then one per 0.2 s until the deadline
         assert 3 <= refused <= 8 and codes["HANDSHAKE_TIMEOUT"] == 30 - refused, codes
         stats = auth.stats()
-        assert stats["failed"] == refused and stats["delayed"] >= 1 and stats["queued"] >= 20
+        assert refused <= stats["failed"] <= refused + 1   # (+1: a check the deadline cut)
+        assert stats["delayed"] >= 1 and stats["queued"] >= 20
         ledger = Ledger(server, "root", "root-pw")
         await ledger.seed()
         await ledger.assert_healthy(loop_errors)
