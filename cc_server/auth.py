@@ -293,7 +293,11 @@ class Authenticator:
 
     def _check_now(self, peer: Peer, user: str | None, password: str | None) -> Verdict:
         if self.users is None:
-            roles = self.hook(user, password, peer)
+            try:
+                roles = self.hook(user, password, peer)
+            except Exception:                 # an embedder's bug: refuse, and say so
+                log.exception("event=auth_hook_failed peer=%s", peer.name)
+                roles = None
             self._record(peer, user, roles)
             return roles
         self._verify(peer, user, password)
@@ -308,10 +312,13 @@ class Authenticator:
             self._deliver(peer, verdict)
 
     def _deliver(self, peer: Peer, roles: Roles | None) -> None:
-        """Tell `peer` its verdict, then start the next check of its address."""
-        if not peer.closed:
-            peer.authenticated(roles)
-        self._next(peer.peer_ip)
+        """Tell `peer` its verdict, then start the next check of its address (whatever
+        happens: a line that never moves would lock its address out)."""
+        try:
+            if not peer.closed:
+                peer.authenticated(roles)
+        finally:
+            self._next(peer.peer_ip)
 
     def _next(self, ip: str) -> None:
         """The check of `ip` under way (first in its line) is over: start the next."""
@@ -324,10 +331,9 @@ class Authenticator:
                 line.popleft()
                 continue
             verdict = self._start(peer, user, password)
-            if verdict is PENDING:
-                return
-            line.popleft()
-            peer.authenticated(verdict)
+            if verdict is not PENDING:        # first in line until it is told
+                self.loop.call_soon(self._deliver, peer, verdict)
+            return
         self._lines.pop(ip, None)
 
     def _verify(self, peer: Peer, user: str | None, password: str | None) -> None:

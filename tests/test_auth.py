@@ -347,6 +347,32 @@ async def test_parallel_guesses_from_one_address_are_checked_one_at_a_time_and_b
         await ledger.assert_healthy(loop_errors)
 
 
+async def test_an_authenticate_hook_gets_the_same_back_off_and_may_fail_safely(
+        loop_errors: list[Any], caplog: pytest.LogCaptureFixture) -> None:
+    async with running_server(auth_max_failures=2, auth_backoff_max=0.1) as server:
+        def hook(user: str | None, password: str | None, conn: Any) -> frozenset[str] | None:
+            if password == "boom":
+                raise RuntimeError("a bug in the hook")
+            return frozenset({"admin", "charging"}) if password == "pw" else None
+
+        server.server.authenticate = hook  # type: ignore[method-assign]
+        for password in ("boom", "nope"):               # a failing hook refuses
+            with pytest.raises(cc_client.AuthenticationFailed):
+                await cc_client.connect(server.url, user="u", password=password)
+        assert any("event=auth_hook_failed" in r.getMessage() for r in caplog.records)
+        began = time.monotonic()                        # backed off: delayed, one at a time
+        slow = asyncio.ensure_future(cc_client.connect(server.url, user="u", password="pw"))
+        await asyncio.sleep(0.03)
+        with pytest.raises(cc_client.AuthenticationFailed):
+            await cc_client.connect(server.url, user="u", password="pw")
+        client = await slow
+        assert time.monotonic() - began >= 0.1
+        await client.close()
+        stats = server.server.auth.stats()
+        assert stats["failed"] == 2 and stats["delayed"] == 1 and stats["refused_backoff"] == 1
+        assert not server.server.auth._lines and not loop_errors
+
+
 # ---------------------------------------------------------------------------- TLS
 
 @pytest.fixture(scope="module")
