@@ -1,6 +1,6 @@
 """Users, password hashes, and the handshake's authentication (SPEC section 5).
 
-Users file (TOML, written by `cc-admin user add`, read here at start)::
+Users file (TOML, written by `cc-admin user add`, read here at start and on SIGHUP)::
 
     [users.gw1]
     password = "scrypt$16384$8$1$<salt, base64>$<key, base64>"
@@ -13,9 +13,11 @@ format with its own few lines; tests/test_auth.py keeps the two in step.) scrypt
 tens of milliseconds on purpose, so the server runs it on a small thread pool, never on
 the event loop (`Authenticator`).
 
-Back-off: a peer address with `max_failures` failed handshakes within `window` seconds
-has each further handshake delayed (0.25 s, doubling, at most `backoff_max`), one at a
-time: while one of its handshakes waits, another is refused at once. Timers only
+Back-off: a handshake is in flight from the moment its HELLO arrives, and the checks of
+one peer address run one at a time, in arrival order (parallel guesses are serial ones).
+An address with `max_failures` failed handshakes within `window` seconds has each further
+check delayed (0.25 s, doubling, at most `backoff_max`); a HELLO arriving from it while
+one of its handshakes still open waits for a check is refused at once. Timers only
 (`loop.call_later`), nothing sleeps.
 """
 
@@ -29,6 +31,7 @@ import hmac
 import logging
 import os
 import secrets
+import stat
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -167,9 +170,14 @@ def _user(name: str, spec: Any, where: str) -> User:
     if not isinstance(password, str):
         raise UsersFileError(f"{at}: 'password' must be a hash string")
     try:
-        parse_hash(password)
+        parsed = parse_hash(password)
     except ValueError as exc:
         raise UsersFileError(f"{at}: {exc}") from None
+    if parsed.n < DEFAULT_N or parsed.r < DEFAULT_R or parsed.p < DEFAULT_P:
+        raise UsersFileError(
+            f"{at}: scrypt n={parsed.n} r={parsed.r} p={parsed.p} is weaker than the "
+            f"n={DEFAULT_N} r={DEFAULT_R} p={DEFAULT_P} that `cc-admin user add` writes; "
+            "set the password again with it")
     if not isinstance(roles, list) or not roles or not all(isinstance(r, str) for r in roles):
         raise UsersFileError(f"{at}: 'roles' must be a non-empty list of "
                              f"{sorted(ROLES)}")
@@ -177,6 +185,19 @@ def _user(name: str, spec: Any, where: str) -> User:
     if unknown:
         raise UsersFileError(f"{at}: unknown role(s) {sorted(unknown)}; known: {sorted(ROLES)}")
     return User(name, password, frozenset(roles))
+
+
+def exposure(path: str | os.PathLike[str]) -> str | None:
+    """A warning when group or others may access the users file (as ssh says of keys):
+    its hashes can then be guessed offline. None when it is private (or unreadable)."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return None
+    if not mode & 0o077:
+        return None
+    return (f"users file {path} is open to group or others (mode {mode:04o}); anyone who "
+            f"can read it can guess passwords offline: chmod 600 {path}")
 
 
 # ---------------------------------------------------------------------------- handshake
@@ -226,47 +247,94 @@ class Authenticator:
         self.backoff_max = backoff_max
         self.counts: Counter[str] = Counter()
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
-        self._waiting: set[str] = set()    # addresses with a delayed handshake
+        # address -> its handshakes: the one under way first, then those waiting
+        self._lines: dict[str, deque[tuple[Peer, str | None, str | None]]] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._workers = workers
         self._log = RateLimitedLog(log)
 
     def begin(self, peer: Peer, user: str | None, password: str | None) -> Verdict:
-        """Roles now (or None: refused), or PENDING: `peer.authenticated` is called later."""
+        """Roles now (or None: refused), or PENDING: `peer.authenticated` is called later.
+
+        The handshake is in flight from here: the checks of one address run one at a
+        time, in arrival order, so parallel guesses meet the back-off as serial ones do.
+        """
         ip = peer.peer_ip
-        now = self.loop.time()
-        failures = self._recent(ip, now)
-        if failures >= self.max_failures:
-            if ip in self._waiting:
+        attempt = (peer, user, password)
+        line = self._lines.get(ip)
+        if line is not None:                  # one of this address's is under way
+            failures = self._recent(ip, self.loop.time())
+            if failures >= self.max_failures and any(not p.closed for p, _, _ in line):
                 self.counts["refused_backoff"] += 1
                 self._log.info("auth_backoff_refused", "peer=%s failures=%d", peer.name,
                                failures)
                 return None
-            delay = min(self.backoff_max,
-                        BACKOFF_FIRST * 2 ** min(failures - self.max_failures, 30))
-            self.counts["delayed"] += 1
-            self._log.info("auth_backoff", "peer=%s failures=%d delay=%.2f", peer.name,
-                           failures, delay)
-            self._waiting.add(ip)
-            self.loop.call_later(delay, self._after_delay, peer, user, password)
+            line.append(attempt)
+            self.counts["queued"] += 1
             return PENDING
+        self._lines[ip] = deque([attempt])
+        verdict = self._start(peer, user, password)
+        if verdict is not PENDING:
+            del self._lines[ip]
+        return verdict
+
+    def _start(self, peer: Peer, user: str | None, password: str | None) -> Verdict:
+        """The check of the handshake first in its address's line: delayed when the
+        address is backed off, else run (off the loop with a users file)."""
+        failures = self._recent(peer.peer_ip, self.loop.time())
+        if failures < self.max_failures:
+            return self._check_now(peer, user, password)
+        delay = min(self.backoff_max, BACKOFF_FIRST * 2 ** min(failures - self.max_failures, 30))
+        self.counts["delayed"] += 1
+        self._log.info("auth_backoff", "peer=%s failures=%d delay=%.2f", peer.name, failures,
+                       delay)
+        self.loop.call_later(delay, self._after_delay, peer, user, password)
+        return PENDING
+
+    def _check_now(self, peer: Peer, user: str | None, password: str | None) -> Verdict:
         if self.users is None:
-            roles = self.hook(user, password, peer)
+            try:
+                roles = self.hook(user, password, peer)
+            except Exception:                 # an embedder's bug: refuse, and say so
+                log.exception("event=auth_hook_failed peer=%s", peer.name)
+                roles = None
             self._record(peer, user, roles)
             return roles
         self._verify(peer, user, password)
         return PENDING
 
     def _after_delay(self, peer: Peer, user: str | None, password: str | None) -> None:
-        self._waiting.discard(peer.peer_ip)
         if peer.closed:
+            self._next(peer.peer_ip)
             return
-        if self.users is None:
-            roles = self.hook(user, password, peer)
-            self._record(peer, user, roles)
-            peer.authenticated(roles)
-        else:
-            self._verify(peer, user, password)
+        verdict = self._check_now(peer, user, password)
+        if verdict is not PENDING:
+            self._deliver(peer, verdict)
+
+    def _deliver(self, peer: Peer, roles: Roles | None) -> None:
+        """Tell `peer` its verdict, then start the next check of its address (whatever
+        happens: a line that never moves would lock its address out)."""
+        try:
+            if not peer.closed:
+                peer.authenticated(roles)
+        finally:
+            self._next(peer.peer_ip)
+
+    def _next(self, ip: str) -> None:
+        """The check of `ip` under way (first in its line) is over: start the next."""
+        line = self._lines.get(ip)
+        if line:
+            line.popleft()
+        while line:
+            peer, user, password = line[0]
+            if peer.closed:                   # gave up (or timed out) while queued
+                line.popleft()
+                continue
+            verdict = self._start(peer, user, password)
+            if verdict is not PENDING:        # first in line until it is told
+                self.loop.call_soon(self._deliver, peer, verdict)
+            return
+        self._lines.pop(ip, None)
 
     def _verify(self, peer: Peer, user: str | None, password: str | None) -> None:
         if self._pool is None:
@@ -278,8 +346,7 @@ class Authenticator:
                 return
             roles = None if f.exception() is not None else f.result()
             self._record(peer, user, roles)
-            if not peer.closed:
-                peer.authenticated(roles)
+            self._deliver(peer, roles)
 
         future.add_done_callback(done)
 

@@ -37,6 +37,7 @@ class ServerConfig:
     idle_timeout: float = 600.0
     max_frame: int = DEFAULT_MAX_FRAME
     max_connections: int = 10_000
+    max_handshakes: int = 1024
     max_in_flight: int = 1024
     write_buffer_high: int = 4 * 1024 * 1024
     # request limits (at most the wire format's own caps, protocol.messages.MAX_*)
@@ -106,6 +107,7 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "idle_timeout": (0.0, YEAR, "0: never"),
     "max_frame": (1024, MAX_FRAME_CAP, "the wire format's cap is 2 GiB"),
     "max_connections": (1, 1_000_000, ""),
+    "max_handshakes": (1, 1_000_000, ""),
     "max_in_flight": (1, 1_000_000, ""),
     "write_buffer_high": (1024, MAX_FRAME_CAP, ""),
     **{name: (1, cap, "the wire format's own cap") for name, cap in FORMAT_CAPS.items()},
@@ -153,7 +155,7 @@ HELP: dict[str, str] = {
                      "(default: none asked for)",
     "loop": "event loop implementation",
     "heartbeat": "heartbeat interval, seconds; a peer silent for 3 of them is dropped",
-    "handshake_timeout": "seconds a new connection has to say HELLO",
+    "handshake_timeout": "seconds from accept to finish TLS and HELLO, together",
     "idle_timeout": "close connections without a request for this many seconds (0: never)",
     "max_external_data": "session external data, bytes (at most 4096)",
     "max_id_length": "characters of an id: user, session, service, reservation, property",
@@ -164,7 +166,8 @@ HELP: dict[str, str] = {
     "auth_backoff_max": "longest delay of a handshake from a backed-off address, seconds",
     "max_pending_notifications": "pending renewal notifications per listener id",
     "max_frame": "largest frame body accepted, bytes",
-    "max_connections": "simultaneous connections",
+    "max_connections": "simultaneous connections (TLS handshakes in progress included)",
+    "max_handshakes": "connections between accept and HELLO_OK at once (TLS and HELLO)",
     "max_in_flight": "unanswered requests per connection (PINGs not counted); past it "
                      "each further request gets TOO_MANY_REQUESTS",
     "max_subrequests": "sub-requests per container",

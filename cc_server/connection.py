@@ -42,6 +42,7 @@ from protocol.liveness import Due, Liveness
 
 from .auth import PENDING, Roles
 from .engine import Refused
+from .tls import TlsHandshake
 
 if TYPE_CHECKING:
     from .server import ChargingServer
@@ -89,6 +90,8 @@ class ServerConnection(asyncio.Protocol):
         self.liveness = Liveness(self.config.heartbeat, self.loop.time())
         self.last_request = self.loop.time()
         self._timer: asyncio.TimerHandle | None = None
+        self._tls: TlsHandshake | None = None   # TLS handshake in progress
+        self._gone = False                      # connection_lost done
         self._ping_id = 0
         self._backlog: deque[Frame] = deque()   # read while the write buffer was full
         self._held: deque[tuple[int, bytes]] = deque()   # (log sequence, reply bytes)
@@ -104,25 +107,60 @@ class ServerConnection(asyncio.Protocol):
     # ------------------------------------------------------------------ life cycle
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        peer = self.transport.get_extra_info("peername")
+        raw = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        peer = raw.get_extra_info("peername")
         self.name = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.peer_ip = str(peer[0]) if isinstance(peer, tuple) else str(peer)
         self.server.counts["accepted"] += 1
-        if len(self.server.connections) >= self.config.max_connections:
-            self.server.counts["refused_connections"] += 1
-            self.fail(ErrorCode.TOO_MANY_CONNECTIONS,
-                      f"the server accepts at most {self.config.max_connections} connections")
+        refusal = self.server.gate.admit(self)
+        context = self.server.ssl_context
+        if refusal is not None:
+            self._refuse(raw, refusal, tls=context is not None)
             return
-        self.server.connections.add(self)
-        self.transport.set_write_buffer_limits(high=self.config.write_buffer_high)
+        # one deadline from accept for TLS and HELLO together
         self._timer = self.loop.call_later(self.config.handshake_timeout, self._housekeeping)
+        if context is None:
+            self._attach(raw)
+        else:
+            self._tls = TlsHandshake(self.loop, raw, self, context,
+                                     self.config.handshake_timeout, self._tls_done)
+
+    def _attach(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        transport.set_write_buffer_limits(high=self.config.write_buffer_high)
+
+    def _tls_done(self, transport: asyncio.Transport | None, early: bytes) -> None:
+        self._tls = None
+        if transport is None:          # failed, timed out or aborted: the socket is closed
+            self.server.counts["tls_failed"] += 1
+            self.connection_lost(None)
+        elif self.closed:
+            transport.abort()
+        else:
+            self._attach(transport)
+            if early:
+                self.data_received(early)
+
+    def _refuse(self, raw: asyncio.Transport, reason: str, tls: bool) -> None:
+        """Over a connection limit at accept: ERROR TOO_MANY_CONNECTIONS over plain TCP;
+        a TLS socket is closed at once (a frame would need the TLS handshake first)."""
+        self.server.counts["refused_connections"] += 1
+        if not tls:
+            self.transport = raw
+            self.fail(ErrorCode.TOO_MANY_CONNECTIONS, reason)
+            return
+        self.server.limit_hit(ErrorCode.TOO_MANY_CONNECTIONS, self.name)
+        self.closed = True
+        raw.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._gone:
+            return
+        self._gone = True
         self.closed = True
         if self._timer is not None:
             self._timer.cancel()
-        self.server.connections.discard(self)
+        self.server.gate.release(self)
         self.server.waiting.discard(self)
         self.server.renewal.connection_lost(self)
         self.server.connection_closed(self)
@@ -163,6 +201,10 @@ class ServerConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
+            return
+        if self.transport is None:     # the TLS handshake is not over
+            if self._tls is not None:
+                self._tls.take(data)
             return
         self.liveness.received(self.loop.time())
         try:
@@ -357,6 +399,8 @@ class ServerConnection(asyncio.Protocol):
             return False
         self.roles = roles
         self.ready = True
+        self.server.gate.handshake_done(self)
+        self.last_request = self.loop.time()     # idle time counts from HELLO_OK
         self.start_housekeeping()
         welcome = m.HelloOk(self._version, self.server.version, self.config.heartbeat,
                             self.config.max_frame, self.config.max_in_flight, tuple(sorted(roles)))
@@ -413,6 +457,8 @@ class ServerConnection(asyncio.Protocol):
             self.write(b"".join(flush))
         if self.transport is not None and not self.closed:
             self.transport.close()
+        elif self._tls is not None:
+            self._tls.abort()
         self.closed = True
 
     # ------------------------------------------------------------------ timers
@@ -422,8 +468,8 @@ class ServerConnection(asyncio.Protocol):
             return
         now = self.loop.time()
         if not self.ready:
-            self.fail(ErrorCode.HANDSHAKE_TIMEOUT,
-                      f"no handshake within {self.config.handshake_timeout} s")
+            self.fail(ErrorCode.HANDSHAKE_TIMEOUT, "TLS and HELLO not done within "
+                      f"{self.config.handshake_timeout} s of connecting")
             return
         due = self.liveness.due(now)
         if due is Due.DEAD:
@@ -440,14 +486,19 @@ class ServerConnection(asyncio.Protocol):
         if due is Due.PING:
             self._ping_id = self._ping_id % MAX_REQUEST_ID + 1
             self.write(encode_frame(T.PING, self._ping_id, _EMPTY))
+        self._timer = self.loop.call_later(self._next_check(now) + 0.01, self._housekeeping)
+
+    def _next_check(self, now: float) -> float:
+        """Seconds until the heartbeat or the idle timeout may need something done."""
         delay = self.liveness.next_check(now)
+        idle = self.config.idle_timeout
         if idle:
             delay = min(delay, max(0.0, self.last_request + idle - now))
-        self._timer = self.loop.call_later(delay + 0.01, self._housekeeping)
+        return delay
 
     def start_housekeeping(self) -> None:
-        """(Re)arm the heartbeat timer once the handshake is done."""
+        """(Re)arm the heartbeat and idle timer once the handshake is done."""
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = self.loop.call_later(self.liveness.next_check(self.loop.time()) + 0.01,
+        self._timer = self.loop.call_later(self._next_check(self.loop.time()) + 0.01,
                                            self._housekeeping)

@@ -12,19 +12,24 @@ never looser; these checks apply the tighter values to decoded requests:
 
 Refusals happen before the engine and the write-ahead log, so replaying the log after a
 restart with other limits gives the same state.
+
+`ConnectionGate` applies the connection limits (`max_connections`, `max_handshakes`) at
+accept.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from protocol import messages as m
 from protocol.errors import ErrorCode
 
 from .config import FORMAT_CAPS, ServerConfig
 from .engine import Refused
+
+C = TypeVar("C")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,3 +123,40 @@ class Limits:
             if len(text) > self.max_string_length:
                 raise Refused(ErrorCode.STRING_TOO_LONG, f"property {name[:40]!r} is longer "
                               f"than {self.max_string_length} characters")
+
+
+class ConnectionGate(Generic[C]):
+    """Admission of accepted sockets, decided at accept, before any TLS or HELLO.
+
+    Every connection counts against `max_connections` from accept (a TLS handshake in
+    progress included), and at most `max_handshakes` of them may be between accept and
+    HELLO_OK at once: half-open handshakes cost memory (TLS: tens of KiB each) and, with
+    a users file, a password check each.
+    """
+
+    def __init__(self, max_connections: int, max_handshakes: int) -> None:
+        self.max_connections = max_connections
+        self.max_handshakes = max_handshakes
+        self.open: set[C] = set()
+        self.handshaking: set[C] = set()
+
+    def admit(self, conn: C) -> str | None:
+        """None when `conn` may go on (it then counts as open and handshaking), else why
+        it is refused (ERROR TOO_MANY_CONNECTIONS)."""
+        if len(self.open) >= self.max_connections:
+            return f"the server accepts at most {self.max_connections} connections"
+        if len(self.handshaking) >= self.max_handshakes:
+            return (f"the server takes at most {self.max_handshakes} handshakes at once; "
+                    "try again shortly")
+        self.open.add(conn)
+        self.handshaking.add(conn)
+        return None
+
+    def handshake_done(self, conn: C) -> None:
+        """`conn` got its HELLO_OK: it no longer counts against `max_handshakes`."""
+        self.handshaking.discard(conn)
+
+    def release(self, conn: C) -> None:
+        """`conn` is gone (idempotent)."""
+        self.open.discard(conn)
+        self.handshaking.discard(conn)

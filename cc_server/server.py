@@ -19,14 +19,14 @@ from typing import Any
 from protocol.errors import ErrorCode
 
 from . import snapshot as snap
-from .auth import Authenticator, User, UsersFileError, load_users
+from .auth import Authenticator, User, UsersFileError, exposure, load_users
 from .config import ServerConfig
 from .connection import ALL_ROLES, ServerConnection
 from .dedup import OutcomeCache
 from .dispatch import Dispatcher
 from .engine import Catalog, ChargingSession, Engine
 from .gcpolicy import GcPolicy
-from .limits import Limits
+from .limits import ConnectionGate, Limits
 from .metrics import MetricsEndpoint, prometheus
 from .ratelog import RateLimitedLog
 from .renewal import RenewalService
@@ -44,6 +44,14 @@ def wall_clock_ms() -> float:
     return round(time.time(), 3)
 
 
+def _read_users(path: str) -> dict[str, User]:
+    """Load the users file (UsersFileError), warning when others may read it."""
+    warning = exposure(path)
+    if warning:
+        log.warning("event=users_file_exposed message=%r", warning)
+    return load_users(path)
+
+
 class ChargingServer:
     """One listening charging server."""
 
@@ -57,7 +65,7 @@ class ChargingServer:
         # Server time is kept to the millisecond, as SAP CC's: the containers of one
         # millisecond share their timestamp objects (a journal of millions keeps fewer).
         self.clock = clock = clock or wall_clock_ms
-        self.users: dict[str, User] | None = load_users(self.config.users) \
+        self.users: dict[str, User] | None = _read_users(self.config.users) \
             if self.config.users else None
         self.ssl_context = ssl_context or server_context(self.config)
         self.limits = Limits.from_config(self.config)
@@ -83,7 +91,9 @@ class ChargingServer:
         #: set by the cc-server process (app.py), never by an in-process test server
         self.gc_policy: GcPolicy | None = None
         self.recovery: Recovery | None = None
-        self.connections: set[ServerConnection] = set()
+        self.gate: ConnectionGate[ServerConnection] = ConnectionGate(
+            self.config.max_connections, self.config.max_handshakes)
+        self.connections = self.gate.open     # from accept: TLS handshakes included
         self.waiting: set[ServerConnection] = set()   # holding replies for the log
         self.counts: Counter[str] = Counter()
         self.limit_hits: Counter[str] = Counter()
@@ -116,10 +126,11 @@ class ChargingServer:
                 self.dispatcher.admin_local("create_subscriber", {
                     "user": seed.user_id, "balance": seed.balance, "currency": seed.currency,
                     "counters": dict(seed.counters)})
+        # plain TCP even with TLS: each connection starts TLS itself (tls.TlsHandshake),
+        # so it counts from accept and TLS shares the handshake deadline with HELLO
         self._server = await self.loop.create_server(
             lambda: ServerConnection(self), self.config.host, self.config.port,
-            ssl=self.ssl_context, reuse_address=True, backlog=1024,
-            ssl_handshake_timeout=self.config.handshake_timeout if self.ssl_context else None)
+            reuse_address=True, backlog=1024)
         self._tick_handle = self.loop.call_later(self.config.tick, self._tick)
         if self.config.metrics_port is not None:
             self.metrics = MetricsEndpoint(self.config.metrics_host, self.config.metrics_port,
@@ -197,9 +208,14 @@ class ChargingServer:
             log.warning("event=users_reload_skipped reason=no_users_file")
             return False
         try:
-            users = load_users(self.config.users)
+            users = _read_users(self.config.users)
         except UsersFileError as exc:
             log.error("event=users_reload_failed error=%r (the previous users stay)", str(exc))
+            return False
+        if not users:
+            log.error("event=users_reload_failed error=%r (the previous users stay)",
+                      f"users file {self.config.users} has no users: it would lock "
+                      "everyone out")
             return False
         self.auth.replace_users(users)
         self.users = users
@@ -259,7 +275,8 @@ class ChargingServer:
 
     def connection_stats(self) -> dict[str, Any]:
         """The `connections` section of `stats()`."""
-        return {"open": len(self.connections), **self.counts}
+        return {"open": len(self.connections), "handshaking": len(self.gate.handshaking),
+                **self.counts}
 
     def security_stats(self) -> dict[str, Any]:
         """The `security` section of `stats()`: authentication and limits."""

@@ -1,8 +1,12 @@
-"""TLS for cc-server: the server's SSLContext from --tls-cert / --tls-key / --tls-client-ca."""
+"""TLS for cc-server: the server's SSLContext from --tls-cert / --tls-key / --tls-client-ca,
+and the TLS handshake on an accepted socket."""
 
 from __future__ import annotations
 
+import asyncio
 import ssl
+from collections.abc import Callable
+from typing import Any
 
 from .config import ServerConfig
 
@@ -40,3 +44,80 @@ def _reason(exc: OSError | ssl.SSLError) -> str:
     if isinstance(exc, ssl.SSLError):
         return exc.reason or str(exc)
     return exc.strerror or str(exc)
+
+
+Done = Callable[[asyncio.Transport | None, bytes], None]
+
+
+class TlsHandshake:
+    """The server side of TLS on an accepted socket (`loop.start_tls`).
+
+    The server listens on plain TCP and starts TLS itself, so that a socket counts
+    against the connection limits from accept and its TLS handshake shares the one
+    handshake deadline with HELLO. `done` is called once: with the TLS transport and the
+    bytes that came through TLS before it (see `take`), or with (None, b"") when the
+    handshake failed or was aborted (the socket is then closed).
+
+    Until `done`, the connection hands every byte it receives to `take`. uvloop starts
+    reading a new socket right after `connection_made`, whatever that did, so bytes the
+    client sent first (its ClientHello) may reach the connection before `start_tls` takes
+    the socket over; they go to the TLS layer in the same turn of the loop as the
+    takeover (`_hand_over`), so before anything read after it. And a client's first
+    frames may come through TLS before `start_tls` has returned.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, raw: asyncio.Transport,
+                 protocol: asyncio.Protocol, context: ssl.SSLContext, timeout: float,
+                 done: Done) -> None:
+        self._loop = loop
+        self._raw = raw
+        self._protocol = protocol
+        self._early: list[bytes] = []     # raw, for the TLS layer
+        self._through: list[bytes] = []   # decrypted, for the connection
+        raw.pause_reading()     # (the default loop keeps the ClientHello in the socket)
+        # the TLS layer's own timer is only a backstop: the connection's deadline rules
+        self._task = loop.create_task(self._run(context, timeout + 1.0, done))
+        loop.call_soon(self._hand_over)   # runs just after the task's first step
+
+    async def _run(self, context: ssl.SSLContext, backstop: float, done: Done) -> None:
+        try:
+            tls = await self._loop.start_tls(self._raw, self._protocol, context,
+                                             server_side=True, ssl_handshake_timeout=backstop)
+        except OSError:         # ssl.SSLError, a reset, the TLS layer's timeout
+            tls = None
+        if tls is None or tls.is_closing():   # aborted (asyncio: None, uvloop: closed)
+            self._raw.abort()
+            done(None, b"")
+            return
+        done(tls, b"".join(self._through))
+
+    def take(self, data: bytes) -> None:
+        """Bytes the connection received before `done`."""
+        if self._raw.get_protocol() is self._protocol:
+            self._early.append(data)          # raw: the TLS layer has not taken over
+        else:
+            self._through.append(data)
+
+    def _hand_over(self) -> None:
+        layer: Any = self._raw.get_protocol()
+        if layer is self._protocol:            # start_tls has not run yet: next turn
+            if not self._raw.is_closing() and not self._task.done():
+                self._loop.call_soon(self._hand_over)
+            return
+        data = memoryview(b"".join(self._early))
+        self._early.clear()
+        if not data:
+            return
+        if not hasattr(layer, "buffer_updated"):
+            layer.data_received(bytes(data))
+            return
+        while data:                            # the TLS layers are buffered protocols
+            buf = layer.get_buffer(len(data))
+            n = min(len(buf), len(data))
+            buf[:n] = data[:n]
+            layer.buffer_updated(n)
+            data = data[n:]
+
+    def abort(self) -> None:
+        """Drop the socket now (the handshake then ends with `done(None, b"")`)."""
+        self._raw.abort()

@@ -1,4 +1,5 @@
-"""Helpers of the hostile-client suites: a ledger, the conservation rule, a health probe.
+"""Helpers of the hostile-client suites: a ledger, the conservation rule, a health probe,
+throwaway certificates for the TLS tests (`make_pki`).
 
 After every hostile action the suites call `Ledger.assert_healthy`: a fresh, well-behaved
 client connects and charges a little, the server never answered SERVER_ERROR, no callback
@@ -11,8 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import shutil
+import ssl
+import subprocess
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 import cc_client
 from cc_client import ChargeableItem
@@ -139,3 +146,55 @@ async def drain(stream: FrameStream, within: float) -> tuple[list[m.Message | by
             return got, True
     except TimeoutError:
         return got, False
+
+
+# ---------------------------------------------------------------------------- certificates
+
+def _openssl(cwd: Path, *args: str) -> None:
+    exe = shutil.which("openssl")
+    if exe is None:
+        pytest.fail("the openssl command line tool is needed to make test certificates")
+    done = subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, f"openssl {' '.join(args)}:\n{done.stderr}"
+
+
+def _ca(cwd: Path, name: str) -> None:
+    _openssl(cwd, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2",
+             "-subj", f"/CN={name}", "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign")
+
+
+def _leaf(cwd: Path, name: str, ca: str, ext: str) -> None:
+    (cwd / f"{name}.ext").write_text(ext + "\n")
+    _openssl(cwd, "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+    _openssl(cwd, "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey",
+             f"{ca}.key", "-CAcreateserial", "-out", f"{name}.pem", "-days", "2",
+             "-extfile", f"{name}.ext")
+
+
+def make_pki(d: Path) -> Path:
+    """Certificates in `d` (made with the openssl command line; without it the test
+    fails): ca (trusted), rogue (not), server (127.0.0.1), client (from ca), intruder
+    (from rogue)."""
+    _ca(d, "ca")
+    _ca(d, "rogue")
+    _leaf(d, "server", "ca", "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                             "extendedKeyUsage=serverAuth")
+    _leaf(d, "client", "ca", "extendedKeyUsage=clientAuth")
+    _leaf(d, "intruder", "rogue", "extendedKeyUsage=clientAuth")
+    return d
+
+
+def client_tls(pki: Path, cert: str | None = None) -> ssl.SSLContext:
+    """A client context trusting the test CA, with a client certificate if named."""
+    context = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    if cert:
+        context.load_cert_chain(str(pki / f"{cert}.pem"), str(pki / f"{cert}.key"))
+    return context
+
+
+def tls_settings(pki: Path, **more: Any) -> dict[str, Any]:
+    """Server settings for TLS with the test server certificate."""
+    return {"tls_cert": str(pki / "server.pem"), "tls_key": str(pki / "server.key"), **more}

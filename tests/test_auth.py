@@ -1,50 +1,58 @@
-"""Users file, password hashes, roles, authentication back-off and TLS (SPEC section 5).
-
-Certificates are made for each test session with the `openssl` command line (a CA, a
-server certificate for 127.0.0.1, client certificates from that CA and from another
-one); without openssl these tests fail rather than skip.
+"""Users file, password hashes, roles, authentication back-off, users with TLS (SPEC
+section 5). TLS alone: tests/test_tls.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import os
-import shutil
 import signal
-import ssl
-import subprocess
+import threading
 import time
+from collections import Counter
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 import cc_client
-from cc_client import admin
+from cc_client import admin, admin_users
 from cc_client.admin_users import hash_password as admin_hash
 from cc_server import app
-from cc_server.auth import UsersFileError, hash_password, load_users, parse_hash, verify_password
+from cc_server.auth import (
+    DEFAULT_N,
+    DEFAULT_P,
+    DEFAULT_R,
+    UsersFileError,
+    hash_password,
+    load_users,
+    parse_hash,
+    verify_password,
+)
 from cc_server.config import ServerConfig
 from cc_server.testing import ServerThread, running_server
 from protocol import messages as m
-from tests.hostile import Ledger, hello_stream
+from tests.hostile import Ledger, client_tls, drain, hello_stream, make_pki, tls_settings
 from tests.netfakes import raw_connect
 from tests.serverproc import server_process
 
 pytestmark = pytest.mark.timeout(60)
 
-FAST = 2**10   # scrypt n for most test users: the format and checks are the same, only cheaper
+FAST = 2**10   # scrypt n for hash tests: the format is the same, only cheaper (a users
+               # file refuses it: the server takes nothing weaker than cc-admin writes)
 
 
-def users_file(path: Path, users: dict[str, tuple[str, list[str]]], n: int = FAST) -> str:
-    """Write a users file: name -> (password, roles)."""
+def users_file(path: Path, users: dict[str, tuple[str, list[str]]], n: int = DEFAULT_N) -> str:
+    """Write a users file (mode 0600, as cc-admin does): name -> (password, roles)."""
     lines = []
     for name, (password, roles) in users.items():
         lines += [f'[users."{name}"]', f'password = "{hash_password(password, n=n)}"',
                   "roles = [" + ", ".join(f'"{r}"' for r in roles) + "]", ""]
     path.write_text("\n".join(lines))
+    path.chmod(0o600)
     return str(path)
 
 
@@ -122,12 +130,67 @@ def test_cc_admin_writes_what_the_server_verifies(tmp_path: Path,
 def test_a_bad_users_file_stops_the_server_with_a_clear_error(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, fragment: str) -> None:
     path = tmp_path / "users.toml"
-    path.write_text(text.replace("{h}", hash_password("x", n=FAST)))
+    path.write_text(text.replace("{h}", hash_password("x")))
     with pytest.raises(UsersFileError, match=fragment):
         load_users(path)
     assert app.main(["--port", "0", "--users", str(path)]) == 2
     assert fragment in capsys.readouterr().err
     assert app.main(["--port", "0", "--users", str(tmp_path / "missing.toml")]) == 2
+
+
+def test_scrypt_parameters_weaker_than_cc_admin_writes_are_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert (admin_users.SCRYPT_N, admin_users.SCRYPT_R, admin_users.SCRYPT_P) == \
+        (DEFAULT_N, DEFAULT_R, DEFAULT_P)                  # what `cc-admin user add` writes
+    path = tmp_path / "users.toml"
+    for n, r in [(2**13, 8), (2**14, 4)]:
+        path.write_text(f"[users.a]\npassword = '{hash_password('x', n=n, r=r)}'\n"
+                        "roles = ['admin']\n")
+        with pytest.raises(UsersFileError, match="weaker than"):
+            load_users(path)
+        assert app.main(["--port", "0", "--users", str(path)]) == 2
+        assert "weaker than the n=16384 r=8 p=1" in capsys.readouterr().err
+    path.write_text(f"[users.a]\npassword = '{hash_password('x', n=2**15)}'\n"
+                    "roles = ['admin']\n")
+    assert set(load_users(path)) == {"a"}                 # stronger is welcome
+
+
+async def test_users_file_open_to_others_is_warned_about_at_start_and_at_reload(
+        users: str, caplog: pytest.LogCaptureFixture) -> None:
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records
+                if "event=users_file_exposed" in r.getMessage() and r.levelno == logging.WARNING]
+
+    os.chmod(users, 0o644)
+    async with running_server(users=users) as server:
+        (first,) = warnings()
+        assert f"{users} is open to group or others (mode 0644)" in first
+        assert f"chmod 600 {users}" in first
+        os.chmod(users, 0o640)
+        assert server.server.reload_users()       # a warning, not a refusal
+        assert "(mode 0640)" in warnings()[-1]
+        os.chmod(users, 0o600)
+        assert server.server.reload_users() and len(warnings()) == 2
+
+
+def _write(path: str, text: str) -> None:
+    Path(path).write_text(text)
+
+
+async def test_a_reload_keeps_the_users_in_force_when_the_file_is_empty_or_weak(
+        users: str, caplog: pytest.LogCaptureFixture) -> None:
+    async with running_server(users=users) as server:
+        before = server.server.users
+        weak = f"[users.gw]\npassword = '{hash_password('new', n=FAST)}'\nroles = ['admin']\n"
+        for text, reason in [("", "has no users"), ("[users]\n", "has no users"),
+                             (weak, "weaker than")]:
+            _write(users, text)
+            assert not server.server.reload_users()
+            assert server.server.users is before
+            failed = [r for r in caplog.records if "event=users_reload_failed" in r.getMessage()]
+            assert reason in failed[-1].getMessage() and failed[-1].levelno == logging.ERROR
+        stream = await hello_stream(server, "gw", "gw-pw")
+        stream.close()                            # the users in force still log in
 
 
 # ---------------------------------------------------------------------------- roles
@@ -246,83 +309,75 @@ async def test_repeated_failures_back_off_one_handshake_at_a_time_without_stalli
         await ledger.assert_healthy(loop_errors)
 
 
+async def test_parallel_guesses_from_one_address_are_checked_one_at_a_time_and_backed_off(
+        users: str, loop_errors: list[Any]) -> None:
+    async with running_server(users=users, auth_max_failures=3, auth_backoff_max=0.2,
+                              handshake_timeout=1.0) as server:
+        auth = server.server.auth
+        lock = threading.Lock()
+        running, most = 0, 0
+        check = auth._check
+
+        def counted(*args: Any) -> Any:        # the password check, on the worker threads
+            nonlocal running, most
+            with lock:
+                running += 1
+                most = max(most, running)
+            try:
+                return check(*args)
+            finally:
+                with lock:
+                    running -= 1
+
+        auth._check = counted  # type: ignore[method-assign]
+        streams = [await raw_connect(server.host, server.port) for _ in range(30)]
+        for i, stream in enumerate(streams):     # 30 guesses at once
+            stream.send(m.Hello((1,), "guesser", "root", f"guess-{i}"), 1)
+        ends = await asyncio.gather(*(drain(s, 3.0) for s in streams))
+        assert all(closed and isinstance(got[-1], m.Error) for got, closed in ends)
+        codes = Counter(cast(m.Error, got[-1]).code for got, _ in ends)
+        assert most == 1                          # one check at a time for the address
+        refused = codes["AUTHENTICATION_FAILED"]  # 3, then one per 0.2 s until the deadline
+        assert 3 <= refused <= 8 and codes["HANDSHAKE_TIMEOUT"] == 30 - refused, codes
+        stats = auth.stats()
+        assert refused <= stats["failed"] <= refused + 1   # (+1: a check the deadline cut)
+        assert stats["delayed"] >= 1 and stats["queued"] >= 20
+        ledger = Ledger(server, "root", "root-pw")
+        await ledger.seed()
+        await ledger.assert_healthy(loop_errors)
+
+
+async def test_an_authenticate_hook_gets_the_same_back_off_and_may_fail_safely(
+        loop_errors: list[Any], caplog: pytest.LogCaptureFixture) -> None:
+    async with running_server(auth_max_failures=2, auth_backoff_max=0.1) as server:
+        def hook(user: str | None, password: str | None, conn: Any) -> frozenset[str] | None:
+            if password == "boom":
+                raise RuntimeError("a bug in the hook")
+            return frozenset({"admin", "charging"}) if password == "pw" else None
+
+        server.server.authenticate = hook  # type: ignore[method-assign]
+        for password in ("boom", "nope"):               # a failing hook refuses
+            with pytest.raises(cc_client.AuthenticationFailed):
+                await cc_client.connect(server.url, user="u", password=password)
+        assert any("event=auth_hook_failed" in r.getMessage() for r in caplog.records)
+        began = time.monotonic()                        # backed off: delayed, one at a time
+        slow = asyncio.ensure_future(cc_client.connect(server.url, user="u", password="pw"))
+        await asyncio.sleep(0.03)
+        with pytest.raises(cc_client.AuthenticationFailed):
+            await cc_client.connect(server.url, user="u", password="pw")
+        client = await slow
+        assert time.monotonic() - began >= 0.1
+        await client.close()
+        stats = server.server.auth.stats()
+        assert stats["failed"] == 2 and stats["delayed"] == 1 and stats["refused_backoff"] == 1
+        assert not server.server.auth._lines and not loop_errors
+
+
 # ---------------------------------------------------------------------------- TLS
-
-def _openssl(cwd: Path, *args: str) -> None:
-    exe = shutil.which("openssl")
-    if exe is None:
-        pytest.fail("the openssl command line tool is needed to make test certificates")
-    done = subprocess.run([exe, *args], cwd=cwd, capture_output=True, text=True, check=False)
-    assert done.returncode == 0, f"openssl {' '.join(args)}:\n{done.stderr}"
-
-
-def _ca(cwd: Path, name: str) -> None:
-    _openssl(cwd, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-             "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2",
-             "-subj", f"/CN={name}", "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign")
-
-
-def _leaf(cwd: Path, name: str, ca: str, ext: str) -> None:
-    (cwd / f"{name}.ext").write_text(ext + "\n")
-    _openssl(cwd, "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-             "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
-    _openssl(cwd, "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey",
-             f"{ca}.key", "-CAcreateserial", "-out", f"{name}.pem", "-days", "2",
-             "-extfile", f"{name}.ext")
-
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """ca (trusted), rogue (not), server (127.0.0.1), client (from ca), intruder (rogue)."""
-    d = tmp_path_factory.mktemp("pki")
-    _ca(d, "ca")
-    _ca(d, "rogue")
-    _leaf(d, "server", "ca", "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
-                             "extendedKeyUsage=serverAuth")
-    _leaf(d, "client", "ca", "extendedKeyUsage=clientAuth")
-    _leaf(d, "intruder", "rogue", "extendedKeyUsage=clientAuth")
-    return d
-
-
-def client_tls(pki: Path, cert: str | None = None) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=str(pki / "ca.pem"))
-    if cert:
-        context.load_cert_chain(str(pki / f"{cert}.pem"), str(pki / f"{cert}.key"))
-    return context
-
-
-def tls_settings(pki: Path, **more: Any) -> dict[str, Any]:
-    return {"tls_cert": str(pki / "server.pem"), "tls_key": str(pki / "server.key"), **more}
-
-
-async def test_tls_serves_tls_clients_only(pki: Path, loop_errors: list[Any]) -> None:
-    async with running_server(**tls_settings(pki, handshake_timeout=0.5)) as server:
-        ledger = Ledger(server, ssl=client_tls(pki))
-        await ledger.seed()
-        with pytest.raises(cc_client.CommunicationFailure):     # plain TCP: no
-            await cc_client.connect(server.url, request_timeout=1.0)
-        with pytest.raises(cc_client.CommunicationFailure):     # a server it does not trust
-            await cc_client.connect(server.url, request_timeout=1.0,
-                                    ssl=ssl.create_default_context(
-                                        cafile=str(pki / "rogue.pem")))
-        silent = await raw_connect(server.host, server.port)    # no TLS handshake at all
-        assert await silent.closed_within(2.0)
-        assert server.server.dispatcher.stats()["security"]["tls"] is True
-        await ledger.assert_healthy(loop_errors)
-
-
-async def test_client_certificates_when_a_client_ca_is_given(pki: Path,
-                                                             loop_errors: list[Any]) -> None:
-    settings = tls_settings(pki, tls_client_ca=str(pki / "ca.pem"))
-    async with running_server(**settings) as server:
-        ledger = Ledger(server, ssl=client_tls(pki, "client"))
-        await ledger.seed()
-        for cert in (None, "intruder"):
-            with pytest.raises(cc_client.CommunicationFailure):
-                await cc_client.connect(server.url, request_timeout=1.0,
-                                        ssl=client_tls(pki, cert))
-        await ledger.assert_healthy(loop_errors)
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 def test_cc_admin_over_tls_with_users(pki: Path, users: str,
@@ -396,19 +451,6 @@ def test_sighup_rereads_the_users_file_and_a_broken_file_keeps_the_users_in_forc
         assert proc.stop() == 0
     log = "\n".join(proc.log)
     assert "event=users_reloaded users=2" in log and "event=users_reload_failed" in log
-
-
-@pytest.mark.parametrize("argv, fragment", [
-    (["--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"],
-     "cannot use --tls-cert"),
-    (["--tls-cert", "{pki}/server.pem", "--tls-key", "{pki}/client.key"], "cannot use"),
-    (["--tls-cert", "{pki}/server.pem", "--tls-key", "{pki}/server.key",
-      "--tls-client-ca", "/nonexistent/ca.pem"], "--tls-client-ca"),
-])
-def test_bad_tls_files_stop_the_server_with_a_clear_error(
-        pki: Path, capsys: pytest.CaptureFixture[str], argv: list[str], fragment: str) -> None:
-    assert app.main(["--port", "0", *[a.replace("{pki}", str(pki)) for a in argv]]) == 2
-    assert fragment in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------- start-up

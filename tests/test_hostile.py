@@ -423,6 +423,28 @@ async def test_connections_past_the_limit_are_refused_and_the_rest_served(
         await ledger.assert_healthy(loop_errors)
 
 
+async def test_handshakes_past_max_handshakes_are_refused_and_a_finished_one_frees_a_slot(
+        loop_errors: list[Any]) -> None:
+    async with attacked(max_handshakes=3, handshake_timeout=5.0) as ledger:
+        server = ledger.server
+        done = await hello_stream(server)                  # past its handshake: not counted
+        waiting = [await raw_connect(server.host, server.port) for _ in range(3)]
+        assert await wait_until(lambda: len(server.server.connections) == 4, 1.0)
+        extra = await raw_connect(server.host, server.port)
+        got, closed = await drain(extra, 0.3)
+        assert closed and isinstance(got[-1], m.Error) and got[-1].code == "TOO_MANY_CONNECTIONS"
+        assert "handshakes at once" in got[-1].message
+        waiting[0].send(m.Hello((1,), "late"), 1)          # one finishes: a slot is free
+        assert isinstance((await waiting[0].read_message())[1], m.HelloOk)
+        again = await hello_stream(server)
+        stats = server.server.dispatcher.stats()
+        assert stats["security"]["limits"]["TOO_MANY_CONNECTIONS"] == 1
+        assert stats["connections"]["handshaking"] == 2
+        for s in [done, *waiting, again]:
+            s.close()
+        await ledger.assert_healthy(loop_errors)
+
+
 # ------------------------------------------------------------------ bodies slow to decode
 
 @pytest.mark.parametrize("kind", ["nested arrays", "nested maps", "decimals", "long decimal",

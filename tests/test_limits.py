@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,18 @@ async def test_idle_timeout_closes_with_its_code() -> None:
         assert await stream.closed_within(1.0)
 
 
+async def test_an_idle_timeout_shorter_than_the_heartbeat_fires_on_time() -> None:
+    async with running_server(idle_timeout=0.15, heartbeat=0.5) as server:
+        stream = await raw_connect(server.host, server.port)
+        stream.send(m.Hello((1,), "t"), 1)
+        assert isinstance((await stream.read_message())[1], m.HelloOk)
+        began = time.monotonic()
+        _, msg = await stream.read_message(1.0)      # before the first heartbeat (0.5 s)
+        assert isinstance(msg, m.Error) and msg.code == "IDLE_TIMEOUT"
+        assert time.monotonic() - began < 0.35
+        assert await stream.closed_within(1.0)
+
+
 async def test_credit_triggered_notifications_past_the_cap_are_dropped_and_counted() -> None:
     async with running_server(max_pending_notifications=1) as server, \
             cc_client.connect(server.url) as client:
@@ -153,6 +166,7 @@ async def test_credit_triggered_notifications_past_the_cap_are_dropped_and_count
 FLAGS = {
     "max_frame": ("--max-frame", "FRAME_TOO_LARGE"),
     "max_connections": ("--max-connections", "TOO_MANY_CONNECTIONS"),
+    "max_handshakes": ("--max-handshakes", "TOO_MANY_CONNECTIONS"),
     "max_in_flight": ("--max-in-flight", "TOO_MANY_REQUESTS"),
     "max_subrequests": ("--max-subrequests", "CONTAINER_TOO_LARGE"),
     "max_external_data": ("--max-external-data", "EXTERNAL_DATA_TOO_LARGE"),
