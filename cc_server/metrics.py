@@ -74,6 +74,7 @@ METRICS: dict[str, tuple[str, str]] = {
                                        "Renewal notifications given up unacknowledged."),
     "server.uptime": ("gauge", "Seconds since the server started."),
     "connections.open": ("gauge", "Open connections."),
+    "connections.handshaking": ("gauge", "Connections between accept and HELLO_OK."),
     "connections.accepted": ("counter", "Connections accepted."),
     "connections.refused_connections": ("counter", "Connections refused over the limit."),
     "connections.dead_peers": ("counter", "Connections dropped for missed heartbeats."),
