@@ -48,8 +48,8 @@ def load_buildinfo() -> ModuleType:
 
 def cannot_compile() -> str | None:
     """Why no C extension can be built here, or None when a compiler and headers are there."""
-    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
-    if shutil.which(os.environ.get("CC", compiler).split()[0]) is None:
+    compiler = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(compiler) is None:
         return f"no C compiler ({compiler})"
     headers = os.path.join(sysconfig.get_paths()["include"], "Python.h")
     if not os.path.isfile(headers):
