@@ -12,6 +12,7 @@ from types import ModuleType
 
 import pytest
 
+import cc_client
 from protocol import buildinfo
 from protocol import messages as m
 from tests.serverproc import ServerProcess
@@ -81,6 +82,15 @@ def test_error_codes_default_per_class_and_can_be_given() -> None:
     assert FrameTooLarge("x").code == ErrorCode.FRAME_TOO_LARGE
     assert ProtocolError("x").code == ErrorCode.PROTOCOL_ERROR
     assert InvalidMessage("x", ErrorCode.STRING_TOO_LONG).code == ErrorCode.STRING_TOO_LONG
+
+
+async def test_stats_and_cc_bench_say_which_build_runs(client: cc_client.Client) -> None:
+    from cc_client.bench.cli import parse
+    from cc_client.bench.report import describe_settings
+
+    assert (await client.admin.stats())["server"]["build"] == buildinfo.build()
+    lines = describe_settings(parse(["--sessions", "10"]))
+    assert f"build:      build={buildinfo.build()}" in "\n".join(lines)
 
 
 @needs_compiled
