@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from protocol import buildinfo
+
 from .histogram import Histogram
 from .settings import Settings
 from .workload import CONTAINER_KINDS, Workload
@@ -139,6 +141,7 @@ def describe_settings(s: Settings) -> list[str]:
     first = " (whichever first)" if len(ends) > 1 else ""
     lines.append(f"length:     {' or '.join(ends)}{first}, warm-up {s.warmup:g} s, "
                  f"hard limit {s.hard_timeout:g} s")
+    lines.append(f"build:      {buildinfo.describe()} (this client's; the server logs its own)")
     return lines
 
 

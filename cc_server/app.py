@@ -11,6 +11,8 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from protocol import buildinfo
+
 from . import logs
 from .auth import UsersFileError
 from .config import (
@@ -160,9 +162,12 @@ async def serve(config: ServerConfig) -> None:
     host, port = server.address
     loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
     print(startup_line(host, port, server), flush=True)
-    log.info("event=started host=%s port=%d loop=%s catalog=%s auth=%s tls=%s", host, port,
-             loop_name, config.catalog or "built-in",
-             "users-file" if config.users else "none", server.ssl_context is not None)
+    log.info("event=started host=%s port=%d loop=%s catalog=%s auth=%s tls=%s build=%s", host,
+             port, loop_name, config.catalog or "built-in",
+             "users-file" if config.users else "none", server.ssl_context is not None,
+             buildinfo.build())
+    if buildinfo.fell_back():
+        log.warning("event=build_fallback build=pure reason=%r", buildinfo.pure_reason())
     for warning in startup_warnings(server):
         print(warning, file=sys.stderr, flush=True)
     stop = asyncio.Event()

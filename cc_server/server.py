@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from protocol import buildinfo
 from protocol.errors import ErrorCode
 
 from . import snapshot as snap
@@ -139,7 +140,8 @@ class ChargingServer:
 
     def server_stats(self) -> dict[str, Any]:
         """The `server` section of stats()."""
-        return {"uptime": round(time.monotonic() - self.started, 3), "version": self.version}
+        return {"uptime": round(time.monotonic() - self.started, 3), "version": self.version,
+                "build": buildinfo.build()}
 
     def durability_stats(self) -> dict[str, Any] | None:
         """The `durability` section of stats() (None: in memory)."""

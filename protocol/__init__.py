@@ -3,6 +3,7 @@
 Nothing here performs IO or reads a clock; `cc_server` and `cc_client` drive it.
 """
 
+from . import buildinfo as _buildinfo  # noqa: F401  (first: it picks the compiled or pure build)
 from .codec import decode, decode_body, encode, encode_body
 from .errors import ErrorCode, FrameTooLarge, InvalidMessage, MalformedFrame, ProtocolError
 from .frames import DEFAULT_MAX_FRAME, HEADER_SIZE, Frame, FrameDecoder, encode_frame

@@ -196,7 +196,7 @@ def _fields(obj: object, spec: _Keys, what: str) -> dict[str, Any]:
         raise InvalidMessage(f"{what}: unknown field(s) "
                              f"{', '.join(short(k) for k in unknown[:5])}{more}")
     if not spec.required <= keys:
-        raise InvalidMessage(f"{what}: missing field(s) {sorted(spec.required - keys)}")
+        raise InvalidMessage(f"{what}: missing field(s) {sorted(spec.required.difference(keys))}")
     return obj
 
 

@@ -14,6 +14,8 @@ from decimal import Decimal
 from enum import IntEnum, StrEnum
 from typing import Any, NamedTuple, TypeAlias
 
+from .items import ChargeableItem as ChargeableItem  # noqa: PLC0414  (re-export)
+
 PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 REPLY = 0x80
@@ -39,13 +41,15 @@ class MsgType(IntEnum):
     UNLISTEN = 0x31
     NOTIFY = 0x40
     ACK = 0x41
-    HELLO_OK = HELLO | REPLY
-    PONG = PING | REPLY
-    EXECUTE_RESULT = EXECUTE | REPLY
-    ADMIN_RESULT = ADMIN | REPLY
-    LISTEN_OK = LISTEN | REPLY
-    UNLISTEN_OK = UNLISTEN | REPLY
-    ACK_OK = ACK | REPLY
+    # The replies: the request's type with the REPLY bit. Literals, because mypyc compiles
+    # a member computed from other members wrongly.
+    HELLO_OK = 0x81
+    PONG = 0x82
+    EXECUTE_RESULT = 0x90
+    ADMIN_RESULT = 0xA0
+    LISTEN_OK = 0xB0
+    UNLISTEN_OK = 0xB1
+    ACK_OK = 0xC1
     ERROR = 0xFF
 
 
@@ -130,35 +134,6 @@ def check_property(name: object, value: object) -> None:
         hint = " (use decimal.Decimal for fractions)" if kind is float else ""
         raise TypeError(f"property {name!r}: {kind.__name__} is not a property type; "
                         f"use str, int, Decimal, bool or an aware datetime{hint}")
-
-
-class _Item(NamedTuple):
-    name: str | None
-    properties: Mapping[str, PropertyValue]
-
-
-class ChargeableItem(_Item):
-    """What is charged: an item name (None in a partial item) and typed properties.
-
-    Immutable; on the wire it is the array [name, {property: value}].
-    """
-
-    __slots__ = ()
-
-    def __new__(cls, name: str | None,
-                properties: Mapping[str, PropertyValue] | None = None) -> ChargeableItem:
-        if name is not None and (type(name) is not str or not name
-                                 or len(name) > MAX_ID_LENGTH):
-            raise ValueError(f"item name must be None or a non-empty str, not {name!r}")
-        if properties is None:
-            properties = {}
-        elif not isinstance(properties, Mapping):
-            raise TypeError("properties must be a mapping of name to value")
-        if len(properties) > MAX_PROPERTIES:
-            raise ValueError(f"an item has at most {MAX_PROPERTIES} properties")
-        for key, value in properties.items():
-            check_property(key, value)
-        return tuple.__new__(cls, (name, dict(properties)))
 
 
 class Transaction(NamedTuple):

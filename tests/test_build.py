@@ -1,0 +1,164 @@
+"""Which build runs (compiled or pure), and how it falls back to pure Python."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+import cc_client
+from protocol import buildinfo
+from protocol import messages as m
+from tests.serverproc import ServerProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPILED = buildinfo.build() == "compiled"
+needs_compiled = pytest.mark.skipif(
+    not COMPILED, reason="the pure build is installed (no C compiler, or CC_PURE_PYTHON=1): "
+                         "no compiled modules to break")
+
+
+def run(code: str, cwd: Path = ROOT, **env: str) -> str:
+    """stdout of `python -c code` in `cwd` (which comes first on its sys.path)."""
+    environ = {k: v for k, v in os.environ.items() if k != buildinfo.PURE_ENV}
+    done = subprocess.run([sys.executable, "-c", code], cwd=cwd, env={**environ, **env},
+                          capture_output=True, text=True, timeout=60, check=True)
+    return done.stdout.strip()
+
+
+def copy_tree(dest: Path) -> Path:
+    """The installed packages, compiled modules included, copied under `dest`."""
+    for package in ("protocol", "cc_server"):
+        shutil.copytree(ROOT / package, dest / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    for lib in [*ROOT.glob(f"{buildinfo.RUNTIME_LIB}*"), ROOT / "setup.py"]:
+        shutil.copy2(lib, dest / lib.name)
+    return dest
+
+
+def test_every_hot_module_has_a_source() -> None:
+    names = buildinfo.hot_modules()
+    assert "protocol.codec" in names and "cc_server.engine.sessions" in names
+    assert "cc_server.engine.*" not in names
+    for name in names:
+        assert Path(buildinfo.source_path(name)).is_file(), name
+
+
+def test_build_is_all_or_nothing() -> None:
+    import cc_server.dispatch  # noqa: F401  (a server-side hot module)
+
+    loaded = [sys.modules[n] for n in buildinfo.hot_modules() if n in sys.modules]
+    kinds = {str(mod.__file__).endswith(".py") for mod in loaded}
+    assert kinds == {buildinfo.build() == "pure"}
+    if buildinfo.forced_pure():
+        assert buildinfo.build() == "pure"
+
+
+def test_pure_python_forced_at_run_time() -> None:
+    code = "import protocol.codec as c, protocol.buildinfo as b; print(b.build(), c.__file__)"
+    assert run(code, CC_PURE_PYTHON="1").split()[0] == "pure"
+    assert run(code, CC_PURE_PYTHON="1").endswith("codec.py")
+    assert run(code, CC_PURE_PYTHON="0").split()[0] == buildinfo.build()
+
+
+def test_reply_types_are_the_request_types_with_the_reply_bit() -> None:
+    pairs = {"HELLO": "HELLO_OK", "PING": "PONG", "EXECUTE": "EXECUTE_RESULT",
+             "ADMIN": "ADMIN_RESULT", "LISTEN": "LISTEN_OK", "UNLISTEN": "UNLISTEN_OK",
+             "ACK": "ACK_OK"}
+    for request, reply in pairs.items():
+        assert m.MsgType[reply] == m.MsgType[request] | m.REPLY
+
+
+def test_error_codes_default_per_class_and_can_be_given() -> None:
+    from protocol.errors import ErrorCode, FrameTooLarge, InvalidMessage, ProtocolError
+
+    assert InvalidMessage("x").code == ErrorCode.INVALID_REQUEST
+    assert FrameTooLarge("x").code == ErrorCode.FRAME_TOO_LARGE
+    assert ProtocolError("x").code == ErrorCode.PROTOCOL_ERROR
+    assert InvalidMessage("x", ErrorCode.STRING_TOO_LONG).code == ErrorCode.STRING_TOO_LONG
+
+
+async def test_stats_and_cc_bench_say_which_build_runs(client: cc_client.Client) -> None:
+    from cc_client.bench.cli import parse
+    from cc_client.bench.report import describe_settings
+
+    assert (await client.admin.stats())["server"]["build"] == buildinfo.build()
+    lines = describe_settings(parse(["--sessions", "10"]))
+    assert f"build:      build={buildinfo.build()}" in "\n".join(lines)
+
+
+@needs_compiled
+def test_sources_edited_after_compiling_run_pure(tmp_path: Path) -> None:
+    tree = copy_tree(tmp_path)
+    script = [sys.executable, "protocol/buildinfo.py", "needs-build"]
+    assert subprocess.run(script, cwd=tree, check=False).returncode == 1
+    codec = tree / "protocol" / "codec.py"
+    later = codec.stat().st_mtime + 3600
+    os.utime(codec, (later, later))
+    out = run("import protocol.buildinfo as b; print(b.describe())", cwd=tree)
+    assert out == ("build=pure (protocol.codec changed after it was compiled; "
+                   "rebuild with `make build`)")
+    assert subprocess.run(script, cwd=tree, check=False, capture_output=True).returncode == 0
+
+
+@needs_compiled
+def test_server_falls_back_to_pure_when_compiled_modules_fail(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tree = copy_tree(tmp_path)
+    (runtime,) = tree.glob(f"{buildinfo.RUNTIME_LIB}*")
+    runtime.write_bytes(b"not a shared library")   # what a broken or foreign build looks like
+    monkeypatch.chdir(tree)                        # `python -m cc_server` imports from here
+    monkeypatch.delenv(buildinfo.PURE_ENV, raising=False)
+    server = ServerProcess().start()
+    server.stop()
+    log = "\n".join(server.log)
+    assert "event=build_fallback build=pure reason='the compiled modules failed to load" in log
+    assert "event=started" in log and "build=pure" in log.split("event=started")[1]
+
+
+# ------------------------------------------------------------------------------ setup.py
+
+def load_setup() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("_cc_setup", ROOT / "setup.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)   # setup() itself runs only as __main__
+    return module
+
+
+def test_install_is_pure_when_asked(monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv(buildinfo.PURE_ENV, "1")
+    assert load_setup().compiled_extensions() == []
+    assert capsys.readouterr().out == "cc-charging build: pure Python (CC_PURE_PYTHON=1)\n"
+
+
+def test_install_is_pure_without_a_compiler(monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv(buildinfo.PURE_ENV, raising=False)
+    monkeypatch.setenv("CC", "no-such-c-compiler")
+    assert load_setup().compiled_extensions() == []
+    out = capsys.readouterr().out
+    assert out.startswith("cc-charging build: pure Python: no C compiler") and out.count("\n") == 1
+
+
+def test_editable_build_starts_from_a_tree_without_extensions(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    setup = load_setup()
+    (tmp_path / "protocol").mkdir()
+    (tmp_path / "cc_server" / "engine").mkdir(parents=True)
+    kept = [tmp_path / "protocol" / "codec.py", tmp_path / "cc_server" / "engine" / "journal.py"]
+    stale = [tmp_path / "protocol" / "codec.cpython-311-x86_64-linux-gnu.so",
+             tmp_path / "cc_server" / "engine" / "journal.cpython-311-x86_64-linux-gnu.so",
+             tmp_path / f"{buildinfo.RUNTIME_LIB}.cpython-311-x86_64-linux-gnu.so"]
+    for path in kept + stale:
+        path.write_text("")
+    monkeypatch.setattr(setup, "HERE", str(tmp_path))
+    setup.remove_inplace_extensions()
+    assert [p.exists() for p in kept + stale] == [True, True, False, False, False]
