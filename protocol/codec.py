@@ -23,14 +23,14 @@ from typing import Any, NamedTuple
 import msgpack
 
 from . import messages as m
-from .errors import BadBody, ErrorCode, InvalidMessage, ProtocolError
+from .errors import MAX_ERROR_TEXT, BadBody, ErrorCode, InvalidMessage, ProtocolError
 from .frames import Frame, encode_frame
+from .money import CURRENCY_RULE, is_currency
 
 EXT_DECIMAL = 1
 MAX_DECIMAL_EXPONENT = 24      # |value| < 10**25
 MIN_DECIMAL_EXPONENT = -18     # at most 18 fractional digits
 MAX_DECIMAL_TEXT = 64          # characters of a decimal's text (what the range needs, and more)
-_UTC = dt.UTC
 
 
 # ------------------------------------------------------------------------ msgpack level
@@ -395,11 +395,6 @@ def tx_from_wire(obj: object) -> m.Transaction:
         _dec_map(counters, "counters") if counters else _NO_COUNTERS))
 
 
-def rating_to_wire(r: m.RatingResult | None) -> Any:
-    """A rating result as [amount, currency, [transaction, ...]] (already that tuple)."""
-    return r
-
-
 def rating_from_wire(obj: object, what: str) -> m.RatingResult | None:
     if obj is None:
         return None
@@ -663,9 +658,9 @@ def _opt(check: Callable[[object, str], Any]) -> Callable[[object, str], Any]:
 
 
 def _currency(value: object, what: str) -> str:
-    if type(value) is not str or len(value) != 3 or not value.isascii() or not value.isupper():
-        raise InvalidMessage(f"{what} must be a three-letter ISO 4217 code such as 'EUR'")
-    return value
+    if not is_currency(value):
+        raise InvalidMessage(f"{what} must be {CURRENCY_RULE}")
+    return value  # type: ignore[return-value]
 
 
 def _limit(value: object, what: str) -> int:
@@ -701,6 +696,11 @@ ADMIN_COMMANDS.update({
     "reset_counter": {"user": (_id, True), "counter": (_id, True),
                       "reason": (_opt(_id), False)},
 })
+
+#: the commands that change state: a client gives each an operation id, and the server
+#: answers a repeat of that id with the first outcome (exactly once)
+MUTATING_ADMIN = frozenset({"create_subscriber", "top_up", "cancel_session",
+                            "delete_subscriber", "adjust", "set_counter", "reset_counter"})
 
 
 def _enc_admin(msg: m.AdminRequest) -> dict[str, Any]:
@@ -801,7 +801,7 @@ _ENCODERS: dict[type[Any], tuple[int, Callable[[Any], Any]]] = {
     m.Ping: (T.PING, _enc_empty),
     m.Pong: (T.PONG, _enc_empty),
     m.Goodbye: (T.GOODBYE, lambda g: {"reason": g.reason}),
-    m.Error: (T.ERROR, lambda e: {"code": e.code, "message": e.message}),
+    m.Error: (T.ERROR, lambda e: {"code": str(e.code), "message": e.message[:MAX_ERROR_TEXT]}),
     m.Execute: (T.EXECUTE, _enc_execute),
     m.ExecuteResult: (T.EXECUTE_RESULT, _enc_execute_result),
     m.AdminRequest: (T.ADMIN, _enc_admin),
