@@ -72,24 +72,43 @@ def check_decimal(value: Decimal) -> Decimal:
 _PLAIN_DECIMAL = re.compile(rb"-?[0-9]+(?:\.[0-9]+)?")
 
 
-# Amounts repeat (prices, balances of a busy subscriber): decoded decimals are kept by
-# their text, a few thousand at most. Decimals are immutable, so sharing one is safe.
-_DECIMALS: dict[bytes, Decimal] = {}
-_DECIMALS_MAX = 4096
+class DecimalCache:
+    """The codec's one cache: decoded decimals by their wire text. Amounts repeat (prices,
+    the balances of a busy subscriber), and parsing one costs more than a dict lookup.
+
+    Bound: `bound` entries; eviction: when a new entry would pass the bound, the table is
+    cleared. Only short plain-notation texts are kept. Decimals are immutable, so sharing
+    one between messages and threads is safe. `DECIMALS` is the instance `unpack` and
+    `decode_body` use unless given another (e.g. one per server, to keep them apart).
+    """
+
+    __slots__ = ("bound", "ext_hook", "table")
+
+    def __init__(self, bound: int = 4096) -> None:
+        self.bound = bound
+        self.table: dict[bytes, Decimal] = {}
+        table = self.table
+
+        def ext_hook(code: int, data: bytes) -> object:   # a closure: the fast path
+            if code != EXT_DECIMAL:
+                raise InvalidMessage(f"unknown msgpack extension type {code}")
+            known = table.get(data)
+            if known is not None:
+                return known
+            if len(data) < 20 and _PLAIN_DECIMAL.fullmatch(data):
+                value = Decimal(data.decode("ascii"))
+                if len(table) >= bound:
+                    table.clear()
+                table[data] = value
+                return value
+            return _decimal_from_text(data)
+
+        #: msgpack's ext_hook: decimals through this cache
+        self.ext_hook = ext_hook
 
 
-def _ext_hook(code: int, data: bytes) -> object:
-    if code != EXT_DECIMAL:
-        raise InvalidMessage(f"unknown msgpack extension type {code}")
-    known = _DECIMALS.get(data)
-    if known is not None:
-        return known
-    if len(data) < 20 and _PLAIN_DECIMAL.fullmatch(data):
-        value = Decimal(data.decode("ascii"))
-        if len(_DECIMALS) >= _DECIMALS_MAX:
-            _DECIMALS.clear()
-        _DECIMALS[data] = value
-        return value
+def _decimal_from_text(data: bytes) -> Decimal:
+    """A decimal extension's payload that is not short plain text, checked in full."""
     if len(data) > MAX_DECIMAL_TEXT:
         raise InvalidMessage(f"bad decimal: text longer than {MAX_DECIMAL_TEXT} characters")
     try:
@@ -103,6 +122,9 @@ def _ext_hook(code: int, data: bytes) -> object:
                              "\"10.50\" or \"-3\")") from None
     except ValueError as exc:
         raise InvalidMessage(f"bad decimal: {exc}") from None
+
+
+DECIMALS = DecimalCache()
 
 
 # Building a Packer (and its buffer) per message costs more than packing a small one, so
@@ -124,12 +146,12 @@ def pack(obj: object) -> bytes:
     return packed
 
 
-def unpack(body: bytes) -> Any:
+def unpack(body: bytes, decimals: DecimalCache = DECIMALS) -> Any:
     """Inverse of `pack`. A bad value inside a well-formed body (a decimal that is not a
     number, an unknown extension type) is `InvalidMessage`; bytes that are not exactly
     one msgpack value with string map keys are `BadBody`."""
     try:
-        return msgpack.unpackb(body, ext_hook=_ext_hook, timestamp=3, raw=False,
+        return msgpack.unpackb(body, ext_hook=decimals.ext_hook, timestamp=3, raw=False,
                                strict_map_key=True, use_list=True)
     except InvalidMessage:
         raise
@@ -848,12 +870,13 @@ def encode(msg: m.Message, request_id: int = 0) -> bytes:
     return encode_frame(msg_type, request_id, pack(to_wire(msg)))
 
 
-def decode_body(msg_type: int, body: bytes) -> m.Message:
-    """The message of a frame's type and body; `InvalidMessage` if it is not valid."""
+def decode_body(msg_type: int, body: bytes, decimals: DecimalCache = DECIMALS) -> m.Message:
+    """The message of a frame's type and body; `InvalidMessage` if it is not valid.
+    Decimals are decoded through `decimals` (see `DecimalCache`)."""
     decoder = _DECODERS.get(msg_type)
     if decoder is None:
         raise BadBody(f"unknown message type {msg_type:#04x}")
-    obj = unpack(body)
+    obj = unpack(body, decimals)
     if type(obj) is not dict:
         raise BadBody(f"the body of a {m.MsgType(msg_type).name} must be a msgpack map, "
                       f"not {_TYPE_NAMES.get(type(obj), type(obj).__name__)}")
