@@ -7,7 +7,7 @@ from collections.abc import Callable
 from decimal import Decimal as D
 
 from cc_server.engine import Engine
-from cc_server.engine.caches import IDS_BOUND, ITEMS_BOUND, TTLS_BOUND, EngineCaches
+from cc_server.engine.caches import ITEMS_BOUND, VALUES_BOUND, EngineCaches
 from protocol import codec
 from protocol import messages as m
 
@@ -64,20 +64,18 @@ def test_each_engine_owns_its_caches() -> None:
     a, b = engine(), engine()
     assert a.caches is not b.caches
     start(a, "s1", 1000.0)
-    assert a.caches.sizes()["ids"] >= 1 and b.caches.sizes() == {"items": 0, "ttls": 0,
-                                                                  "ids": 0}
+    assert a.caches.sizes()["values"] >= 1 and b.caches.sizes() == {"items": 0, "values": 0}
 
 
 def test_every_engine_cache_is_bounded_and_clears_when_full() -> None:
     caches = EngineCaches()
-    for i in range(max(IDS_BOUND, ITEMS_BOUND, TTLS_BOUND) + 10):
-        caches.id(f"r{i}")
+    for i in range(VALUES_BOUND + 10):
+        caches.value(f"r{i}")
         caches.item(m.ChargeableItem("data", {"volume": i}))
-        caches.ttl(i + 1)
         sizes = caches.sizes()
-        assert sizes["ids"] <= IDS_BOUND and sizes["items"] <= ITEMS_BOUND \
-            and sizes["ttls"] <= TTLS_BOUND
-    assert caches.sizes()["ids"] == 10     # cleared at the bound, then refilled
+        assert sizes["values"] <= VALUES_BOUND and sizes["items"] <= ITEMS_BOUND
+    sizes = caches.sizes()     # cleared at the bound, then refilled
+    assert sizes["values"] == 10 and sizes["items"] == (VALUES_BOUND + 10) % ITEMS_BOUND
 
 
 def test_engine_caches_share_equal_values_and_keep_the_rest_as_given() -> None:
@@ -89,8 +87,9 @@ def test_engine_caches_share_equal_values_and_keep_the_rest_as_given() -> None:
     two = m.ChargeableItem("data", {"volume": 5, "x": 1})
     assert caches.item(two) is two
     assert caches.ttl(1.5) == 1.5
+    assert caches.ttl(int("3000")) is caches.ttl(int("3000"))
     rid = "".join(["r", "1"])
-    assert caches.id(rid) is caches.id("".join(["r", "1"]))
+    assert caches.value(rid) is caches.value("".join(["r", "1"]))
     assert caches.datetime(10.0) is caches.datetime(10.0)
 
 

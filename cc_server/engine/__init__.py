@@ -126,7 +126,7 @@ class Engine:
         # The same few user, service and reservation ids arrive in every request: a million
         # live sessions share one copy of each (~150 bytes a session): the account's user
         # id, and the engine's copies of the others (caches.py).
-        return Session(req.session_id, account.user_id, self.caches.id(req.service_id), now,
+        return Session(req.session_id, account.user_id, self.caches.value(req.service_id), now,
                        req.listener_id,
                        req.external_data, req.result_type or m.ResultType.ALL_TRANSACTIONS,
                        req.cleanup_result_type or m.ResultType.ALL_TRANSACTIONS,

@@ -10,24 +10,24 @@ Two engines in one process (two servers in one test process) never share a table
 from __future__ import annotations
 
 import datetime as dt
+from typing import TypeVar, cast
 
 from protocol import messages as m
 
 UTC = dt.UTC
-ITEMS_BOUND = 4096     # reservation items: a gateway asks for the same few quotas
-TTLS_BOUND = 1024      # TTL values: a million reservations, a few TTLs
-IDS_BOUND = 65_536     # service and reservation ids: a few distinct values, repeated
+ITEMS_BOUND = 4096       # reservation items: a gateway asks for the same few quotas
+VALUES_BOUND = 65_536    # service and reservation ids, TTLs: a few values, repeated
+V = TypeVar("V", str, int)
 
 
 class EngineCaches:
-    """Shared items, TTLs and ids, and the datetime of the latest `now` (see the module)."""
+    """Shared items, ids and TTLs, and the datetime of the latest `now` (see the module)."""
 
-    __slots__ = ("_ids", "_items", "_stamp", "_ttls")
+    __slots__ = ("_items", "_stamp", "_values")
 
     def __init__(self) -> None:
         self._items: dict[tuple[str | None, str, int], m.ChargeableItem] = {}
-        self._ttls: dict[int, int] = {}
-        self._ids: dict[str, str] = {}
+        self._values: dict[str | int, str | int] = {}
         # (epoch seconds, its aware datetime), replaced as ONE tuple: never a torn pair
         self._stamp: tuple[float, dt.datetime] = (0.0, dt.datetime.fromtimestamp(0, UTC))
 
@@ -58,28 +58,20 @@ class EngineCaches:
         return kept
 
     def ttl(self, ttl: float) -> float:
-        """One int object per TTL value in use (floats are returned as they are)."""
-        if type(ttl) is not int:
-            return ttl
-        table = self._ttls
-        kept = table.get(ttl)
-        if kept is None:
-            if len(table) >= TTLS_BOUND:
-                table.clear()
-            kept = table[ttl] = ttl
-        return kept
+        """One int object per TTL value in use (a float is returned as it is)."""
+        return self.value(ttl) if type(ttl) is int else ttl
 
-    def id(self, text: str) -> str:
-        """One copy of an id that many sessions repeat (a service or reservation id).
-        Unlike `sys.intern`, the copies are this engine's and bounded."""
-        table = self._ids
-        kept = table.get(text)
+    def value(self, value: V) -> V:
+        """One copy of a value that many reservations repeat: a service or reservation
+        id, a TTL. Unlike `sys.intern`, the copies are this engine's and bounded."""
+        table = self._values
+        kept = table.get(value)
         if kept is None:
-            if len(table) >= IDS_BOUND:
+            if len(table) >= VALUES_BOUND:
                 table.clear()
-            kept = table[text] = text
-        return kept
+            kept = table[value] = value
+        return cast(V, kept)
 
     def sizes(self) -> dict[str, int]:
         """Entries in each table (for tests and statistics)."""
-        return {"items": len(self._items), "ttls": len(self._ttls), "ids": len(self._ids)}
+        return {"items": len(self._items), "values": len(self._values)}

@@ -317,8 +317,8 @@ def reserve(op: Op, sub: m.SubRequest) -> m.Outcome:
         raise Refused(ErrorCode.INVALID_REQUEST, "prepare_reserve needs a chargeable item")
     plan, price, quantity = priced(op, sub.item)
     _check_inverse(sub.property_to_inverse, plan)
-    cs = ChargingSession(op.session, op.caches.id(rid), sub.item, op.caches.ttl(ttl), op.now + ttl,
-                         sub.default_resolution or m.Resolution.CANCELED,
+    cs = ChargingSession(op.session, op.caches.value(rid), sub.item, op.caches.ttl(ttl),
+                         op.now + ttl, sub.default_resolution or m.Resolution.CANCELED,
                          sub.property_to_inverse)
     result = hold(op, cs, sub.item, plan, price, quantity, cs.inverse)
     op.session.charging[rid] = cs
