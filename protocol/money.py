@@ -51,7 +51,7 @@ def with_places(value: Decimal, currency: str) -> Decimal:
     return value
 
 
-_ZEROS: dict[str, Decimal] = {}
+_ZEROS: dict[str, Decimal] = {}     # by currency: bounded by the 26**3 valid codes
 
 
 def zero(currency: str) -> Decimal:
