@@ -18,7 +18,6 @@ DEFAULT_DIGITS = 2
 DEFAULT_LOWEST = 1_000                    # 1 microsecond, in nanoseconds
 DEFAULT_HIGHEST = 3_600 * 1_000_000_000   # 1 hour, in nanoseconds
 #: the percentiles of the report and of the JSON's percentile list
-REPORT_PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 CURVE_PERCENTILES = (0.0, 10.0, 20.0, 30.0, 40.0, 50.0, 55.0, 60.0, 65.0, 70.0, 75.0, 80.0,
                      85.0, 90.0, 92.5, 95.0, 96.25, 97.5, 98.0, 98.75, 99.0, 99.25, 99.5,
                      99.6, 99.7, 99.8, 99.9, 99.95, 99.99, 99.999, 100.0)

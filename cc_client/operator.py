@@ -16,8 +16,6 @@ if TYPE_CHECKING:
     from .parts import AdminHost
 
 T = m.MsgType
-MUTATING = frozenset({"create_subscriber", "top_up", "cancel_session", "delete_subscriber",
-                      "adjust", "set_counter", "reset_counter"})
 SUBSCRIBER_PAGE = 1000   # subscribers per list_subscribers request
 
 
@@ -44,7 +42,7 @@ class OperatorAPI:
 
     async def _run(self, command: str, **args: Any) -> Any:
         args = {k: v for k, v in args.items() if v is not None}
-        op = self._client.new_operation_id() if command in MUTATING else None
+        op = self._client.new_operation_id() if command in codec.MUTATING_ADMIN else None
         msg_type, body = await self._client.call(
             *codec.encode_body(m.AdminRequest(command, args, op)))
         if msg_type != T.ADMIN_RESULT:

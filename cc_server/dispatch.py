@@ -31,7 +31,6 @@ from protocol import codec
 from protocol import messages as m
 from protocol.errors import (
     LIMIT_CODES,
-    MAX_ERROR_TEXT,
     BadBody,
     ErrorCode,
     InvalidMessage,
@@ -47,8 +46,7 @@ from .metrics import Histogram
 
 log = logging.getLogger("cc_server")
 T = m.MsgType
-MUTATING_ADMIN = frozenset({"create_subscriber", "top_up", "cancel_session",
-                            "delete_subscriber", "adjust", "set_counter", "reset_counter"})
+MUTATING_ADMIN = codec.MUTATING_ADMIN
 LOGGED_ADMIN = MUTATING_ADMIN | {"request_renewal"}
 REC_EXECUTE, REC_ADMIN, REC_EXPIRE, REC_ACK, REC_REMEMBER = 1, 2, 3, 4, 5
 EXIT_FAIL_STOP = 70   # EX_SOFTWARE: an internal error while applying a change
@@ -96,7 +94,7 @@ def changes_state(frame: Frame, exc: BaseException) -> bool:
 
 def error_reply(code: str, message: str = "") -> Reply:
     """An ERROR reply."""
-    return T.ERROR, codec.pack({"code": str(code), "message": message[:MAX_ERROR_TEXT]})
+    return codec.encode_body(m.Error(code, message))
 
 
 class Dispatcher:
@@ -182,16 +180,16 @@ class Dispatcher:
                 return reply
             if type(msg) is m.Listen:
                 self.renewal.register(peer, msg.listener_id)
-                return T.LISTEN_OK, codec.pack({})
+                return codec.encode_body(m.ListenOk())
             if type(msg) is m.Unlisten:
                 self.renewal.unregister(peer, msg.listener_id)
-                return T.UNLISTEN_OK, codec.pack({})
+                return codec.encode_body(m.UnlistenOk())
             if type(msg) is m.Ack:
                 status = self.renewal.ack(peer, msg.notification_id)
                 if status == "acknowledged":
                     self._log(REC_ACK, self.clock(), msg.notification_id)
                 # request id 0: no reply; any other id: ACK_OK (whatever `confirm` says)
-                return (T.ACK_OK, codec.pack({"status": status})) if frame.request_id else None
+                return codec.encode_body(m.AckOk(status)) if frame.request_id else None
             raise AssertionError(f"unhandled request type {frame.type:#04x}")
         except BadBody:
             raise

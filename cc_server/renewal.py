@@ -25,7 +25,7 @@ import heapq
 import itertools
 import logging
 from collections import Counter, OrderedDict
-from typing import Any, Protocol
+from typing import Any
 
 from protocol import messages as m
 
@@ -35,12 +35,6 @@ from .ratelog import RateLimitedLog
 UTC = dt.UTC
 ACK_MEMORY = 100_000   # recently acknowledged ids, to answer "already_acknowledged"
 DEFAULT_MAX_PENDING = 10_000   # pending notifications per listener id
-
-
-class Listener(Protocol):
-    """What the service needs of a connection."""
-
-    def push(self, msg: m.Message) -> bool: ...
 
 
 class Pending:

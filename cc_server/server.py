@@ -21,6 +21,7 @@ from protocol.errors import ErrorCode
 
 from . import snapshot as snap
 from .auth import Authenticator, User, UsersFileError, exposure, load_users
+from .catalogfile import load_catalog
 from .config import ServerConfig
 from .connection import ALL_ROLES, ServerConnection
 from .dedup import OutcomeCache
@@ -71,7 +72,7 @@ class ChargingServer:
         self.ssl_context = ssl_context or server_context(self.config)
         self.limits = Limits.from_config(self.config)
         self.version = f"cc-server {VERSION}"
-        self.catalog = Catalog.load(self.config.catalog) if self.config.catalog \
+        self.catalog = load_catalog(self.config.catalog) if self.config.catalog \
             else Catalog.builtin()
         self.store = Store(self.config.data_dir, self.config.snapshot_every,
                            self.config.recover_to_last_good) if self.config.data_dir else None

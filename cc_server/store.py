@@ -407,10 +407,3 @@ def _rewrite(path: Path, scan: Scan) -> None:
 def catalogs_differ(a: Catalog, b: Catalog) -> bool:
     """True when two catalogs price anything differently (seed subscribers aside)."""
     return dict(a.plans) != dict(b.plans)
-
-
-def timed(fn: Callable[[], int]) -> tuple[int, float]:
-    """(fn(), seconds it took)."""
-    started = time.perf_counter()
-    result = fn()
-    return result, time.perf_counter() - started

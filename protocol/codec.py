@@ -23,14 +23,14 @@ from typing import Any, NamedTuple
 import msgpack
 
 from . import messages as m
-from .errors import BadBody, ErrorCode, InvalidMessage, ProtocolError
+from .errors import MAX_ERROR_TEXT, BadBody, ErrorCode, InvalidMessage, ProtocolError
 from .frames import Frame, encode_frame
+from .money import CURRENCY_RULE, is_currency
 
 EXT_DECIMAL = 1
 MAX_DECIMAL_EXPONENT = 24      # |value| < 10**25
 MIN_DECIMAL_EXPONENT = -18     # at most 18 fractional digits
 MAX_DECIMAL_TEXT = 64          # characters of a decimal's text (what the range needs, and more)
-_UTC = dt.UTC
 
 
 # ------------------------------------------------------------------------ msgpack level
@@ -72,24 +72,43 @@ def check_decimal(value: Decimal) -> Decimal:
 _PLAIN_DECIMAL = re.compile(rb"-?[0-9]+(?:\.[0-9]+)?")
 
 
-# Amounts repeat (prices, balances of a busy subscriber): decoded decimals are kept by
-# their text, a few thousand at most. Decimals are immutable, so sharing one is safe.
-_DECIMALS: dict[bytes, Decimal] = {}
-_DECIMALS_MAX = 4096
+class DecimalCache:
+    """The codec's one cache: decoded decimals by their wire text. Amounts repeat (prices,
+    the balances of a busy subscriber), and parsing one costs more than a dict lookup.
+
+    Bound: `bound` entries; eviction: when a new entry would pass the bound, the table is
+    cleared. Only short plain-notation texts are kept. Decimals are immutable, so sharing
+    one between messages and threads is safe. `DECIMALS` is the instance `unpack` and
+    `decode_body` use unless given another (e.g. one per server, to keep them apart).
+    """
+
+    __slots__ = ("bound", "ext_hook", "table")
+
+    def __init__(self, bound: int = 4096) -> None:
+        self.bound = bound
+        self.table: dict[bytes, Decimal] = {}
+        table = self.table
+
+        def ext_hook(code: int, data: bytes) -> object:   # a closure: the fast path
+            if code != EXT_DECIMAL:
+                raise InvalidMessage(f"unknown msgpack extension type {code}")
+            known = table.get(data)
+            if known is not None:
+                return known
+            if len(data) < 20 and _PLAIN_DECIMAL.fullmatch(data):
+                value = Decimal(data.decode("ascii"))
+                if len(table) >= bound:
+                    table.clear()
+                table[data] = value
+                return value
+            return _decimal_from_text(data)
+
+        #: msgpack's ext_hook: decimals through this cache
+        self.ext_hook = ext_hook
 
 
-def _ext_hook(code: int, data: bytes) -> object:
-    if code != EXT_DECIMAL:
-        raise InvalidMessage(f"unknown msgpack extension type {code}")
-    known = _DECIMALS.get(data)
-    if known is not None:
-        return known
-    if len(data) < 20 and _PLAIN_DECIMAL.fullmatch(data):
-        value = Decimal(data.decode("ascii"))
-        if len(_DECIMALS) >= _DECIMALS_MAX:
-            _DECIMALS.clear()
-        _DECIMALS[data] = value
-        return value
+def _decimal_from_text(data: bytes) -> Decimal:
+    """A decimal extension's payload that is not short plain text, checked in full."""
     if len(data) > MAX_DECIMAL_TEXT:
         raise InvalidMessage(f"bad decimal: text longer than {MAX_DECIMAL_TEXT} characters")
     try:
@@ -103,6 +122,9 @@ def _ext_hook(code: int, data: bytes) -> object:
                              "\"10.50\" or \"-3\")") from None
     except ValueError as exc:
         raise InvalidMessage(f"bad decimal: {exc}") from None
+
+
+DECIMALS = DecimalCache()
 
 
 # Building a Packer (and its buffer) per message costs more than packing a small one, so
@@ -124,12 +146,12 @@ def pack(obj: object) -> bytes:
     return packed
 
 
-def unpack(body: bytes) -> Any:
+def unpack(body: bytes, decimals: DecimalCache = DECIMALS) -> Any:
     """Inverse of `pack`. A bad value inside a well-formed body (a decimal that is not a
     number, an unknown extension type) is `InvalidMessage`; bytes that are not exactly
     one msgpack value with string map keys are `BadBody`."""
     try:
-        return msgpack.unpackb(body, ext_hook=_ext_hook, timestamp=3, raw=False,
+        return msgpack.unpackb(body, ext_hook=decimals.ext_hook, timestamp=3, raw=False,
                                strict_map_key=True, use_list=True)
     except InvalidMessage:
         raise
@@ -395,11 +417,6 @@ def tx_from_wire(obj: object) -> m.Transaction:
         _dec_map(counters, "counters") if counters else _NO_COUNTERS))
 
 
-def rating_to_wire(r: m.RatingResult | None) -> Any:
-    """A rating result as [amount, currency, [transaction, ...]] (already that tuple)."""
-    return r
-
-
 def rating_from_wire(obj: object, what: str) -> m.RatingResult | None:
     if obj is None:
         return None
@@ -663,9 +680,9 @@ def _opt(check: Callable[[object, str], Any]) -> Callable[[object, str], Any]:
 
 
 def _currency(value: object, what: str) -> str:
-    if type(value) is not str or len(value) != 3 or not value.isascii() or not value.isupper():
-        raise InvalidMessage(f"{what} must be a three-letter ISO 4217 code such as 'EUR'")
-    return value
+    if not is_currency(value):
+        raise InvalidMessage(f"{what} must be {CURRENCY_RULE}")
+    return value  # type: ignore[return-value]
 
 
 def _limit(value: object, what: str) -> int:
@@ -701,6 +718,11 @@ ADMIN_COMMANDS.update({
     "reset_counter": {"user": (_id, True), "counter": (_id, True),
                       "reason": (_opt(_id), False)},
 })
+
+#: the commands that change state: a client gives each an operation id, and the server
+#: answers a repeat of that id with the first outcome (exactly once)
+MUTATING_ADMIN = frozenset({"create_subscriber", "top_up", "cancel_session",
+                            "delete_subscriber", "adjust", "set_counter", "reset_counter"})
 
 
 def _enc_admin(msg: m.AdminRequest) -> dict[str, Any]:
@@ -801,7 +823,7 @@ _ENCODERS: dict[type[Any], tuple[int, Callable[[Any], Any]]] = {
     m.Ping: (T.PING, _enc_empty),
     m.Pong: (T.PONG, _enc_empty),
     m.Goodbye: (T.GOODBYE, lambda g: {"reason": g.reason}),
-    m.Error: (T.ERROR, lambda e: {"code": e.code, "message": e.message}),
+    m.Error: (T.ERROR, lambda e: {"code": str(e.code), "message": e.message[:MAX_ERROR_TEXT]}),
     m.Execute: (T.EXECUTE, _enc_execute),
     m.ExecuteResult: (T.EXECUTE_RESULT, _enc_execute_result),
     m.AdminRequest: (T.ADMIN, _enc_admin),
@@ -848,12 +870,13 @@ def encode(msg: m.Message, request_id: int = 0) -> bytes:
     return encode_frame(msg_type, request_id, pack(to_wire(msg)))
 
 
-def decode_body(msg_type: int, body: bytes) -> m.Message:
-    """The message of a frame's type and body; `InvalidMessage` if it is not valid."""
+def decode_body(msg_type: int, body: bytes, decimals: DecimalCache = DECIMALS) -> m.Message:
+    """The message of a frame's type and body; `InvalidMessage` if it is not valid.
+    Decimals are decoded through `decimals` (see `DecimalCache`)."""
     decoder = _DECODERS.get(msg_type)
     if decoder is None:
         raise BadBody(f"unknown message type {msg_type:#04x}")
-    obj = unpack(body)
+    obj = unpack(body, decimals)
     if type(obj) is not dict:
         raise BadBody(f"the body of a {m.MsgType(msg_type).name} must be a msgpack map, "
                       f"not {_TYPE_NAMES.get(type(obj), type(obj).__name__)}")

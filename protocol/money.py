@@ -4,6 +4,7 @@
   the wire's range needs (below 10^25 with at most 18 fractional digits: 43 digits), and
   Inexact traps: an amount that would need rounding is a bug, never a silent change.
 - `plain`: a decimal as text in plain notation, never an exponent ("1000", not "1E+3").
+- `is_currency`: the one rule for a currency code, on the wire and in the catalog.
 - `with_places`: an amount with at least its currency's usual number of fractional
   digits ("0.00" in EUR), so amounts read the same whatever arithmetic produced them.
 """
@@ -22,7 +23,15 @@ MINOR_UNITS: dict[str, int] = {
     **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
     **dict.fromkeys(("CLF", "UYW"), 4),
 }
-_QUANTUM: dict[str, Decimal] = {}
+_QUANTUM: dict[str, Decimal] = {}   # by currency: bounded by the 26**3 valid codes
+CURRENCY_RULE = "a three-letter ISO 4217 code in capitals A-Z, such as 'EUR'"
+
+
+def is_currency(value: object) -> bool:
+    """Whether `value` is a currency code: exactly three ASCII capitals ("EUR", not "Eur",
+    "E1R" or "ÄÖÜ")."""
+    return type(value) is str and len(value) == 3 and value.isascii() and value.isalpha() \
+        and value.isupper()
 
 
 def minor_units(currency: str) -> int:
@@ -42,7 +51,7 @@ def with_places(value: Decimal, currency: str) -> Decimal:
     return value
 
 
-_ZEROS: dict[str, Decimal] = {}
+_ZEROS: dict[str, Decimal] = {}     # by currency: bounded by the 26**3 valid codes
 
 
 def zero(currency: str) -> Decimal:

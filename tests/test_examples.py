@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cc_server.engine import Catalog
+from cc_server.catalogfile import load_catalog
 from cc_server.testing import ServerThread, TestServer
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -77,7 +77,7 @@ def test_examples_parse_their_command_line(name: str) -> None:
 
 
 def test_example_catalog_loads() -> None:
-    catalog = Catalog.load(EXAMPLES / "catalog.toml")
+    catalog = load_catalog(EXAMPLES / "catalog.toml")
     assert catalog.plan("VIDEO", "stream") is not None
     assert [s.user_id for s in catalog.subscribers] == ["alice", "bob"]
 

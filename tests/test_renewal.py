@@ -1,28 +1,49 @@
-"""Renewal notifications over real connections (SPEC section 4)."""
+"""Renewal notifications over real connections (SPEC section 4).
+
+Resends run on the server's clock: these tests use a manual clock and move it to make the
+next attempt due, so nothing here sleeps to wait for a resend. `settle()` (a few timer
+ticks, 0.03 s) is only used to show that something did NOT happen once it was due.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal as D
+from typing import Any
 
 import pytest
 
 import cc_client
 import cc_client.sync
 from cc_client import ChargeableItem, RenewalNotification
-from cc_server.testing import ServerThread, TestServer, running_server
+from cc_server.testing import ManualClock, ServerThread, TestServer, running_server
 from tests.conftest import new_subscriber
 
-FAST = {"renewal_send_timeout": 0.1, "renewal_resend_interval": 0.2,
-        "renewal_resend_attempts": 4}
+ATTEMPTS = 4
+FAST: dict[str, Any] = {"renewal_send_timeout": 0.1, "renewal_resend_interval": 0.2,
+                        "renewal_resend_attempts": ATTEMPTS}
+START = 1_800_000_000.0
+NEXT = 0.25     # clock seconds that make the next resend due (the interval is 0.2)
 
 
 @pytest.fixture
-async def fast_server() -> AsyncIterator[TestServer]:
-    async with running_server(**FAST) as srv:
+def clock() -> ManualClock:
+    return ManualClock(START)
+
+
+@pytest.fixture
+async def fast_server(clock: ManualClock) -> AsyncIterator[TestServer]:
+    async with running_server(clock=clock, tick=0.01, **FAST) as srv:
         yield srv
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout: float = 3.0) -> None:
+    """Poll `check` (a request to the server) until it holds."""
+    async with asyncio.timeout(timeout):
+        while not await check():
+            await asyncio.sleep(0.01)
 
 
 def data(volume: int) -> ChargeableItem:
@@ -72,15 +93,25 @@ async def renewal_stats(client: cc_client.Client) -> dict[str, int]:
     return stats
 
 
+async def counted(client: cc_client.Client, outcome: str, count: int) -> bool:
+    """Whether the renewal service has counted `outcome` `count` times."""
+    return (await renewal_stats(client)).get(outcome, 0) >= count
+
+
+async def acknowledged(client: cc_client.Client, count: int) -> bool:
+    return await counted(client, "acknowledged", count)
+
+
 async def test_top_up_notifies_the_primary_which_acks_by_returning(
-        fast_server: TestServer) -> None:
+        fast_server: TestServer, clock: ManualClock) -> None:
     async with cc_client.connect(fast_server.url) as gw, \
             cc_client.connect(fast_server.url) as ops:
         inbox = Inbox()
         await gw.register_reservation_renewal_listener(7, inbox)
         user = await new_subscriber(ops, "u1", "0.60")
         await starve(gw, user, "s1")
-        await asyncio.sleep(0.3)
+        clock.advance(NEXT)
+        await fast_server.settle()
         assert inbox.got == [], "starving a session must not notify it"
         await ops.admin.top_up(user, D("5"))
         await inbox.wait()
@@ -89,14 +120,17 @@ async def test_top_up_notifies_the_primary_which_acks_by_returning(
             "s1", "r1", user, "DATA")
         assert (note.reason, note.attempt, note.external_data) == ("credit_available", 1,
                                                                    b"gw-ctx")
-        await asyncio.sleep(0.6)
+        await until(lambda: acknowledged(ops, 1))
+        for _ in range(ATTEMPTS + 1):
+            clock.advance(NEXT)
+            await fast_server.settle()
         assert len(inbox.got) == 1, "an acknowledged notification is not resent"
         stats = await renewal_stats(ops)
         assert stats["acknowledged"] == 1 and stats.get("resent", 0) == 0
 
 
 async def test_backup_gets_the_resend_when_the_primary_does_not_ack(
-        fast_server: TestServer) -> None:
+        fast_server: TestServer, clock: ManualClock) -> None:
     async with cc_client.connect(fast_server.url) as primary, \
             cc_client.connect(fast_server.url) as backup:
         failing, working = Inbox(fail=True), Inbox()
@@ -105,6 +139,10 @@ async def test_backup_gets_the_resend_when_the_primary_does_not_ack(
         user = await new_subscriber(primary, "u2", "0.60")
         await starve(primary, user, "s2")
         await primary.admin.top_up(user, D("5"))
+        await failing.wait()
+        await fast_server.settle()
+        assert working.got == [], "no resend before the clock says so"
+        clock.advance(NEXT)
         await working.wait()
         assert [n.attempt for n in failing.got] == [1]
         assert working.got[0].attempt == 2
@@ -125,30 +163,42 @@ async def test_backup_takes_over_when_the_primary_dies(fast_server: TestServer) 
         assert working.got[0].attempt == 1
 
 
-async def test_resends_are_bounded_by_attempts_and_keep_the_id(fast_server: TestServer) -> None:
+async def test_resends_are_bounded_by_attempts_and_keep_the_id(
+        fast_server: TestServer, clock: ManualClock) -> None:
     async with cc_client.connect(fast_server.url) as gw:
         failing = Inbox(fail=True)
         await gw.register_reservation_renewal_listener(7, failing)
         user = await new_subscriber(gw, "u4", "0.60")
         await starve(gw, user, "s4")
         await gw.admin.top_up(user, D("5"))
-        await failing.wait(5)
-        await asyncio.sleep(0.6)
+        for attempt in range(1, 6):
+            await failing.wait(attempt)
+            clock.advance(NEXT)
+        await until(lambda: counted(gw, "expired_unacknowledged", 1))
+        clock.advance(10 * NEXT)
+        await fast_server.settle()
         assert [n.attempt for n in failing.got] == [1, 2, 3, 4, 5]   # 1 + 4 resends
         assert len({n.notification_id for n in failing.got}) == 1
         assert (await renewal_stats(gw))["expired_unacknowledged"] == 1
 
 
-async def test_no_resend_after_the_charging_session_expires(fast_server: TestServer) -> None:
+async def test_no_resend_after_the_charging_session_expires(
+        fast_server: TestServer, clock: ManualClock) -> None:
     async with cc_client.connect(fast_server.url) as gw:
         failing = Inbox(fail=True)
         await gw.register_reservation_renewal_listener(7, failing)
         user = await new_subscriber(gw, "u5", "0.60")
-        await starve(gw, user, "s5", ttl=0.5)
+        await starve(gw, user, "s5", ttl=0.4)        # expires at start + 0.4
         await gw.admin.top_up(user, D("5"))
-        await asyncio.sleep(1.2)
-        assert 1 <= len(failing.got) <= 3
-        assert all(n.expires_at.timestamp() > 0 for n in failing.got)
+        await failing.wait(1)
+        clock.advance(NEXT)                           # start + 0.25: resent
+        await failing.wait(2)
+        clock.advance(NEXT)                           # start + 0.5: expired, not resent
+        await until(lambda: counted(gw, "obsolete", 1))
+        clock.advance(10 * NEXT)
+        await fast_server.settle()
+        assert [n.attempt for n in failing.got] == [1, 2]
+        assert all(abs(n.expires_at.timestamp() - (START + 0.4)) < 1e-3 for n in failing.got)
 
 
 async def test_confirmed_ack_and_renewing_from_inside_the_handler(
@@ -171,14 +221,14 @@ async def test_confirmed_ack_and_renewing_from_inside_the_handler(
             while not renewed:
                 await asyncio.sleep(0.02)
         assert renewed[0].ok and renewed[0].reserve_result.amount == D("1.00")  # type: ignore[union-attr]
-        await asyncio.sleep(0.5)
+        await until(lambda: acknowledged(gw, 1))
         sub = await gw.admin.get_subscriber(user)
         assert (sub.balance, sub.reserved) == (D("5.10"), D("1.00"))
         assert (await renewal_stats(gw))["acknowledged"] == 1
 
 
 async def test_unregistered_listener_blocks_nothing_and_late_registration_gets_it(
-        fast_server: TestServer) -> None:
+        fast_server: TestServer, clock: ManualClock) -> None:
     async with cc_client.connect(fast_server.url) as gw:
         user = await new_subscriber(gw, "u7", "0.60")
         await starve(gw, user, "s7", listener=9)
@@ -188,6 +238,7 @@ async def test_unregistered_listener_blocks_nothing_and_late_registration_gets_i
         assert (await op.execute()).ok
         late = Inbox()
         await gw.register_reservation_renewal_listener(9, late)
+        clock.advance(NEXT)
         await late.wait()
         assert late.got[0].attempt >= 2
 

@@ -20,7 +20,6 @@ from decimal import (
     localcontext,
     setcontext,
 )
-from sys import intern
 from typing import Any
 
 from protocol import messages as m
@@ -29,6 +28,7 @@ from protocol.money import EXACT, with_places
 
 from . import sessions as rules
 from .accounts import Account
+from .caches import EngineCaches
 from .catalog import Catalog, CatalogError, PricePlan
 from .errors import Refused
 from .expiry import ExpiryQueue
@@ -69,6 +69,8 @@ class Engine:
         #: sub-request outcomes: (action, error code or None) -> count
         self.counts: Counter[tuple[str, str | None]] = Counter()
         self.tally = Tally()
+        #: shared items, TTLs, ids and the latest datetime: bounded, this engine's only
+        self.caches = EngineCaches()
 
     # ------------------------------------------------------------------ containers
 
@@ -78,7 +80,7 @@ class Engine:
         if account is None:
             raise Refused(ErrorCode.USER_UNKNOWN, f"no subscriber {req.user_id!r}")
         if req.kind is m.ContainerKind.START:
-            session = self._new_session(req, now)
+            session = self._new_session(req, account, now)
         else:
             found = self.sessions.get(req.session_id)
             if found is None or found.user_id != req.user_id or \
@@ -116,14 +118,15 @@ class Engine:
         self._credit_changed(account, before)
         return _new_tuple(m.ExecuteResult, (session.session_id, tuple(outcomes)))
 
-    def _new_session(self, req: m.Execute, now: float) -> Session:
+    def _new_session(self, req: m.Execute, account: Account, now: float) -> Session:
         if req.session_id in self.sessions:
             raise Refused(ErrorCode.SESSION_EXISTS, f"session {req.session_id!r} exists")
         if not req.subs:
             raise Refused(ErrorCode.INVALID_REQUEST, "a start container needs a prepare_reserve")
-        # The same few user, service and reservation ids arrive in every request: interned,
-        # a million live sessions share one copy of each (~150 bytes a session).
-        return Session(req.session_id, intern(req.user_id), intern(req.service_id), now,
+        # The same few user, service and reservation ids arrive in every request: a million
+        # live sessions share one copy of each (~150 bytes a session): the account's user
+        # id, and the engine's copies of the others (caches.py).
+        return Session(req.session_id, account.user_id, self.caches.value(req.service_id), now,
                        req.listener_id,
                        req.external_data, req.result_type or m.ResultType.ALL_TRANSACTIONS,
                        req.cleanup_result_type or m.ResultType.ALL_TRANSACTIONS,
@@ -203,7 +206,7 @@ class Engine:
         for name, value in (counters or {}).items():
             if value < 0:
                 raise Refused(ErrorCode.INVALID_REQUEST, f"counter {name!r} must be >= 0")
-        account = Account(intern(user_id), balance, currency, counters)
+        account = Account(user_id, balance, currency, counters)
         self.accounts[user_id] = account
         return account.snapshot()
 

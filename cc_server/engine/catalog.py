@@ -13,12 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 from typing import Any
 
-from protocol.money import with_places
-
-from ..tomlfile import read_toml
+from protocol.money import CURRENCY_RULE, is_currency, with_places
 
 ZERO = Decimal(0)
 
@@ -107,13 +104,9 @@ class Catalog:
         return cls({(p.service_id, p.item): p for p in plans})
 
     @classmethod
-    def load(cls, path: str | Path) -> Catalog:
-        """Read a TOML catalog file (format in the README); `CatalogError` if invalid."""
-        return cls.from_dict(read_toml(path, "catalog", CatalogError), str(path))
-
-    @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "catalog") -> Catalog:
-        """Build a catalog from the parsed TOML structure."""
+        """Build a catalog from the parsed TOML structure (the server reads the file:
+        `cc_server.catalogfile.load_catalog`)."""
         _only(data, {"currency", "services", "subscribers"}, source)
         default_currency = _currency(data.get("currency", "EUR"), f"{source}: currency")
         plans: dict[tuple[str, str], PricePlan] = {}
@@ -153,9 +146,9 @@ def _decimal(value: Any, where: str) -> Decimal:
 
 
 def _currency(value: Any, where: str) -> str:
-    if not isinstance(value, str) or len(value) != 3 or not value.isupper():
-        raise CatalogError(f"{where}: a currency is a three-letter ISO code, not {value!r}")
-    return value
+    if not is_currency(value):
+        raise CatalogError(f"{where}: a currency is {CURRENCY_RULE}, not {value!r}")
+    return value  # type: ignore[no-any-return]
 
 
 def _plan(service_id: str, item: str, spec: Any, currency: str, where: str) -> PricePlan:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from decimal import Decimal
-from sys import intern
-from typing import Any, Protocol
+from typing import Protocol
 
 from protocol import messages as m
 from protocol.errors import ErrorCode
 from protocol.money import zero
 
 from .accounts import ZERO, Account
+from .caches import EngineCaches
 from .catalog import Catalog, PricePlan, affordable_quantity, rate
 from .errors import Refused
 from .expiry import ExpiryQueue
@@ -126,16 +126,14 @@ class EngineParts(Protocol):
     journal: Journal
     expiry: ExpiryQueue
     tally: Tally
-
-
-_LAST_TIME: list[Any] = [None, None]   # (epoch seconds, its aware datetime)
+    caches: EngineCaches
 
 
 class Op:
     """One container (or clean-up) being applied: to whom, when, and how to report it."""
 
-    __slots__ = ("account", "catalog", "expiry", "filter", "journal", "now", "now_dt",
-                 "reason", "result_type", "session", "tally")
+    __slots__ = ("account", "caches", "catalog", "expiry", "filter", "journal", "now",
+                 "now_dt", "reason", "result_type", "session", "tally")
 
     def __init__(self, engine: EngineParts, account: Account, session: Session, now: float,
                  reason: m.TxReason, result_type: m.ResultType,
@@ -143,9 +141,8 @@ class Op:
         self.account = account
         self.session = session
         self.now = now
-        if now != _LAST_TIME[0]:   # containers of the same millisecond share one datetime
-            _LAST_TIME[0], _LAST_TIME[1] = now, dt.datetime.fromtimestamp(now, UTC)
-        self.now_dt = _LAST_TIME[1]
+        self.caches = caches = engine.caches
+        self.now_dt = caches.datetime(now)
         self.catalog = engine.catalog
         self.journal = engine.journal
         self.expiry = engine.expiry
@@ -204,38 +201,6 @@ def priced(op: Op, item: m.ChargeableItem) -> tuple[PricePlan, Decimal, Decimal]
         raise Refused(ErrorCode.UNKNOWN_CHARGEABLE_ITEM,
                       f"item {item.name!r} has no price in {op.account.currency}")
     return plan, price, _quantity(item, plan)
-
-
-_KEPT: dict[tuple[str | None, str, int], m.ChargeableItem] = {}
-_KEPT_MAX = 4096
-
-
-def _kept(item: m.ChargeableItem) -> m.ChargeableItem:
-    """The item as a reservation keeps it. Reservations mostly hold the same item (the
-    quota a gateway asks for), so one-property items with an int quantity are shared,
-    not kept a million times over (240 bytes each). Nothing mutates a stored item."""
-    name, props = item
-    if len(props) != 1:
-        return item
-    ((key, value),) = props.items()
-    if type(value) is not int:       # 1 == 1.0 == True: share only exact ints
-        return item
-    kept = _KEPT.get((name, key, value))
-    if kept is None:
-        if len(_KEPT) >= _KEPT_MAX:
-            _KEPT.clear()
-        kept = _KEPT[name, key, value] = item
-    return kept
-
-
-_TTLS: dict[float, float] = {}
-
-
-def _shared_ttl(ttl: float) -> float:
-    """One int object per TTL value in use (a million reservations, a few TTLs)."""
-    if type(ttl) is not int or len(_TTLS) > 1024:
-        return ttl
-    return _TTLS.setdefault(ttl, ttl)
 
 
 def _check_inverse(inverse: str | None, plan: PricePlan) -> None:
@@ -316,7 +281,7 @@ def hold(op: Op, cs: ChargingSession, item: m.ChargeableItem, plan: PricePlan, p
         item = _item(item.name, {**item.properties, plan.quantity: value})
         reduced = True
     account.hold(amount, plan.allowance, units)
-    cs.item, cs.held, cs.counter, cs.units = _kept(item), amount, plan.allowance, units
+    cs.item, cs.held, cs.counter, cs.units = op.caches.item(item), amount, plan.allowance, units
     cs.starved, cs.reduced = False, reduced
     if reduced:
         account.hungry[cs] = None
@@ -352,8 +317,8 @@ def reserve(op: Op, sub: m.SubRequest) -> m.Outcome:
         raise Refused(ErrorCode.INVALID_REQUEST, "prepare_reserve needs a chargeable item")
     plan, price, quantity = priced(op, sub.item)
     _check_inverse(sub.property_to_inverse, plan)
-    cs = ChargingSession(op.session, intern(rid), sub.item, _shared_ttl(ttl), op.now + ttl,
-                         sub.default_resolution or m.Resolution.CANCELED,
+    cs = ChargingSession(op.session, op.caches.value(rid), sub.item, op.caches.ttl(ttl),
+                         op.now + ttl, sub.default_resolution or m.Resolution.CANCELED,
                          sub.property_to_inverse)
     result = hold(op, cs, sub.item, plan, price, quantity, cs.inverse)
     op.session.charging[rid] = cs
@@ -405,7 +370,7 @@ def confirm_and_reserve(op: Op, sub: m.SubRequest) -> m.Outcome:
     cancel_result = release(op, cs)
     confirm_result = debit_nothing(op, cs) if nothing_used else \
         debit(op, cs, c_plan, c_price, c_quantity)
-    cs.ttl, cs.expires_at, cs.inverse = _shared_ttl(ttl), op.now + ttl, inverse
+    cs.ttl, cs.expires_at, cs.inverse = op.caches.ttl(ttl), op.now + ttl, inverse
     cs.resolution = sub.default_resolution or cs.resolution
     op.expiry.push(cs)
     try:

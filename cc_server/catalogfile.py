@@ -1,0 +1,14 @@
+"""Reading a catalog file: the server's side of the catalog (the engine parses a dict)."""
+
+from __future__ import annotations
+
+import os
+
+from .engine.catalog import Catalog, CatalogError
+from .tomlfile import read_toml
+
+
+def load_catalog(path: str | os.PathLike[str]) -> Catalog:
+    """Read a TOML catalog file (format in the README); `CatalogError` if unreadable or
+    invalid, naming the file."""
+    return Catalog.from_dict(read_toml(path, "catalog", CatalogError), str(path))

@@ -1,0 +1,77 @@
+"""The engine's performance caches: one `EngineCaches` per `Engine`, nothing module-level.
+
+Every table here has one bound and one eviction rule: at most `bound` entries, and when
+a new entry would pass the bound the table is cleared (cheap, and the few values a
+workload repeats refill it at once). What is shared is immutable (strings, ints,
+validated items nobody mutates), so a value handed out before a clear stays correct.
+Two engines in one process (two servers in one test process) never share a table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TypeVar, cast
+
+from protocol import messages as m
+
+UTC = dt.UTC
+ITEMS_BOUND = 4096       # reservation items: a gateway asks for the same few quotas
+VALUES_BOUND = 65_536    # service and reservation ids, TTLs: a few values, repeated
+V = TypeVar("V", str, int)
+
+
+class EngineCaches:
+    """Shared items, ids and TTLs, and the datetime of the latest `now` (see the module)."""
+
+    __slots__ = ("_items", "_stamp", "_values")
+
+    def __init__(self) -> None:
+        self._items: dict[tuple[str | None, str, int], m.ChargeableItem] = {}
+        self._values: dict[str | int, str | int] = {}
+        # (epoch seconds, its aware datetime), replaced as ONE tuple: never a torn pair
+        self._stamp: tuple[float, dt.datetime] = (0.0, dt.datetime.fromtimestamp(0, UTC))
+
+    def datetime(self, now: float) -> dt.datetime:
+        """`now` as an aware UTC datetime; the containers of one millisecond share one.
+        Bound: one entry, replaced by the next different `now`."""
+        stamp = self._stamp
+        if stamp[0] != now:
+            stamp = self._stamp = (now, dt.datetime.fromtimestamp(now, UTC))
+        return stamp[1]
+
+    def item(self, item: m.ChargeableItem) -> m.ChargeableItem:
+        """The item as a reservation keeps it. Reservations mostly hold the same item (the
+        quota a gateway asks for), so one-property items with an int quantity are shared,
+        not kept a million times over (240 bytes each). Nothing mutates a stored item."""
+        name, props = item
+        if len(props) != 1:
+            return item
+        ((key, value),) = props.items()
+        if type(value) is not int:       # 1 == 1.0 == True: share only exact ints
+            return item
+        table = self._items
+        kept = table.get((name, key, value))
+        if kept is None:
+            if len(table) >= ITEMS_BOUND:
+                table.clear()
+            kept = table[name, key, value] = item
+        return kept
+
+    def ttl(self, ttl: float) -> float:
+        """One int object per TTL value in use (a float is returned as it is)."""
+        return self.value(ttl) if type(ttl) is int else ttl
+
+    def value(self, value: V) -> V:
+        """One copy of a value that many reservations repeat: a service or reservation
+        id, a TTL. Unlike `sys.intern`, the copies are this engine's and bounded."""
+        table = self._values
+        kept = table.get(value)
+        if kept is None:
+            if len(table) >= VALUES_BOUND:
+                table.clear()
+            kept = table[value] = value
+        return cast(V, kept)
+
+    def sizes(self) -> dict[str, int]:
+        """Entries in each table (for tests and statistics)."""
+        return {"items": len(self._items), "values": len(self._values)}
