@@ -37,7 +37,7 @@ def test_partial_snapshot_files_are_removed_at_start(tmp_path: Path) -> None:
 async def test_a_snapshot_that_does_not_fit_is_skipped_with_a_warning(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "cc_server")
-    async with running_server(data_dir=str(tmp_path), snapshot_every=1000, tick=0.01) as ts, \
+    async with running_server(data_dir=str(tmp_path), snapshot_every=1024, tick=0.01) as ts, \
             cc_client.connect(ts.url) as c:
         store = ts.server.store
         assert store is not None
