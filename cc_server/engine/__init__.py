@@ -28,7 +28,7 @@ from protocol.money import EXACT, with_places
 
 from . import sessions as rules
 from .accounts import Account
-from .caches import EngineCaches
+from .caches import EngineCaches, SubscriberIds
 from .catalog import Catalog, CatalogError, PricePlan
 from .errors import Refused
 from .expiry import ExpiryQueue
@@ -71,6 +71,8 @@ class Engine:
         self.tally = Tally()
         #: shared items, TTLs, ids and the latest datetime: bounded, this engine's only
         self.caches = EngineCaches()
+        #: user ids in order, built by the first subscriber listing
+        self.subscriber_ids: SubscriberIds | None = None
 
     # ------------------------------------------------------------------ containers
 

@@ -75,3 +75,14 @@ class EngineCaches:
     def sizes(self) -> dict[str, int]:
         """Entries in each table (for tests and statistics)."""
         return {"items": len(self._items), "values": len(self._values)}
+
+
+class SubscriberIds:
+    """The engine's user ids in order, for paged listings (see `subscribers.py`); `size`
+    is how many of `Engine.accounts` it covers."""
+
+    __slots__ = ("ids", "size")
+
+    def __init__(self, ids: list[str], size: int) -> None:
+        self.ids = ids
+        self.size = size

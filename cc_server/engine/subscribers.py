@@ -20,13 +20,13 @@ import datetime as dt
 from bisect import bisect_left, bisect_right, insort
 from decimal import Decimal, localcontext
 from itertools import islice
-from weakref import WeakKeyDictionary
 
 from protocol import messages as m
 from protocol.errors import ErrorCode
 
 from . import MONEY, Engine, _before
 from .accounts import ZERO, Account
+from .caches import SubscriberIds
 from .errors import Refused
 
 UTC = dt.UTC
@@ -34,27 +34,18 @@ ADMIN = m.TxReason.ADMIN
 SHOWN_SESSIONS = 3   # session ids named in the refusal of a delete
 
 
-class _Index:
-    """User ids in order, kept in step with `engine.accounts` without scanning it: a new
-    subscriber is appended to that dict (its newest entries are the ids not indexed yet)
-    and a subscriber leaves it only through `delete_subscriber`, which updates the index."""
-
-    __slots__ = ("ids", "size")
-
-    def __init__(self, accounts: dict[str, Account]) -> None:
-        self.ids = sorted(accounts)
-        self.size = len(accounts)
-
-
-_INDEXES: WeakKeyDictionary[Engine, _Index] = WeakKeyDictionary()
 FEW = 16    # new ids inserted one by one; more: appended, then one (near-linear) sort
 
 
 def _sorted_ids(engine: Engine) -> list[str]:
+    """User ids in order, kept in step with `engine.accounts` without scanning it: a new
+    subscriber is appended to that dict (its newest entries are the ids not indexed yet)
+    and a subscriber leaves it only through `delete_subscriber`, which updates the index.
+    The index belongs to the engine (`Engine.subscriber_ids`), built at the first listing."""
     accounts = engine.accounts
-    index = _INDEXES.get(engine)
+    index = engine.subscriber_ids
     if index is None or index.size > len(accounts):
-        index = _INDEXES[engine] = _Index(accounts)
+        index = engine.subscriber_ids = SubscriberIds(sorted(accounts), len(accounts))
     elif index.size < len(accounts):
         new = list(islice(reversed(accounts), len(accounts) - index.size))
         if len(new) <= FEW:
@@ -69,7 +60,7 @@ def _sorted_ids(engine: Engine) -> list[str]:
 
 def _unindex(engine: Engine, user_id: str) -> None:
     """`user_id` has just left `engine.accounts`."""
-    index = _INDEXES.get(engine)
+    index = engine.subscriber_ids
     if index is None:
         return
     at = bisect_left(index.ids, user_id)
@@ -78,7 +69,7 @@ def _unindex(engine: Engine, user_id: str) -> None:
         del index.ids[at]
         index.size -= 1
     else:
-        del _INDEXES[engine]          # out of step: rebuilt by the next listing
+        engine.subscriber_ids = None   # out of step: rebuilt by the next listing
 
 
 def list_subscribers(engine: Engine, prefix: str | None = None, currency: str | None = None,
