@@ -6,8 +6,12 @@ reservation id is "boom" raises RuntimeError after the sub-requests before it we
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
+
+# Compiled (mypyc) classes cannot be patched: this helper always runs the pure-Python build.
+os.environ["CC_PURE_PYTHON"] = "1"
 
 from cc_server import app
 from cc_server.engine import Engine

@@ -6,9 +6,11 @@ import datetime as dt
 from collections.abc import Callable
 from decimal import Decimal as D
 
+import pytest
+
 from cc_server.engine import Engine
 from cc_server.engine.caches import ITEMS_BOUND, VALUES_BOUND, EngineCaches
-from protocol import codec
+from protocol import buildinfo, codec
 from protocol import messages as m
 
 
@@ -42,6 +44,9 @@ class SwitchingNow(float):
         return float(self) != value
 
 
+@pytest.mark.skipif(buildinfo.build() == "compiled",
+                    reason="forces the interleaving through a float subclass's comparison, "
+                           "which compiled code does on a C double; the pure run covers it")
 def test_two_engines_never_pair_one_time_with_the_others_datetime() -> None:
     a, b = engine(), engine()
     assert start(a, "a1", 1000.0) == dt.datetime.fromtimestamp(1000.0, dt.UTC)
@@ -87,7 +92,8 @@ def test_engine_caches_share_equal_values_and_keep_the_rest_as_given() -> None:
     two = m.ChargeableItem("data", {"volume": 5, "x": 1})
     assert caches.item(two) is two
     assert caches.ttl(1.5) == 1.5
-    assert caches.ttl(int("3000")) is caches.ttl(int("3000"))
+    if buildinfo.build() == "pure":   # compiled, a TTL is a C double: nothing to share
+        assert caches.ttl(int("3000")) is caches.ttl(int("3000"))
     rid = "".join(["r", "1"])
     assert caches.value(rid) is caches.value("".join(["r", "1"]))
     assert caches.datetime(10.0) is caches.datetime(10.0)

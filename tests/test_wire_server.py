@@ -14,7 +14,7 @@ import pytest
 
 import cc_client
 from cc_server.testing import TestServer, running_server
-from protocol import codec
+from protocol import buildinfo, codec
 from protocol import messages as m
 from protocol.frames import encode_frame
 from tests.netfakes import FrameStream, raw_connect, raw_hello
@@ -244,8 +244,22 @@ async def test_too_many_requests_and_server_errors_are_not_remembered() -> None:
         reply = server.server.dispatcher.handle(conn, frames[1])
         assert reply is not None and reply[0] == T.EXECUTE_RESULT    # not a stored refusal
 
+
+@pytest.mark.skipif(buildinfo.build() == "compiled",
+                    reason="patches the engine, which compiled classes forbid; the "
+                           "pure-Python build's run covers it")
+async def test_a_server_error_is_not_remembered() -> None:
+    from cc_server.connection import ServerConnection
+    from protocol.frames import Frame
+    async with running_server() as server:
+        server.engine.create_subscriber("alice", Decimal("10.00"))
+        conn = ServerConnection(server.server)
+        conn.transport = _Transport()  # type: ignore[assignment]
+        conn.roles = frozenset({"charging"})
+
         def broken(*args: Any) -> Any:
             raise RuntimeError("disk on fire")
+
         def fail_stop(*args: Any) -> None:   # the real one ends the process (exit 70)
             raise RuntimeError("fail-stop")
         real, server.engine.execute = server.engine.execute, broken
