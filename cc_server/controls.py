@@ -58,6 +58,10 @@ class TestControls:
     """Faults, record and clock of one server."""
 
     __test__ = False   # not a pytest test class
+    #: the admin commands of the test controls
+    COMMANDS = frozenset({"fault_add", "fault_list", "fault_remove", "fault_clear",
+                          "record_get", "record_clear", "clock_get", "clock_advance",
+                          "clock_set"})
 
     def __init__(self, enabled: bool = True, record_size: int = 0,
                  clock: Callable[[], float] | None = None) -> None:

@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from protocol import codec
@@ -24,8 +24,10 @@ from protocol import messages as m
 from protocol.errors import LIMIT_CODES, MAX_ERROR_TEXT, ErrorCode, ProtocolError
 from protocol.frames import Frame
 
+from .controls import Plan, TestControls
 from .dedup import OutcomeCache, Reply
 from .engine import Engine, Refused
+from .faults import Rule
 from .limits import Limits
 from .metrics import Histogram
 
@@ -34,6 +36,8 @@ T = m.MsgType
 MUTATING_ADMIN = frozenset({"create_subscriber", "top_up", "cancel_session"})
 LOGGED_ADMIN = MUTATING_ADMIN | {"request_renewal"}
 REC_EXECUTE, REC_ADMIN, REC_EXPIRE, REC_ACK = 1, 2, 3, 4
+#: test controls: a container run with injected sub-request errors; a manual clock move
+REC_EXECUTE_FAULTED, REC_CLOCK = 16, 17
 EXIT_FAIL_STOP = 70   # EX_SOFTWARE: an internal error while applying a change
 TX_PAGE = 2000  # journal entries per ADMIN_RESULT frame (stays far below 1 MiB)
 
@@ -73,6 +77,11 @@ def changes_state(frame: Frame, exc: BaseException) -> bool:
     return isinstance(msg, m.AdminRequest) and msg.command in LOGGED_ADMIN
 
 
+def _text_arg(args: Mapping[str, Any], name: str) -> str | None:
+    value = args.get(name)
+    return value if isinstance(value, str) else None
+
+
 def error_reply(code: str, message: str = "") -> Reply:
     """An ERROR reply."""
     return T.ERROR, codec.pack({"code": str(code), "message": message[:MAX_ERROR_TEXT]})
@@ -97,6 +106,13 @@ class Dispatcher:
         #: (container kind or command, outcome) -> count
         self.counts: Counter[tuple[str, str]] = Counter()
         self.latency = {"execute": Histogram(), "admin": Histogram()}
+        #: test controls (fault rules, record, clock); None in bare test set-ups
+        self.controls: TestControls | None = None
+        #: a fired fault rule the connection carries out for the request just handled
+        #: (with the reply, when the request was applied): see `take_fault`
+        self.fault: tuple[Rule, Reply | None] | None = None
+        #: called with seconds when a `pause` rule fires (the server stops reading)
+        self.on_pause: Callable[[float], None] | None = None
         self._admin: dict[str, Callable[[dict[str, Any], float], Any]] = {
             "create_subscriber": self._create_subscriber,
             "get_subscriber": lambda a, now: codec.subscriber_to_wire(
@@ -119,30 +135,12 @@ class Dispatcher:
         """The reply to one request frame (None: the request expects no reply)."""
         try:
             msg = codec.decode(frame)
-            if type(msg) is m.Execute:
-                started = time.perf_counter()
-                reply = self._execute(peer, msg, frame.body)
-                self.latency["execute"].observe(time.perf_counter() - started)
-                return reply
-            if type(msg) is m.AdminRequest:
-                started = time.perf_counter()
-                reply = self._admin_request(peer, msg, frame.body)
-                self.latency["admin"].observe(time.perf_counter() - started)
-                return reply
-            if type(msg) is m.Listen:
-                self._need(peer, "charging")
-                self.renewal.register(peer, msg.listener_id)
-                return T.LISTEN_OK, codec.pack({})
-            if type(msg) is m.Unlisten:
-                self.renewal.unregister(peer, msg.listener_id)
-                return T.UNLISTEN_OK, codec.pack({})
-            if type(msg) is m.Ack:
-                status = self.renewal.ack(peer, msg.notification_id)
-                if status == "acknowledged":
-                    self._log(REC_ACK, self.clock(), msg.notification_id)
-                return (T.ACK_OK, codec.pack({"status": status})) if msg.confirm else None
-            return error_reply(ErrorCode.PROTOCOL_ERROR,
-                               f"message type {frame.type:#04x} is not a request here")
+            controls = self.controls
+            if controls is not None and controls.faults.active:
+                plan = self._plan(controls, peer, msg)
+                if plan is not None:
+                    return self._with_plan(peer, msg, frame, plan)
+            return self._request(peer, msg, frame)
         except ProtocolError as exc:
             self.counts["request", exc.code] += 1
             if exc.code in LIMIT_CODES and self.on_limit is not None:
@@ -161,6 +159,85 @@ class Dispatcher:
             log.exception("event=internal_error peer=%s type=%#04x", peer.name, frame.type)
             self.counts["request", "SERVER_ERROR"] += 1
             return error_reply(ErrorCode.SERVER_ERROR, "internal error; nothing was applied")
+
+    def _request(self, peer: Peer, msg: m.Message, frame: Frame,
+                 sub_errors: dict[int, str] | None = None) -> Reply | None:
+        """Handle one decoded request (errors are turned into replies by `handle`)."""
+        if type(msg) is m.Execute:
+            started = time.perf_counter()
+            reply = self._execute(peer, msg, frame.body, sub_errors)
+            self.latency["execute"].observe(time.perf_counter() - started)
+            return reply
+        if type(msg) is m.AdminRequest:
+            started = time.perf_counter()
+            reply = self._admin_request(peer, msg, frame.body)
+            self.latency["admin"].observe(time.perf_counter() - started)
+            return reply
+        if type(msg) is m.Listen:
+            self._need(peer, "charging")
+            self.renewal.register(peer, msg.listener_id)
+            return T.LISTEN_OK, codec.pack({})
+        if type(msg) is m.Unlisten:
+            self.renewal.unregister(peer, msg.listener_id)
+            return T.UNLISTEN_OK, codec.pack({})
+        if type(msg) is m.Ack:
+            status = self.renewal.ack(peer, msg.notification_id)
+            if status == "acknowledged":
+                self._log(REC_ACK, self.clock(), msg.notification_id)
+            return (T.ACK_OK, codec.pack({"status": status})) if msg.confirm else None
+        return error_reply(ErrorCode.PROTOCOL_ERROR,
+                           f"message type {frame.type:#04x} is not a request here")
+
+    # ------------------------------------------------------------------ fault rules
+
+    def _plan(self, controls: TestControls, peer: Peer, msg: m.Message) -> Plan | None:
+        """What the fault rules ask of this request (None: nothing fired)."""
+        conn_user = getattr(peer, "user", None)
+        if isinstance(msg, m.Execute):
+            return controls.plan_execute(msg, conn_user)
+        if isinstance(msg, m.AdminRequest):
+            if msg.command in controls.COMMANDS:   # the controls themselves never fail
+                return None
+            args = msg.args
+            return controls.plan_other("ADMIN", conn_user, _text_arg(args, "user"),
+                                       _text_arg(args, "session"))
+        if isinstance(msg, m.Listen):
+            return controls.plan_other("LISTEN", conn_user, listener=msg.listener_id)
+        if isinstance(msg, m.Ack):
+            return controls.plan_other("ACK", conn_user)
+        return None
+
+    def _with_plan(self, peer: Peer, msg: m.Message, frame: Frame, plan: Plan
+                   ) -> Reply | None:
+        """Carry out a plan (controls.py says what each action does). What concerns the
+        connection (no reply, close, a late reply) is left in `fault` for it."""
+        if plan.pause and self.on_pause is not None:
+            self.on_pause(plan.pause)
+        rule = plan.before
+        if rule is not None:
+            self.counts["fault", rule.action] += 1
+            if rule.action == "error":
+                return error_reply(str(rule.code), f"injected by fault rule {rule.id}")
+            if rule.action == "busy":
+                return error_reply(ErrorCode.TOO_MANY_REQUESTS,
+                                   f"busy (injected by fault rule {rule.id})")
+            self.fault = (rule, None)          # drop-request, close-before: not applied
+            return None
+        reply = self._request(peer, msg, frame, plan.sub_errors)
+        if plan.after is not None:
+            self.counts["fault", plan.after.action] += 1
+            self.fault = (plan.after, reply)
+            return None
+        return reply
+
+    def take_fault(self) -> tuple[Rule, Reply | None] | None:
+        """The fault left for the connection by the request just handled (then cleared)."""
+        fault, self.fault = self.fault, None
+        return fault
+
+    def clock_moved(self, when: float) -> None:
+        """A manual clock move: logged, so that recovery restores the clock."""
+        self._log(REC_CLOCK, when, None)
 
     def fatal(self, peer: Peer, frame: Frame) -> None:
         """Fail-stop: an unexpected exception while a container (or an operator change)
@@ -187,7 +264,8 @@ class Dispatcher:
         if self.wal is not None:
             self.wal(codec.pack([kind, now, argument]))
 
-    def _execute(self, peer: Peer, msg: m.Execute, body: bytes) -> Reply:
+    def _execute(self, peer: Peer, msg: m.Execute, body: bytes,
+                 sub_errors: dict[int, str] | None = None) -> Reply:
         self._need(peer, "charging")
         self.limits.check_execute(msg)
         now = self.clock()
@@ -195,15 +273,20 @@ class Dispatcher:
         if stored is not None:
             self.counts[msg.kind, "repeated"] += 1
             return stored
-        reply = self.apply_execute(msg, now)
-        self._log(REC_EXECUTE, now, body)
+        reply = self.apply_execute(msg, now, sub_errors)
+        if sub_errors:
+            self._log(REC_EXECUTE_FAULTED, now, [body, sorted(sub_errors.items())])
+        else:
+            self._log(REC_EXECUTE, now, body)
         return reply
 
-    def apply_execute(self, msg: m.Execute, now: float) -> Reply:
-        """Run a container and remember its outcome (live, and when replaying the log)."""
+    def apply_execute(self, msg: m.Execute, now: float,
+                      sub_errors: dict[int, str] | None = None) -> Reply:
+        """Run a container and remember its outcome (live, and when replaying the log);
+        `sub_errors`: sub-requests a fault rule fails (index -> code)."""
         key = (msg.user_id, msg.operation_id)
         try:
-            result = self.engine.execute(msg, now)
+            result = self.engine.execute(msg, now, sub_errors)
             reply: Reply = codec.encode_body(result)
             self.counts[msg.kind, "ok"] += 1
         except Refused as exc:
@@ -305,6 +388,13 @@ class Dispatcher:
             self.flush_renewals(now)
         elif kind == REC_ACK:
             self.renewal.acknowledge(argument)
+        elif kind == REC_EXECUTE_FAULTED:
+            msg = codec.decode_body(T.EXECUTE, argument[0])
+            assert isinstance(msg, m.Execute)
+            self.apply_execute(msg, now, {int(i): str(code) for i, code in argument[1]})
+        elif kind == REC_CLOCK:
+            if self.controls is not None:
+                self.controls.restore_clock(now)
         else:
             raise ValueError(f"unknown log record kind {kind!r}")
 

@@ -45,7 +45,7 @@ def cc_server(request: pytest.FixtureRequest) -> Iterator[ServerThread]:
 @pytest.fixture
 def cc_client(cc_server: ServerThread) -> Iterator[Any]:
     """A blocking client connected to the `cc_server` fixture."""
-    import cc_client.sync as sync   # the one module here that knows the client
+    from cc_client import sync  # the one module here that knows the client
 
     with sync.connect(cc_server.url) as client:
         yield client

@@ -117,6 +117,13 @@ class Record:
         self.entries.append(Entry(self.seq, now, conn, conn_user, direction,
                                   type_name(msg_type), request_id, value, raw))
 
+    def add_raw(self, now: float, conn: str, conn_user: str | None, direction: str,
+                data: bytes) -> None:
+        """Record bytes that are not a valid frame (type `RAW`, kept as they came)."""
+        self.seq += 1
+        self.entries.append(Entry(self.seq, now, conn, conn_user, direction, "RAW", 0,
+                                  None, bytes(data)))
+
     def add_frames(self, now: float, conn: str, conn_user: str | None, direction: str,
                    data: bytes) -> None:
         """Record every whole frame in `data` (bytes written in one go)."""
@@ -142,7 +149,7 @@ class Record:
              limit: int | None = None) -> list[Entry]:
         """The entries that agree with every filter given, oldest first (`limit`: the
         newest that many)."""
-        found = [e for e in self.entries
+        found = [e for e in list(self.entries)   # list(): safe while the server appends
                  if (user is None or e.user == user)
                  and (session is None or e.session == session)
                  and (kind is None or e.kind == kind)
