@@ -32,7 +32,7 @@ from protocol.errors import ErrorCode
 from .clock import ClockError, ManualClock, parse_time
 from .engine import Refused
 from .faults import NOTIFY_ACTIONS, FaultError, Faults, Request, Rule, rule_from_map
-from .record import Record
+from .record import UNRECORDED, Record
 
 #: Actions the dispatcher handles before the request is applied.
 BEFORE = frozenset({"error", "busy", "drop-request", "close-before", "pause"})
@@ -59,9 +59,7 @@ class TestControls:
 
     __test__ = False   # not a pytest test class
     #: the admin commands of the test controls
-    COMMANDS = frozenset({"fault_add", "fault_list", "fault_remove", "fault_clear",
-                          "record_get", "record_clear", "clock_get", "clock_advance",
-                          "clock_set"})
+    COMMANDS = UNRECORDED
 
     def __init__(self, enabled: bool = True, record_size: int = 0,
                  clock: Callable[[], float] | None = None) -> None:
