@@ -40,8 +40,16 @@ from .faults import Faults
 from .record import Record
 from .server import ChargingServer
 
-__all__ = ["ManualClock", "ServerFailed", "ServerThread", "TestServer", "running_server"]
+__all__ = ["ManualClock", "ServerFailed", "ServerThread", "TestServer", "running_server",
+           "sync_client"]
 log = logging.getLogger("cc_server")
+
+
+def sync_client(url: str, **options: Any) -> Any:
+    """A blocking `cc_client.sync` client connected to `url` (the plugin's `cc_client`)."""
+    import cc_client.sync  # imported late: the server package runs without the client
+
+    return cc_client.sync.connect(url, **options)
 
 
 class ServerFailed(RuntimeError):

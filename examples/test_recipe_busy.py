@@ -3,9 +3,12 @@
 from decimal import Decimal
 
 from cc_client import ChargeableItem
+from cc_client.sync import SyncClient
+from cc_server.testing import ServerThread
 
 
-def test_the_client_backs_off_and_sends_again(cc_server, cc_client):
+def test_the_client_backs_off_and_sends_again(cc_server: ServerThread,
+                                              cc_client: SyncClient) -> None:
     cc_client.admin.create_subscriber("carol", Decimal("10.00"))
     start = cc_client.create_session_start_operation(user_id="carol", service_id="DATA",
                                                      session_id="s-1")

@@ -3,9 +3,11 @@
 from decimal import Decimal
 
 from cc_client import ChargeableItem
+from cc_client.sync import SyncClient
+from cc_server.testing import ServerThread
 
 
-def gateway_update(client, user, session, used):
+def gateway_update(client: SyncClient, user: str, session: str, used: int) -> str:
     """The code under test: on CREDIT_LIMIT_REACHED, end the session (Diameter: a
     CCA with 4012 and a final CCR-T)."""
     update = client.create_session_update_operation(user_id=user, service_id="DATA",
@@ -22,7 +24,8 @@ def gateway_update(client, user, session, used):
     return "continued"
 
 
-def test_the_gateway_ends_the_session_on_credit_limit(cc_server, cc_client):
+def test_the_gateway_ends_the_session_on_credit_limit(cc_server: ServerThread,
+                                                      cc_client: SyncClient) -> None:
     cc_client.admin.create_subscriber("dave", Decimal("10.00"))
     start = cc_client.create_session_start_operation(user_id="dave", service_id="DATA",
                                                      session_id="s-1")

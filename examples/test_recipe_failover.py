@@ -2,19 +2,20 @@
 
 from decimal import Decimal
 
-from cc_client import ChargeableItem
-from cc_client.sync import connect
+from cc_client import ChargeableItem, SessionResult
+from cc_client.sync import SyncClient, connect
 from cc_server.testing import ServerThread
 
 
-def charge(client, session):
+def charge(client: SyncClient, session: str) -> SessionResult:
     start = client.create_session_start_operation(user_id="bob", service_id="DATA",
                                                   session_id=session)
     start.prepare_reserve("rg-1", ChargeableItem("data", {"volume": 10}), ttl=60)
     return start.execute()
 
 
-def test_the_client_moves_to_the_second_address(cc_server, cc_client):
+def test_the_client_moves_to_the_second_address(cc_server: ServerThread,
+                                                cc_client: SyncClient) -> None:
     cc_client.admin.create_subscriber("bob", Decimal("10.00"))     # on the backup
     with ServerThread() as first:
         with connect(first.url) as admin:

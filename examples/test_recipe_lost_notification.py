@@ -3,14 +3,17 @@
 import threading
 from decimal import Decimal
 
-from cc_client import ChargeableItem
+from cc_client import ChargeableItem, RenewalNotification
+from cc_client.sync import SyncClient
+from cc_server.testing import ServerThread
 
 
-def test_the_handler_gets_the_resend(cc_server, cc_client):
-    seen = []
+def test_the_handler_gets_the_resend(cc_server: ServerThread,
+                                     cc_client: SyncClient) -> None:
+    seen: list[int] = []
     arrived = threading.Event()
 
-    def on_renewal(note):               # your handler (runs on a worker thread)
+    def on_renewal(note: RenewalNotification) -> None:   # yours (on a worker thread)
         seen.append(note.attempt)
         arrived.set()
 

@@ -5,10 +5,12 @@ from decimal import Decimal
 import pytest
 
 from cc_client import ChargeableItem, CommunicationFailure
-from cc_client.sync import connect
+from cc_client.sync import SyncClient, connect
+from cc_server.testing import ServerThread
 
 
-def test_a_retry_after_a_lost_reply_charges_once(cc_server, cc_client):
+def test_a_retry_after_a_lost_reply_charges_once(cc_server: ServerThread,
+                                                 cc_client: SyncClient) -> None:
     cc_client.admin.create_subscriber("alice", Decimal("10.00"))
     with connect(cc_server.url, request_timeout=0.5) as gateway:
         start = gateway.create_session_start_operation(user_id="alice", service_id="DATA",

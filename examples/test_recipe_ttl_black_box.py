@@ -11,10 +11,11 @@ from cc_client import ChargeableItem
 from cc_client.sync import connect
 
 
-def test_a_30_minute_ttl_runs_out_without_waiting():
+def test_a_30_minute_ttl_runs_out_without_waiting() -> None:
     server = subprocess.Popen([sys.executable, "-m", "cc_server", "--port", "0",
                                "--clock", "manual"], stdout=subprocess.PIPE, text=True)
     try:
+        assert server.stdout is not None
         address = server.stdout.readline().split()[2]    # listening on HOST:PORT (...)
         with connect(address) as client:                 # your gateway, in any language
             client.admin.create_subscriber("fay", Decimal("10.00"))

@@ -667,6 +667,11 @@ ADMIN_COMMANDS: dict[str, dict[str, tuple[Callable[[object, str], Any], bool]]] 
 }
 
 
+_CONTROLS = ("fault_", "record_", "clock_")   # the test controls, named by prefix
+_KNOWN_ADMIN = ", ".join([c for c in sorted(ADMIN_COMMANDS) if not c.startswith(_CONTROLS)]
+                         + [f"{prefix}*" for prefix in _CONTROLS])
+
+
 def _enc_admin(msg: m.AdminRequest) -> dict[str, Any]:
     wire: dict[str, Any] = {"cmd": msg.command, "args": msg.args}
     if msg.operation_id is not None:
@@ -682,7 +687,7 @@ def _dec_admin(obj: object) -> m.AdminRequest:
     schema = ADMIN_COMMANDS.get(command) if type(command) is str else None
     if schema is None:
         raise InvalidMessage(f"unknown admin command {short(command)}; "
-                             f"known: {sorted(ADMIN_COMMANDS)}")
+                             f"known: {_KNOWN_ADMIN}")
     args = d["args"]
     if type(args) is not dict:
         raise InvalidMessage("admin args must be a map")
