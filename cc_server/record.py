@@ -31,6 +31,7 @@ UNRECORDED = frozenset({"fault_add", "fault_list", "fault_remove", "fault_clear"
                         "record_get", "record_clear", "clock_get", "clock_advance",
                         "clock_set"})
 _ADMIN = int(m.MsgType.ADMIN)
+_HELLO = int(m.MsgType.HELLO)
 _SUB_FIELDS = ("action", "rid", "item", "next", "ttl", "resolution", "inverse")
 
 
@@ -127,6 +128,8 @@ class Record:
             if len(self._unrecorded) < 100_000:
                 self._unrecorded.add((conn, request_id))
             return
+        if msg_type == _HELLO and isinstance(value, dict) and value.get("password"):
+            value = {**value, "password": "***"}      # never keep a password
         self.seq += 1
         self.entries.append(Entry(self.seq, now, conn, conn_user, direction,
                                   type_name(msg_type), request_id, value, raw))

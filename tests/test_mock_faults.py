@@ -17,7 +17,8 @@ async def test_drop_reply_the_retry_gets_the_stored_outcome_and_charges_once() -
             cc_client.connect(server.url, request_timeout=0.3) as client:
         await client.admin.create_subscriber("alice", D("10.00"))
         await start(client, "alice", "s-1")
-        rule = server.faults.add(action="drop-reply", kind="update", user="ali*", times=1)
+        rule = server.faults.add(action="drop-reply", kind="update", user="ali*",
+                                 session="s-?", service="DATA", times=1)
         op = update(client, "alice", "s-1", used=20)
         with pytest.raises(cc_client.CommunicationFailure):
             await op.execute()                  # applied and logged, never answered

@@ -26,7 +26,9 @@ async def test_the_record_holds_both_directions_with_user_and_connection() -> No
         assert {e.conn_user for e in executes} == {"gw-1"}
         replies = server.record.find(type="EXECUTE_RESULT", direction="out")
         assert [e.request_id for e in replies] == [e.request_id for e in executes]
-        assert server.record.find(type="HELLO")[0].conn == executes[0].conn
+        hello = server.record.find(type="HELLO")[0]
+        assert hello.conn == executes[0].conn
+        assert hello.body["user"] == "gw-1" and hello.body["password"] == "***"
         with pytest.raises(AssertionError, match="expected 3 in frame"):
             server.record.verify(3, kind="update")
         got = await client.admin.record(session_id="s-1", direction="in")
