@@ -4,6 +4,7 @@ the package (and pytest)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -69,11 +70,15 @@ def test_a_fresh_virtualenv_with_only_the_package_has_the_fixtures(tmp_path: Pat
     """`pip install cc-charging` (here: from this source tree) and pytest alone."""
     if os.environ.get("CC_SKIP_VENV_TEST"):
         pytest.skip("CC_SKIP_VENV_TEST is set")
+    source = tmp_path / "source"        # a clean copy: no build/ left over in the tree
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", ".*_cache",
+        ".hypothesis", "data"))
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
     install = subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", str(ROOT), "pytest"],
+        [str(python), "-m", "pip", "install", "-q", str(source), "pytest"],
         capture_output=True, text=True, timeout=420, check=False)
     if install.returncode != 0:
         reason = install.stderr[-800:]
