@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import struct
 from decimal import Decimal as D
 from typing import Any
@@ -35,6 +36,9 @@ async def test_the_record_holds_both_directions_with_user_and_connection() -> No
         assert [e["body"]["kind"] for e in got] == ["start", "update"]
         assert await client.admin.record(type="EXECUTE", limit=1) == \
             [e.to_wire() for e in executes[:1]]
+        future = dt.datetime.fromtimestamp(server.clock() + 1, dt.UTC)
+        assert await client.admin.record(since=future) == []
+        assert len(await client.admin.record(until=future, kind="update")) == 1
         assert await client.admin.record_clear() > 0
         assert await client.admin.record() == []
 
