@@ -3,6 +3,7 @@
 Feeds pre-encoded EXECUTE frames (the standard mix: start, 2 x confirm_and_reserve, stop)
 to a ServerConnection whose transport is a stub, in reads of `--batch` frames, and
 reports microseconds per container. Run: python benchmark/server_path.py [--profile]
+(`--record N`: with the request record on, as `cc-server --record N`).
 """
 
 from __future__ import annotations
@@ -68,8 +69,8 @@ def frames(sessions: int, users: int, result_type: m.ResultType | None) -> list[
 
 
 async def run(sessions: int, users: int, batch: int, profile: bool,
-              result_type: m.ResultType | None, freeze_every: int) -> None:
-    server = ChargingServer(ServerConfig(port=0))
+              result_type: m.ResultType | None, freeze_every: int, record: int = 0) -> None:
+    server = ChargingServer(ServerConfig(port=0, record=record))
     for u in range(users):
         server.engine.create_subscriber(f"u{u}", Decimal("1000000"))
     conn = ServerConnection(server)
@@ -103,12 +104,15 @@ def main() -> None:
     p.add_argument("--users", type=int, default=1000)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--record", type=int, default=0, metavar="N",
+                   help="keep the request record of the last N frames (default: off)")
     p.add_argument("--no-tx", action="store_true", help="result type NO_TRANSACTIONS")
     p.add_argument("--freeze-every", type=int, default=1000,
                    help="gc.freeze() every N reads, like cc-server (0: Python's default GC)")
     a = p.parse_args()
     asyncio.run(run(a.sessions, a.users, a.batch, a.profile,
-                    m.ResultType.NO_TRANSACTIONS if a.no_tx else None, a.freeze_every))
+                    m.ResultType.NO_TRANSACTIONS if a.no_tx else None, a.freeze_every,
+                    a.record))
 
 
 if __name__ == "__main__":

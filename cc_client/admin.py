@@ -34,6 +34,7 @@ from cc_client.admin_format import (
     to_json,
     transactions_text,
 )
+from cc_client.admin_mock import add_test_control_commands
 from cc_client.admin_subscribers import EXAMPLES as SUBSCRIBER_EXAMPLES
 from cc_client.admin_subscribers import add_subscriber_commands
 from cc_client.admin_users import UserCommandError, add_user_commands
@@ -277,6 +278,15 @@ EXAMPLES = {
     "stats": "cc-admin stats --json",
     "request-renewal": "cc-admin request-renewal s-1 r-1",
     "user add": "cc-admin user add gw1 --roles charging --users-file users.toml",
+    "fault add": "cc-admin fault add --user 'alice*' --kind update --action drop-reply "
+                 "--times 1",
+    "fault list": "cc-admin fault list --json",
+    "fault remove": "cc-admin fault remove 1",
+    "fault clear": "cc-admin fault clear",
+    "record": "cc-admin record --session s-1 --jsonl",
+    "clock advance": "cc-admin clock advance 1800",
+    "clock set": "cc-admin clock set 2026-11-28T10:00:00Z",
+    "clock show": "cc-admin clock show",
 }
 EXIT_TEXT = ("exit status: 0 success, 1 refused by the server (\"error: CODE: message\" on "
              "stderr),\n2 usage error, 3 server unreachable")
@@ -403,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("reservation_id", metavar="RESERVATION", help="the reservation id")
 
     add_user_commands(commands)    # user add | remove | list: local, no server
+    add_test_control_commands(commands, _command)   # fault ... | record | clock ...
 
     # verify: local, on a data directory
     p = commands.add_parser(

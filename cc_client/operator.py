@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
@@ -11,6 +12,7 @@ from protocol import messages as m
 from protocol.messages import SessionInfo, Subscriber, Transaction
 
 from .errors import InvalidArgument, InvalidArgumentType
+from .faults import FaultsAPI
 
 if TYPE_CHECKING:
     from .parts import AdminHost
@@ -39,6 +41,12 @@ class OperatorAPI:
 
     def __init__(self, client: AdminHost) -> None:
         self._client = client
+        self._faults = FaultsAPI(self)
+
+    @property
+    def faults(self) -> FaultsAPI:
+        """The server's fault rules (test controls): add, list, remove, clear."""
+        return self._faults
 
     async def _run(self, command: str, **args: Any) -> Any:
         args = {k: v for k, v in args.items() if v is not None}
@@ -159,3 +167,50 @@ class OperatorAPI:
         """Server statistics."""
         stats: dict[str, Any] = await self._run("stats")
         return stats
+
+    # ------------------------------------------------------------------ test controls
+
+    async def record(self, user_id: str | None = None, session_id: str | None = None,
+                     kind: str | None = None, type: str | None = None,
+                     direction: str | None = None, since: dt.datetime | None = None,
+                     until: dt.datetime | None = None, limit: int | None = None
+                     ) -> list[dict[str, Any]]:
+        """Frames of the server's request record (`cc-server --record N`), oldest first,
+        filtered: subscriber, session, container kind, message type ("EXECUTE"),
+        direction ("in" or "out"), time range. Each is a map: seq, time, conn,
+        conn_user, direction, type, request_id, body (decoded) or raw."""
+        entries: list[dict[str, Any]] = []
+        after = 0
+        while limit is None or len(entries) < limit:
+            page: list[dict[str, Any]] = await self._run(
+                "record_get", user=user_id, session=session_id, kind=kind, type=type,
+                direction=direction, since=since, until=until, after=after or None,
+                limit=None if limit is None else limit - len(entries))
+            entries += page
+            if not page:
+                break
+            after = page[-1]["seq"]
+        return entries
+
+    async def record_clear(self) -> int:
+        """Empty the request record; how many frames it held."""
+        return int(await self._run("record_clear"))
+
+    async def clock_get(self) -> dict[str, Any]:
+        """The server's time and whether its clock is manual: {"time", "manual"}."""
+        value: dict[str, Any] = await self._run("clock_get")
+        return value
+
+    async def clock_advance(self, seconds: float) -> dt.datetime:
+        """Move a manual server clock forward (`cc-server --clock manual`); expiry and
+        renewal timers run at once. Returns the server's new time."""
+        value: dict[str, Any] = await self._run("clock_advance", seconds=float(seconds))
+        when: dt.datetime = value["time"]
+        return when
+
+    async def clock_set(self, when: dt.datetime | str) -> dt.datetime:
+        """Move a manual server clock to a time (an aware datetime or ISO-8601 text with a
+        zone); never backwards. Returns the server's new time."""
+        value: dict[str, Any] = await self._run("clock_set", time=when)
+        moved: dt.datetime = value["time"]
+        return moved

@@ -17,6 +17,7 @@ sees this API as precisely as the async one. A new async method needs its wrappe
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import threading
 from collections.abc import Callable, Coroutine, Mapping
 from decimal import Decimal
@@ -35,6 +36,7 @@ from protocol.messages import (
 
 from .client import Client
 from .client import connect as async_connect
+from .faults import FaultsAPI
 from .listeners import RenewalHandler
 from .operations import (
     SessionStartOperation,
@@ -210,12 +212,67 @@ class SyncStopOperation(SyncOperation[SessionStopOperation], _SyncConfirm, _Sync
     """Blocking stop container: confirm and cancel."""
 
 
+class SyncFaults:
+    """`client.admin.faults` with blocking methods (see cc_client.faults)."""
+
+    def __init__(self, runner: _LoopThread, faults: FaultsAPI) -> None:
+        self._runner = runner
+        self._faults = faults
+
+    def add(self, action: str, **fields: Any) -> int:
+        """Add a fault rule; returns its id."""
+        return self._runner.run(self._faults.add(action, **fields))
+
+    def list(self) -> list[dict[str, Any]]:
+        """Every rule, with its `matched` and `fired` counts."""
+        return self._runner.run(self._faults.list())
+
+    def remove(self, rule_id: int) -> bool:
+        """Remove one rule; False when there was none with that id."""
+        return self._runner.run(self._faults.remove(rule_id))
+
+    def clear(self) -> int:
+        """Remove every rule; how many there were."""
+        return self._runner.run(self._faults.clear())
+
+
 class SyncAdmin:
     """`client.admin` with blocking methods: one typed wrapper per OperatorAPI method."""
 
     def __init__(self, runner: _LoopThread, admin: OperatorAPI) -> None:
         self._runner = runner
         self._admin = admin
+        self._faults = SyncFaults(runner, admin.faults)
+
+    @property
+    def faults(self) -> SyncFaults:
+        """The server's fault rules (test controls)."""
+        return self._faults
+
+    def record(self, user_id: str | None = None, session_id: str | None = None,
+               kind: str | None = None, type: str | None = None,
+               direction: str | None = None, since: dt.datetime | None = None,
+               until: dt.datetime | None = None, limit: int | None = None
+               ) -> list[dict[str, Any]]:
+        """Frames of the server's request record, filtered (see OperatorAPI.record)."""
+        return self._runner.run(self._admin.record(user_id, session_id, kind, type,
+                                                   direction, since, until, limit))
+
+    def record_clear(self) -> int:
+        """Empty the request record; how many frames it held."""
+        return self._runner.run(self._admin.record_clear())
+
+    def clock_get(self) -> dict[str, Any]:
+        """The server's time and whether its clock is manual."""
+        return self._runner.run(self._admin.clock_get())
+
+    def clock_advance(self, seconds: float) -> dt.datetime:
+        """Move a manual server clock forward; returns its new time."""
+        return self._runner.run(self._admin.clock_advance(seconds))
+
+    def clock_set(self, when: dt.datetime | str) -> dt.datetime:
+        """Move a manual server clock to a time; returns its new time."""
+        return self._runner.run(self._admin.clock_set(when))
 
     def create_subscriber(self, user_id: str, balance: Decimal | int | str,
                           currency: str = "EUR",

@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the effective settings as a config file and exit")
     for name, (kind, _) in field_types().items():
         default = getattr(defaults, name)
+        if kind is bool and default:    # on by default: the flag turns it off
+            p.add_argument(f"--no-{name.replace('_', '-')}", dest=name,
+                           default=argparse.SUPPRESS, action="store_false",
+                           help=f"turn off: {HELP.get(name, name)}")
+            continue
         if kind is bool:
             p.add_argument(f"--{name.replace('_', '-')}", dest=name, default=argparse.SUPPRESS,
                            action="store_true", help=HELP.get(name, name))
@@ -113,13 +118,19 @@ def startup_line(host: str, port: int, server: ChargingServer) -> str:
     tls = "plain TCP"
     if server.ssl_context is not None:
         tls = "TLS with client certificates" if server.config.tls_client_ca else "TLS"
-    return f"listening on {host}:{port} ({auth}; {tls})"
+    controls = "" if server.config.test_controls else "; test controls off"
+    return f"listening on {host}:{port} ({auth}; {tls}{controls})"
 
 
 def startup_warnings(server: ChargingServer) -> list[str]:
     """Dangerous settings, said on stderr after the start-up line."""
     config = server.config
     warnings = []
+    if not is_loopback(config.host) and server.users is not None and config.test_controls:
+        warnings.append(
+            f"cc-server: WARNING: test controls are on and --host {config.host} is not a "
+            "loopback address: any admin user can inject faults, read the request record "
+            "and move the clock. Start a production server with --no-test-controls.")
     if not is_loopback(config.host):
         if server.users is None:
             warnings.append(

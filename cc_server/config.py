@@ -15,6 +15,9 @@ from typing import Any
 from protocol import messages as m
 from protocol.frames import DEFAULT_MAX_FRAME
 
+from .clock import MAX_SPEED
+from .faults import FaultError, rule_from_map
+from .record import MAX_RECORD
 from .tomlfile import read_toml
 
 
@@ -71,6 +74,13 @@ class ServerConfig:
     metrics_host: str = "127.0.0.1"
     log_level: str = "info"
     log_format: str = "text"
+    # test controls (README "Testing your client against cc-server")
+    record: int = 0
+    clock: str = "wall"
+    clock_speed: float = 1.0
+    test_controls: bool = True
+    #: fault rules loaded at start: the `[[faults]]` tables of the config file (no flag)
+    faults: tuple[dict[str, Any], ...] = ()
 
     def problems(self) -> list[str]:
         """What is wrong with these settings (empty: nothing): every numeric setting
@@ -86,6 +96,25 @@ class ServerConfig:
             found.append("TLS needs both --tls-cert and --tls-key")
         if self.tls_client_ca and not self.tls_cert:
             found.append("--tls-client-ca needs --tls-cert and --tls-key")
+        found += self._test_control_problems()
+        return found
+
+    def _test_control_problems(self) -> list[str]:
+        found = []
+        if not 0 <= self.record <= MAX_RECORD:
+            found.append(f"record must be in 0..{MAX_RECORD}")
+        if not 0 < self.clock_speed <= MAX_SPEED:
+            found.append(f"clock_speed must be above 0 and at most {MAX_SPEED:g}")
+        if self.clock == "manual" and self.clock_speed != 1.0:
+            found.append("--clock manual and --clock-speed do not go together")
+        if not self.test_controls and (self.record or self.clock == "manual" or self.faults):
+            found.append("--record, --clock manual and [[faults]] need the test controls "
+                         "(drop --no-test-controls)")
+        for index, rule in enumerate(self.faults):
+            try:
+                rule_from_map(rule)
+            except FaultError as exc:
+                found.append(f"faults[{index}]: {exc}")
         return found
 
 
@@ -190,12 +219,19 @@ HELP: dict[str, str] = {
     "metrics_host": "address of the metrics endpoint",
     "log_level": "log level",
     "log_format": "log lines as key=value text or JSON",
+    "record": "keep the last N frames in and out (test control; 0: off, the default)",
+    "clock": "wall, or manual: starts at the real time and moves only on "
+             "`cc-admin clock advance|set` (test control)",
+    "clock_speed": "run the clock K times faster than real time (TTL soak tests)",
+    "test_controls": "fault rules, the request record and the manual clock over the "
+                     "admin commands (on by default)",
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "loop": ("auto", "uvloop", "asyncio"),
     "log_level": ("debug", "info", "warning", "error"),
     "log_format": ("text", "json"),
+    "clock": ("wall", "manual"),
 }
 
 
@@ -204,7 +240,10 @@ METAVAR: dict[str, str] = {
     "catalog": "FILE", "users": "FILE", "tls_cert": "FILE", "tls_key": "FILE",
     "tls_client_ca": "FILE", "data_dir": "DIR", "max_frame": "BYTES",
     "write_buffer_high": "BYTES", "snapshot_every": "BYTES", "max_external_data": "BYTES",
+    "clock_speed": "K",
 }
+#: settings that are no flag (config file only)
+FILE_ONLY = frozenset({"faults"})
 
 
 def metavar(name: str) -> str:
@@ -221,6 +260,8 @@ def field_types() -> dict[str, tuple[type, bool]]:
     """name -> (value type, None allowed) of every setting."""
     out: dict[str, tuple[type, bool]] = {}
     for f in fields(ServerConfig):
+        if f.name in FILE_ONLY:
+            continue
         text = str(f.type)
         base = text.replace(" | None", "")
         out[f.name] = ({"str": str, "int": int, "float": float, "bool": bool}[base],
@@ -230,6 +271,8 @@ def field_types() -> dict[str, tuple[type, bool]]:
 
 def convert(name: str, value: Any) -> Any:
     """A value for setting `name`, checked and converted (ConfigError if it cannot be)."""
+    if name == "faults":
+        return fault_tables(value)
     kind, optional = field_types()[name]
     if value is None and optional:
         return None
@@ -251,7 +294,7 @@ def load_file(path: str) -> dict[str, Any]:
     """Settings from a TOML file; keys as in `--print-config` (dashes also accepted).
     Relative paths in it are resolved against the file's folder."""
     raw = read_toml(path, "config", ConfigError)
-    known = field_types()
+    known = {**field_types(), "faults": (tuple, False)}
     folder = os.path.dirname(os.path.abspath(path))
     values: dict[str, Any] = {}
     for key, value in raw.items():
@@ -262,6 +305,18 @@ def load_file(path: str) -> dict[str, Any]:
         if name in PATH_SETTINGS and values[name]:
             values[name] = os.path.join(folder, os.path.expanduser(values[name]))
     return values
+
+
+def fault_tables(value: Any) -> tuple[dict[str, Any], ...]:
+    """The `[[faults]]` array of a config file, each rule checked."""
+    if not isinstance(value, list | tuple) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError("faults must be an array of tables ([[faults]])")
+    for index, rule in enumerate(value):
+        try:
+            rule_from_map(rule)
+        except FaultError as exc:
+            raise ConfigError(f"faults[{index}]: {exc}") from None
+    return tuple(dict(rule) for rule in value)
 
 
 def build(file_values: Mapping[str, Any], flag_values: Mapping[str, Any]) -> ServerConfig:
@@ -277,6 +332,8 @@ def to_toml(config: ServerConfig) -> str:
     lines = ["# cc-server configuration (cc-server --config FILE); flags override it"]
     for f in fields(ServerConfig):
         value = getattr(config, f.name)
+        if f.name in FILE_ONLY:
+            continue
         if value is None:
             lines.append(f"# {f.name} =")
         elif isinstance(value, bool):
@@ -285,4 +342,14 @@ def to_toml(config: ServerConfig) -> str:
             lines.append(f"{f.name} = {value!r}".replace("'", '"'))
         else:
             lines.append(f"{f.name} = {value}")
+    for rule in config.faults:
+        lines += ["", "[[faults]]"] + [f"{key} = {_toml_value(v)}" for key, v in rule.items()]
     return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return str(value)

@@ -85,6 +85,7 @@ class ServerConnection(asyncio.Protocol):
         self._version = 0
         self.roles: frozenset[str] = frozenset()
         self.name = "?"
+        self.user: str | None = None    # the user of the HELLO (fault rules, record)
         self.peer_ip = "?"
         self.client_name = ""
         self.liveness = Liveness(self.config.heartbeat, self.loop.time())
@@ -210,10 +211,14 @@ class ServerConnection(asyncio.Protocol):
         try:
             frames = self.decoder.feed(data)
         except ProtocolError as exc:
+            if self.server.record is not None:
+                self._record_in(data, None)
             self.fail(exc.code, exc.message)
             return
         if not frames:
             return
+        if self.server.record is not None:
+            self._record_in(data, frames)
         if self._backlog or self.paused:   # older requests wait for the buffer to drain
             self._defer(frames)
             return
@@ -296,7 +301,11 @@ class ServerConnection(asyncio.Protocol):
             except BadBody as exc:
                 self.fail(exc.code, exc.message, flush=out)
                 return
-            if reply is not None:
+            if reply is None:
+                if self.server.dispatcher.fault is not None and not self._carry_out_fault(
+                        frame, out):
+                    return
+            else:
                 out.append(encode_frame(reply[0], frame.request_id, reply[1]))
                 size += len(out[-1])
                 if size >= high:           # a reader this slow: stop answering it for now
@@ -383,6 +392,7 @@ class ServerConnection(asyncio.Protocol):
                       f"server speaks versions {list(m.SUPPORTED_VERSIONS)}")
             return False
         self.client_name = hello.client_name or ""
+        self.user = hello.user
         self._version = max(common)
         self._hello_id = frame.request_id
         self.decoder.max_body = self.config.max_frame
@@ -424,6 +434,8 @@ class ServerConnection(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.transport.write(data)
             self.liveness.sent(self.loop.time())
+            if self.server.record is not None:
+                self._record_out(data)
 
     def push(self, msg: m.Message) -> bool:
         """Send a server-initiated message; False if the connection cannot take it now."""
@@ -502,3 +514,56 @@ class ServerConnection(asyncio.Protocol):
             self._timer.cancel()
         self._timer = self.loop.call_later(self._next_check(self.loop.time()) + 0.01,
                                            self._housekeeping)
+
+    # ------------------------------------------------------------------ test controls
+
+    def _carry_out_fault(self, frame: Frame, out: list[bytes]) -> bool:
+        """Carry out what a fired fault rule asks of this connection for the request just
+        handled (controls.py): no reply, a late reply, or closing. False: the connection
+        closed, read nothing more."""
+        fault = self.server.dispatcher.take_fault()
+        if fault is None:
+            return True
+        rule, reply = fault
+        if rule.action in ("close-before", "close-after"):
+            if out:   # the replies of earlier requests of this read still go out
+                self.reply(b"".join(out))
+                out.clear()
+            self.close()
+            return False
+        if rule.action == "delay" and reply is not None:
+            self.loop.call_later(rule.delay(), self._late_reply,
+                                 encode_frame(reply[0], frame.request_id, reply[1]))
+        return True            # drop-reply, drop-request: nothing is sent
+
+    def _late_reply(self, data: bytes) -> None:
+        if not self.closed:
+            self.reply(data)
+
+    def hold_reading(self, seconds: float) -> None:
+        """A `pause` fault: read nothing from this connection for `seconds`."""
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+            self.loop.call_later(seconds, self._end_hold)
+
+    def _end_hold(self) -> None:
+        if self.transport is not None and not self.closed and not self._reading_paused:
+            self.transport.resume_reading()
+
+    def _record_in(self, data: bytes, frames: list[Frame] | None) -> None:
+        """The request record: frames read (None: bytes that were no valid frame)."""
+        record = self.server.record
+        assert record is not None
+        now = self.server.clock()
+        if frames is None:
+            record.add_raw(now, self.name, self.user, "in", data)
+            return
+        for frame in frames:
+            record.add(now, self.name, self.user, "in", frame.type, frame.request_id,
+                       frame.body)
+
+    def _record_out(self, data: bytes) -> None:
+        """The request record: frames written."""
+        record = self.server.record
+        assert record is not None
+        record.add_frames(self.server.clock(), self.name, self.user, "out", data)

@@ -32,7 +32,7 @@ from protocol.errors import ErrorCode
 from .clock import ClockError, ManualClock, parse_time
 from .engine import Refused
 from .faults import NOTIFY_ACTIONS, FaultError, Faults, Request, Rule, rule_from_map
-from .record import Record
+from .record import UNRECORDED, Record
 
 #: Actions the dispatcher handles before the request is applied.
 BEFORE = frozenset({"error", "busy", "drop-request", "close-before", "pause"})
@@ -58,6 +58,8 @@ class TestControls:
     """Faults, record and clock of one server."""
 
     __test__ = False   # not a pytest test class
+    #: the admin commands of the test controls
+    COMMANDS = UNRECORDED
 
     def __init__(self, enabled: bool = True, record_size: int = 0,
                  clock: Callable[[], float] | None = None) -> None:

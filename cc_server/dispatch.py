@@ -24,7 +24,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from protocol import codec
@@ -38,9 +38,11 @@ from protocol.errors import (
 )
 from protocol.frames import Frame
 
+from .controls import Plan, TestControls
 from .dedup import ANY_BODY, Key, OutcomeCache, Reply, digest
 from .engine import Engine, Refused
 from .engine import subscribers as subs
+from .faults import Rule
 from .limits import Limits
 from .metrics import Histogram
 
@@ -49,6 +51,8 @@ T = m.MsgType
 MUTATING_ADMIN = codec.MUTATING_ADMIN
 LOGGED_ADMIN = MUTATING_ADMIN | {"request_renewal"}
 REC_EXECUTE, REC_ADMIN, REC_EXPIRE, REC_ACK, REC_REMEMBER = 1, 2, 3, 4, 5
+#: test controls: a container run with injected sub-request errors; a manual clock move
+REC_EXECUTE_FAULTED, REC_CLOCK = 16, 17
 EXIT_FAIL_STOP = 70   # EX_SOFTWARE: an internal error while applying a change
 #: request types a client sends after the handshake (HELLO, PING and GOODBYE are the
 #: connection's), with the role each needs
@@ -75,21 +79,9 @@ class Renewal(Protocol):
     def would_drop(self, cs: Any) -> bool: ...
 
 
-def changes_state(frame: Frame, exc: BaseException) -> bool:
-    """Whether an exception was raised while a change of state was being applied: inside
-    `apply_execute`, or `apply_admin` of a logged operator command. (Decoding and limit
-    checks change nothing: a bug there is a SERVER_ERROR, not a reason to stop.)"""
-    tb = exc.__traceback__
-    codes = set()
-    while tb is not None:
-        codes.add(tb.tb_frame.f_code)
-        tb = tb.tb_next
-    if Dispatcher.apply_execute.__code__ in codes:
-        return True
-    if Dispatcher.apply_admin.__code__ not in codes:
-        return False
-    msg = codec.decode(frame)      # it was decoded once already
-    return isinstance(msg, m.AdminRequest) and msg.command in LOGGED_ADMIN
+def _text_arg(args: Mapping[str, Any], name: str) -> str | None:
+    value = args.get(name)
+    return value if isinstance(value, str) else None
 
 
 def error_reply(code: str, message: str = "") -> Reply:
@@ -116,6 +108,15 @@ class Dispatcher:
         #: (container kind or command, outcome) -> count
         self.counts: Counter[tuple[str, str]] = Counter()
         self.latency = {"execute": Histogram(), "admin": Histogram()}
+        #: True while a change of state is being applied (an exception then: `fatal`)
+        self.applying = False
+        #: test controls (fault rules, record, clock); None in bare test set-ups
+        self.controls: TestControls | None = None
+        #: a fired fault rule the connection carries out for the request just handled
+        #: (with the reply, when the request was applied): see `take_fault`
+        self.fault: tuple[Rule, Reply | None] | None = None
+        #: called with seconds when a `pause` rule fires (the server stops reading)
+        self.on_pause: Callable[[float], None] | None = None
         self._admin: dict[str, Callable[[dict[str, Any], float], Any]] = {
             "create_subscriber": self._create_subscriber,
             "get_subscriber": lambda a, now: codec.subscriber_to_wire(
@@ -168,29 +169,12 @@ class Dispatcher:
                 if frame.type == T.EXECUTE:
                     return self._invalid_execute(peer, frame.body, exc)
                 raise
-            if type(msg) is m.Execute:
-                started = time.perf_counter()
-                reply = self._execute(peer, msg, frame.body)
-                self.latency["execute"].observe(time.perf_counter() - started)
-                return reply
-            if type(msg) is m.AdminRequest:
-                started = time.perf_counter()
-                reply = self._admin_request(peer, msg, frame.body)
-                self.latency["admin"].observe(time.perf_counter() - started)
-                return reply
-            if type(msg) is m.Listen:
-                self.renewal.register(peer, msg.listener_id)
-                return codec.encode_body(m.ListenOk())
-            if type(msg) is m.Unlisten:
-                self.renewal.unregister(peer, msg.listener_id)
-                return codec.encode_body(m.UnlistenOk())
-            if type(msg) is m.Ack:
-                status = self.renewal.ack(peer, msg.notification_id)
-                if status == "acknowledged":
-                    self._log(REC_ACK, self.clock(), msg.notification_id)
-                # request id 0: no reply; any other id: ACK_OK (whatever `confirm` says)
-                return codec.encode_body(m.AckOk(status)) if frame.request_id else None
-            raise AssertionError(f"unhandled request type {frame.type:#04x}")
+            controls = self.controls
+            if controls is not None and controls.faults.active:
+                plan = self._plan(controls, peer, msg)
+                if plan is not None:
+                    return self._with_plan(peer, msg, frame, plan)
+            return self._request(peer, msg, frame)
         except BadBody:
             raise
         except ProtocolError as exc:
@@ -203,8 +187,9 @@ class Dispatcher:
             elif exc.code == ErrorCode.FORBIDDEN:
                 self.counts["request", "FORBIDDEN"] += 1
             return error_reply(exc.code, exc.message)
-        except Exception as exc:
-            if changes_state(frame, exc):
+        except Exception:
+            if self.applying:
+                self.applying = False
                 self.fatal(peer, frame)        # never returns in the server process
                 return None
             log.exception("event=internal_error peer=%s type=%#04x", peer.name, frame.type)
@@ -225,6 +210,84 @@ class Dispatcher:
             handler.flush()
         os._exit(EXIT_FAIL_STOP)
 
+    def _request(self, peer: Peer, msg: m.Message, frame: Frame,
+                 sub_errors: dict[int, str] | None = None) -> Reply | None:
+        """Handle one decoded request (errors are turned into replies by `handle`)."""
+        if type(msg) is m.Execute:
+            started = time.perf_counter()
+            reply = self._execute(peer, msg, frame.body, sub_errors)
+            self.latency["execute"].observe(time.perf_counter() - started)
+            return reply
+        if type(msg) is m.AdminRequest:
+            started = time.perf_counter()
+            reply = self._admin_request(peer, msg, frame.body)
+            self.latency["admin"].observe(time.perf_counter() - started)
+            return reply
+        if type(msg) is m.Listen:
+            self.renewal.register(peer, msg.listener_id)
+            return codec.encode_body(m.ListenOk())
+        if type(msg) is m.Unlisten:
+            self.renewal.unregister(peer, msg.listener_id)
+            return codec.encode_body(m.UnlistenOk())
+        if type(msg) is m.Ack:
+            status = self.renewal.ack(peer, msg.notification_id)
+            if status == "acknowledged":
+                self._log(REC_ACK, self.clock(), msg.notification_id)
+            # request id 0: no reply; any other id: ACK_OK (whatever `confirm` says)
+            return codec.encode_body(m.AckOk(status)) if frame.request_id else None
+        raise AssertionError(f"unhandled request type {frame.type:#04x}")
+
+    # ------------------------------------------------------------------ fault rules
+
+    def _plan(self, controls: TestControls, peer: Peer, msg: m.Message) -> Plan | None:
+        """What the fault rules ask of this request (None: nothing fired)."""
+        conn_user = getattr(peer, "user", None)
+        if isinstance(msg, m.Execute):
+            return controls.plan_execute(msg, conn_user)
+        if isinstance(msg, m.AdminRequest):
+            if msg.command in controls.COMMANDS:   # the controls themselves never fail
+                return None
+            args = msg.args
+            return controls.plan_other("ADMIN", conn_user, _text_arg(args, "user"),
+                                       _text_arg(args, "session"))
+        if isinstance(msg, m.Listen):
+            return controls.plan_other("LISTEN", conn_user, listener=msg.listener_id)
+        if isinstance(msg, m.Ack):
+            return controls.plan_other("ACK", conn_user)
+        return None
+
+    def _with_plan(self, peer: Peer, msg: m.Message, frame: Frame, plan: Plan
+                   ) -> Reply | None:
+        """Carry out a plan (controls.py says what each action does). What concerns the
+        connection (no reply, close, a late reply) is left in `fault` for it."""
+        if plan.pause and self.on_pause is not None:
+            self.on_pause(plan.pause)
+        rule = plan.before
+        if rule is not None:
+            self.counts["fault", rule.action] += 1
+            if rule.action == "error":
+                return error_reply(str(rule.code), f"injected by fault rule {rule.id}")
+            if rule.action == "busy":
+                return error_reply(ErrorCode.TOO_MANY_REQUESTS,
+                                   f"busy (injected by fault rule {rule.id})")
+            self.fault = (rule, None)          # drop-request, close-before: not applied
+            return None
+        reply = self._request(peer, msg, frame, plan.sub_errors)
+        if plan.after is not None:
+            self.counts["fault", plan.after.action] += 1
+            self.fault = (plan.after, reply)
+            return None
+        return reply
+
+    def take_fault(self) -> tuple[Rule, Reply | None] | None:
+        """The fault left for the connection by the request just handled (then cleared)."""
+        fault, self.fault = self.fault, None
+        return fault
+
+    def clock_moved(self, when: float) -> None:
+        """A manual clock move: logged, so that recovery restores the clock."""
+        self._log(REC_CLOCK, when, None)
+
     @staticmethod
     def _need(peer: Peer, role: str) -> None:
         if role not in peer.roles:
@@ -236,7 +299,8 @@ class Dispatcher:
         if self.wal is not None:
             self.wal(codec.pack([kind, now, argument]))
 
-    def _execute(self, peer: Peer, msg: m.Execute, body: bytes) -> Reply:
+    def _execute(self, peer: Peer, msg: m.Execute, body: bytes,
+                 sub_errors: dict[int, str] | None = None) -> Reply:
         key = (msg.user_id, msg.operation_id)
         body_digest = digest(body)
         stored = self.dedup.get(key, body_digest)
@@ -248,8 +312,11 @@ class Dispatcher:
         except Refused as exc:
             self._limit_hit(exc.code, peer)
             return self._remember(key, body_digest, exc.code, exc.message, now, msg.kind)
-        reply = self.apply_execute(msg, now, body_digest)
-        self._log(REC_EXECUTE, now, body)
+        reply = self.apply_execute(msg, now, body_digest, sub_errors)
+        if sub_errors:
+            self._log(REC_EXECUTE_FAULTED, now, [body, sorted(sub_errors.items())])
+        else:
+            self._log(REC_EXECUTE, now, body)
         return reply
 
     def _invalid_execute(self, peer: Peer, body: bytes, exc: InvalidMessage) -> Reply:
@@ -291,12 +358,14 @@ class Dispatcher:
         if code in LIMIT_CODES and self.on_limit is not None:
             self.on_limit(code, peer.name)
 
-    def apply_execute(self, msg: m.Execute, now: float,
-                      body_digest: bytes = ANY_BODY) -> Reply:
-        """Run a container and remember its outcome (live, and when replaying the log)."""
+    def apply_execute(self, msg: m.Execute, now: float, body_digest: bytes = ANY_BODY,
+                      sub_errors: dict[int, str] | None = None) -> Reply:
+        """Run a container and remember its outcome (live, and when replaying the log);
+        `sub_errors`: sub-requests a fault rule fails (index -> code)."""
         key = (msg.user_id, msg.operation_id)
+        self.applying = True
         try:
-            result = self.engine.execute(msg, now)
+            result = self.engine.execute(msg, now, sub_errors)
             reply: Reply = codec.encode_body(result)
             self.counts[msg.kind, "ok"] += 1
         except Refused as exc:
@@ -304,6 +373,7 @@ class Dispatcher:
             self.counts[msg.kind, exc.code] += 1
         self.dedup.put(key, reply, now, body_digest)
         self.flush_renewals(now)
+        self.applying = False
         return reply
 
     def flush_renewals(self, now: float) -> None:
@@ -340,6 +410,7 @@ class Dispatcher:
         """Run an operator command (live, and when replaying the log)."""
         key = ("", msg.operation_id) if msg.operation_id and msg.command in MUTATING_ADMIN \
             else None
+        self.applying = msg.command in LOGGED_ADMIN   # read-only commands change nothing
         try:
             reply: Reply = T.ADMIN_RESULT, codec.pack(
                 {"value": self._admin[msg.command](dict(msg.args), now)})
@@ -350,6 +421,7 @@ class Dispatcher:
         if key is not None:
             self.dedup.put(key, reply, now, body_digest)
         self.flush_renewals(now)
+        self.applying = False
         return reply
 
     def admin_local(self, command: str, args: dict[str, Any]) -> Reply:
@@ -391,6 +463,14 @@ class Dispatcher:
             msg = codec.decode_body(T.EXECUTE, argument)
             assert isinstance(msg, m.Execute)
             self.apply_execute(msg, now, digest(argument))
+        elif kind == REC_EXECUTE_FAULTED:
+            faulted = codec.decode_body(T.EXECUTE, argument[0])
+            assert isinstance(faulted, m.Execute)
+            self.apply_execute(faulted, now, digest(argument[0]),
+                               {int(i): str(code) for i, code in argument[1]})
+        elif kind == REC_CLOCK:
+            if self.controls is not None:
+                self.controls.restore_clock(now)
         elif kind == REC_ADMIN:
             admin = codec.decode_body(T.ADMIN, argument)
             assert isinstance(admin, m.AdminRequest)

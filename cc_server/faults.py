@@ -214,6 +214,8 @@ class Faults:
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
+        #: True while any rule exists: the server's hot path tests only this
+        self.active = False
         self._rules: dict[int, Rule] = {}
         self._next_id = 0
 
@@ -234,16 +236,20 @@ class Faults:
         self._next_id += 1
         rule.id = self._next_id
         self._rules[rule.id] = rule
+        self.active = True
         return RuleHandle(self, rule)
 
     def remove(self, rule_id: int) -> bool:
         """Remove one rule; False when there was none with that id."""
-        return self._rules.pop(rule_id, None) is not None
+        found = self._rules.pop(rule_id, None) is not None
+        self.active = bool(self._rules)
+        return found
 
     def clear(self) -> int:
         """Remove every rule; how many there were."""
         count = len(self._rules)
         self._rules.clear()
+        self.active = False
         return count
 
     def fire(self, req: Request, actions: frozenset[str] | None = None) -> list[Rule]:

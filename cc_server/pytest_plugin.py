@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from .clock import ManualClock
-from .testing import ServerThread
+from .testing import ServerThread, sync_client
 
 DEFAULT_RECORD = 10_000
 
@@ -45,7 +45,5 @@ def cc_server(request: pytest.FixtureRequest) -> Iterator[ServerThread]:
 @pytest.fixture
 def cc_client(cc_server: ServerThread) -> Iterator[Any]:
     """A blocking client connected to the `cc_server` fixture."""
-    from cc_client import sync  # the one module here that knows the client
-
-    with sync.connect(cc_server.url) as client:
+    with sync_client(cc_server.url) as client:
         yield client

@@ -25,6 +25,13 @@ from protocol import codec
 from protocol import messages as m
 
 MAX_RECORD = 1_000_000   # frames a record may hold
+#: admin commands left out of the record, with their replies: reading the record (or
+#: moving the clock) must not change what the record shows
+UNRECORDED = frozenset({"fault_add", "fault_list", "fault_remove", "fault_clear",
+                        "record_get", "record_clear", "clock_get", "clock_advance",
+                        "clock_set"})
+_ADMIN = int(m.MsgType.ADMIN)
+_HELLO = int(m.MsgType.HELLO)
 _SUB_FIELDS = ("action", "rid", "item", "next", "ttl", "resolution", "inverse")
 
 
@@ -104,18 +111,35 @@ class Record:
         self.size = size
         self.entries: deque[Entry] = deque(maxlen=size)
         self.seq = 0
+        self._unrecorded: set[tuple[str, int]] = set()   # (conn, request id) awaiting reply
 
     def add(self, now: float, conn: str, conn_user: str | None, direction: str,
             msg_type: int, request_id: int, body: bytes) -> None:
         """Record one frame (its body is decoded here; undecodable ones are kept raw)."""
-        self.seq += 1
         try:
             value: Any = codec.unpack(body)
             raw = None
         except Exception:   # anything msgpack refuses is kept as it came
             value, raw = None, bytes(body)
+        if self._unrecorded and direction == "out" and (conn, request_id) in self._unrecorded:
+            self._unrecorded.discard((conn, request_id))
+            return
+        if msg_type == _ADMIN and isinstance(value, dict) and value.get("cmd") in UNRECORDED:
+            if len(self._unrecorded) < 100_000:
+                self._unrecorded.add((conn, request_id))
+            return
+        if msg_type == _HELLO and isinstance(value, dict) and value.get("password"):
+            value = {**value, "password": "***"}      # never keep a password
+        self.seq += 1
         self.entries.append(Entry(self.seq, now, conn, conn_user, direction,
                                   type_name(msg_type), request_id, value, raw))
+
+    def add_raw(self, now: float, conn: str, conn_user: str | None, direction: str,
+                data: bytes) -> None:
+        """Record bytes that are not a valid frame (type `RAW`, kept as they came)."""
+        self.seq += 1
+        self.entries.append(Entry(self.seq, now, conn, conn_user, direction, "RAW", 0,
+                                  None, bytes(data)))
 
     def add_frames(self, now: float, conn: str, conn_user: str | None, direction: str,
                    data: bytes) -> None:
@@ -142,7 +166,7 @@ class Record:
              limit: int | None = None) -> list[Entry]:
         """The entries that agree with every filter given, oldest first (`limit`: the
         newest that many)."""
-        found = [e for e in self.entries
+        found = [e for e in list(self.entries)   # list(): safe while the server appends
                  if (user is None or e.user == user)
                  and (session is None or e.session == session)
                  and (kind is None or e.kind == kind)

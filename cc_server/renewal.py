@@ -25,6 +25,7 @@ import heapq
 import itertools
 import logging
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from protocol import messages as m
@@ -74,6 +75,10 @@ class RenewalService:
         self._ids = itertools.count(1)
         self._acked: OrderedDict[int, None] = OrderedDict()
         self.counts: Counter[str] = Counter()
+        #: test controls: the notification fault rules that fire for an attempt
+        self.notify_faults: Callable[[m.Notification], list[Any]] | None = None
+        #: test controls: run a callable after some seconds (for delay-notify)
+        self.later: Callable[[float, Callable[[], Any]], Any] | None = None
 
     # ------------------------------------------------------------------ registry
 
@@ -177,9 +182,9 @@ class RenewalService:
         target = self._target(note, now)
         if target is not None:
             msg = self._message(note)
-            if not target.push(msg):   # paused (not reading) or closing: try the others
+            if not self._push(target, msg):   # paused (not reading) or closing: the others
                 target = next((peer for peer in self.listeners[note.listener_id]
-                               if peer is not target and peer.push(msg)), None)
+                               if peer is not target and self._push(peer, msg)), None)
         if target is not None:
             if target is not note.target:
                 note.target, note.sent_at = target, now
@@ -192,6 +197,31 @@ class RenewalService:
         else:
             note.next_at = now + self.resend_interval
         heapq.heappush(self._heap, (note.next_at, next(self._seq), note))
+
+    def _push(self, peer: Any, msg: m.Notification) -> bool:
+        """Send one attempt, as the notification fault rules say (drop-notify: it counts
+        as made but never leaves; delay-notify: it leaves later; duplicate-notify: twice)."""
+        if self.notify_faults is None:
+            return bool(peer.push(msg))
+        rules = self.notify_faults(msg)
+        if not rules:
+            return bool(peer.push(msg))
+        actions = {rule.action: rule for rule in rules}
+        if "drop-notify" in actions:
+            self.counts["fault_dropped"] += 1
+            return True
+        copies = 2 if "duplicate-notify" in actions else 1
+        delay = actions.get("delay-notify")
+        if delay is not None and self.later is not None:
+            self.counts["fault_delayed"] += 1
+            for _ in range(copies):
+                self.later(delay.delay(), lambda: peer.push(msg))
+            return True
+        sent = bool(peer.push(msg))
+        if sent and copies == 2:
+            self.counts["fault_duplicated"] += 1
+            peer.push(msg)
+        return sent
 
     def _target(self, note: Pending, now: float) -> Any:
         peers = self.listeners.get(note.listener_id)

@@ -22,15 +22,19 @@ from protocol.errors import ErrorCode
 from . import snapshot as snap
 from .auth import Authenticator, User, UsersFileError, exposure, load_users
 from .catalogfile import load_catalog
+from .clock import ManualClock, ScaledClock
 from .config import ServerConfig
 from .connection import ALL_ROLES, ServerConnection
+from .controls import TestControls
 from .dedup import OutcomeCache
 from .dispatch import Dispatcher
 from .engine import Catalog, ChargingSession, Engine
+from .faults import rule_from_map
 from .gcpolicy import GcPolicy
 from .limits import ConnectionGate, Limits
 from .metrics import MetricsEndpoint, prometheus
 from .ratelog import RateLimitedLog
+from .record import Record
 from .renewal import RenewalService
 from .store import Recovery, Store, catalogs_differ
 from .tls import server_context
@@ -66,7 +70,7 @@ class ChargingServer:
             raise ValueError("invalid server settings: " + "; ".join(problems))
         # Server time is kept to the millisecond, as SAP CC's: the containers of one
         # millisecond share their timestamp objects (a journal of millions keeps fewer).
-        self.clock = clock = clock or wall_clock_ms
+        self.clock = clock = clock or self._config_clock()
         self.users: dict[str, User] | None = _read_users(self.config.users) \
             if self.config.users else None
         self.ssl_context = ssl_context or server_context(self.config)
@@ -84,6 +88,9 @@ class ChargingServer:
         self.dedup = OutcomeCache(self.config.dedup_window, self.config.dedup_max_entries)
         self.dispatcher = Dispatcher(self.engine, clock, self.renewal, self.dedup, self.limits)
         self.dispatcher.on_limit = self.limit_hit
+        self.controls = self._test_controls()
+        #: the request record (--record N); None when off: the hot path tests only that
+        self.record: Record | None = self.controls.record
         self.dispatcher.stats_sections.update(
             server=self.server_stats, connections=self.connection_stats,
             security=self.security_stats, durability=self.durability_stats,
@@ -111,6 +118,54 @@ class ChargingServer:
                 user, password, conn),
             self.loop, max_failures=self.config.auth_max_failures,
             window=self.config.auth_failure_window, backoff_max=self.config.auth_backoff_max)
+
+    # ------------------------------------------------------------------ test controls
+
+    def _config_clock(self) -> Callable[[], float]:
+        if self.config.clock == "manual":
+            return ManualClock()
+        if self.config.clock_speed != 1.0:
+            return ScaledClock(self.config.clock_speed)
+        return wall_clock_ms
+
+    def _test_controls(self) -> TestControls:
+        """Fault rules (with the config file's `[[faults]]`), record and clock, wired to
+        the dispatcher, the renewal service and the clock."""
+        controls = TestControls(self.config.test_controls, self.config.record, self.clock)
+        for rule in self.config.faults:
+            controls.faults.add(rule_from_map(rule))
+        dispatcher = self.dispatcher
+        dispatcher.controls = controls
+        dispatcher._admin.update(controls.commands())
+        dispatcher.on_pause = self.pause_reading
+        if controls.enabled:
+            self.renewal.notify_faults = controls.plan_notify
+            # a lambda: the loop is set at the end of __init__
+            self.renewal.later = lambda delay, job: self.loop.call_later(  # noqa: PLW0108
+                delay, job)
+        manual = controls.manual_clock
+        if manual is not None:
+            manual.on_move = self._clock_moved
+        return controls
+
+    def _clock_moved(self, when: float) -> None:
+        """The manual clock moved: log it and run the timers now (on the loop)."""
+        try:
+            on_loop = asyncio.get_running_loop() is self.loop
+        except RuntimeError:
+            on_loop = False
+        if not on_loop:            # moved by a test's own thread
+            self.loop.call_soon_threadsafe(self._clock_moved, when)
+            return
+        if self._closed.is_set():
+            return
+        self.dispatcher.clock_moved(when)
+        self.run_timers()
+
+    def pause_reading(self, seconds: float) -> None:
+        """A `pause` fault: stop reading every connection for `seconds`."""
+        for conn in list(self.connections):
+            conn.hold_reading(seconds)
 
     # ------------------------------------------------------------------ life cycle
 
@@ -171,6 +226,8 @@ class ChargingServer:
                 self.config.journal_retain)
             self.dispatcher.engine = self.engine
             snap.dedup_restore(self.dedup, state["dedup"])
+            if "clock" in state:
+                self.controls.restore_clock(state["clock"])
             self.renewal.restore(state["renewal"], self._charging_session)
             report.records = store.replay(index, self.dispatcher.replay)
             self.dedup.expire(self.clock())
@@ -195,10 +252,14 @@ class ChargingServer:
 
     def state(self) -> dict[str, Any]:
         """Everything a snapshot holds."""
-        return {"catalog": snap.catalog_to_state(self.engine.catalog),
-                "engine": snap.engine_to_state(self.engine),
-                "dedup": snap.dedup_to_state(self.dedup),
-                "renewal": self.renewal.to_state()}
+        state: dict[str, Any] = {"catalog": snap.catalog_to_state(self.engine.catalog),
+                 "engine": snap.engine_to_state(self.engine),
+                 "dedup": snap.dedup_to_state(self.dedup),
+                 "renewal": self.renewal.to_state()}
+        manual = self.controls.manual_clock
+        if manual is not None:
+            state["clock"] = manual.now     # recovery never puts a manual clock back
+        return state
 
     def _synced(self, upto: int) -> None:
         for conn in list(self.waiting):
@@ -300,6 +361,12 @@ class ChargingServer:
     # ------------------------------------------------------------------ timers
 
     def _tick(self) -> None:
+        busy = self.run_timers()
+        self._tick_handle = self.loop.call_later(0 if busy else self.config.tick, self._tick)
+
+    def run_timers(self) -> bool:
+        """Expiry, renewal resends, dedup expiry, snapshots, as due now; True when more
+        expiry work is left than one batch."""
         now = self.clock()
         busy = False
         try:
@@ -313,5 +380,5 @@ class ChargingServer:
                 self.gc_policy.tick()
         except Exception:
             log.exception("event=tick_failed")
-        self._tick_handle = self.loop.call_later(0 if busy else self.config.tick, self._tick)
+        return busy
 

@@ -693,6 +693,29 @@ def _after(value: object, what: str) -> int:
     return _int(value, what, 0, 2**63)
 
 
+def _rule(value: object, what: str) -> dict[str, Any]:
+    """A fault rule map (the server checks its fields): text keys, scalar values."""
+    if type(value) is not dict or len(value) > 32:
+        raise InvalidMessage(f"{what} must be a map of at most 32 fields")
+    for key, item in value.items():
+        _text(key, f"{what} key")
+        if item is not None and type(item) not in (str, int, float, bool):
+            raise InvalidMessage(f"{what}.{key} must be a string, number or boolean")
+        if type(item) is str:
+            _text(item, f"{what}.{key}")
+    return value
+
+
+def _seconds(value: object, what: str) -> float:
+    if type(value) not in (int, float) or not 0 <= value <= 2**40:  # type: ignore[operator]
+        raise InvalidMessage(f"{what} must be a number of seconds >= 0")
+    return float(value)  # type: ignore[arg-type]
+
+
+def _time_or_text(value: object, what: str) -> object:
+    return _text(value, what) if type(value) is str else _time(value, what)
+
+
 #: command -> {arg: (checker, required)}; the server implements each of them.
 ADMIN_COMMANDS: dict[str, dict[str, tuple[Callable[[object, str], Any], bool]]] = {
     "create_subscriber": {"user": (_id, True), "balance": (_dec, True),
@@ -706,6 +729,20 @@ ADMIN_COMMANDS: dict[str, dict[str, tuple[Callable[[object, str], Any], bool]]] 
                      "after": (_opt(_after), False), "limit": (_opt(_limit), False)},
     "request_renewal": {"session": (_id, True), "rid": (_id, True)},
     "stats": {},
+    # test controls (PROTOCOL.md "Test controls")
+    "fault_add": {"rule": (_rule, True)},
+    "fault_list": {},
+    "fault_remove": {"id": (lambda v, w: _int(v, w, 1, 2**31), True)},
+    "fault_clear": {},
+    "record_get": {"user": (_opt(_id), False), "session": (_opt(_id), False),
+                   "kind": (_opt(_text), False), "type": (_opt(_text), False),
+                   "direction": (_opt(_text), False), "since": (_opt(_time), False),
+                   "until": (_opt(_time), False), "after": (_opt(_after), False),
+                   "limit": (_opt(_limit), False)},
+    "record_clear": {},
+    "clock_get": {},
+    "clock_advance": {"seconds": (_seconds, True)},
+    "clock_set": {"time": (_time_or_text, True)},
 }
 #: subscriber administration (list, delete, adjust, counters); README "Operator API"
 ADMIN_COMMANDS.update({
@@ -725,6 +762,11 @@ MUTATING_ADMIN = frozenset({"create_subscriber", "top_up", "cancel_session",
                             "delete_subscriber", "adjust", "set_counter", "reset_counter"})
 
 
+_CONTROLS = ("fault_", "record_", "clock_")   # the test controls, named by prefix
+_KNOWN_ADMIN = ", ".join([c for c in sorted(ADMIN_COMMANDS) if not c.startswith(_CONTROLS)]
+                         + [f"{prefix}*" for prefix in _CONTROLS])
+
+
 def _enc_admin(msg: m.AdminRequest) -> dict[str, Any]:
     wire: dict[str, Any] = {"cmd": msg.command, "args": msg.args}
     if msg.operation_id is not None:
@@ -740,7 +782,7 @@ def _dec_admin(obj: object) -> m.AdminRequest:
     schema = ADMIN_COMMANDS.get(command) if type(command) is str else None
     if schema is None:
         raise InvalidMessage(f"unknown admin command {short(command)}; "
-                             f"known: {sorted(ADMIN_COMMANDS)}")
+                             f"known: {_KNOWN_ADMIN}")
     args = d["args"]
     if type(args) is not dict:
         raise InvalidMessage("admin args must be a map")

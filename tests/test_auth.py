@@ -464,7 +464,7 @@ async def test_start_up_line_and_warnings(users: str) -> None:
         open_server.server.config.host = "0.0.0.0"      # as if bound to every interface
         (warning,) = app.startup_warnings(open_server.server)
         assert "no --users file" in warning and "0.0.0.0" in warning
-    async with running_server(users=users) as closed:
+    async with running_server(users=users, test_controls=False) as closed:
         closed.server.config.host = "192.0.2.1"
         (warning,) = app.startup_warnings(closed.server)
         assert "without TLS" in warning

@@ -16,6 +16,7 @@ import cc_client
 import cc_client.sync
 from cc_client import ChargeableItem, Resolution, ResultType
 from cc_client.errors import error_from_code
+from cc_client.faults import FaultsAPI
 from cc_client.operator import OperatorAPI
 from cc_server.testing import ManualClock, ServerThread, TestServer, running_server
 from protocol import messages as m
@@ -283,7 +284,8 @@ def test_the_sync_facade_spells_out_every_public_method() -> None:
     pairs = [(cc_client.SessionStartOperation, cc_client.sync.SyncStartOperation),
              (cc_client.SessionUpdateOperation, cc_client.sync.SyncUpdateOperation),
              (cc_client.SessionStopOperation, cc_client.sync.SyncStopOperation),
-             (OperatorAPI, cc_client.sync.SyncAdmin)]
+             (OperatorAPI, cc_client.sync.SyncAdmin),
+             (FaultsAPI, cc_client.sync.SyncFaults)]
     for async_cls, sync_cls in pairs:
         assert public(async_cls) - {"kind"} <= public(sync_cls), sync_cls
         assert not hasattr(sync_cls, "__getattr__")

@@ -76,8 +76,12 @@ class Engine:
 
     # ------------------------------------------------------------------ containers
 
-    def execute(self, req: m.Execute, now: float) -> m.ExecuteResult:
-        """Apply one container; `Refused` for a whole-container failure."""
+    def execute(self, req: m.Execute, now: float,
+                sub_errors: Mapping[int, str] | None = None) -> m.ExecuteResult:
+        """Apply one container; `Refused` for a whole-container failure.
+
+        `sub_errors` (sub-request index -> error code) fails those sub-requests with the
+        code, unapplied: a test-control fault rule (logged, so replay agrees)."""
         account = self.accounts.get(req.user_id)
         if account is None:
             raise Refused(ErrorCode.USER_UNKNOWN, f"no subscriber {req.user_id!r}")
@@ -100,7 +104,12 @@ class Engine:
         try:
             if req.external_data is not None:
                 session.external_data = req.external_data
-            outcomes = [self._sub(op, sub) for sub in req.subs]
+            if sub_errors:
+                outcomes = [self._sub(op, sub) if i not in sub_errors else m.Outcome(
+                    sub.reservation_id, ErrorCode(sub_errors[i]), "injected by a fault rule")
+                    for i, sub in enumerate(req.subs)]
+            else:
+                outcomes = [self._sub(op, sub) for sub in req.subs]
             if req.kind is m.ContainerKind.START:
                 if session.charging:
                     self.sessions[session.session_id] = session
