@@ -21,8 +21,8 @@ def test_flags_set_the_test_controls() -> None:
 @pytest.mark.parametrize(("argv", "message"), [
     (["--clock", "manual", "--clock-speed", "2"], "do not go together"),
     (["--no-test-controls", "--record", "10"], "need the test controls"),
-    (["--clock-speed", "0"], "clock_speed must be above 0"),
-    (["--record", "2000000"], "record must be in"),
+    (["--clock-speed", "0"], "--clock-speed (config key clock_speed) must be in 0.001..10000"),
+    (["--record", "2000000"], "--record (config key record) must be in 0..1000000"),
     (["--clock", "sundial"], "invalid choice"),
 ])
 def test_bad_test_control_settings_are_usage_errors(
