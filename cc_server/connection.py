@@ -172,7 +172,7 @@ class ServerConnection(FlowControl):
                     self.fail(exc.code, exc.message, flush=out)
                     return
                 if reply is not None:
-                    data = frame_reply(event.request_id, reply[0], reply[1])
+                    data = frame_reply(reply[0], event.request_id, reply[1])
                     out.append(data)
                     size += len(data)
                     if size >= high:       # a reader this slow: stop answering it for now

@@ -130,7 +130,7 @@ class FlowControl(asyncio.Protocol):
                 error = error or codec.encode_body(m.Error(
                     ErrorCode.TOO_MANY_REQUESTS, f"more than {self.config.max_in_flight} "
                     "unanswered requests on this connection"))
-                refused.append(self.machine.reply(event.request_id, *error))
+                refused.append(self.machine.reply(error[0], event.request_id, error[1]))
             else:                         # an ACK that wants no reply
                 dropped += 1
         if refused or dropped:

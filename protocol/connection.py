@@ -382,10 +382,9 @@ class Connection:
         self._next_id = rid
         return rid, encode_frame(msg_type, rid, body)
 
-    @staticmethod
-    def reply(request_id: int, msg_type: int, body: bytes) -> bytes:
-        """(server) The frame of the reply to request `request_id` (a Frame event)."""
-        return encode_frame(msg_type, request_id, body)
+    #: (server) `reply(msg_type, request_id, body)`: the frame of the reply to the request
+    #: `request_id` (a Frame event); encode_frame itself, as it is called once per request.
+    reply = staticmethod(encode_frame)
 
     def send_oneway(self, msg_type: int, body: bytes) -> bytes:
         """A frame that expects no reply (request id 0): ACK without an answer, NOTIFY."""

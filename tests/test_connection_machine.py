@@ -356,7 +356,7 @@ def test_the_server_frames_a_reply_with_its_requests_id() -> None:
     rid, data = pair.client.send_request(T.ADMIN, codec.pack({}))
     (request,) = pair.to_server(data)
     assert isinstance(request, Frame)
-    events = pair.to_client(pair.server.reply(request.request_id, T.ADMIN_RESULT,
+    events = pair.to_client(pair.server.reply(T.ADMIN_RESULT, request.request_id,
                                               codec.pack({})))
     assert isinstance(events[0], Frame) and events[0].request_id == rid
     assert events[0].type == T.ADMIN_RESULT
