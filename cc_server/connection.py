@@ -199,8 +199,10 @@ class ServerConnection(FlowControl):
                         self.write(b"".join(out))
                     self._wait(pending, fresh)
                     return
-            elif type(event) is Goodbye:
-                self.close(flush=out)
+            elif type(event) is Goodbye:   # answer what came before it, then close
+                if out:
+                    self.reply(b"".join(out))
+                self.close_after_replies()
                 return
             else:
                 self._end(cast(Closed, event), flush=out)

@@ -51,6 +51,7 @@ class FlowControl(asyncio.Protocol):
         self._reading_paused = False
         self._resume_scheduled = False
         self._authenticating = False    # the HELLO's verdict comes later (server.auth)
+        self._closing = False           # the client said GOODBYE: close once replies left
         self._backlog: deque[Event] = deque()   # read while the connection could not answer
         self._held: deque[tuple[int, bytes]] = deque()   # (log sequence, reply bytes)
         self._held_size = 0
@@ -63,6 +64,9 @@ class FlowControl(asyncio.Protocol):
         raise NotImplementedError
 
     def write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def close(self, flush: list[bytes] | None = None) -> None:
         raise NotImplementedError
 
     @property
@@ -91,7 +95,7 @@ class FlowControl(asyncio.Protocol):
     def _resume(self) -> None:
         """Answer the backlog, then read again (unless the buffer filled up once more)."""
         self._resume_scheduled = False
-        if self.closed or self.paused or self.transport is None:
+        if self.closed or self._closing or self.paused or self.transport is None:
             return
         if self._backlog:
             events = list(self._backlog)
@@ -164,6 +168,14 @@ class FlowControl(asyncio.Protocol):
         self._held_size += len(data)
         self.server.waiting.add(self)  # type: ignore[arg-type]
 
+    def close_after_replies(self) -> None:
+        """Close once the replies held for the log have left (now, if none is held)."""
+        if not self._held:
+            self.close()
+            return
+        self._closing = True
+        self._pause_reading()
+
     def release(self, synced: int) -> None:
         """The log is on disk up to `synced`: send the replies that waited for it."""
         held = self._held
@@ -176,5 +188,8 @@ class FlowControl(asyncio.Protocol):
             self.write(b"".join(out))
         if not held:
             self.server.waiting.discard(self)
+            if self._closing:
+                self.close()
+                return
         if (self._reading_paused or self._backlog) and not self.paused:
             self._resume()

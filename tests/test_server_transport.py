@@ -189,3 +189,22 @@ def test_the_server_transport_keeps_no_protocol_rule_of_its_own(name: str) -> No
     assert "type" not in attributes
     assert "from protocol.connection import" in source
     assert "protocol.liveness" not in source
+
+
+class SlowLog:
+    """A write-ahead log whose latest record is not on disk yet."""
+
+    appended = 1
+    synced = 0
+
+
+async def test_a_goodbye_does_not_let_replies_overtake_the_log(
+        server: ChargingServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    conn, transport = welcomed(server)
+    monkeypatch.setattr(ChargingServer, "wal", property(lambda self: SlowLog()))
+    conn.data_received(encode_frame(T.ADMIN, 2, STATS) + codec.encode(m.Goodbye("done"), 0))
+    assert transport.frames() == [] and not transport.closed   # held for the log
+    conn.release(1)
+    assert kinds(transport.frames()) == [(T.ADMIN_RESULT, 2)]
+    assert transport.closed
+    conn.connection_lost(None)
