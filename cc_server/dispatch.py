@@ -50,6 +50,9 @@ log = logging.getLogger("cc_server")
 T = m.MsgType
 MUTATING_ADMIN = codec.MUTATING_ADMIN
 LOGGED_ADMIN = MUTATING_ADMIN | {"request_renewal"}
+#: operator queries: they change nothing, so their replies wait for no log record
+READ_ONLY_ADMIN = frozenset({"get_subscriber", "find_sessions", "transactions", "stats",
+                             "list_subscribers"})
 REC_EXECUTE, REC_ADMIN, REC_EXPIRE, REC_ACK, REC_REMEMBER = 1, 2, 3, 4, 5
 #: test controls: a container run with injected sub-request errors; a manual clock move
 REC_EXECUTE_FAULTED, REC_CLOCK = 16, 17
@@ -110,6 +113,9 @@ class Dispatcher:
         self.latency = {"execute": Histogram(), "admin": Histogram()}
         #: True while a change of state is being applied (an exception then: `fatal`)
         self.applying = False
+        #: True when the request just handled was a read (an operator query): its reply
+        #: depends on no log record, so it leaves even while the disk is full
+        self.read_only = False
         #: test controls (fault rules, record, clock); None in bare test set-ups
         self.controls: TestControls | None = None
         #: a fired fault rule the connection carries out for the request just handled
@@ -152,6 +158,7 @@ class Dispatcher:
     def handle(self, peer: Peer, frame: Frame) -> Reply | None:
         """The reply to one request frame (None: the request expects no reply).
         Raises `BadBody` for a frame no valid peer sends."""
+        self.read_only = False
         try:
             if frame.type not in REQUESTS:
                 if frame.type in m.MsgType._value2member_map_:
@@ -392,6 +399,7 @@ class Dispatcher:
         return done
 
     def _admin_request(self, peer: Peer, msg: m.AdminRequest, body: bytes) -> Reply:
+        self.read_only = msg.command in READ_ONLY_ADMIN
         self.limits.check_admin(msg.args)
         now = self.clock()
         body_digest = digest(body)

@@ -10,9 +10,11 @@ about charging:
 - which frame is a request, a reply or a push (a reply type has bit 0x80 set; an ERROR
   with a non-zero request id is a reply, with request id 0 it ends the connection);
 - request ids: each side numbers its own requests from 1, wrapping below 2**32; id 0
-  means "no reply expected", and is refused on a message type that has a reply;
-- PING -> PONG, and the heartbeat: a side PINGs when it has sent nothing for one
-  interval and counts the peer dead after three intervals of silence;
+  means "no reply expected", and is refused on a message type that has a reply; a reply
+  carries the id of the request it answers (`reply`);
+- PING -> PONG (ERROR INVALID_REQUEST for a PING with a bad field), and the heartbeat: a
+  side PINGs when it has sent nothing for one interval and counts the peer dead after
+  three intervals of silence;
 - the handshake deadline (server) and the idle deadline (server: no request for
   `idle_timeout`; PING/PONG do not count);
 - GOODBYE (the peer is going away) and the connection-level ERROR (request id 0).
@@ -24,6 +26,7 @@ methods return, and acts on the events. Event types::
     Frame        a request for the server application, or a reply for the client
     Push         (client) a NOTIFY from the server: no request of ours asked for it
     HelloReceived  (server) the HELLO to check; answer with `accept()` or `fail()`
+    Answer       (server) what the machine answered itself (a PONG), in the stream's order
     Goodbye      the peer said GOODBYE: it sends nothing new; close when done
     Closed       the connection is over: `error` is what we sent (flush, then close),
                  or `peer_error` what the peer sent; `dead` when the peer went silent
@@ -36,7 +39,7 @@ from dataclasses import dataclass
 
 from . import codec
 from . import messages as m
-from .errors import ErrorCode, ProtocolError
+from .errors import BadBody, ErrorCode, InvalidMessage, ProtocolError
 from .frames import DEFAULT_MAX_FRAME, MAX_REQUEST_ID, Frame, FrameDecoder, encode_frame
 from .liveness import Due, Liveness
 
@@ -58,12 +61,23 @@ REPLY = m.REPLY
 _EMPTY = codec.pack({})
 # plain ints for the per-frame paths: reading an IntEnum member costs ~0.7 us on 3.11
 _ERROR = int(T.ERROR)
+_PING = int(T.PING)
 _PONG = int(T.PONG)
+_GOODBYE = int(T.GOODBYE)
+_HELLO = int(T.HELLO)
 _HELLO_OK = int(T.HELLO_OK)
-#: Request types that have a reply, so may not use request id 0.
-_ANSWERED = frozenset({T.HELLO, T.PING, T.EXECUTE, T.ADMIN, T.LISTEN, T.UNLISTEN})
-#: What a client may send to a server after the handshake (besides PING and GOODBYE).
-_CLIENT_REQUESTS = frozenset({T.EXECUTE, T.ADMIN, T.LISTEN, T.UNLISTEN, T.ACK})
+_ACK = int(T.ACK)
+#: Message types that have a reply, so may not use request id 0.
+ANSWERED = frozenset(int(t) for t in (T.HELLO, T.PING, T.EXECUTE, T.ADMIN, T.LISTEN,
+                                      T.UNLISTEN))
+#: What a client may send to a server after the HELLO (besides PING, PONG and GOODBYE).
+_CLIENT_REQUESTS = frozenset(int(t) for t in (T.EXECUTE, T.ADMIN, T.LISTEN, T.UNLISTEN,
+                                              T.ACK))
+
+
+def _zero_id(msg_type: int) -> str:
+    return (f"{T(msg_type).name} with request id 0: a message that gets a reply needs a "
+            "request id other than 0 (0 is only for GOODBYE, ERROR, NOTIFY and ACK)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +85,15 @@ class HelloReceived:
     """(server) The client's HELLO arrived; check it, then `accept()` or `fail()`."""
 
     frame: Frame
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """(server) Bytes the machine answered by itself: the PONG to a PING (or the ERROR
+    for a PING with a bad field). They keep the stream's order: send them after the
+    replies to the requests read before, and, like those, not while reading is paused."""
+
+    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,20 +121,24 @@ class Closed:
     dead: bool = False
 
 
-Event = Frame | HelloReceived | Push | Goodbye | Closed
+Event = Frame | HelloReceived | Answer | Push | Goodbye | Closed
 
 
 class Connection:
     """One end of one connection (`role` is CLIENT or SERVER)."""
 
     def __init__(self, role: int, now: float, heartbeat: float = 5.0,
-                 handshake_deadline: float | None = None, idle_timeout: float = 0.0) -> None:
+                 handshake_deadline: float | None = None, idle_timeout: float = 0.0,
+                 max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self.role = role
         self.state = HANDSHAKE
-        self.decoder = FrameDecoder(HELLO_MAX_FRAME if role == SERVER else DEFAULT_MAX_FRAME)
+        # (server) until HELLO_OK a frame may carry at most HELLO_MAX_FRAME bytes of body
+        self.decoder = FrameDecoder(min(max_frame, HELLO_MAX_FRAME) if role == SERVER
+                                    else max_frame)
         self.liveness = Liveness(heartbeat, now)
         self.heartbeat_on = False            # from the end of the handshake
         self.handshake_deadline = handshake_deadline
+        self._handshake_time = 0.0 if handshake_deadline is None else handshake_deadline - now
         self.idle_timeout = idle_timeout
         self.last_request = now
         self.hello_id = 0
@@ -161,47 +188,57 @@ class Connection:
 
     def _server_frames(self, frames: list[Frame], now: float) -> list[Event]:
         events: list[Event] = []
+        if self.state == HANDSHAKE:
+            hello = self._server_hello(frames[0])
+            events.append(hello)
+            if type(hello) is Closed:
+                return events
+            frames = frames[1:]
+        requests = _CLIENT_REQUESTS
+        got_request = False
         for frame in frames:
             msg_type = frame.type
-            rid = frame.request_id
-            if msg_type in _CLIENT_REQUESTS and self.state >= AUTHENTICATING:
-                if rid == 0 and msg_type != T.ACK:
-                    events.append(self._fail(ErrorCode.PROTOCOL_ERROR, f"request type "
-                                             f"{msg_type:#04x} needs a request id other than 0"))
+            if msg_type in requests:
+                if not frame.request_id and msg_type != _ACK:
+                    events.append(self._fail(ErrorCode.PROTOCOL_ERROR, _zero_id(msg_type)))
                     return events
-                self.last_request = now
                 events.append(frame)
+                got_request = True
                 continue
             event = self._server_control(frame)
             if event is not None:
                 events.append(event)
-                if isinstance(event, Closed):
+                if type(event) is Closed:
                     return events
+        if got_request:
+            self.last_request = now
         return events
 
+    def _server_hello(self, frame: Frame) -> Event:
+        if frame.type != _HELLO:
+            return self._fail(ErrorCode.HANDSHAKE_REQUIRED, "the first frame must be HELLO")
+        if frame.request_id == 0:
+            return self._fail(ErrorCode.PROTOCOL_ERROR, _zero_id(_HELLO))
+        self.state = AUTHENTICATING
+        self.hello_id = frame.request_id
+        return HelloReceived(frame)
+
     def _server_control(self, frame: Frame) -> Event | None:
+        """A frame after the HELLO that is not a request for the application."""
         msg_type = frame.type
-        if self.state == HANDSHAKE:
-            if msg_type != T.HELLO:
-                return self._fail(ErrorCode.HANDSHAKE_REQUIRED, "the first frame must be HELLO")
-            if frame.request_id == 0:
-                return self._fail(ErrorCode.PROTOCOL_ERROR, "HELLO needs a request id other "
-                                                            "than 0")
-            self.state = AUTHENTICATING
-            self.hello_id = frame.request_id
-            return HelloReceived(frame)
-        if msg_type == T.PING:
-            return self._pong(frame)
-        if msg_type == T.PONG:
+        if msg_type == _PING:
+            answer = self._ping_answer(frame)
+            return Answer(answer) if isinstance(answer, bytes) else answer
+        if msg_type == _PONG:
             self._pings.discard(frame.request_id)
             return None
-        if msg_type == T.GOODBYE:
+        if msg_type == _GOODBYE:
             return self._goodbye(frame)
-        if msg_type == T.ERROR:
+        if msg_type == _ERROR and frame.request_id == 0:
             return self._peer_error(frame)
-        if msg_type == T.HELLO:
+        if msg_type == _HELLO:
             return self._fail(ErrorCode.PROTOCOL_ERROR, "HELLO after the handshake")
-        if msg_type & REPLY:
+        if msg_type & REPLY:      # we asked for nothing but PONGs
             return self._fail(ErrorCode.PROTOCOL_ERROR, f"unexpected reply type {msg_type:#04x}")
         return self._fail(ErrorCode.PROTOCOL_ERROR,
                           f"unexpected message type {msg_type:#04x}")
@@ -244,10 +281,26 @@ class Connection:
         return self._fail(ErrorCode.PROTOCOL_ERROR, f"unexpected message type {msg_type:#04x}")
 
     def _pong(self, frame: Frame) -> Event | None:
-        if frame.request_id == 0:
-            return self._fail(ErrorCode.PROTOCOL_ERROR, "PING needs a request id other than 0")
-        self._out.append(encode_frame(T.PONG, frame.request_id, _EMPTY))
-        return None
+        answer = self._ping_answer(frame)
+        if isinstance(answer, bytes):
+            self._out.append(answer)
+            return None
+        return answer
+
+    def _ping_answer(self, frame: Frame) -> bytes | Closed:
+        """The PONG, or the ERROR reply for a PING with a bad field; a `Closed` event
+        for a PING no valid peer sends (request id 0, a body that is not a map)."""
+        rid = frame.request_id
+        if rid == 0:
+            return self._fail(ErrorCode.PROTOCOL_ERROR, _zero_id(_PING))
+        if frame.body != _EMPTY:
+            try:
+                codec.decode_body(_PING, frame.body)
+            except BadBody as exc:
+                return self._fail(exc.code, exc.message)
+            except InvalidMessage as exc:
+                return codec.encode(m.Error(exc.code, exc.message[:MAX_ERROR_TEXT]), rid)
+        return encode_frame(_PONG, rid, _EMPTY)
 
     def _goodbye(self, frame: Frame) -> Event:
         reason = ""
@@ -300,6 +353,7 @@ class Connection:
             raise ProtocolError("accept() answers a HelloReceived event")
         self.decoder.max_body = welcome.max_frame
         self.liveness = Liveness(welcome.heartbeat, now)
+        self.last_request = now             # idle time counts from HELLO_OK
         self._opened()
         return codec.encode(welcome, self.hello_id)
 
@@ -328,9 +382,13 @@ class Connection:
         self._next_id = rid
         return rid, encode_frame(msg_type, rid, body)
 
+    #: (server) `reply(msg_type, request_id, body)`: the frame of the reply to the request
+    #: `request_id` (a Frame event); encode_frame itself, as it is called once per request.
+    reply = staticmethod(encode_frame)
+
     def send_oneway(self, msg_type: int, body: bytes) -> bytes:
         """A frame that expects no reply (request id 0): ACK without an answer, NOTIFY."""
-        if msg_type in _ANSWERED:
+        if msg_type in ANSWERED:
             raise ProtocolError(f"message type {msg_type:#04x} always has a reply")
         return encode_frame(msg_type, 0, body)
 
@@ -363,7 +421,8 @@ class Connection:
             return []
         deadline = self.handshake_deadline
         if deadline is not None and now >= deadline and not self.open:
-            return [self._fail(ErrorCode.HANDSHAKE_TIMEOUT, "no handshake in time")]
+            return [self._fail(ErrorCode.HANDSHAKE_TIMEOUT, "handshake not done within "
+                               f"{self._handshake_time:g} s of connecting")]
         if not self.heartbeat_on:
             return []
         live = self.liveness

@@ -6,6 +6,8 @@ pass the time explicitly.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -20,6 +22,7 @@ from protocol.connection import (
     HANDSHAKE,
     OPEN,
     SERVER,
+    Answer,
     Closed,
     Connection,
     Event,
@@ -38,7 +41,7 @@ WELCOME = m.HelloOk(1, "cc-test", 5.0, 1 << 20, 1024, ("admin", "charging"))
 class ConnectionPair:
     """A client and a server machine joined by an in-memory pipe."""
 
-    def __init__(self, now: float = 0.0, **server_options: float) -> None:
+    def __init__(self, now: float = 0.0, **server_options: Any) -> None:
         self.now = now
         self.client = Connection(CLIENT, now)
         self.server = Connection(SERVER, now, **server_options)
@@ -55,6 +58,11 @@ class ConnectionPair:
         reply = self.to_client(self.server.accept(WELCOME, self.now))
         assert isinstance(reply[0], Frame) and reply[0].type == T.HELLO_OK
         self.client.welcomed(WELCOME, self.now)
+
+    def answers(self, events: list[Event]) -> bytes:
+        """The server's own answers (PONGs) among `events`, which hold nothing else."""
+        assert all(isinstance(e, Answer) for e in events), events
+        return b"".join(e.data for e in events if isinstance(e, Answer))
 
     def flush(self) -> tuple[list[Event], list[Event]]:
         """Deliver what each machine produced by itself; events on (client, server)."""
@@ -147,8 +155,10 @@ def test_ping_is_answered_and_the_pong_swallowed() -> None:
     assert pair.client.tick(pair.now) == []
     ping = pair.client.data_to_send()
     assert ping[4] == T.PING and int.from_bytes(ping[8:12], "big") != 0
-    assert pair.to_server(ping) == []     # the PONG waits in the server's outbox
-    assert pair.to_client(pair.server.data_to_send()) == []
+    (answer,) = pair.to_server(ping)      # the PONG, in the stream's order
+    assert isinstance(answer, Answer) and answer.data[4] == T.PONG
+    assert pair.server.data_to_send() == b""
+    assert pair.to_client(answer.data) == []
 
 
 def test_an_idle_connection_survives_many_heartbeat_intervals() -> None:
@@ -160,8 +170,10 @@ def test_an_idle_connection_survives_many_heartbeat_intervals() -> None:
         assert pair.client.tick(pair.now) == [] and pair.server.tick(pair.now) == []
         to_server, to_client = pair.client.data_to_send(), pair.server.data_to_send()
         pings += (to_server[4:5] == bytes([T.PING])) + (to_client[4:5] == bytes([T.PING]))
-        assert pair.to_server(to_server) == [] and pair.to_client(to_client) == []
-        assert pair.flush() == ([], [])   # the PONGs, swallowed by their PING's sender
+        pongs = pair.answers(pair.to_server(to_server))
+        assert pair.to_client(to_client) == []
+        assert pair.to_client(pongs) == []   # the PONGs, swallowed by their PING's sender
+        assert pair.flush() == ([], [])
     assert pings >= 7
     assert pair.client.state == OPEN and pair.server.state == OPEN
 
@@ -280,4 +292,130 @@ def test_any_split_of_the_stream_gives_the_same_events(cuts: list[int]) -> None:
         pos += cut
     events += server.receive_data(stream[pos:], 0)
     kinds = [type(e).__name__ if not isinstance(e, Frame) else e.type for e in events]
-    assert kinds == ["HelloReceived", T.EXECUTE, T.ACK]
+    assert kinds == ["HelloReceived", "Answer", T.EXECUTE, T.ACK]
+
+
+# ------------------------------------------------------------------ server rules
+
+
+def test_the_server_answers_a_ping_in_the_streams_order() -> None:
+    pair = ConnectionPair()
+    pair.handshake()
+    events = pair.to_server(encode_frame(T.EXECUTE, 5, codec.pack({})) +
+                            encode_frame(T.PING, 6, codec.pack({})) +
+                            encode_frame(T.EXECUTE, 7, codec.pack({})))
+    assert [type(e).__name__ for e in events] == ["Frame", "Answer", "Frame"]
+    assert isinstance(events[1], Answer)
+    pong = Connection(CLIENT, 0).decoder.feed(events[1].data)[0]
+    assert (pong.type, pong.request_id) == (T.PONG, 6)
+    assert pair.server.data_to_send() == b""
+
+
+def test_pings_read_before_hello_ok_are_answered_after_it() -> None:
+    pair = ConnectionPair()
+    events = pair.to_server(pair.client.send_hello(HELLO) +
+                            encode_frame(T.PING, 9, codec.pack({})) +
+                            encode_frame(T.EXECUTE, 10, codec.pack({})))
+    assert [type(e).__name__ for e in events] == ["HelloReceived", "Answer", "Frame"]
+    assert pair.server.state == AUTHENTICATING
+    assert pair.server.data_to_send() == b""   # nothing flows ahead of HELLO_OK
+
+
+def test_a_ping_with_a_bad_field_gets_an_error_reply_and_stays_open() -> None:
+    pair = ConnectionPair()
+    pair.handshake()
+    (answer,) = pair.to_server(encode_frame(T.PING, 4, codec.pack({"x": 1})))
+    assert isinstance(answer, Answer)
+    (frame,) = pair.to_client(answer.data)
+    assert isinstance(frame, Frame) and frame.request_id == 4
+    assert error_of(answer.data).code == ErrorCode.INVALID_REQUEST
+    assert pair.server.state == OPEN
+
+
+@pytest.mark.parametrize("body", [codec.pack({}) + codec.pack({}), codec.pack([1])])
+def test_a_ping_whose_body_is_not_one_map_ends_the_connection(body: bytes) -> None:
+    pair = ConnectionPair()
+    pair.handshake()
+    (closed,) = pair.to_server(encode_frame(T.PING, 4, body))
+    assert isinstance(closed, Closed) and closed.code == "PROTOCOL_ERROR"
+    assert error_of(pair.server.data_to_send()).code == ErrorCode.PROTOCOL_ERROR
+
+
+def test_request_id_0_refusal_names_the_message_and_the_rule() -> None:
+    pair = ConnectionPair()
+    pair.handshake()
+    (closed,) = pair.to_server(encode_frame(T.EXECUTE, 0, codec.pack({})))
+    assert isinstance(closed, Closed)
+    assert closed.message.startswith("EXECUTE with request id 0")
+    assert "request id other than 0" in closed.message
+
+
+def test_the_server_frames_a_reply_with_its_requests_id() -> None:
+    pair = ConnectionPair()
+    pair.handshake()
+    rid, data = pair.client.send_request(T.ADMIN, codec.pack({}))
+    (request,) = pair.to_server(data)
+    assert isinstance(request, Frame)
+    events = pair.to_client(pair.server.reply(T.ADMIN_RESULT, request.request_id,
+                                              codec.pack({})))
+    assert isinstance(events[0], Frame) and events[0].request_id == rid
+    assert events[0].type == T.ADMIN_RESULT
+
+
+def test_a_client_error_with_id_0_closes_the_server_without_a_word() -> None:
+    pair = ConnectionPair()
+    pair.handshake()
+    events = pair.to_server(codec.encode(m.Error(ErrorCode.PROTOCOL_ERROR, "bad PONG"), 0))
+    assert events == [Closed("PROTOCOL_ERROR", "bad PONG", by_peer=True)]
+    assert pair.server.closed and pair.server.data_to_send() == b""
+
+
+def test_an_error_reply_from_the_client_answers_nothing_the_server_asked() -> None:
+    pair = ConnectionPair()
+    pair.handshake()
+    (closed,) = pair.to_server(codec.encode(m.Error(ErrorCode.PROTOCOL_ERROR, "x"), 3))
+    assert isinstance(closed, Closed) and not closed.by_peer
+    assert closed.message == "unexpected reply type 0xff"
+
+
+def test_a_pong_to_the_servers_ping_is_swallowed_and_a_stray_one_too() -> None:
+    pair = ConnectionPair()
+    pair.handshake()
+    assert pair.to_server(encode_frame(T.PONG, 77, codec.pack({}))) == []
+    assert pair.server.state == OPEN
+
+
+def test_a_goodbye_drains_the_server_and_requests_before_it_still_come() -> None:
+    pair = ConnectionPair()
+    pair.handshake()
+    events = pair.to_server(encode_frame(T.EXECUTE, 5, codec.pack({})) +
+                            pair.client.send_goodbye("done"))
+    assert isinstance(events[0], Frame) and events[1] == Goodbye("done")
+    assert pair.server.state == DRAINING
+
+
+def test_idle_time_counts_from_hello_ok() -> None:
+    pair = ConnectionPair(idle_timeout=2.0)
+    pair.to_server(pair.client.send_hello(HELLO))
+    pair.now = 1.5                         # the verdict took a while
+    pair.server.accept(WELCOME, pair.now)
+    assert pair.server.next_deadline(pair.now) == pytest.approx(3.5)
+    pair.now = 3.0
+    assert pair.server.tick(pair.now) == []
+    pair.now = 3.5
+    events = pair.server.tick(pair.now)
+    assert isinstance(events[0], Closed) and events[0].code == "IDLE_TIMEOUT"
+
+
+def test_handshake_timeout_says_how_long_was_allowed() -> None:
+    pair = ConnectionPair(now=100.0, handshake_deadline=110.0)
+    (closed,) = pair.server.tick(110.0)
+    assert isinstance(closed, Closed)
+    assert closed.message == "handshake not done within 10 s of connecting"
+
+
+def test_a_small_max_frame_also_caps_frames_before_the_handshake() -> None:
+    server = Connection(SERVER, 0, max_frame=1024)
+    hello = codec.encode(m.Hello((1,), "x" * 2000), 1)
+    (closed,) = server.receive_data(hello, 0)
+    assert isinstance(closed, Closed) and closed.code == "FRAME_TOO_LARGE"

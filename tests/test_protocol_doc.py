@@ -84,7 +84,7 @@ def test_the_minor_units_listed_are_the_servers() -> None:
 
 
 def test_request_id_0_is_refused_exactly_on_the_messages_that_get_a_reply() -> None:
-    from cc_server.connection import ANSWERED
+    from protocol.connection import ANSWERED
     text = " ".join(section("1. Connection life cycle").split())
     answered = re.search(r"gets a reply \(([A-Z_, ]+)\) sent with request id 0", text)
     never = re.search(r"never get a reply: ([A-Z_, and]+)\.", text)

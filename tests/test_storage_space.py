@@ -82,6 +82,9 @@ async def test_enospc_on_the_log_holds_acknowledgements_until_space_is_back(
         await asyncio.sleep(0.15)
         assert not any(t.done() for t in pending), "nothing unlogged is acknowledged"
         assert wal.disk_full and len(events(caplog, "wal_disk_full")) == 1
+        # reads are still served while the changes wait for the disk
+        assert (await asyncio.wait_for(c.admin.get_subscriber("flo"), 1)).user_id == "flo"
+        assert not any(t.done() for t in pending)
         full["on"] = False
         await asyncio.wait_for(asyncio.gather(*pending), 2)
         assert not wal.disk_full and events(caplog, "wal_disk_space_back")

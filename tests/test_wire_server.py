@@ -299,7 +299,7 @@ async def test_the_client_raises_operation_id_reused() -> None:
 
 
 class _Transport:
-    """Just enough of a transport for `ServerConnection._defer`."""
+    """Just enough of a transport for a `ServerConnection` that defers what it reads."""
 
     def __init__(self) -> None:
         self.written = b""
@@ -313,17 +313,23 @@ class _Transport:
 
 async def test_pings_do_not_count_against_max_in_flight() -> None:
     from cc_server.connection import ServerConnection
+    from protocol.connection import Answer
     from protocol.frames import Frame, FrameDecoder
     async with running_server(max_in_flight=2) as server:
         conn = ServerConnection(server.server)
         transport = _Transport()
         conn.transport = transport  # type: ignore[assignment]
+        conn.data_received(codec.encode(m.Hello(), 1))
+        conn.pause_writing()                           # what the client sends now waits
         for batch in ([T.PING, T.UNLISTEN], [T.PING, T.PING, T.UNLISTEN, T.UNLISTEN]):
-            conn._defer([Frame(t, 0, 100 + n, codec.pack({"listener": 1}) if t == T.UNLISTEN
-                               else codec.pack({})) for n, t in enumerate(batch)])
-        assert [f.type for f in conn._backlog] == [T.PING, T.UNLISTEN, T.PING, T.PING,
-                                                   T.UNLISTEN]
-        (refused,) = FrameDecoder().feed(transport.written)
+            conn.data_received(b"".join(encode_frame(
+                t, 100 + n, codec.pack({"listener": 1}) if t == T.UNLISTEN
+                else codec.pack({})) for n, t in enumerate(batch)))
+        assert [T.PONG if isinstance(e, Answer) else e.type for e in conn._backlog
+                if isinstance(e, Answer | Frame)] == [T.PONG, T.UNLISTEN, T.PONG, T.PONG,
+                                                      T.UNLISTEN]
+        hello_ok, refused = FrameDecoder().feed(transport.written)
+        assert hello_ok.type == T.HELLO_OK
         assert (refused.request_id, code(codec.decode(refused))) == (103, "TOO_MANY_REQUESTS")
 
 
