@@ -405,8 +405,7 @@ class ServerConnection(FlowControl):
         for event in events:
             frame = event.frame if type(event) is HelloReceived else event
             if type(frame) is Frame:
-                record.add(now, self.name, self.user, "in", frame.type, frame.request_id,
-                           frame.body)
+                record.add_frame(now, self.name, self.user, "in", frame)
 
     def _record_out(self, data: bytes) -> None:
         """The request record: frames written."""

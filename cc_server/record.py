@@ -23,6 +23,7 @@ import msgpack
 
 from protocol import codec
 from protocol import messages as m
+from protocol.frames import Frame
 
 MAX_RECORD = 1_000_000   # frames a record may hold
 #: admin commands left out of the record, with their replies: reading the record (or
@@ -140,6 +141,11 @@ class Record:
         self.seq += 1
         self.entries.append(Entry(self.seq, now, conn, conn_user, direction, "RAW", 0,
                                   None, bytes(data)))
+
+    def add_frame(self, now: float, conn: str, conn_user: str | None, direction: str,
+                  frame: Frame) -> None:
+        """Record one decoded frame."""
+        self.add(now, conn, conn_user, direction, frame.type, frame.request_id, frame.body)
 
     def add_frames(self, now: float, conn: str, conn_user: str | None, direction: str,
                    data: bytes) -> None:

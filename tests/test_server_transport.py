@@ -196,6 +196,7 @@ class SlowLog:
 
     appended = 1
     synced = 0
+    disk_full = False
 
 
 async def test_a_goodbye_does_not_let_replies_overtake_the_log(
