@@ -113,6 +113,10 @@ class Dispatcher:
         self.latency = {"execute": Histogram(), "admin": Histogram()}
         #: True while a change of state is being applied (an exception then: `fatal`)
         self.applying = False
+        #: set by an embedder (cc_server.testing) to stop otherwise than by ending the
+        #: process; requests after a fail-stop then get SERVER_ERROR
+        self.on_fatal: Callable[[Peer, Frame], None] | None = None
+        self.stopped = False
         #: True when the request just handled was a read (an operator query): its reply
         #: depends on no log record, so it leaves even while the disk is full
         self.read_only = False
@@ -159,6 +163,9 @@ class Dispatcher:
         """The reply to one request frame (None: the request expects no reply).
         Raises `BadBody` for a frame no valid peer sends."""
         self.read_only = False
+        if self.stopped:
+            return error_reply(ErrorCode.SERVER_ERROR, "the server stopped on an internal "
+                                                       "error; nothing was applied")
         try:
             if frame.type not in REQUESTS:
                 if frame.type in m.MsgType._value2member_map_:
@@ -213,6 +220,10 @@ class Dispatcher:
                      "(stopping: the state in memory may be half changed; recovery "
                      "rebuilds it from the log)", peer.name, frame.type,
                      frame.body[:2000].hex(), exc_info=True)
+        self.stopped = True
+        if self.on_fatal is not None:
+            self.on_fatal(peer, frame)
+            return
         for handler in logging.getLogger().handlers + log.handlers:
             handler.flush()
         os._exit(EXIT_FAIL_STOP)

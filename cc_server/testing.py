@@ -30,12 +30,11 @@ from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
-from protocol.errors import ErrorCode
 from protocol.frames import Frame
 
 from .clock import ManualClock
 from .config import ServerConfig
-from .dispatch import Peer, error_reply
+from .dispatch import Peer
 from .faults import Faults
 from .record import Record
 from .server import ChargingServer
@@ -68,7 +67,7 @@ class TestServer:
         self.url = f"{host}:{port}"
         #: the internal error that stopped the server (raised when the block ends)
         self.failure: BaseException | None = None
-        server.dispatcher.fatal = self._fatal    # type: ignore[method-assign]
+        server.dispatcher.on_fatal = self._fatal
 
     @property
     def engine(self) -> Any:
@@ -103,12 +102,9 @@ class TestServer:
         return clock.advance(seconds)
 
     def _fatal(self, peer: Peer, frame: Frame) -> None:
-        """`Dispatcher.fatal` in process: log, close the server, keep the test process."""
-        log.critical("event=internal_error_while_applying peer=%s type=%#04x (the test "
-                     "server stops)", peer.name, frame.type, exc_info=True)
+        """The fail-stop in process (the dispatcher logged it and answers SERVER_ERROR
+        from now on): close the server, keep the test process."""
         self.failure = sys.exc_info()[1] or RuntimeError("internal error while applying")
-        self.server.dispatcher.handle = lambda peer, frame: error_reply(  # type: ignore
-            ErrorCode.SERVER_ERROR, "the test server stopped on an internal error")
         for conn in list(self.server.connections):
             conn.close()
         self.server.loop.create_task(self.server.shutdown(drain=0.1))

@@ -263,12 +263,13 @@ async def test_a_server_error_is_not_remembered() -> None:
         def fail_stop(*args: Any) -> None:   # the real one ends the process (exit 70)
             raise RuntimeError("fail-stop")
         real, server.engine.execute = server.engine.execute, broken
-        server.server.dispatcher.fatal = fail_stop  # type: ignore[method-assign]
+        server.server.dispatcher.on_fatal = fail_stop
         failing = Frame(T.EXECUTE, 0, 200, codec.pack(start(b"boom", "s-boom")))
         with contextlib.suppress(BaseException):   # SERVER_ERROR, or whatever fail-stop does
             server.server.dispatcher.handle(conn, failing)
         server.engine.execute = real
         assert server.server.dedup.get(("alice", b"boom")) is False
+        server.server.dispatcher.stopped = False   # as after a restart
         reply = server.server.dispatcher.handle(conn, failing)
         assert reply is not None and reply[0] == T.EXECUTE_RESULT
 
