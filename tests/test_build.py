@@ -85,8 +85,8 @@ def test_error_codes_default_per_class_and_can_be_given() -> None:
 
 
 async def test_stats_and_cc_bench_say_which_build_runs(client: cc_client.Client) -> None:
-    from cc_client.bench.cli import parse
-    from cc_client.bench.report import describe_settings
+    from cc_bench.cli import parse
+    from cc_bench.report import describe_settings
 
     assert (await client.admin.stats())["server"]["build"] == buildinfo.build()
     lines = describe_settings(parse(["--sessions", "10"]))
