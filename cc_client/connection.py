@@ -162,7 +162,7 @@ class ClientConnection(asyncio.Protocol):
         events = machine.receive_data(data, self.loop.time())
         pending = self.pending
         for event in events:
-            if type(event) is Frame:    # a reply: unknown ids are ignored (caller gave up)
+            if isinstance(event, Frame):    # a reply: unknown ids are ignored (caller gave up)
                 fut = pending.pop(event.request_id, None)
                 if fut is not None and not fut.done():
                     fut.set_result((event.type, event.body))

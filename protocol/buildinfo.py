@@ -27,11 +27,19 @@ from types import ModuleType
 #: Modules compiled by `setup.py` when a C compiler is there; "pkg.*" means every module of pkg.
 #: Not protocol/errors.py: its exceptions carry a peer's code as a plain str, which a compiled
 #: `code: ErrorCode` refuses; raising them is rare and gains nothing from compiling.
+#: Not cc_client/client.py nor cc_client/operations.py: their public methods check their
+#: arguments themselves (a str where bytes are declared is an InvalidArgumentType), where
+#: compiled code would refuse the call with a bare TypeError first.
 HOT_MODULES: tuple[str, ...] = (
     "protocol.codec",
+    "protocol.connection",
     "protocol.frames",
     "protocol.liveness",
     "protocol.messages",
+    "cc_client.connection",
+    "cc_client.flow",
+    "cc_client.results",
+    "cc_bench.histogram",
     "cc_server.dedup",
     "cc_server.dispatch",
     "cc_server.engine",
