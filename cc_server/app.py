@@ -171,7 +171,13 @@ async def serve(config: ServerConfig) -> None:
     server.gc_policy = GcPolicy(config.gc_freeze_interval, config.gc_full_interval)
     server.gc_policy.start()
     host, port = server.address
-    loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    # signals are handled before the first line: whoever reads it may stop us at once
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, server.reload_users)
+    loop_name = type(loop).__module__.split(".")[0]
     print(startup_line(host, port, server), flush=True)
     log.info("event=started host=%s port=%d loop=%s catalog=%s auth=%s tls=%s build=%s", host,
              port, loop_name, config.catalog or "built-in",
@@ -181,11 +187,6 @@ async def serve(config: ServerConfig) -> None:
         log.warning("event=build_fallback build=pure reason=%r", buildinfo.pure_reason())
     for warning in startup_warnings(server):
         print(warning, file=sys.stderr, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, server.reload_users)
     await stop.wait()
     log.info("event=stopping connections=%d", len(server.connections))
     await server.shutdown()
