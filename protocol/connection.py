@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 from . import codec
 from . import messages as m
-from .errors import BadBody, ErrorCode, InvalidMessage, ProtocolError
+from .errors import MAX_ERROR_TEXT, BadBody, ErrorCode, InvalidMessage, ProtocolError
 from .frames import DEFAULT_MAX_FRAME, MAX_REQUEST_ID, Frame, FrameDecoder, encode_frame
 from .liveness import Due, Liveness
 
@@ -54,7 +54,6 @@ DRAINING = 3         # the peer said GOODBYE (client: no new requests on this co
 CLOSED = 4
 
 HELLO_MAX_FRAME = 64 * 1024    # body bytes of a frame before the handshake is done
-MAX_ERROR_TEXT = 500           # characters of an ERROR message
 
 T = m.MsgType
 REPLY = m.REPLY
