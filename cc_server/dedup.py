@@ -24,14 +24,15 @@ import math
 from collections import deque
 from hashlib import blake2b
 from sys import intern
+from typing import Final
 
 Reply = tuple[int, bytes]   # (message type, body)
 Key = tuple[str, bytes]     # (user id or "", operation id)
-SHARDS = 64                 # dicts the entries are spread over (a power of two)
-_MASK = SHARDS - 1          # shard = hash of the operation id (bytes cache their hash)
-GRAINS = 10                 # per second: deadlines are rounded up to 1/GRAINS s
-DIGEST_SIZE = 8             # bytes of a request body's digest (a mistake detector, not a MAC)
-ANY_BODY = bytes(DIGEST_SIZE)   # the digest of an entry that matches any body (old snapshots)
+SHARDS: Final = 64           # dicts the entries are spread over (a power of two)
+_MASK: Final = SHARDS - 1    # shard = hash of the operation id (bytes cache their hash)
+GRAINS: Final = 10           # per second: deadlines are rounded up to 1/GRAINS s
+DIGEST_SIZE: Final = 8       # bytes of a request body's digest (a mistake detector, not a MAC)
+ANY_BODY: Final = bytes(DIGEST_SIZE)  # the digest of an entry that matches any body (old snapshots)
 
 
 def digest(body: bytes) -> bytes:

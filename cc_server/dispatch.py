@@ -25,7 +25,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from protocol import codec
 from protocol import messages as m
@@ -53,15 +53,23 @@ LOGGED_ADMIN = MUTATING_ADMIN | {"request_renewal"}
 #: operator queries: they change nothing, so their replies wait for no log record
 READ_ONLY_ADMIN = frozenset({"get_subscriber", "find_sessions", "transactions", "stats",
                              "list_subscribers"})
-REC_EXECUTE, REC_ADMIN, REC_EXPIRE, REC_ACK, REC_REMEMBER = 1, 2, 3, 4, 5
+REC_EXECUTE: Final = 1
+REC_ADMIN: Final = 2
+REC_EXPIRE: Final = 3
+REC_ACK: Final = 4
+REC_REMEMBER: Final = 5
 #: test controls: a container run with injected sub-request errors; a manual clock move
-REC_EXECUTE_FAULTED, REC_CLOCK = 16, 17
+REC_EXECUTE_FAULTED: Final = 16
+REC_CLOCK: Final = 17
 EXIT_FAIL_STOP = 70   # EX_SOFTWARE: an internal error while applying a change
 #: request types a client sends after the handshake (HELLO, PING and GOODBYE are the
 #: connection's), with the role each needs
-REQUESTS: dict[int, str | None] = {T.EXECUTE: "charging", T.ADMIN: "admin",
+REQUESTS: Final[dict[int, str | None]] = {T.EXECUTE: "charging", T.ADMIN: "admin",
                                    T.LISTEN: "charging", T.UNLISTEN: None, T.ACK: None}
-TX_PAGE = 2000  # journal entries per ADMIN_RESULT frame (stays far below 1 MiB)
+TX_PAGE: Final = 2000  # journal entries per ADMIN_RESULT frame (stays far below 1 MiB)
+# the requests, by type (Final: compiled, C statics rather than lookups on every use)
+_EXECUTE: Final = m.Execute
+_ADMIN: Final = m.AdminRequest
 
 
 class Peer(Protocol):
@@ -231,12 +239,12 @@ class Dispatcher:
     def _request(self, peer: Peer, msg: m.Message, frame: Frame,
                  sub_errors: dict[int, str] | None = None) -> Reply | None:
         """Handle one decoded request (errors are turned into replies by `handle`)."""
-        if type(msg) is m.Execute:
+        if type(msg) is _EXECUTE:
             started = time.perf_counter()
             reply = self._execute(peer, msg, frame.body, sub_errors)
             self.latency["execute"].observe(time.perf_counter() - started)
             return reply
-        if type(msg) is m.AdminRequest:
+        if type(msg) is _ADMIN:
             started = time.perf_counter()
             reply = self._admin_request(peer, msg, frame.body)
             self.latency["admin"].observe(time.perf_counter() - started)

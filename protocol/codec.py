@@ -18,7 +18,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal, InvalidOperation
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import msgpack
 
@@ -27,25 +27,44 @@ from .errors import MAX_ERROR_TEXT, BadBody, ErrorCode, InvalidMessage, Protocol
 from .frames import Frame, encode_frame
 from .money import CURRENCY_RULE, is_currency
 
-EXT_DECIMAL = 1
-MAX_DECIMAL_EXPONENT = 24      # |value| < 10**25
-MIN_DECIMAL_EXPONENT = -18     # at most 18 fractional digits
-MAX_DECIMAL_TEXT = 64          # characters of a decimal's text (what the range needs, and more)
+EXT_DECIMAL: Final = 1
+MAX_DECIMAL_EXPONENT: Final = 24     # |value| < 10**25
+MIN_DECIMAL_EXPONENT: Final = -18    # at most 18 fractional digits
+MAX_DECIMAL_TEXT: Final = 64         # characters of a decimal's text (more than the range needs)
 
 
 # ------------------------------------------------------------------------ msgpack level
 
-_new_tuple = tuple.__new__
-_ExtType = msgpack.ExtType
+# Final: compiled, a C static each, rather than a dict lookup on every use
+_new_tuple: Final = tuple.__new__
+_ExtType: Final = msgpack.ExtType
+_DECIMAL: Final = Decimal
+_EXECUTE: Final = m.Execute
+_SUB_REQUEST: Final = m.SubRequest
+_ITEM: Final = m.ChargeableItem
+
+
+# The codec's encoding cache: a decimal's extension object by the decimal's text. Amounts
+# repeat (prices, "0.00", the same quota's charge), and building an ExtType costs more
+# than a dict lookup. Bound: EXT_BOUND entries; eviction: the table is cleared when a new
+# entry would pass it. ExtTypes are immutable tuples, safe to share.
+EXT_BOUND: Final = 4096
+_EXT_BY_TEXT: Final[dict[str, object]] = {}
 
 
 def _default(obj: object) -> object:
     kind = type(obj)
-    if kind is Decimal:   # ExtType's own __new__ validates in Python; this is hot
+    if kind is _DECIMAL:
         text = str(obj)
-        if "E" in text:   # plain notation on the wire, never an exponent
-            text = format(obj, "f")
-        return _new_tuple(_ExtType, (EXT_DECIMAL, text.encode("ascii")))
+        ext = _EXT_BY_TEXT.get(text)
+        if ext is None:
+            wire = format(obj, "f") if "E" in text else text   # never an exponent
+            # ExtType's own __new__ validates in Python; this is hot
+            ext = _new_tuple(_ExtType, (EXT_DECIMAL, wire.encode("ascii")))
+            if len(_EXT_BY_TEXT) >= EXT_BOUND:
+                _EXT_BY_TEXT.clear()
+            _EXT_BY_TEXT[text] = ext
+        return ext
     if kind is dt.datetime:    # aware ones the packer encodes itself (datetime=True)
         raise ValueError("cannot encode a naive datetime; use an aware one (UTC)")
     if isinstance(obj, Mapping):
@@ -130,7 +149,7 @@ DECIMALS = DecimalCache()
 # Building a Packer (and its buffer) per message costs more than packing a small one, so
 # packers are reused: each call takes one from the pool (list.pop and append are atomic),
 # so threads packing at the same moment never share one.
-_packers: list[msgpack.Packer] = []
+_packers: Final[list[msgpack.Packer]] = []
 
 
 def pack(obj: object) -> bytes:
@@ -280,7 +299,7 @@ def _bin(value: object, what: str, limit: int,
     return value
 
 
-MAX_OP_ID = 64   # bytes of an operation id
+MAX_OP_ID: Final = 64  # bytes of an operation id
 
 
 def _op_id(value: object, what: str = "operation id") -> bytes:
@@ -309,10 +328,10 @@ def _table(enum: type[Any]) -> dict[Any, Any]:
     return {member.value: member for member in enum}
 
 
-_KINDS = _table(m.ContainerKind)
-_ACTIONS = _table(m.Action)
-_RESOLUTIONS = _table(m.Resolution)
-_RESULT_TYPES = _table(m.ResultType)
+_KINDS: Final = _table(m.ContainerKind)
+_ACTIONS: Final = _table(m.Action)
+_RESOLUTIONS: Final = _table(m.Resolution)
+_RESULT_TYPES: Final = _table(m.ResultType)
 _TX_KINDS = _table(m.TxKind)
 _TX_REASONS = _table(m.TxReason)
 
@@ -351,7 +370,7 @@ def item_to_wire(item: m.ChargeableItem | None) -> Any:
 
 # What msgpack decodes is already in range: ints fit 64 bits, decimals passed
 # check_decimal in the extension hook, timestamps are aware. Only types and lengths are left.
-_PROPERTY_TYPES = frozenset({int, Decimal, bool, dt.datetime})
+_PROPERTY_TYPES: Final = frozenset({int, Decimal, bool, dt.datetime})
 
 
 def item_from_wire(obj: object, what: str = "item") -> m.ChargeableItem | None:
@@ -376,7 +395,7 @@ def item_from_wire(obj: object, what: str = "item") -> m.ChargeableItem | None:
             (kind is not str or len(value) > m.MAX_STRING_LENGTH)
         if bad_value or type(key) is not str or not key or len(key) > m.MAX_ID_LENGTH:
             _bad_property(what, key, value)
-    return _new_tuple(m.ChargeableItem, (name, props))
+    return _new_tuple(_ITEM, (name, props))
 
 
 def _bad_property(what: str, key: object, value: object) -> None:
@@ -561,13 +580,13 @@ def _dec_error(obj: object) -> m.Error:
 # ------------------------------------------------------------------------ containers
 
 # What each action refuses (indexes in the sub-request array, and their names)
-_SUB_REFUSES = {
+_SUB_REFUSES: Final = {
     m.Action.RESERVE: ((3, "next"),),
     m.Action.CONFIRM: ((3, "next"), (4, "ttl"), (5, "resolution"), (6, "inverse")),
     m.Action.CANCEL: ((2, "item"), (3, "next"), (4, "ttl"), (5, "resolution"), (6, "inverse")),
     m.Action.CONFIRM_AND_RESERVE: (),
 }
-_MAX_TTL = 400 * 86400.0
+_MAX_TTL: Final = 400 * 86400.0
 
 
 def _dec_sub(obj: object) -> m.SubRequest:
@@ -584,7 +603,7 @@ def _dec_sub(obj: object) -> m.SubRequest:
             ttl = float(ttl)
         if type(ttl) not in (int, float) or not math.isfinite(ttl) or abs(ttl) > _MAX_TTL:
             raise InvalidMessage(f"ttl must be a finite number of seconds, |ttl| <= {_MAX_TTL}")
-    return _new_tuple(m.SubRequest, (
+    return _new_tuple(_SUB_REQUEST, (
         kind, _id(rid, "rid"), item_from_wire(item), item_from_wire(next_item, "next"), ttl,
         None if resolution is None else _lookup(_RESOLUTIONS, resolution, "resolution"),
         _opt_id(inverse, "inverse")))
@@ -610,7 +629,10 @@ def _enc_execute(msg: m.Execute) -> dict[str, Any]:
 _EXEC_REQ = frozenset({"op", "kind", "user", "service", "session", "subs"})
 _EXEC_OPT = frozenset({"listener", "external", "result_type", "cleanup_result_type", "filter"})
 
-_K_EXECUTE = _keys(_EXEC_REQ, _EXEC_OPT)
+_K_EXECUTE: Final = _keys(_EXEC_REQ, _EXEC_OPT)
+_START: Final = m.ContainerKind.START
+_STOP: Final = m.ContainerKind.STOP
+_ALLOWED_ACTIONS: Final = m.ALLOWED_ACTIONS
 
 
 def _dec_execute(obj: object) -> m.Execute:
@@ -618,23 +640,23 @@ def _dec_execute(obj: object) -> m.Execute:
     kind = _lookup(_KINDS, d["kind"], "kind")
     subs = tuple(_dec_sub(s) for s in _list(d["subs"], "subs", m.MAX_SUBREQUESTS,
                                             ErrorCode.CONTAINER_TOO_LARGE))
-    allowed = m.ALLOWED_ACTIONS[kind]
+    allowed = _ALLOWED_ACTIONS[kind]
     for s in subs:
         if s.action not in allowed:
             raise InvalidMessage(f"a {kind} container does not allow {s.action}")
     listener = d.get("listener")
     if listener is not None:
-        if kind is not m.ContainerKind.START:
+        if kind is not _START:
             raise InvalidMessage("only a start container sets a listener id")
         _int(listener, "listener", 1, m.MAX_LISTENER_ID)
     external = d.get("external")
     if external is not None:
-        if kind is m.ContainerKind.STOP:
+        if kind is _STOP:
             raise InvalidMessage("a stop container does not set external data")
         _bin(external, "external data", m.MAX_EXTERNAL_DATA,
              ErrorCode.EXTERNAL_DATA_TOO_LARGE)
     rt, crt, filt = d.get("result_type"), d.get("cleanup_result_type"), d.get("filter")
-    return _new_tuple(m.Execute, (
+    return _new_tuple(_EXECUTE, (
         _op_id(d["op"]), kind, _id(d["user"], "user"),
         _id(d["service"], "service"), _id(d["session"], "session"), subs, listener, external,
         None if rt is None else _lookup(_RESULT_TYPES, rt, "result_type"),
@@ -661,7 +683,7 @@ def _dec_outcome(obj: object) -> m.Outcome:
 def _enc_execute_result(msg: m.ExecuteResult) -> dict[str, Any]:
     return {"session": msg.session_id, "results": msg.outcomes}
 
-_K_EXECUTE_RESULT = _keys({"session", "results"})
+_K_EXECUTE_RESULT: Final = _keys({"session", "results"})
 
 
 def _dec_execute_result(obj: object) -> m.ExecuteResult:
@@ -859,7 +881,7 @@ def _dec_ack_ok(obj: object) -> m.AckOk:
 # ------------------------------------------------------------------------ dispatch
 
 T = m.MsgType
-_ENCODERS: dict[type[Any], tuple[int, Callable[[Any], Any]]] = {
+_ENCODERS: Final[dict[type[Any], tuple[int, Callable[[Any], Any]]]] = {
     m.Hello: (T.HELLO, _enc_hello),
     m.HelloOk: (T.HELLO_OK, _enc_hello_ok),
     m.Ping: (T.PING, _enc_empty),
@@ -879,7 +901,7 @@ _ENCODERS: dict[type[Any], tuple[int, Callable[[Any], Any]]] = {
     m.AckOk: (T.ACK_OK, lambda a: {"status": a.status}),
 }
 
-_DECODERS: dict[int, Callable[[object], Any]] = {
+_DECODERS: Final[dict[int, Callable[[object], Any]]] = {
     T.HELLO: _dec_hello,
     T.HELLO_OK: _dec_hello_ok,
     T.PING: _empty(m.Ping, "PING"),

@@ -12,21 +12,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import IntEnum, StrEnum
-from typing import Any, NamedTuple, TypeAlias
+from typing import Any, Final, NamedTuple, TypeAlias
 
 from .items import ChargeableItem as ChargeableItem  # noqa: PLC0414  (re-export)
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION: Final = 1
 SUPPORTED_VERSIONS = (1,)
-REPLY = 0x80
+REPLY: Final = 0x80
 
 # Hard limits of the format itself (the server may configure tighter ones).
-MAX_ID_LENGTH = 256            # user, session, service, reservation ids, property names
-MAX_STRING_LENGTH = 4096       # any other string
-MAX_PROPERTIES = 64            # properties per chargeable item
-MAX_SUBREQUESTS = 1024         # sub-requests per container
-MAX_EXTERNAL_DATA = 4096       # session external data, bytes
-MAX_LISTENER_ID = 127
+MAX_ID_LENGTH: Final = 256            # user, session, service, reservation ids, property names
+MAX_STRING_LENGTH: Final = 4096       # any other string
+MAX_PROPERTIES: Final = 64            # properties per chargeable item
+MAX_SUBREQUESTS: Final = 1024         # sub-requests per container
+MAX_EXTERNAL_DATA: Final = 4096       # session external data, bytes
+MAX_LISTENER_ID: Final = 127
 
 
 class MsgType(IntEnum):
@@ -67,7 +67,7 @@ class Action(StrEnum):
 
 
 #: Which sub-request actions each container kind allows (SPEC section 3).
-ALLOWED_ACTIONS: Mapping[ContainerKind, frozenset[Action]] = {
+ALLOWED_ACTIONS: Final[Mapping[ContainerKind, frozenset[Action]]] = {
     ContainerKind.START: frozenset({Action.RESERVE}),
     ContainerKind.UPDATE: frozenset(Action),
     ContainerKind.STOP: frozenset({Action.CONFIRM, Action.CANCEL}),

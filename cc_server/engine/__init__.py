@@ -20,7 +20,7 @@ from decimal import (
     localcontext,
     setcontext,
 )
-from typing import Any
+from typing import Any, Final
 
 from protocol import messages as m
 from protocol.errors import ErrorCode
@@ -38,12 +38,18 @@ from .sessions import ChargingSession, Op, Session, Tally
 __all__ = ["Catalog", "CatalogError", "ChargingSession", "Engine", "PricePlan", "Refused",
            "Session"]
 
-UTC = dt.UTC
+UTC: Final = dt.UTC
 # Wide enough that no amount of the wire's range is ever rounded; rounding would be a bug.
-MONEY: Context = EXACT
-_new_tuple = tuple.__new__
-REQUEST, STOP, EXPIRY, ADMIN = (m.TxReason.REQUEST, m.TxReason.STOP, m.TxReason.EXPIRY,
-                                m.TxReason.ADMIN)
+MONEY: Final[Context] = EXACT
+# Final: compiled, each is a C static rather than a lookup on every use
+_new_tuple: Final = tuple.__new__
+_EXECUTE_RESULT: Final = m.ExecuteResult
+REQUEST: Final = m.TxReason.REQUEST
+STOP: Final = m.TxReason.STOP
+EXPIRY: Final = m.TxReason.EXPIRY
+ADMIN: Final = m.TxReason.ADMIN
+START_KIND: Final = m.ContainerKind.START
+STOP_KIND: Final = m.ContainerKind.STOP
 
 
 def _before(account: Account) -> tuple[Decimal, tuple[ChargingSession, ...]] | None:
@@ -85,7 +91,7 @@ class Engine:
         account = self.accounts.get(req.user_id)
         if account is None:
             raise Refused(ErrorCode.USER_UNKNOWN, f"no subscriber {req.user_id!r}")
-        if req.kind is m.ContainerKind.START:
+        if req.kind is START_KIND:
             session = self._new_session(req, account, now)
         else:
             found = self.sessions.get(req.session_id)
@@ -110,11 +116,11 @@ class Engine:
                     for i, sub in enumerate(req.subs)]
             else:
                 outcomes = [self._sub(op, sub) for sub in req.subs]
-            if req.kind is m.ContainerKind.START:
+            if req.kind is START_KIND:
                 if session.charging:
                     self.sessions[session.session_id] = session
                     account.sessions[session.session_id] = None
-            elif req.kind is m.ContainerKind.STOP:
+            elif req.kind is STOP_KIND:
                 named = {sub.reservation_id for sub in req.subs}
                 op.reason = STOP
                 op.result_type = req.cleanup_result_type or session.cleanup_result_type
@@ -127,7 +133,7 @@ class Engine:
         finally:
             setcontext(saved)
         self._credit_changed(account, before)
-        return _new_tuple(m.ExecuteResult, (session.session_id, tuple(outcomes)))
+        return _new_tuple(_EXECUTE_RESULT, (session.session_id, tuple(outcomes)))
 
     def _new_session(self, req: m.Execute, account: Account, now: float) -> Session:
         if req.session_id in self.sessions:
@@ -145,7 +151,7 @@ class Engine:
 
     def _sub(self, op: Op, sub: m.SubRequest) -> m.Outcome:
         try:
-            outcome = rules.HANDLERS[sub.action](op, sub)
+            outcome = rules.apply(op, sub)
         except Refused as exc:
             outcome = rules.failed(sub.reservation_id, exc)
         except DecimalException:  # unreachable with the bounds on quantities and prices

@@ -10,26 +10,27 @@ Two engines in one process (two servers in one test process) never share a table
 from __future__ import annotations
 
 import datetime as dt
-from typing import TypeVar, cast
+from typing import Final, TypeVar, cast
 
 from protocol import messages as m
 
-UTC = dt.UTC
-ITEMS_BOUND = 4096       # reservation items: a gateway asks for the same few quotas
-VALUES_BOUND = 65_536    # service and reservation ids, TTLs: a few values, repeated
+UTC: Final = dt.UTC
+ITEMS_BOUND: Final = 4096      # reservation items: a gateway asks for the same few quotas
+VALUES_BOUND: Final = 65_536   # service and reservation ids, TTLs: a few values, repeated
 V = TypeVar("V", str, int)
 
 
 class EngineCaches:
     """Shared items, ids and TTLs, and the datetime of the latest `now` (see the module)."""
 
-    __slots__ = ("_items", "_stamp", "_values")
+    __slots__ = ("_expiry", "_items", "_stamp", "_values")
 
     def __init__(self) -> None:
         self._items: dict[tuple[str | None, str, int], m.ChargeableItem] = {}
         self._values: dict[str | int, str | int] = {}
         # (epoch seconds, its aware datetime), replaced as ONE tuple: never a torn pair
         self._stamp: tuple[float, dt.datetime] = (0.0, dt.datetime.fromtimestamp(0, UTC))
+        self._expiry = self._stamp     # the same, for the latest reservation deadline
 
     def datetime(self, now: float) -> dt.datetime:
         """`now` as an aware UTC datetime; the containers of one millisecond share one.
@@ -37,6 +38,14 @@ class EngineCaches:
         stamp = self._stamp
         if stamp[0] != now:
             stamp = self._stamp = (now, dt.datetime.fromtimestamp(now, UTC))
+        return stamp[1]
+
+    def expiry(self, when: float) -> dt.datetime:
+        """A reservation deadline as an aware UTC datetime: the reservations of one
+        millisecond with one TTL share one. Bound: one entry, replaced by the next."""
+        stamp = self._expiry
+        if stamp[0] != when:
+            stamp = self._expiry = (when, dt.datetime.fromtimestamp(when, UTC))
         return stamp[1]
 
     def item(self, item: m.ChargeableItem) -> m.ChargeableItem:

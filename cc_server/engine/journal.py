@@ -14,12 +14,13 @@ from bisect import bisect_right
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 from protocol import messages as m
 
-NO_COUNTERS: Mapping[str, Decimal] = m.Transaction._field_defaults["counters"]  # shared {}
-_new_tuple = tuple.__new__
+NO_COUNTERS: Final[Mapping[str, Decimal]] = m.Transaction._field_defaults["counters"]  # {}
+_new_tuple: Final = tuple.__new__
+_TRANSACTION: Final = m.Transaction
 DEFAULT_RETAIN = 2_000_000
 
 
@@ -73,7 +74,7 @@ class Journal:
         # _value_ is the plain attribute behind the (slow, descriptor) .value
         self._append((tid, time, user_id, session_id, reservation_id, kind._value_,
                       reason._value_, amount, currency, counters))
-        return _new_tuple(m.Transaction, (tid, time, user_id, session_id, reservation_id,
+        return _new_tuple(_TRANSACTION, (tid, time, user_id, session_id, reservation_id,
                                           kind, reason, amount, currency, counters))
 
     def add(self, tx: m.Transaction) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Protocol
+from typing import Final, Protocol
 
 from protocol import messages as m
 from protocol.errors import ErrorCode
@@ -23,9 +23,18 @@ from .errors import Refused
 from .expiry import ExpiryQueue
 from .journal import Journal
 
-UTC = dt.UTC
-NO_TX = m.ResultType.NO_TRANSACTIONS
-_new_tuple = tuple.__new__
+# Final: compiled, each is a C static; otherwise a dict lookup (and for m.X.Y two
+# attribute lookups) on every use.
+NO_TX: Final = m.ResultType.NO_TRANSACTIONS
+_new_tuple: Final = tuple.__new__
+_OUTCOME: Final = m.Outcome
+_RATING: Final = m.RatingResult
+_ITEM: Final = m.ChargeableItem
+RELEASE: Final = m.TxKind.RELEASE
+CONFIRM: Final = m.TxKind.CONFIRM
+RESERVE: Final = m.TxKind.RESERVE
+CANCELED: Final = m.Resolution.CANCELED
+CONFIRMED: Final = m.Resolution.CONFIRMED
 
 
 def _outcome(rid: str, error: str | None, message: str | None,
@@ -33,18 +42,19 @@ def _outcome(rid: str, error: str | None, message: str | None,
              reserve: m.RatingResult | None, granted: m.ChargeableItem | None,
              expires: dt.datetime | None, below_zero: bool) -> m.Outcome:
     """An Outcome, positionally (keyword construction of a NamedTuple runs Python code)."""
-    return _new_tuple(m.Outcome, (rid, error, message, cancel, confirm, reserve, granted,
+    return _new_tuple(_OUTCOME, (rid, error, message, cancel, confirm, reserve, granted,
                                   expires, below_zero))
 
 
 def _item(name: str | None, properties: Mapping[str, m.PropertyValue]) -> m.ChargeableItem:
     """An item merged from already validated ones: no need to validate it again."""
-    return _new_tuple(m.ChargeableItem, (name, properties))
+    return _new_tuple(_ITEM, (name, properties))
 # Quantities (and catalog prices and steps, see catalog.py) are bounded so that every
 # amount stays far inside the engine's 80-digit exact arithmetic: no rating can trap
 # half-way through a sub-request.
-MAX_QUANTITY_DIGITS = 18
-MAX_FRACTION_DIGITS = 9
+MAX_QUANTITY_DIGITS: Final = 18
+MAX_FRACTION_DIGITS: Final = 9
+_MAX_INT_QUANTITY: Final = 10 ** MAX_QUANTITY_DIGITS
 
 
 class Session:
@@ -166,17 +176,18 @@ def consolidate(stored: m.ChargeableItem, given: m.ChargeableItem | None) -> m.C
 
 def _quantity(item: m.ChargeableItem, plan: PricePlan) -> Decimal:
     value = item.properties.get(plan.quantity)
-    kind = type(value)
-    if kind is int:
-        quantity = Decimal(value)  # type: ignore[arg-type]
-    elif kind is Decimal:
-        quantity = value  # type: ignore[assignment]
+    if type(value) is int:
+        if 0 <= value < _MAX_INT_QUANTITY:     # the usual case: in range by construction
+            return Decimal(value)
+        quantity = Decimal(value)
+    elif type(value) is Decimal:
+        quantity = value
     elif value is None:
         raise Refused(ErrorCode.INVALID_REQUEST,
                       f"item {item.name!r} needs its quantity property {plan.quantity!r}")
     else:
         raise Refused(ErrorCode.INVALID_REQUEST, f"quantity property {plan.quantity!r} must be "
-                      f"an int or a Decimal, not {kind.__name__}")
+                      f"an int or a Decimal, not {type(value).__name__}")
     if quantity < 0:
         raise Refused(ErrorCode.INVALID_REQUEST, f"{plan.quantity} must not be negative")
     if quantity and (quantity.adjusted() >= MAX_QUANTITY_DIGITS or
@@ -221,8 +232,8 @@ def _open(op: Op, reservation_id: str) -> ChargingSession:
 
 def _result(op: Op, amount: Decimal, tx: m.Transaction) -> m.RatingResult:
     if op.result_type is NO_TX or (op.filter and not tx.amount):
-        return _new_tuple(m.RatingResult, (amount, op.account.currency, ()))
-    return _new_tuple(m.RatingResult, (amount, op.account.currency, (tx,)))
+        return _new_tuple(_RATING, (amount, op.account.currency, ()))
+    return _new_tuple(_RATING, (amount, op.account.currency, (tx,)))
 
 
 def _journal(op: Op, cs: ChargingSession, kind: m.TxKind, amount: Decimal,
@@ -237,14 +248,14 @@ def release(op: Op, cs: ChargingSession) -> m.RatingResult:
     amount, counter, units = cs.held, cs.counter, cs.units
     op.account.release(amount, counter, units)
     cs.held, cs.units = zero(op.account.currency), ZERO   # "0.00" in EUR, not "0"
-    return _result(op, amount, _journal(op, cs, m.TxKind.RELEASE, amount, counter, units))
+    return _result(op, amount, _journal(op, cs, RELEASE, amount, counter, units))
 
 
 def debit_nothing(op: Op, cs: ChargingSession) -> m.RatingResult:
     """The confirmation of nothing used (result (2) of a starved reservation confirmed
     without an item): zero, journaled like any confirmation."""
     amount = zero(op.account.currency)
-    return _result(op, amount, _journal(op, cs, m.TxKind.CONFIRM, amount, None, ZERO))
+    return _result(op, amount, _journal(op, cs, CONFIRM, amount, None, ZERO))
 
 
 def debit(op: Op, cs: ChargingSession, plan: PricePlan, price: Decimal,
@@ -252,7 +263,7 @@ def debit(op: Op, cs: ChargingSession, plan: PricePlan, price: Decimal,
     """Rate a consumed quantity and charge it in full (result (2)); never fails for credit."""
     units, amount = rate(plan, price, quantity, op.account.counter_available(plan.allowance))
     op.account.debit(amount, plan.allowance, units)
-    return _result(op, amount, _journal(op, cs, m.TxKind.CONFIRM, amount, plan.allowance, units))
+    return _result(op, amount, _journal(op, cs, CONFIRM, amount, plan.allowance, units))
 
 
 def hold(op: Op, cs: ChargingSession, item: m.ChargeableItem, plan: PricePlan, price: Decimal,
@@ -287,7 +298,7 @@ def hold(op: Op, cs: ChargingSession, item: m.ChargeableItem, plan: PricePlan, p
         account.hungry[cs] = None
     else:
         account.hungry.pop(cs, None)
-    return _result(op, amount, _journal(op, cs, m.TxKind.RESERVE, amount, plan.allowance, units))
+    return _result(op, amount, _journal(op, cs, RESERVE, amount, plan.allowance, units))
 
 
 def end(op: Op, cs: ChargingSession) -> None:
@@ -299,7 +310,7 @@ def end(op: Op, cs: ChargingSession) -> None:
 
 
 def _expires(op: Op, cs: ChargingSession) -> dt.datetime:
-    return dt.datetime.fromtimestamp(cs.expires_at, UTC)
+    return op.caches.expiry(cs.expires_at)
 
 
 # ------------------------------------------------------------------------ sub-requests
@@ -318,7 +329,7 @@ def reserve(op: Op, sub: m.SubRequest) -> m.Outcome:
     plan, price, quantity = priced(op, sub.item)
     _check_inverse(sub.property_to_inverse, plan)
     cs = ChargingSession(op.session, op.caches.value(rid), sub.item, op.caches.ttl(ttl),
-                         op.now + ttl, sub.default_resolution or m.Resolution.CANCELED,
+                         op.now + ttl, sub.default_resolution or CANCELED,
                          sub.property_to_inverse)
     result = hold(op, cs, sub.item, plan, price, quantity, cs.inverse)
     op.session.charging[rid] = cs
@@ -389,21 +400,30 @@ def clean_up(op: Op, cs: ChargingSession, resolution: m.Resolution | None = None
     amount, counter, units = cs.held, cs.counter, cs.units
     cancel_result = release(op, cs)
     confirm_result = None
-    if (resolution or cs.resolution) is m.Resolution.CONFIRMED:
+    if (resolution or cs.resolution) is CONFIRMED:
         op.account.debit(amount, counter, units)
         confirm_result = _result(op, amount,
-                                 _journal(op, cs, m.TxKind.CONFIRM, amount, counter, units))
+                                 _journal(op, cs, CONFIRM, amount, counter, units))
     end(op, cs)
     return _outcome(cs.reservation_id, None, None, cancel_result, confirm_result, None, None,
                     None, confirm_result is not None and op.account.balance < 0)
 
 
-HANDLERS = {
-    m.Action.RESERVE: reserve,
-    m.Action.CONFIRM: confirm,
-    m.Action.CANCEL: cancel,
-    m.Action.CONFIRM_AND_RESERVE: confirm_and_reserve,
-}
+A_RESERVE: Final = m.Action.RESERVE
+A_CONFIRM: Final = m.Action.CONFIRM
+A_CANCEL: Final = m.Action.CANCEL
+
+
+def apply(op: Op, sub: m.SubRequest) -> m.Outcome:
+    """Apply one sub-request: the rule of its action."""
+    action = sub.action
+    if action is A_RESERVE:
+        return reserve(op, sub)
+    if action is A_CONFIRM:
+        return confirm(op, sub)
+    if action is A_CANCEL:
+        return cancel(op, sub)
+    return confirm_and_reserve(op, sub)
 
 
 def failed(rid: str, exc: Refused) -> m.Outcome:
