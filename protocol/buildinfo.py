@@ -40,8 +40,11 @@ HOT_MODULES: tuple[str, ...] = (
     "cc_client.flow",
     "cc_client.results",
     "cc_bench.histogram",
+    "cc_server.connection",
     "cc_server.dedup",
     "cc_server.dispatch",
+    "cc_server.flow",
+    "cc_server.limits",
     "cc_server.engine",
     "cc_server.engine.*",
 )
