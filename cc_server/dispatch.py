@@ -123,7 +123,7 @@ class Dispatcher:
         self.applying = False
         #: set by an embedder (cc_server.testing) to stop otherwise than by ending the
         #: process; requests after a fail-stop then get SERVER_ERROR
-        self.on_fatal: Callable[[Peer, Frame], None] | None = None
+        self.on_fatal: Callable[[Peer | None, Frame | None], None] | None = None
         self.stopped = False
         #: True when the request just handled was a read (an operator query): its reply
         #: depends on no log record, so it leaves even while the disk is full
@@ -218,16 +218,18 @@ class Dispatcher:
             self.counts["request", "SERVER_ERROR"] += 1
             return error_reply(ErrorCode.SERVER_ERROR, "internal error; nothing was applied")
 
-    def fatal(self, peer: Peer, frame: Frame) -> None:
-        """Fail-stop: an unexpected exception while a container (or an operator change)
-        was being applied may have left part of it applied in memory, never logged. Like
-        PostgreSQL's PANIC in a critical section: log it with the request at CRITICAL
-        and end the process at once (exit 70), answering nothing and syncing nothing
-        more; the restart rebuilds the state from the log, without that request."""
-        log.critical("event=internal_error_while_applying peer=%s type=%#04x request=%s "
-                     "(stopping: the state in memory may be half changed; recovery "
-                     "rebuilds it from the log)", peer.name, frame.type,
-                     frame.body[:2000].hex(), exc_info=True)
+    def fatal(self, peer: Peer | None, frame: Frame | None) -> None:
+        """Fail-stop: an unexpected exception while a container, an operator change or a
+        batch of expiries (`peer` and `frame` None) was being applied may have left part
+        of it applied in memory, never logged. Like PostgreSQL's PANIC in a critical
+        section: log it with the request at CRITICAL and end the process at once (exit
+        70), answering nothing and syncing nothing more; the restart rebuilds the state
+        from the log, without that change."""
+        what = "expiry" if frame is None else f"type={frame.type:#04x} " \
+            f"request={frame.body[:2000].hex()}"
+        log.critical("event=internal_error_while_applying peer=%s %s (stopping: the state "
+                     "in memory may be half changed; recovery rebuilds it from the log)",
+                     "-" if peer is None else peer.name, what, exc_info=True)
         self.stopped = True
         if self.on_fatal is not None:
             self.on_fatal(peer, frame)
@@ -411,9 +413,12 @@ class Dispatcher:
 
     def expire(self, now: float, limit: int) -> int:
         """Clean up reservations due by `now` (logged when anything was due)."""
+        self.applying = True          # a failure half-way is a fail-stop (server.py)
         done = self.engine.expire(now, limit)
         if done:
             self._log(REC_EXPIRE, now, limit)
+        self.applying = False
+        if done:
             self.flush_renewals(now)
         return done
 

@@ -379,6 +379,10 @@ class ChargingServer:
             if self.gc_policy is not None:
                 self.gc_policy.tick()
         except Exception:
+            if self.dispatcher.applying:       # an expiry half applied: fail-stop
+                self.dispatcher.applying = False
+                self.dispatcher.fatal(None, None)
+                return False
             log.exception("event=tick_failed")
         return busy
 

@@ -101,7 +101,7 @@ class TestServer:
                                "or clock='manual'")
         return clock.advance(seconds)
 
-    def _fatal(self, peer: Peer, frame: Frame) -> None:
+    def _fatal(self, peer: Peer | None, frame: Frame | None) -> None:
         """The fail-stop in process (the dispatcher logged it and answers SERVER_ERROR
         from now on): close the server, keep the test process."""
         self.failure = sys.exc_info()[1] or RuntimeError("internal error while applying")

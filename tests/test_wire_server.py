@@ -274,6 +274,33 @@ async def test_a_server_error_is_not_remembered() -> None:
         assert reply is not None and reply[0] == T.EXECUTE_RESULT
 
 
+@pytest.mark.skipif(buildinfo.build() == "compiled",
+                    reason="patches the engine, which compiled classes forbid; the "
+                           "pure-Python build's run covers it")
+async def test_an_expiry_failing_half_way_stops_the_server() -> None:
+    async with running_server() as server:
+        def broken(*args: Any) -> Any:
+            raise RuntimeError("heap on fire")
+        server.engine.expire = broken
+        server.server.run_timers()
+        assert server.server.dispatcher.stopped          # fail-stop, not a logged tick_failed
+        assert server.failure is not None and "heap on fire" in repr(server.failure)
+        server.failure = None                             # handled: do not raise at the end
+
+
+async def test_a_timer_failing_outside_a_change_is_logged_and_the_server_goes_on(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async with running_server() as server:
+        def broken(now: float) -> None:
+            raise RuntimeError("resend failed")
+        real, server.server.renewal.tick = server.server.renewal.tick, broken  # type: ignore[method-assign]
+        server.server.run_timers()
+        server.server.renewal.tick = real  # type: ignore[method-assign]
+        assert not server.server.dispatcher.stopped
+        assert "event=tick_failed" in caplog.text
+        assert server.failure is None
+
+
 @pytest.mark.parametrize("case", ["INVALID_REQUEST (codec)", "CONTAINER_TOO_LARGE"])
 async def test_a_remembered_refusal_survives_a_restart(tmp_path: Path, case: str) -> None:
     body = STORED[case]
