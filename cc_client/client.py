@@ -269,7 +269,7 @@ class Client:
             return retry
         if exc.code != ErrorCode.AUTHENTICATION_FAILED:
             return CommunicationFailure(exc.message, exc.code)
-        if self.user is None:
+        if self.user is None and "requires a user" not in exc.message:   # an older server
             return AuthenticationFailed(f"{exc.message} (this server requires a user and "
                                         "password)")
         return AuthenticationFailed(exc.message)

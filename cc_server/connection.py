@@ -51,6 +51,11 @@ BATCH = 256                   # requests answered before yielding to other conne
 _TIMER_SLACK = 0.01
 
 
+#: AUTHENTICATION_FAILED's text for a HELLO without credentials to a server that needs them
+NO_CREDENTIALS = ("this server requires a user and password (the HELLO fields user and "
+                  "password)")
+
+
 class ServerConnection(FlowControl):
     """The server side of one client connection."""
 
@@ -252,8 +257,8 @@ class ServerConnection(FlowControl):
 
     def _welcome(self, roles: Roles | None, out: list[bytes]) -> bool:
         if roles is None:
-            self.fail(ErrorCode.AUTHENTICATION_FAILED, "unknown user or wrong password",
-                      flush=out)
+            self.fail(ErrorCode.AUTHENTICATION_FAILED, NO_CREDENTIALS if self.user is None
+                      else "unknown user or wrong password", flush=out)
             return False
         self.roles = roles
         self.server.gate.handshake_done(self)

@@ -6,6 +6,7 @@ must wait within request_timeout rather than fail at a fixed connect timeout.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -14,6 +15,9 @@ import pytest
 import cc_client
 from cc_client import client as client_module
 from cc_server.testing import running_server
+from protocol import codec
+from protocol import messages as m
+from protocol.frames import HEADER_SIZE
 from tests.netfakes import FakeServer, FrameStream
 from tests.test_auth import client_tls, pki, tls_settings, users_file
 
@@ -111,3 +115,19 @@ async def test_no_credentials_against_a_users_file_says_they_are_required(
             await cc_client.connect(server.url, user="root", password="wrong",
                                     request_timeout=1.0)
         assert "requires a user" not in info.value.message
+
+
+async def test_the_server_itself_says_credentials_are_required(one_user: str) -> None:
+    """Clients in other languages get the hint from the server's ERROR text."""
+    async with running_server(users=one_user, auth_max_failures=100) as server:
+        for hello, expected in ((m.Hello(), "this server requires a user and password"),
+                                (m.Hello(user="root", password="wrong"),
+                                 "unknown user or wrong password")):
+            reader, writer = await asyncio.open_connection(server.host, server.port)
+            writer.write(codec.encode(hello, 1))
+            header = await reader.readexactly(HEADER_SIZE)
+            length, msg_type = int.from_bytes(header[:4], "big"), header[4]
+            error = codec.decode_body(msg_type, await reader.readexactly(length))
+            writer.close()
+            assert isinstance(error, m.Error) and error.code == "AUTHENTICATION_FAILED"
+            assert error.message.startswith(expected), error.message
