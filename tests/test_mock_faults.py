@@ -83,6 +83,8 @@ async def test_error_subrequest_fails_only_the_matching_one() -> None:
         assert result["rg-1"].error is not None
         assert result["rg-1"].error.code == "CREDIT_LIMIT_REACHED"
         assert await balance(client, "erin") == (D("10.00"), D("0.00"))
+        stats = await client.admin.stats()     # counted like any refused sub-request
+        assert stats["sub_requests"] == {"reserve.CREDIT_LIMIT_REACHED": 1}
 
 
 async def test_busy_the_client_backs_off_and_sends_again() -> None:

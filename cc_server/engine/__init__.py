@@ -111,9 +111,9 @@ class Engine:
             if req.external_data is not None:
                 session.external_data = req.external_data
             if sub_errors:
-                outcomes = [self._sub(op, sub) if i not in sub_errors else m.Outcome(
-                    sub.reservation_id, ErrorCode(sub_errors[i]), "injected by a fault rule")
-                    for i, sub in enumerate(req.subs)]
+                outcomes = [self._sub(op, sub) if i not in sub_errors else
+                            self._injected(sub, ErrorCode(sub_errors[i]))
+                            for i, sub in enumerate(req.subs)]
             else:
                 outcomes = [self._sub(op, sub) for sub in req.subs]
             if req.kind is START_KIND:
@@ -159,6 +159,11 @@ class Engine:
                                 "amount out of the exactly representable range")
         self.counts[sub.action, outcome.error] += 1
         return outcome
+
+    def _injected(self, sub: m.SubRequest, code: ErrorCode) -> m.Outcome:
+        """A sub-request a fault rule fails, unapplied (counted like any outcome)."""
+        self.counts[sub.action, code] += 1
+        return m.Outcome(sub.reservation_id, code, "injected by a fault rule")
 
     def _remove(self, session: Session) -> None:
         session.alive = False
