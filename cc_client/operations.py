@@ -21,10 +21,11 @@ if TYPE_CHECKING:
 E = TypeVar("E", Resolution, ResultType)
 
 Ttl = int | float | Decimal
+_NUMBER = (int, float, Decimal)   # Ttl as isinstance takes it (a union object per call costs)
 
 
 def _ttl(ttl: Ttl) -> int | float:
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float | Decimal):
+    if isinstance(ttl, bool) or not isinstance(ttl, _NUMBER):
         raise InvalidArgumentType(f"ttl must be a number of seconds, not {type(ttl).__name__}")
     return float(ttl) if isinstance(ttl, Decimal) else ttl
 
@@ -36,6 +37,8 @@ def _item(item: ChargeableItem | None, what: str) -> ChargeableItem | None:
 
 
 def _enum(kind: type[E], value: E | str) -> E:
+    if isinstance(value, kind):   # a member already: no Enum call (a lookup by value)
+        return value
     try:
         return kind(value)
     except ValueError as exc:
@@ -47,10 +50,12 @@ class _Container:
 
     def __init__(self, client: ContainerHost, user_id: str, service_id: str,
                  session_id: str) -> None:
-        for name, value in (("user_id", user_id), ("service_id", service_id),
-                            ("session_id", session_id)):
-            if not isinstance(value, str) or not value:
-                raise InvalidArgument(f"{name} must be a non-empty str")
+        if not (isinstance(user_id, str) and user_id and isinstance(service_id, str)
+                and service_id and isinstance(session_id, str) and session_id):
+            for name, value in (("user_id", user_id), ("service_id", service_id),
+                                ("session_id", session_id)):
+                if not isinstance(value, str) or not value:
+                    raise InvalidArgument(f"{name} must be a non-empty str")
         self._client = client
         self.user_id = user_id
         self.service_id = service_id
@@ -103,10 +108,9 @@ class _Reserve(_Container):
                         default_resolution: Resolution = Resolution.CANCELED,
                         property_to_inverse: str | None = None) -> None:
         """Reserve `item` for `ttl` seconds as a new charging session."""
-        self._add(m.SubRequest(m.Action.RESERVE, reservation_id, _item(item, "item"),
-                               ttl=_ttl(ttl),
-                               default_resolution=_enum(Resolution, default_resolution),
-                               property_to_inverse=property_to_inverse))
+        self._add(m.SubRequest(m.Action.RESERVE, reservation_id, _item(item, "item"), None,
+                               _ttl(ttl), _enum(Resolution, default_resolution),
+                               property_to_inverse))
 
 
 class _Confirm(_Container):

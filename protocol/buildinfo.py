@@ -29,7 +29,8 @@ from types import ModuleType
 #: `code: ErrorCode` refuses; raising them is rare and gains nothing from compiling.
 #: Not cc_client/client.py nor cc_client/operations.py: their public methods check their
 #: arguments themselves (a str where bytes are declared is an InvalidArgumentType), where
-#: compiled code would refuse the call with a bare TypeError first.
+#: compiled code would refuse the call with a bare TypeError first; the common case of a
+#: request, behind those checks, is cc_client/hot.py.
 HOT_MODULES: tuple[str, ...] = (
     "protocol.codec",
     "protocol.connection",
@@ -38,6 +39,7 @@ HOT_MODULES: tuple[str, ...] = (
     "protocol.messages",
     "cc_client.connection",
     "cc_client.flow",
+    "cc_client.hot",
     "cc_client.results",
     "cc_bench.histogram",
     "cc_server.connection",

@@ -417,34 +417,49 @@ def tx_to_wire(tx: m.Transaction) -> Any:
     return tx
 
 
-_STR_OR_NONE = (str, type(None))
-_NO_COUNTERS: Any = m.Transaction._field_defaults["counters"]
+_NO_COUNTERS: Final[Any] = m.Transaction._field_defaults["counters"]
+# The result decoders run for every reply a client reads. In the compiled build a Final
+# module constant is a C static, any other global (imported names included) a dict lookup
+# per use: hence these aliases.
+_TUPLE_NEW: Final = tuple.__new__    # a NamedTuple's own __new__ is interpreted Python
+_DECIMAL: Final = Decimal
+_DATETIME: Final = dt.datetime
+_TRANSACTION: Final = m.Transaction
+_RATING: Final = m.RatingResult
+_OUTCOME: Final = m.Outcome
+_EXECUTE_RESULT: Final = m.ExecuteResult
+_TX_KIND_OF: Final[dict[Any, Any]] = _TX_KINDS
+_TX_REASON_OF: Final[dict[Any, Any]] = _TX_REASONS
 
 
 def tx_from_wire(obj: object) -> m.Transaction:
     if type(obj) is not list or len(obj) != 10:
         raise InvalidMessage("a transaction is an array of 10 fields")
     tid, time, user, session, rid, kind, reason, amount, currency, counters = obj
-    if type(tid) is not int or type(time) is not dt.datetime or type(user) is not str \
-            or type(session) not in _STR_OR_NONE or type(rid) not in _STR_OR_NONE \
-            or type(amount) is not Decimal or type(currency) is not str \
+    if type(tid) is not int or type(time) is not _DATETIME or type(user) is not str \
+            or (session is not None and type(session) is not str) \
+            or (rid is not None and type(rid) is not str) \
+            or type(amount) is not _DECIMAL or type(currency) is not str \
             or type(kind) is not str or type(reason) is not str:
         raise InvalidMessage(f"transaction {tid!r}: a field has the wrong type")
-    return _new_tuple(m.Transaction, (
-        tid, time, user, session, rid, _lookup(_TX_KINDS, kind, "kind"),
-        _lookup(_TX_REASONS, reason, "reason"), amount, currency,
+    # members are non-empty strings, so `or` falls to _lookup (and its error) only on a miss
+    tx_kind = _TX_KIND_OF.get(kind) or _lookup(_TX_KINDS, kind, "kind")
+    tx_reason = _TX_REASON_OF.get(reason) or _lookup(_TX_REASONS, reason, "reason")
+    return _TUPLE_NEW(_TRANSACTION, (
+        tid, time, user, session, rid, tx_kind, tx_reason, amount, currency,
         _dec_map(counters, "counters") if counters else _NO_COUNTERS))
 
 
 def rating_from_wire(obj: object, what: str) -> m.RatingResult | None:
     if obj is None:
         return None
-    if type(obj) is not list or len(obj) != 3 or type(obj[0]) is not Decimal \
-            or type(obj[1]) is not str or type(obj[2]) is not list:
+    if type(obj) is not list or len(obj) != 3:
         raise InvalidMessage(f"{what} must be [amount, currency, [transaction, ...]]")
-    txs = obj[2]
-    return _new_tuple(m.RatingResult, (obj[0], obj[1],
-                                       tuple(map(tx_from_wire, txs)) if txs else ()))
+    amount, currency, txs = obj
+    if type(amount) is not _DECIMAL or type(currency) is not str or type(txs) is not list:
+        raise InvalidMessage(f"{what} must be [amount, currency, [transaction, ...]]")
+    return _TUPLE_NEW(_RATING, (
+        amount, currency, tuple([tx_from_wire(t) for t in txs]) if txs else ()))
 
 
 def subscriber_to_wire(s: m.Subscriber) -> dict[str, Any]:
@@ -668,11 +683,11 @@ def _dec_outcome(obj: object) -> m.Outcome:
     if type(obj) is not list or len(obj) != 9:
         raise InvalidMessage("an outcome is an array of 9 fields")
     rid, error, message, cancel, confirm, reserve, granted, expires, below = obj
-    if type(rid) is not str or type(error) not in _STR_OR_NONE \
-            or type(message) not in _STR_OR_NONE or type(below) is not bool \
-            or (expires is not None and type(expires) is not dt.datetime):
+    if type(rid) is not str or (error is not None and type(error) is not str) \
+            or (message is not None and type(message) is not str) or type(below) is not bool \
+            or (expires is not None and type(expires) is not _DATETIME):
         raise InvalidMessage(f"outcome {rid!r}: a field has the wrong type")
-    return _new_tuple(m.Outcome, (
+    return _TUPLE_NEW(_OUTCOME, (
         rid, error, message,
         None if cancel is None else rating_from_wire(cancel, "cancel"),
         None if confirm is None else rating_from_wire(confirm, "confirm"),
@@ -687,10 +702,15 @@ _K_EXECUTE_RESULT: Final = _keys({"session", "results"})
 
 
 def _dec_execute_result(obj: object) -> m.ExecuteResult:
-    d = _fields(obj, _K_EXECUTE_RESULT, "EXECUTE_RESULT")
+    # the common case, a map of exactly the two fields, without _fields' set algebra
+    if type(obj) is dict and len(obj) == 2 and "session" in obj and "results" in obj:
+        d: dict[str, Any] = obj
+    else:
+        d = _fields(obj, _K_EXECUTE_RESULT, "EXECUTE_RESULT")
     outcomes = _list(d["results"], "results", 1 << 20)
-    return m.ExecuteResult(_id(d["session"], "session"),
-                           tuple(_dec_outcome(o) for o in outcomes))
+    session = _id(d["session"], "session")
+    return _TUPLE_NEW(_EXECUTE_RESULT,
+                      (session, tuple([_dec_outcome(o) for o in outcomes])))
 
 
 # ------------------------------------------------------------------------ operator

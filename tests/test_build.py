@@ -166,16 +166,18 @@ def test_editable_build_starts_from_a_tree_without_extensions(
 
 @needs_compiled
 def test_the_client_path_is_compiled() -> None:
-    """The sans-IO machine, the client transport, results and flow control, and cc-bench's
-    histogram run compiled in the compiled build (client.py and operations.py stay pure)."""
+    """The sans-IO machine, the client transport, results, flow control and the request
+    hot path, and cc-bench's histogram run compiled in the compiled build (client.py and
+    operations.py stay pure)."""
     import cc_bench.histogram
     import cc_client.client
     import cc_client.connection
     import cc_client.flow
+    import cc_client.hot
     import cc_client.results
     import protocol.connection
 
     for module in (protocol.connection, cc_client.connection, cc_client.results,
-                   cc_client.flow, cc_bench.histogram):
+                   cc_client.flow, cc_client.hot, cc_bench.histogram):
         assert not str(module.__file__).endswith(".py"), module.__name__
     assert str(cc_client.client.__file__).endswith(".py")

@@ -153,6 +153,75 @@ def test_invalid_execute_bodies_are_refused(raw: bytes, fragment: str) -> None:
     assert info.value.code == "INVALID_REQUEST"
 
 
+_TX = [1, T0, "u", "s", "r1", "reserve", "request", Decimal(1), "EUR", {}]
+_OUTCOME = ["r1", None, None, None, None, [Decimal(1), "EUR", [_TX]], None, T0, False]
+
+
+def bad_result(outcome: Any = None, **changes: Any) -> bytes:
+    """An EXECUTE_RESULT body with `outcome` (default: a good one) and the fields changed
+    (`...` removes one)."""
+    fields: dict[str, Any] = {"session": "s", "results": [outcome or _OUTCOME]}
+    fields.update(changes)
+    return codec.pack({k: v for k, v in fields.items() if v is not ...})
+
+
+def _with(values: list[Any], **at: Any) -> list[Any]:
+    """`values` with the items at the given indexes (i0=..., i5=...) replaced."""
+    out = list(values)
+    for key, value in at.items():
+        out[int(key[1:])] = value
+    return out
+
+
+def _tx_outcome(**at: Any) -> list[Any]:
+    return _with(_OUTCOME, i5=[Decimal(1), "EUR", [_with(_TX, **at)]])
+
+
+@pytest.mark.parametrize("raw, message", [
+    (bad_result(extra=1), "EXECUTE_RESULT: unknown field(s) 'extra'"),
+    (bad_result(session=...), "EXECUTE_RESULT: missing field(s) ['session']"),
+    (bad_result(session=""), "session must be a non-empty string of at most 256 characters"),
+    (bad_result(results="x"), "results must be an array of at most 1048576 elements"),
+    (bad_result(["r1"]), "an outcome is an array of 9 fields"),
+    (bad_result(_with(_OUTCOME, i1=5)), "outcome 'r1': a field has the wrong type"),
+    (bad_result(_with(_OUTCOME, i8=0)), "outcome 'r1': a field has the wrong type"),
+    (bad_result(_with(_OUTCOME, i7="now")), "outcome 'r1': a field has the wrong type"),
+    (bad_result(_with(_OUTCOME, i3=[1, "EUR", []])),
+     "cancel must be [amount, currency, [transaction, ...]]"),
+    (bad_result(_with(_OUTCOME, i5=[Decimal(1), "EUR"])),
+     "reserve must be [amount, currency, [transaction, ...]]"),
+    (bad_result(_with(_OUTCOME, i4=[Decimal(1), "EUR", {}])),
+     "confirm must be [amount, currency, [transaction, ...]]"),
+    (bad_result(_with(_OUTCOME, i5=[Decimal(1), "EUR", [[1]]])),
+     "a transaction is an array of 10 fields"),
+    (bad_result(_tx_outcome(i3=5)), "transaction 1: a field has the wrong type"),
+    (bad_result(_tx_outcome(i0="1")), "transaction '1': a field has the wrong type"),
+    (bad_result(_tx_outcome(i5="take")),
+     "kind must be one of ['confirm', 'release', 'reserve', 'top_up']"),
+    (bad_result(_tx_outcome(i6="why")),
+     "reason must be one of ['admin', 'expiry', 'request', 'stop']"),
+    (bad_result(_tx_outcome(i9={"free": "1"})),
+     "counters['free'] must be a decimal (extension type 1) or an integer"),
+])
+def test_invalid_execute_results_are_refused(raw: bytes, message: str) -> None:
+    """A client refuses a malformed EXECUTE_RESULT, and says exactly what is wrong."""
+    with pytest.raises(InvalidMessage) as info:
+        codec.decode_body(m.MsgType.EXECUTE_RESULT, raw)
+    assert str(info.value) == message
+
+
+def test_a_good_execute_result_decodes_to_exact_types() -> None:
+    result = codec.decode_body(m.MsgType.EXECUTE_RESULT,
+                               bad_result(_tx_outcome(i3=None, i4=None, i9={"f": 2})))
+    assert isinstance(result, m.ExecuteResult)
+    (outcome,) = result.outcomes
+    assert outcome.reserve_result is not None
+    (tx,) = outcome.reserve_result.transactions
+    assert type(tx) is m.Transaction and tx.kind is m.TxKind.RESERVE
+    assert tx.reason is m.TxReason.REQUEST and tx.session_id is None
+    assert tx.counters == {"f": Decimal(2)} and type(tx.counters["f"]) is Decimal
+
+
 def _reserve_item(item: Any) -> bytes:
     return bad_exec(subs=[sub(item=item, ttl=30)])
 
