@@ -35,13 +35,20 @@ MAX_DECIMAL_TEXT: Final = 64         # characters of a decimal's text (more than
 
 # ------------------------------------------------------------------------ msgpack level
 
-# Final: compiled, a C static each, rather than a dict lookup on every use
+# Hot names as Final aliases: in the compiled build a Final module constant is a C static,
+# any other global (imported names included) a dict lookup per use. Messages are built
+# with tuple.__new__: a NamedTuple's own __new__ is interpreted Python, even when compiled.
 _new_tuple: Final = tuple.__new__
 _ExtType: Final = msgpack.ExtType
 _DECIMAL: Final = Decimal
+_DATETIME: Final = dt.datetime
 _EXECUTE: Final = m.Execute
 _SUB_REQUEST: Final = m.SubRequest
 _ITEM: Final = m.ChargeableItem
+_TRANSACTION: Final = m.Transaction
+_RATING: Final = m.RatingResult
+_OUTCOME: Final = m.Outcome
+_EXECUTE_RESULT: Final = m.ExecuteResult
 
 
 # The codec's encoding cache: a decimal's extension object by the decimal's text. Amounts
@@ -418,16 +425,7 @@ def tx_to_wire(tx: m.Transaction) -> Any:
 
 
 _NO_COUNTERS: Final[Any] = m.Transaction._field_defaults["counters"]
-# The result decoders run for every reply a client reads. In the compiled build a Final
-# module constant is a C static, any other global (imported names included) a dict lookup
-# per use: hence these aliases.
-_TUPLE_NEW: Final = tuple.__new__    # a NamedTuple's own __new__ is interpreted Python
-_DECIMAL: Final = Decimal
-_DATETIME: Final = dt.datetime
-_TRANSACTION: Final = m.Transaction
-_RATING: Final = m.RatingResult
-_OUTCOME: Final = m.Outcome
-_EXECUTE_RESULT: Final = m.ExecuteResult
+# the result decoders run for every reply a client reads (Final: see the top of the module)
 _TX_KIND_OF: Final[dict[Any, Any]] = _TX_KINDS
 _TX_REASON_OF: Final[dict[Any, Any]] = _TX_REASONS
 
@@ -445,7 +443,7 @@ def tx_from_wire(obj: object) -> m.Transaction:
     # members are non-empty strings, so `or` falls to _lookup (and its error) only on a miss
     tx_kind = _TX_KIND_OF.get(kind) or _lookup(_TX_KINDS, kind, "kind")
     tx_reason = _TX_REASON_OF.get(reason) or _lookup(_TX_REASONS, reason, "reason")
-    return _TUPLE_NEW(_TRANSACTION, (
+    return _new_tuple(_TRANSACTION, (
         tid, time, user, session, rid, tx_kind, tx_reason, amount, currency,
         _dec_map(counters, "counters") if counters else _NO_COUNTERS))
 
@@ -458,7 +456,7 @@ def rating_from_wire(obj: object, what: str) -> m.RatingResult | None:
     amount, currency, txs = obj
     if type(amount) is not _DECIMAL or type(currency) is not str or type(txs) is not list:
         raise InvalidMessage(f"{what} must be [amount, currency, [transaction, ...]]")
-    return _TUPLE_NEW(_RATING, (
+    return _new_tuple(_RATING, (
         amount, currency, tuple([tx_from_wire(t) for t in txs]) if txs else ()))
 
 
@@ -687,7 +685,7 @@ def _dec_outcome(obj: object) -> m.Outcome:
             or (message is not None and type(message) is not str) or type(below) is not bool \
             or (expires is not None and type(expires) is not _DATETIME):
         raise InvalidMessage(f"outcome {rid!r}: a field has the wrong type")
-    return _TUPLE_NEW(_OUTCOME, (
+    return _new_tuple(_OUTCOME, (
         rid, error, message,
         None if cancel is None else rating_from_wire(cancel, "cancel"),
         None if confirm is None else rating_from_wire(confirm, "confirm"),
@@ -709,7 +707,7 @@ def _dec_execute_result(obj: object) -> m.ExecuteResult:
         d = _fields(obj, _K_EXECUTE_RESULT, "EXECUTE_RESULT")
     outcomes = _list(d["results"], "results", 1 << 20)
     session = _id(d["session"], "session")
-    return _TUPLE_NEW(_EXECUTE_RESULT,
+    return _new_tuple(_EXECUTE_RESULT,
                       (session, tuple([_dec_outcome(o) for o in outcomes])))
 
 

@@ -14,17 +14,19 @@ limit is enforced as soon as a header is complete, before any of the body is buf
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from .errors import FrameTooLarge, MalformedFrame
 
-HEADER = struct.Struct("!IBBHI")
-HEADER_SIZE = HEADER.size  # 12
-DEFAULT_MAX_FRAME = 1024 * 1024  # body bytes
-MAX_REQUEST_ID = 0xFFFFFFFF
+HEADER: Final = struct.Struct("!IBBHI")
+HEADER_SIZE: Final = 12               # HEADER.size, as a literal the compiler folds
+DEFAULT_MAX_FRAME: Final = 1024 * 1024   # body bytes
+MAX_REQUEST_ID: Final = 0xFFFFFFFF
+assert HEADER.size == HEADER_SIZE
 
-_pack_header = HEADER.pack
-_unpack_header = HEADER.unpack_from
+# Final: compiled, C statics rather than dict lookups on every use
+_pack_header: Final = HEADER.pack
+_unpack_header: Final = HEADER.unpack_from
 
 
 class Frame(NamedTuple):
@@ -34,6 +36,10 @@ class Frame(NamedTuple):
     flags: int
     request_id: int
     body: bytes
+
+
+_new_tuple: Final = tuple.__new__
+_FRAME: Final = Frame
 
 
 def encode_frame(msg_type: int, request_id: int, body: bytes, flags: int = 0) -> bytes:
@@ -89,8 +95,9 @@ class FrameDecoder:
                 if end > size:
                     need = HEADER_SIZE + length
                     break
-                frames.append(Frame(msg_type, flags, request_id,
-                                    view[pos + HEADER_SIZE:end].tobytes()))
+                # tuple.__new__: a NamedTuple's own __new__ is interpreted, even compiled
+                frames.append(_new_tuple(_FRAME, (msg_type, flags, request_id,
+                                                  view[pos + HEADER_SIZE:end].tobytes())))
                 pos = end
             rest = view[pos:].tobytes() if pending is not buf and pos < size else b""
         if pending is buf:
