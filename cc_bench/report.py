@@ -87,6 +87,8 @@ def build_result(s: Settings, w: Workload, client_cpu: float, server_cpu: float 
         "server_memory": memory,
         "timed_out": timed_out,
         "aborted": w.aborted,
+        # the server's own build, from its stats (None: they could not be fetched)
+        "server_build": ((server_stats or {}).get("server") or {}).get("build"),
     }
     return {"schema": SCHEMA, "settings": s.to_dict(), "environment": env, "summary": summary,
             "operations": operations, "histograms": histograms, "timeline": timeline,
@@ -141,7 +143,8 @@ def describe_settings(s: Settings) -> list[str]:
     first = " (whichever first)" if len(ends) > 1 else ""
     lines.append(f"length:     {' or '.join(ends)}{first}, warm-up {s.warmup:g} s, "
                  f"hard limit {s.hard_timeout:g} s")
-    lines.append(f"build:      {buildinfo.describe()} (this client's; the server logs its own)")
+    lines.append(f"build:      {buildinfo.describe()} (this client's; the server's follows "
+                 "the results)")
     return lines
 
 
@@ -237,6 +240,8 @@ def format_text(result: dict[str, Any], s: Settings) -> str:
                      f"{sm['notifications']:,} notifications timed from top-up to handler")
     lines += _live_lines(sm, s)
     unit = "ping" if is_ping else "container op"
+    if sm.get("server_build"):
+        lines.append(f"build:      server {sm['server_build']}, client {buildinfo.build()}")
     if sm["server_cpu_s"] is not None:
         lines.append(f"server CPU: {sm['server_cpu_s']:.2f} s = "
                      f"{sm['server_cpu_us_per_op'] or 0:.1f} us per {unit} "

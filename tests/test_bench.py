@@ -32,6 +32,7 @@ from cc_bench.progress import Progress
 from cc_bench.provision import BenchError
 from cc_bench.runner import execute
 from cc_server.testing import ServerThread, running_server
+from protocol import buildinfo
 from tests.serverproc import ServerProcess, server_process
 
 pytestmark = pytest.mark.timeout(60)
@@ -209,6 +210,9 @@ def test_spawn_durable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     server = load(js)["environment"]["server"]
     assert server["data_dir"] == str(data) and "--data-dir" in server["argv"]
     assert server["exit_code"] == 0 and load(js)["summary"]["container_ops"] == 400
+    # the spawned server's own build (it inherits this process's environment)
+    assert load(js)["summary"]["server_build"] == buildinfo.build()
+    assert f"build:      server {buildinfo.build()}, client {buildinfo.build()}" in text
 
 
 async def test_open_loop_counts_a_stall_closed_loop_hides() -> None:
