@@ -215,6 +215,30 @@ def test_spawn_durable(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert f"build:      server {buildinfo.build()}, client {buildinfo.build()}" in text
 
 
+async def test_the_open_loop_pacer_sleeps_on_timers_and_never_spins(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Yielding until each exact send time burnt a whole core at ~700 sessions/s and up."""
+    from cc_bench import workload
+    delays: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recording_sleep(delay: float) -> None:
+        delays.append(delay)
+        await real_sleep(delay)
+
+    proxy = SimpleNamespace(**{name: getattr(asyncio, name) for name in dir(asyncio)
+                               if not name.startswith("_")})
+    proxy.sleep = recording_sleep
+    monkeypatch.setattr(workload, "asyncio", proxy)
+    async with running_server() as server:
+        result = await execute(parse(["--server", server.url, "--rate", "300", "--duration",
+                                      "0.5", "--updates", "0", *SMALL]))
+    assert result["summary"]["sessions"] > 100
+    pacer = [d for d in delays if d < 0.1]          # (the progress sampler sleeps 1 s)
+    assert pacer and min(pacer) > 0                 # a timer each time, never sleep(0)
+    assert len(pacer) <= result["summary"]["sessions"] + 5
+
+
 async def test_open_loop_counts_a_stall_closed_loop_hides() -> None:
     """Coordinated omission: a 250 ms stall of the (shared) event loop shows in the open
     loop's start latencies, counted from their intended send times."""
