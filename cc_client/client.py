@@ -171,14 +171,25 @@ class Client:
     async def _call_slowly(self, msg_type: int, body: bytes, deadline: float,
                            failed: Retryable | None) -> Reply:
         """Queue for the window, (re)connect and retry, all within `deadline`."""
+        # the latest refusal, for the timeout's message: also when the deadline comes
+        # while a retry is in flight, not only while waiting to send it again
+        last_reason = failed.reason if failed is not None else ""
+
+        async def attempt() -> Reply:
+            nonlocal last_reason
+            try:
+                return await self._attempt(msg_type, body)
+            except Retryable as exc:
+                last_reason = exc.reason
+                raise
+
         try:
             async with asyncio.timeout_at(deadline):
                 await self._admission.enter()
                 try:
                     await self._in_flight.enter()
                     try:
-                        return await self.retry.call(lambda: self._attempt(msg_type, body),
-                                                     deadline, failed)
+                        return await self.retry.call(attempt, deadline, failed)
                     finally:
                         self._in_flight.leave()
                 finally:
@@ -186,7 +197,7 @@ class Client:
         except RetryTimeout as exc:
             raise self._timed_out(exc.reason) from None
         except TimeoutError:
-            raise self._timed_out() from None
+            raise self._timed_out(last_reason) from None
 
     async def _attempt(self, msg_type: int, body: bytes) -> Reply:
         """One attempt of the slow path, on the current connection or a new one."""
