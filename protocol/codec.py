@@ -99,7 +99,7 @@ _PLAIN_DECIMAL = re.compile(rb"-?[0-9]+(?:\.[0-9]+)?")
 
 
 class DecimalCache:
-    """The codec's one cache: decoded decimals by their wire text. Amounts repeat (prices,
+    """The codec's decoding cache: decoded decimals by their wire text. Amounts repeat (prices,
     the balances of a busy subscriber), and parsing one costs more than a dict lookup.
 
     Bound: `bound` entries; eviction: when a new entry would pass the bound, the table is
