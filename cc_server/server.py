@@ -248,7 +248,7 @@ class ChargingServer:
 
     def _charging_session(self, session_id: str, reservation_id: str) -> ChargingSession | None:
         session = self.engine.sessions.get(session_id)
-        return session.charging.get(reservation_id) if session else None
+        return session.charging_session(reservation_id) if session else None
 
     def state(self) -> dict[str, Any]:
         """Everything a snapshot holds."""

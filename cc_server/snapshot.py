@@ -84,7 +84,7 @@ def engine_to_state(engine: Engine) -> dict[str, Any]:
     for s in engine.sessions.values():
         charging = [[cs.reservation_id, _item(cs.item), cs.ttl, cs.expires_at, cs.expiry_seq,
                      cs.resolution, cs.inverse, cs.held, cs.counter, cs.units, cs.open,
-                     cs.starved, cs.reduced] for cs in s.charging.values()]
+                     cs.starved, cs.reduced] for cs in s.charging_sessions()]
         sessions.append([s.session_id, s.user_id, s.service_id, s.created_at, s.listener_id,
                          s.external_data, s.result_type, s.cleanup_result_type,
                          s.filter_transaction, charging])
@@ -94,6 +94,13 @@ def engine_to_state(engine: Engine) -> dict[str, Any]:
             "expiry_seq": engine.expiry.seq,
             "renewals": [[cs.session.session_id, cs.reservation_id, reason]
                          for cs, reason in engine.renewals.items()]}
+
+
+def _charging(engine: Engine, session_id: str, reservation_id: str) -> ChargingSession:
+    cs = engine.sessions[session_id].charging_session(reservation_id)
+    if cs is None:
+        raise KeyError(f"no charging session {reservation_id!r} in {session_id!r}")
+    return cs
 
 
 def engine_from_state(state: dict[str, Any], catalog: Catalog, journal_retain: int) -> Engine:
@@ -115,7 +122,7 @@ def engine_from_state(state: dict[str, Any], catalog: Catalog, journal_retain: i
                                  inverse)
             cs.expiry_seq, cs.held, cs.counter, cs.units = seq, held, counter, units
             cs.open, cs.starved, cs.reduced = is_open, starved, reduced
-            session.charging[rid] = cs
+            session.add_charging_session(cs)
             charging_sessions.append(cs)
             if is_open:
                 account.hold(held, counter, units)
@@ -126,9 +133,9 @@ def engine_from_state(state: dict[str, Any], catalog: Catalog, journal_retain: i
     for user_id, _, _, _, hungry in state["accounts"]:
         account = engine.accounts[user_id]
         for sid, rid in hungry:
-            account.hungry[engine.sessions[sid].charging[rid]] = None
+            account.hungry[_charging(engine, sid, rid)] = None
     for sid, rid, reason in state["renewals"]:
-        engine.renewals[engine.sessions[sid].charging[rid]] = m.RenewalReason(reason)
+        engine.renewals[_charging(engine, sid, rid)] = m.RenewalReason(reason)
     engine.journal.next_id = state["journal"]["next_id"]
     for entry in state["journal"]["entries"]:
         engine.journal.add(codec.tx_from_wire(entry))

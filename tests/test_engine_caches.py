@@ -69,7 +69,8 @@ def test_each_engine_owns_its_caches() -> None:
     a, b = engine(), engine()
     assert a.caches is not b.caches
     start(a, "s1", 1000.0)
-    assert a.caches.sizes()["values"] >= 1 and b.caches.sizes() == {"items": 0, "values": 0}
+    assert a.caches.sizes()["values"] >= 1
+    assert b.caches.sizes() == {"items": 0, "values": 0, "amounts": 0}
 
 
 def test_every_engine_cache_is_bounded_and_clears_when_full() -> None:
@@ -77,10 +78,13 @@ def test_every_engine_cache_is_bounded_and_clears_when_full() -> None:
     for i in range(VALUES_BOUND + 10):
         caches.value(f"r{i}")
         caches.item(m.ChargeableItem("data", {"volume": i}))
+        caches.amount(D(i))
         sizes = caches.sizes()
         assert sizes["values"] <= VALUES_BOUND and sizes["items"] <= ITEMS_BOUND
+        assert sizes["amounts"] <= VALUES_BOUND
     sizes = caches.sizes()     # cleared at the bound, then refilled
     assert sizes["values"] == 10 and sizes["items"] == (VALUES_BOUND + 10) % ITEMS_BOUND
+    assert sizes["amounts"] == 10
 
 
 def test_engine_caches_share_equal_values_and_keep_the_rest_as_given() -> None:
@@ -109,3 +113,20 @@ def test_decimal_cache_is_bounded_and_one_per_owner() -> None:
     body = codec.pack({"amount": D("1.50")})
     first, again = codec.unpack(body, other)["amount"], codec.unpack(body, other)["amount"]
     assert first is again and first == D("1.50")
+
+
+def test_held_amounts_are_shared_only_when_they_print_the_same() -> None:
+    caches = EngineCaches()
+    first = caches.amount(D("1.00"))
+    assert caches.amount(D("1.00")) is first
+    other = D("1.0")                      # equal, but it prints otherwise: never swapped
+    assert caches.amount(other) is other and str(caches.amount(D("1.0"))) == "1.0"
+    assert str(caches.amount(D("1.00"))) == "1.00"
+
+
+def test_a_million_reservations_of_one_quota_hold_one_amount_object() -> None:
+    e = engine()
+    for n in range(3):
+        start(e, f"s{n}", 1000.0)
+    held = [cs.held for s in e.sessions.values() for cs in s.charging_sessions()]
+    assert len(held) == 3 and held[0] is held[1] is held[2]

@@ -33,7 +33,7 @@ def starved(ttl: float = 60.0, listener: int | None = 7) -> ChargingSession:
     cs = ChargingSession(session, "r-1", m.ChargeableItem("data", {"volume": 10}), ttl,
                          T0 + ttl, m.Resolution.CANCELED, None)
     cs.starved = True
-    session.charging["r-1"] = cs
+    session.add_charging_session(cs)
     return cs
 
 

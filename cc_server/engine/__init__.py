@@ -68,7 +68,7 @@ class Engine:
         self.accounts: dict[str, Account] = {}
         self.sessions: dict[str, Session] = {}
         self.journal = Journal(journal_retain)
-        self.expiry = ExpiryQueue(lambda: self.tally.open_reservations)
+        self.expiry = ExpiryQueue()
         #: charging sessions whose subscriber gained credit while they were starved or
         #: reduced, with the reason; the renewal layer drains it (`take_renewals`).
         self.renewals: dict[ChargingSession, m.RenewalReason] = {}
@@ -117,14 +117,14 @@ class Engine:
             else:
                 outcomes = [self._sub(op, sub) for sub in req.subs]
             if req.kind is START_KIND:
-                if session.charging:
+                if session.has_charging_sessions():
                     self.sessions[session.session_id] = session
                     account.sessions[session.session_id] = None
             elif req.kind is STOP_KIND:
                 named = {sub.reservation_id for sub in req.subs}
                 op.reason = STOP
                 op.result_type = req.cleanup_result_type or session.cleanup_result_type
-                for cs in list(session.charging.values()):
+                for cs in session.charging_sessions():
                     if cs.open:
                         outcome = rules.clean_up(op, cs)
                         if cs.reservation_id not in named:
@@ -167,7 +167,9 @@ class Engine:
 
     def _remove(self, session: Session) -> None:
         session.alive = False
-        session.charging.clear()   # no session <-> charging session cycle: freed by refcount
+        for cs in session.charging_sessions():
+            self.expiry.remove(cs)
+        session.clear_charging_sessions()   # no reference cycle left: freed by refcount
         self.sessions.pop(session.session_id, None)
         account = self.accounts.get(session.user_id)
         if account is not None:
@@ -273,7 +275,7 @@ class Engine:
                     "starved" if cs.starved else "open" if cs.open else "ended", cs.item,
                     cs.held, dt.datetime.fromtimestamp(cs.expires_at, UTC), cs.resolution,
                     {cs.counter: cs.units} if cs.counter and cs.units else {}, cs.inverse)
-                for cs in s.charging.values()))
+                for cs in s.charging_sessions()))
 
     def cancel_session(self, session_id: str, now: float) -> list[m.Transaction]:
         """Release every reservation of a session, whatever its default, and remove it."""
@@ -286,7 +288,7 @@ class Engine:
         op = Op(self, account, session, now, ADMIN,
                 m.ResultType.ALL_TRANSACTIONS, False)
         with localcontext(MONEY):
-            for cs in list(session.charging.values()):
+            for cs in session.charging_sessions():
                 if cs.open:
                     rules.clean_up(op, cs, m.Resolution.CANCELED)
         self._remove(session)
@@ -303,7 +305,7 @@ class Engine:
         session = self.sessions.get(session_id)
         if session is None:
             raise Refused(ErrorCode.SESSION_NOT_FOUND, f"no session {session_id!r}")
-        cs = session.charging.get(reservation_id)
+        cs = session.charging_session(reservation_id)
         if cs is None or not cs.open:
             raise Refused(ErrorCode.RESERVATION_NOT_FOUND,
                           f"no open reservation {reservation_id!r} in session {session_id!r}")

@@ -10,6 +10,7 @@ Two engines in one process (two servers in one test process) never share a table
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 from typing import Final, TypeVar, cast
 
 from protocol import messages as m
@@ -21,13 +22,15 @@ V = TypeVar("V", str, int)
 
 
 class EngineCaches:
-    """Shared items, ids and TTLs, and the datetime of the latest `now` (see the module)."""
+    """Shared items, ids, TTLs and amounts, and the datetime of the latest `now` (see
+    the module)."""
 
-    __slots__ = ("_expiry", "_items", "_stamp", "_values")
+    __slots__ = ("_amounts", "_expiry", "_items", "_stamp", "_values")
 
     def __init__(self) -> None:
         self._items: dict[tuple[str | None, str, int], m.ChargeableItem] = {}
         self._values: dict[str | int, str | int] = {}
+        self._amounts: dict[Decimal, Decimal] = {}
         # (epoch seconds, its aware datetime), replaced as ONE tuple: never a torn pair
         self._stamp: tuple[float, dt.datetime] = (0.0, dt.datetime.fromtimestamp(0, UTC))
         self._expiry = self._stamp     # the same, for the latest reservation deadline
@@ -66,6 +69,20 @@ class EngineCaches:
             kept = table[name, key, value] = item
         return kept
 
+    def amount(self, amount: Decimal) -> Decimal:
+        """One copy of an amount that many reservations hold (a million live sessions
+        holding the same quota hold the same price, 104 bytes each). Equal Decimals
+        can differ in exponent (1.0 and 1.00 print differently), so a kept one is
+        shared only when `same_quantum` says its exponent is the same too."""
+        table = self._amounts
+        kept = table.get(amount)
+        if kept is not None and kept.same_quantum(amount):
+            return kept
+        if len(table) >= VALUES_BOUND:
+            table.clear()
+        table[amount] = amount
+        return amount
+
     def ttl(self, ttl: float) -> float:
         """One int object per TTL value in use (a float is returned as it is)."""
         return self.value(ttl) if type(ttl) is int else ttl
@@ -83,7 +100,8 @@ class EngineCaches:
 
     def sizes(self) -> dict[str, int]:
         """Entries in each table (for tests and statistics)."""
-        return {"items": len(self._items), "values": len(self._values)}
+        return {"items": len(self._items), "values": len(self._values),
+                "amounts": len(self._amounts)}
 
 
 class SubscriberIds:

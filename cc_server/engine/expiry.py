@@ -1,97 +1,145 @@
-"""Reservation deadlines: a binary heap with lazy deletion.
+"""Reservation deadlines: a binary heap of the charging sessions themselves.
 
-Each entry is (deadline, sequence, charging session); a charging session has at most one
-live entry, the one whose sequence number it holds. A later deadline (the common
-confirm-and-reserve) needs no new entry: when the old one comes due, it is pushed again
-at the new deadline. Only an earlier deadline makes a new entry, and the old one stale.
-Entries whose session is gone are stale too; stale
-entries are skipped when popped, and the heap is rebuilt (stale entries dropped) whenever
-it has doubled since the last rebuild, so memory stays proportional to live reservations
-and each operation costs amortised O(log n).
+Each charging session (a `Queued`) is in the heap at most once, at the position it keeps
+in `heap_index`, ordered by (queued deadline, queueing sequence): the sequence makes ties
+come due in the order they were queued, so a replay pops them in the same order as the
+live run. A later deadline (the common confirm-and-reserve) changes nothing in the heap:
+when the old deadline comes due the entry moves down to the new one. An earlier deadline
+moves the entry up at once. A charging session whose session is removed leaves the heap
+at once (`remove`), so the heap holds exactly the charging sessions of live sessions and
+never needs a rebuild. No tuple, float or int object per entry: one list slot.
 """
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Callable, Sequence
-from typing import Protocol
+from collections.abc import Sequence
+from typing import Final
 
 
-class Expiring(Protocol):
-    """What the queue needs to know of a charging session."""
+class Queued:
+    """What the queue keeps of a charging session (its base class)."""
 
-    expires_at: float
-    expiry_seq: int      # sequence number of its live entry (0: none yet)
-    queued_at: float     # deadline of that entry
+    __slots__ = ("expires_at", "expiry_seq", "heap_index", "queued_at")
 
-    @property
-    def alive(self) -> bool: ...
+    def __init__(self, expires_at: float) -> None:
+        self.expires_at = expires_at
+        self.expiry_seq = 0          # when it was (last) queued; ties come due in this order
+        self.queued_at = expires_at  # the deadline the queue holds it at (<= expires_at)
+        self.heap_index = -1         # its place in the queue's heap; -1: not queued
+
+
+NOT_QUEUED: Final = -1
+
+
+def _earlier(a: Queued, b: Queued) -> bool:
+    return a.queued_at < b.queued_at or (
+        a.queued_at == b.queued_at and a.expiry_seq < b.expiry_seq)
 
 
 class ExpiryQueue:
     """Deadlines of charging sessions, earliest first."""
 
-    def __init__(self, live: Callable[[], int] | None = None) -> None:
-        #: how many entries are live at most, if the owner knows: a heap that is mostly
-        #: live is not rebuilt (a million-entry rebuild stalls the loop for ~0.4 s)
-        self._live = live
-        self._heap: list[tuple[float, int, Expiring]] = []
+    def __init__(self) -> None:
+        self._heap: list[Queued] = []
         self._seq = 0
-        self._compact_at = 1024
 
     def __len__(self) -> int:
         return len(self._heap)
-
-    def push(self, item: Expiring) -> None:
-        """Make sure `item` comes due at its current `expires_at`."""
-        if item.expiry_seq and item.queued_at <= item.expires_at:
-            return          # its entry comes first and will be pushed again at the new time
-        self._add(item)
-
-    def _add(self, item: Expiring) -> None:
-        self._seq += 1
-        item.expiry_seq = self._seq
-        item.queued_at = item.expires_at
-        heapq.heappush(self._heap, (item.expires_at, self._seq, item))
-        if len(self._heap) >= self._compact_at:
-            if self._live is not None and 2 * self._live() > len(self._heap):
-                self._compact_at = 2 * len(self._heap)   # mostly live: nothing to gain
-            else:
-                self._compact()
 
     @property
     def seq(self) -> int:
         """The latest sequence number handed out."""
         return self._seq
 
-    def restore(self, items: Sequence[Expiring], seq: int) -> None:
+    def push(self, item: Queued) -> None:
+        """Make sure `item` comes due at its current `expires_at`."""
+        index = item.heap_index
+        if index != NOT_QUEUED and item.queued_at <= item.expires_at:
+            return          # it comes due first and then moves on to its new deadline
+        self._seq += 1
+        item.expiry_seq = self._seq
+        item.queued_at = item.expires_at
+        if index == NOT_QUEUED:
+            index = len(self._heap)
+            self._heap.append(item)
+            item.heap_index = index
+        self._up(index)
+
+    def remove(self, item: Queued) -> None:
+        """Take `item` out of the queue, if it is in (its session is gone)."""
+        index = item.heap_index
+        if index == NOT_QUEUED:
+            return
+        heap = self._heap
+        item.heap_index = NOT_QUEUED
+        last = heap.pop()
+        if index < len(heap):
+            heap[index] = last
+            last.heap_index = index
+            self._down(index)
+            self._up(last.heap_index)
+
+    def restore(self, items: Sequence[Queued], seq: int) -> None:
         """Rebuild from recovered items, each keeping its own sequence number."""
-        self._heap = [(item.expires_at, item.expiry_seq, item) for item in items]
         for item in items:
             item.queued_at = item.expires_at
-        heapq.heapify(self._heap)
+        heap = sorted(items, key=lambda i: (i.queued_at, i.expiry_seq))   # sorted: a heap
+        for index, item in enumerate(heap):
+            item.heap_index = index
+        self._heap = heap
         self._seq = seq
-        self._compact_at = max(1024, 2 * len(self._heap))
 
     def next_deadline(self) -> float | None:
-        """The earliest deadline in the heap (possibly stale), or None."""
-        return self._heap[0][0] if self._heap else None
+        """The earliest deadline in the heap (possibly since moved later), or None."""
+        return self._heap[0].queued_at if self._heap else None
 
-    def pop_due(self, now: float, limit: int) -> list[Expiring]:
-        """Up to `limit` items whose current deadline is <= now, earliest first."""
+    def pop_due(self, now: float, limit: int) -> list[Queued]:
+        """Up to `limit` items whose current deadline is <= now, earliest first; each
+        leaves the queue."""
         heap = self._heap
-        due: list[Expiring] = []
-        while heap and heap[0][0] <= now and len(due) < limit:
-            _, seq, item = heapq.heappop(heap)
-            if item.expiry_seq != seq or not item.alive:
-                continue
-            if item.expires_at > now:
-                self._add(item)        # its deadline moved later since it was queued
+        due: list[Queued] = []
+        while heap and heap[0].queued_at <= now and len(due) < limit:
+            item = heap[0]
+            if item.expires_at > now:           # its deadline moved later since it was queued
+                self._seq += 1
+                item.expiry_seq = self._seq
+                item.queued_at = item.expires_at
+                self._down(0)
             else:
+                self.remove(item)
                 due.append(item)
         return due
 
-    def _compact(self) -> None:
-        self._heap = [e for e in self._heap if e[2].expiry_seq == e[1] and e[2].alive]
-        heapq.heapify(self._heap)
-        self._compact_at = max(1024, 2 * len(self._heap))
+    def _up(self, index: int) -> None:
+        heap = self._heap
+        item = heap[index]
+        while index > 0:
+            parent = (index - 1) >> 1
+            above = heap[parent]
+            if not _earlier(item, above):
+                break
+            heap[index] = above
+            above.heap_index = index
+            index = parent
+        heap[index] = item
+        item.heap_index = index
+
+    def _down(self, index: int) -> None:
+        heap = self._heap
+        size = len(heap)
+        item = heap[index]
+        while True:
+            child = 2 * index + 1
+            if child >= size:
+                break
+            right = child + 1
+            if right < size and _earlier(heap[right], heap[child]):
+                child = right
+            below = heap[child]
+            if not _earlier(below, item):
+                break
+            heap[index] = below
+            below.heap_index = index
+            index = child
+        heap[index] = item
+        item.heap_index = index

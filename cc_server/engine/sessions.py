@@ -20,7 +20,7 @@ from .accounts import ZERO, Account
 from .caches import EngineCaches
 from .catalog import Catalog, PricePlan, affordable_quantity, rate
 from .errors import Refused
-from .expiry import ExpiryQueue
+from .expiry import ExpiryQueue, Queued
 from .journal import Journal
 
 # Final: compiled, each is a C static; otherwise a dict lookup (and for m.X.Y two
@@ -60,9 +60,9 @@ _MAX_INT_QUANTITY: Final = 10 ** MAX_QUANTITY_DIGITS
 class Session:
     """A multiservice session: one subscriber, one service, many charging sessions."""
 
-    __slots__ = ("alive", "charging", "cleanup_result_type", "created_at", "external_data",
-                 "filter_transaction", "listener_id", "result_type", "service_id",
-                 "session_id", "user_id")
+    __slots__ = ("_more", "_one", "alive", "cleanup_result_type", "created_at",
+                 "external_data", "filter_transaction", "listener_id", "result_type",
+                 "service_id", "session_id", "user_id")
 
     def __init__(self, session_id: str, user_id: str, service_id: str, created_at: float,
                  listener_id: int | None = None, external_data: bytes | None = None,
@@ -78,33 +78,75 @@ class Session:
         self.result_type = result_type
         self.cleanup_result_type = cleanup_result_type
         self.filter_transaction = filter_transaction
-        self.charging: dict[str, ChargingSession] = {}
+        # Its charging sessions: the only one held as is, a dict (reservation id -> charging
+        # session, in order of creation) from the second on. Most of a million live
+        # sessions have one, and a dict would cost each ~190 bytes more.
+        self._one: ChargingSession | None = None
+        self._more: dict[str, ChargingSession] | None = None
         self.alive = True
+
+    def charging_session(self, reservation_id: str) -> ChargingSession | None:
+        """Its charging session of that reservation id, open or ended, or None."""
+        one = self._one
+        if one is not None:
+            return one if one.reservation_id == reservation_id else None
+        more = self._more
+        return more.get(reservation_id) if more is not None else None
+
+    def add_charging_session(self, cs: ChargingSession) -> None:
+        """Add a charging session whose reservation id is new to this session."""
+        one = self._one
+        if one is None and self._more is None:
+            self._one = cs
+            return
+        if one is not None:
+            self._more = {one.reservation_id: one}
+            self._one = None
+        assert self._more is not None
+        self._more[cs.reservation_id] = cs
+
+    def charging_sessions(self) -> list[ChargingSession]:
+        """Its charging sessions in order of creation (a copy: safe to change it while
+        going through them)."""
+        if self._one is not None:
+            return [self._one]
+        return list(self._more.values()) if self._more is not None else []
+
+    @property
+    def charging(self) -> dict[str, ChargingSession]:
+        """Reservation id -> charging session, as a new dict (for reading)."""
+        return {cs.reservation_id: cs for cs in self.charging_sessions()}
+
+    def has_charging_sessions(self) -> bool:
+        """Whether any charging session was ever added (and not cleared)."""
+        return self._one is not None or self._more is not None
+
+    def clear_charging_sessions(self) -> None:
+        """Forget them all (breaks the session <-> charging session reference cycle)."""
+        self._one = self._more = None
 
     def settled(self, now: float) -> bool:
         """True when no charging session is open and the latest expiry has passed."""
-        charging = self.charging.values()
+        charging = self.charging_sessions()
         return not any(cs.open for cs in charging) and \
             max((cs.expires_at for cs in charging), default=now) <= now
 
 
-class ChargingSession:
-    """One reservation id of a session: what it holds, until when, and how it ends."""
+class ChargingSession(Queued):
+    """One reservation id of a session: what it holds, until when, and how it ends.
+    Its deadline and place in the expiry queue are the fields of `Queued`."""
 
-    __slots__ = ("counter", "expires_at", "expiry_seq", "held", "inverse", "item", "open",
-                 "queued_at", "reduced", "reservation_id", "resolution", "session", "starved",
-                 "ttl", "units")
+    __slots__ = ("counter", "held", "inverse", "item", "open", "reduced", "reservation_id",
+                 "resolution", "session", "starved", "ttl", "units")
 
     def __init__(self, session: Session, reservation_id: str, item: m.ChargeableItem,
                  ttl: float, expires_at: float, resolution: m.Resolution,
                  inverse: str | None) -> None:
+        super().__init__(expires_at)
         self.session = session
         self.reservation_id = reservation_id
         self.item = item                  # the stored reservation item (granted, if reduced)
         self.ttl = ttl
-        self.expires_at = expires_at
-        self.expiry_seq = 0               # the expiry queue's entry for it (older: stale)
-        self.queued_at = expires_at       # ... and that entry's deadline
         self.resolution = resolution
         self.inverse = inverse
         self.held = ZERO                  # money held
@@ -116,7 +158,7 @@ class ChargingSession:
 
     @property
     def alive(self) -> bool:
-        """Whether its session still exists (for the expiry queue)."""
+        """Whether its session still exists."""
         return self.session.alive
 
 
@@ -221,7 +263,7 @@ def _check_inverse(inverse: str | None, plan: PricePlan) -> None:
 
 
 def _open(op: Op, reservation_id: str) -> ChargingSession:
-    cs = op.session.charging.get(reservation_id)
+    cs = op.session.charging_session(reservation_id)
     if cs is None or not cs.open:
         raise Refused(ErrorCode.RESERVATION_NOT_FOUND,
                       f"no open reservation {reservation_id!r} in this session")
@@ -291,6 +333,7 @@ def hold(op: Op, cs: ChargingSession, item: m.ChargeableItem, plan: PricePlan, p
             else granted
         item = _item(item.name, {**item.properties, plan.quantity: value})
         reduced = True
+    amount = op.caches.amount(amount)
     account.hold(amount, plan.allowance, units)
     cs.item, cs.held, cs.counter, cs.units = op.caches.item(item), amount, plan.allowance, units
     cs.starved, cs.reduced = False, reduced
@@ -318,7 +361,7 @@ def _expires(op: Op, cs: ChargingSession) -> dt.datetime:
 def reserve(op: Op, sub: m.SubRequest) -> m.Outcome:
     """prepare_reserve: open a new charging session holding the rated item."""
     rid = sub.reservation_id
-    if rid in op.session.charging:
+    if op.session.charging_session(rid) is not None:
         raise Refused(ErrorCode.DUPLICATE_RESERVATION,
                       f"reservation {rid!r} already exists in this session")
     ttl = sub.ttl
@@ -332,7 +375,7 @@ def reserve(op: Op, sub: m.SubRequest) -> m.Outcome:
                          op.now + ttl, sub.default_resolution or CANCELED,
                          sub.property_to_inverse)
     result = hold(op, cs, sub.item, plan, price, quantity, cs.inverse)
-    op.session.charging[rid] = cs
+    op.session.add_charging_session(cs)
     op.expiry.push(cs)
     op.tally.open_reservations += 1
     return _outcome(rid, None, None, None, None, result, cs.item, _expires(op, cs), False)
