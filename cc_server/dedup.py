@@ -11,8 +11,9 @@ the arithmetic).
 
 Memory matters here (one entry per container, a million and more of them): an entry is a
 dict slot holding the reply as one bytes object (request digest + message type byte +
-body), and its key in
-a per-0.1-second bucket of a deque; no per-entry deadline, tuple or linked-list node.
+body), keyed by one bytes object (operation id length, operation id, user id: no tuple),
+and that key in a per-0.1-second bucket of a deque; no per-entry deadline, tuple or
+linked-list node.
 So does latency: a dict of two million keys with steady insertions and deletions is
 rebuilt every few hundred thousand insertions, a 100-300 ms stall of the event loop. The
 entries are spread over SHARDS dicts by hash, so each rebuild is a few milliseconds.
@@ -23,16 +24,28 @@ from __future__ import annotations
 import math
 from collections import deque
 from hashlib import blake2b
-from sys import intern
 from typing import Final
 
 Reply = tuple[int, bytes]   # (message type, body)
 Key = tuple[str, bytes]     # (user id or "", operation id)
 SHARDS: Final = 64           # dicts the entries are spread over (a power of two)
-_MASK: Final = SHARDS - 1    # shard = hash of the operation id (bytes cache their hash)
+_MASK: Final = SHARDS - 1    # shard = hash of the stored key (bytes cache their hash)
 GRAINS: Final = 10           # per second: deadlines are rounded up to 1/GRAINS s
 DIGEST_SIZE: Final = 8       # bytes of a request body's digest (a mistake detector, not a MAC)
 ANY_BODY: Final = bytes(DIGEST_SIZE)  # the digest of an entry that matches any body (old snapshots)
+_LENGTH: Final = tuple(bytes((n,)) for n in range(256))   # an operation id's length byte
+
+
+def _packed(key: Key) -> bytes:
+    """The stored form of a key: one bytes object, unambiguous (the operation id is
+    length-prefixed; the codec bounds it to 64 bytes)."""
+    op = key[1]
+    return _LENGTH[len(op)] + op + key[0].encode()
+
+
+def _unpacked(packed: bytes) -> Key:
+    size = packed[0]
+    return packed[1 + size:].decode(), packed[1:1 + size]
 
 
 def digest(body: bytes) -> bytes:
@@ -46,9 +59,9 @@ class OutcomeCache:
     def __init__(self, window: float = 600.0, max_entries: int = 2_000_000) -> None:
         self.window = window
         self.max_entries = max_entries
-        self._shards: list[dict[Key, bytes]] = [{} for _ in range(SHARDS)]
+        self._shards: list[dict[bytes, bytes]] = [{} for _ in range(SHARDS)]
         self._count = 0
-        self._buckets: deque[tuple[float, deque[Key]]] = deque()   # (deadline, keys)
+        self._buckets: deque[tuple[float, deque[bytes]]] = deque()   # (deadline, keys)
         self.hits = 0
 
     def __len__(self) -> int:
@@ -57,7 +70,8 @@ class OutcomeCache:
     def get(self, key: Key, body_digest: bytes = ANY_BODY) -> Reply | bool:
         """The stored reply of `key` if still held and stored for a body of that digest;
         True if it was stored for another body; False if nothing is stored."""
-        stored = self._shards[hash(key[1]) & _MASK].get(key)
+        packed = _packed(key)
+        stored = self._shards[hash(packed) & _MASK].get(packed)
         if stored is None:
             return False
         if body_digest != stored[:DIGEST_SIZE] and ANY_BODY not in (
@@ -78,21 +92,21 @@ class OutcomeCache:
 
     def _add(self, key: Key, deadline: float, reply: Reply, body_digest: bytes) -> None:
         assert len(body_digest) == DIGEST_SIZE
-        key = (intern(key[0]), key[1])  # one copy of each user id for all its entries
+        packed = _packed(key)
         stored = body_digest + bytes((reply[0],)) + reply[1]
-        if self._shards[hash(key[1]) & _MASK].setdefault(key, stored) is not stored:
+        if self._shards[hash(packed) & _MASK].setdefault(packed, stored) is not stored:
             return                    # not expected (a repeat is answered, not stored)
         self._count += 1
         buckets = self._buckets
         if buckets and buckets[-1][0] >= deadline:
-            buckets[-1][1].append(key)
+            buckets[-1][1].append(packed)
         else:
-            buckets.append((math.ceil(deadline * GRAINS) / GRAINS, deque((key,))))
+            buckets.append((math.ceil(deadline * GRAINS) / GRAINS, deque((packed,))))
         if self._count > self.max_entries:
             self._drop_oldest(self._count - self.max_entries)
 
-    def _drop(self, key: Key) -> None:
-        del self._shards[hash(key[1]) & _MASK][key]
+    def _drop(self, packed: bytes) -> None:
+        del self._shards[hash(packed) & _MASK][packed]
         self._count -= 1
 
     def _drop_oldest(self, count: int) -> None:
@@ -121,8 +135,9 @@ class OutcomeCache:
         shards = self._shards
         out = []
         for deadline, keys in self._buckets:
-            for key in keys:
-                stored = shards[hash(key[1]) & _MASK][key]
-                out.append((key, deadline, (stored[DIGEST_SIZE], stored[DIGEST_SIZE + 1:]),
+            for packed in keys:
+                stored = shards[hash(packed) & _MASK][packed]
+                out.append((_unpacked(packed), deadline,
+                            (stored[DIGEST_SIZE], stored[DIGEST_SIZE + 1:]),
                             stored[:DIGEST_SIZE]))
         return out

@@ -80,3 +80,14 @@ def test_entries_without_a_digest_match_any_body() -> None:
     cache.restore(("u", b"op"), T0 + 60, reply(1))
     assert cache.get(("u", b"op"), digest(b"anything")) == reply(1)
     assert cache.items()[0][3] == ANY_BODY
+
+
+def test_keys_that_concatenate_alike_stay_apart() -> None:
+    cache = OutcomeCache(window=60.0)
+    keys = [("ab", b"c"), ("b", b"ca"), ("", b"cab"), ("cab", b""), ("é\x00", b"\x01"),
+            ("\x01é", b"")]
+    for n, key in enumerate(keys):
+        cache.put(key, reply(n), T0)
+    assert [cache.get(key) for key in keys] == [reply(n) for n in range(len(keys))]
+    assert [row[0] for row in cache.items()] == keys
+    assert len(cache) == len(keys)
