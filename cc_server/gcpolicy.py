@@ -19,8 +19,9 @@ times the cost), so those are left to the full collection.
 
 The full collection (unfreeze, collect all, freeze) is the one pause that grows with
 the state: about 0.2-0.6 µs per object, 1-3 s for a million sessions (~7 million
-objects). It only finds cycles that died after being frozen, which should be rare, so it
-is adaptive rather than periodic:
+objects). It only finds cycles that died after being frozen (a closed connection leaves
+a few objects in one, from the asyncio transport), so it is adaptive rather than
+periodic:
 
 - its pauses take at most `budget` (0.1 %) of wall time: after a pause of P seconds the
   next one is at least P / budget later (a 1.2 s pause: 20 minutes). When the heap has
