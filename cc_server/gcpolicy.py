@@ -70,7 +70,7 @@ def collect_young_and_freeze() -> int:
 
 def collect_full() -> tuple[int, int]:
     """Unfreeze, collect everything, freeze again: (unreachable objects found, objects
-    frozen). Counting the frozen objects walks them too (~5 % of the pause)."""
+    frozen). Counting the frozen objects walks them too (~5-10 % of the pause)."""
     gc.unfreeze()
     found = gc.collect()
     gc.freeze()
