@@ -168,7 +168,10 @@ async def serve(config: ServerConfig) -> None:
     except OSError:         # a port in use: close what did start (the log, the main port)
         await server.shutdown()
         raise
-    server.gc_policy = GcPolicy(config.gc_freeze_interval, config.gc_full_interval)
+    latency = server.dispatcher.latency      # its counts move with every request served
+    server.gc_policy = GcPolicy(
+        config.gc_freeze_interval, config.gc_full_interval,
+        activity=lambda: latency["execute"].count + latency["admin"].count)
     server.gc_policy.start()
     host, port = server.address
     # signals are handled before the first line: whoever reads it may stop us at once

@@ -217,7 +217,8 @@ HELP: dict[str, str] = {
     "tick": "timer period for expiry and resends, seconds",
     "gc_freeze_interval": "seconds between moves of surviving objects out of the garbage "
                           "collector's view (0: Python's own collection)",
-    "gc_full_interval": "seconds between full garbage collections (0: never)",
+    "gc_full_interval": "shortest seconds between full garbage collections; longer while "
+                        "they find nothing or pause long (0: never)",
     "metrics_port": "serve Prometheus metrics over HTTP on this port (default: off)",
     "metrics_host": "address of the metrics endpoint",
     "log_level": "log level",

@@ -93,9 +93,17 @@ METRICS: dict[str, tuple[str, str]] = {
     "durability.log_syncs": ("counter", "fsync calls on the write-ahead log."),
     "durability.log_bytes": ("counter", "Bytes written to the write-ahead log."),
     "durability.snapshot": ("gauge", "Log index of the newest snapshot."),
-    "gc.frozen": ("gauge", "Objects moved out of the garbage collector's view."),
+    "gc.frozen": ("gauge", "Objects moved out of the garbage collector's view, as counted "
+                  "after the last full garbage collection."),
     "gc.full_collections": ("counter", "Full garbage collections run by the server."),
     "gc.last_full_seconds": ("gauge", "Duration of the last full garbage collection."),
+    "gc.last_full_collected": ("gauge", "Unreachable objects the last full collection found."),
+    "gc.young_collected": ("counter",
+                           "Unreachable objects found by the collections before each freeze."),
+    "gc.full_interval": ("gauge", "Seconds from one full garbage collection to the next "
+                         "(0: never)."),
+    "gc.next_full_in": ("gauge", "Seconds until the next full garbage collection is due "
+                        "(-1: never)."),
 }
 #: Label names of the labelled families (a missing last part is "ok").
 LABELS: dict[str, tuple[str, ...]] = {
