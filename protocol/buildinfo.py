@@ -33,6 +33,7 @@ from types import ModuleType
 #: request, behind those checks, is cc_client/hot.py.
 HOT_MODULES: tuple[str, ...] = (
     "protocol.codec",
+    "protocol.codec.*",
     "protocol.connection",
     "protocol.frames",
     "protocol.liveness",

@@ -1,6 +1,6 @@
 """Message types, their fields, and the value types both ends share.
 
-Pure data: how each message looks on the wire, and how it is validated, is in `codec.py`.
+Pure data: how each message looks on the wire, and how it is validated, is in `codec/`.
 A frame whose type has the `REPLY` bit (0x80) set answers the peer's request with the same
 request id; every other frame is a request or a push. Request id 0 means "no reply".
 """

@@ -63,7 +63,7 @@ def test_build_is_all_or_nothing() -> None:
 def test_pure_python_forced_at_run_time() -> None:
     code = "import protocol.codec as c, protocol.buildinfo as b; print(b.build(), c.__file__)"
     assert run(code, CC_PURE_PYTHON="1").split()[0] == "pure"
-    assert run(code, CC_PURE_PYTHON="1").endswith("codec.py")
+    assert run(code, CC_PURE_PYTHON="1").endswith(os.path.join("codec", "__init__.py"))
     if not buildinfo.forced_pure():   # "0" forces nothing: the build this process has
         assert run(code, CC_PURE_PYTHON="0").split()[0] == buildinfo.build()
 
@@ -99,11 +99,11 @@ def test_sources_edited_after_compiling_run_pure(tmp_path: Path) -> None:
     tree = copy_tree(tmp_path)
     script = [sys.executable, "protocol/buildinfo.py", "needs-build"]
     assert subprocess.run(script, cwd=tree, check=False).returncode == 1
-    codec = tree / "protocol" / "codec.py"
-    later = codec.stat().st_mtime + 3600
-    os.utime(codec, (later, later))
+    wire = tree / "protocol" / "codec" / "wire.py"
+    later = wire.stat().st_mtime + 3600
+    os.utime(wire, (later, later))
     out = run("import protocol.buildinfo as b; print(b.describe())", cwd=tree)
-    assert out == ("build=pure (protocol.codec changed after it was compiled; "
+    assert out == ("build=pure (protocol.codec.wire changed after it was compiled; "
                    "rebuild with `make build`)")
     assert subprocess.run(script, cwd=tree, check=False, capture_output=True).returncode == 0
 
@@ -152,10 +152,11 @@ def test_install_is_pure_without_a_compiler(monkeypatch: pytest.MonkeyPatch,
 def test_editable_build_starts_from_a_tree_without_extensions(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     setup = load_setup()
-    (tmp_path / "protocol").mkdir()
+    (tmp_path / "protocol" / "codec").mkdir(parents=True)
     (tmp_path / "cc_server" / "engine").mkdir(parents=True)
-    kept = [tmp_path / "protocol" / "codec.py", tmp_path / "cc_server" / "engine" / "journal.py"]
-    stale = [tmp_path / "protocol" / "codec.cpython-311-x86_64-linux-gnu.so",
+    kept = [tmp_path / "protocol" / "codec" / "wire.py",
+            tmp_path / "cc_server" / "engine" / "journal.py"]
+    stale = [tmp_path / "protocol" / "codec" / "wire.cpython-311-x86_64-linux-gnu.so",
              tmp_path / "cc_server" / "engine" / "journal.cpython-311-x86_64-linux-gnu.so",
              tmp_path / f"{buildinfo.RUNTIME_LIB}.cpython-311-x86_64-linux-gnu.so"]
     for path in kept + stale:

@@ -33,14 +33,15 @@ PURE = "_pure_protocol"
 
 
 def load_pure_protocol() -> tuple[types.ModuleType, types.ModuleType]:
-    """(codec, messages) of the pure build, from protocol/*.py as package _pure_protocol."""
+    """(codec, messages) of the pure build, from protocol/**/*.py as package _pure_protocol."""
     if f"{PURE}.codec" not in sys.modules:
-        folder = Path(codec.__file__ or "").parent
+        folder = Path(m.__file__ or "").parent
         package = types.ModuleType(PURE)
         package.__path__ = [str(folder)]
         sys.modules[PURE] = package
-        names = [f"{PURE}.{p.stem}" for p in folder.glob("*.py") if p.stem != "__init__"]
-        sys.meta_path.insert(0, buildinfo._SourceFinder(names))
+        names = [".".join((PURE, *p.relative_to(folder).with_suffix("").parts))
+                 .removesuffix(".__init__") for p in folder.rglob("*.py")]
+        sys.meta_path.insert(0, buildinfo._SourceFinder([n for n in names if n != PURE]))
     return importlib.import_module(f"{PURE}.codec"), importlib.import_module(f"{PURE}.messages")
 
 
@@ -67,8 +68,13 @@ def to_pure(value: Any) -> Any:
 
 
 def test_the_pure_codec_is_really_pure() -> None:
-    assert codec.__file__ is not None and not codec.__file__.endswith(".py")
-    assert str(pure_codec.__file__).endswith("codec.py")
+    names = [n for n in buildinfo.hot_modules() if n.split(".")[:2] == ["protocol", "codec"]]
+    assert len(names) > 1   # the package and its modules
+    for name in names:
+        compiled = importlib.import_module(name)
+        pure = importlib.import_module(PURE + name.removeprefix("protocol"))
+        assert not str(compiled.__file__).endswith(".py"), name
+        assert str(pure.__file__).endswith(".py"), name
 
 
 maybe = st.one_of

@@ -377,3 +377,31 @@ def test_packing_from_several_threads_at_once_never_mixes_messages() -> None:
     for thread in threads:
         thread.join()
     assert wrong == []
+
+
+# ------------------------------------------------------------------ the package
+
+#: every name of protocol.codec that the rest of the project (or a user) reaches
+PUBLIC = ["ADMIN_COMMANDS", "DECIMALS", "EXT_BOUND", "EXT_DECIMAL", "MAX_DECIMAL_EXPONENT",
+          "MAX_DECIMAL_TEXT", "MAX_OP_ID", "MIN_DECIMAL_EXPONENT", "MUTATING_ADMIN",
+          "DecimalCache", "admin_value_from_wire", "check_decimal", "decode", "decode_body",
+          "encode", "encode_body", "item_from_wire", "item_to_wire", "pack",
+          "rating_from_wire", "session_from_wire", "session_to_wire", "short",
+          "subscriber_from_wire", "subscriber_to_wire", "tx_from_wire", "tx_to_wire",
+          "unpack", "_default"]
+
+
+def test_the_codec_package_keeps_every_name_and_one_copy_of_each_cache() -> None:
+    """protocol.codec is a package of modules; its names are the ones its modules define
+    (not copies), and the two decimal caches are one object each, filled by every path."""
+    from protocol.codec import admin, bodies, fields, values, wire
+
+    modules = (admin, bodies, fields, values, wire)
+    for name in PUBLIC:
+        assert any(getattr(module, name, None) is getattr(codec, name) for module in modules), name
+    assert codec.DECIMALS is wire.DECIMALS and codec.ADMIN_COMMANDS is admin.ADMIN_COMMANDS
+    amount = Decimal("9876.54321")
+    body = codec.encode_body(m.AdminRequest("top_up", {"user": "u", "amount": amount}))[1]
+    assert "9876.54321" in wire._EXT_BY_TEXT
+    assert codec.decode_body(m.MsgType.ADMIN, body).args["amount"] == amount
+    assert b"9876.54321" in codec.DECIMALS.table

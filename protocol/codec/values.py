@@ -1,0 +1,187 @@
+"""The value types inside bodies and admin results, to and from their wire form: chargeable
+items, journal entries (transactions), rating results, subscribers and sessions."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any, Final
+
+from .. import messages as m
+from ..errors import ErrorCode, InvalidMessage
+from .fields import (
+    _bin,
+    _dec,
+    _dec_map,
+    _enum,
+    _fields,
+    _id,
+    _int,
+    _keys,
+    _list,
+    _lookup,
+    _opt_id,
+    _table,
+    _time,
+    _too_long,
+)
+from .wire import _non_str_key, short
+
+# Hot names as Final aliases (a C static each in the compiled build; see wire.py)
+_new_tuple: Final = tuple.__new__
+_DECIMAL: Final = Decimal
+_DATETIME: Final = dt.datetime
+_ITEM: Final = m.ChargeableItem
+_TRANSACTION: Final = m.Transaction
+_RATING: Final = m.RatingResult
+
+
+def item_to_wire(item: m.ChargeableItem | None) -> Any:
+    """A chargeable item as [name, {property: value}] (it already is that tuple)."""
+    return item
+
+
+# What msgpack decodes is already in range: ints fit 64 bits, decimals passed
+# check_decimal in the extension hook, timestamps are aware. Only types and lengths are left.
+_PROPERTY_TYPES: Final = frozenset({int, Decimal, bool, dt.datetime})
+
+
+def item_from_wire(obj: object, what: str = "item") -> m.ChargeableItem | None:
+    if obj is None:
+        return None
+    if type(obj) is not list or len(obj) != 2:
+        raise InvalidMessage(f"{what} must be [name, {{properties}}]")
+    name, props = obj
+    if type(props) is not dict:
+        raise InvalidMessage(f"{what} must be [name, {{properties}}]")
+    if len(props) > m.MAX_PROPERTIES:
+        raise InvalidMessage(f"{what} has more than {m.MAX_PROPERTIES} properties",
+                             ErrorCode.TOO_MANY_PROPERTIES)
+    if name is not None and (type(name) is not str or not name
+                             or len(name) > m.MAX_ID_LENGTH):
+        if type(name) is str and name:
+            raise _too_long(f"{what} name", m.MAX_ID_LENGTH)
+        raise InvalidMessage(f"{what}: the name must be nil or a non-empty string")
+    for key, value in props.items():
+        kind = type(value)
+        bad_value = kind not in _PROPERTY_TYPES and \
+            (kind is not str or len(value) > m.MAX_STRING_LENGTH)
+        if bad_value or type(key) is not str or not key or len(key) > m.MAX_ID_LENGTH:
+            _bad_property(what, key, value)
+    return _new_tuple(_ITEM, (name, props))
+
+
+def _bad_property(what: str, key: object, value: object) -> None:
+    """Raise the precise error for a property the fast check refused."""
+    if type(key) is not str:
+        _non_str_key((key,), f"{what} properties")
+    if type(key) is str and len(key) > m.MAX_ID_LENGTH:
+        raise _too_long(f"{what} property name", m.MAX_ID_LENGTH)
+    if type(value) is str and len(value) > m.MAX_STRING_LENGTH:
+        raise _too_long(f"{what} property {short(key)}", m.MAX_STRING_LENGTH)
+    try:
+        m.check_property(key, value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidMessage(f"{what}: {exc}") from None
+
+
+def tx_to_wire(tx: m.Transaction) -> Any:
+    """A journal entry as the array of its fields (it already is that tuple)."""
+    return tx
+
+
+_TX_KINDS = _table(m.TxKind)
+_TX_REASONS = _table(m.TxReason)
+_NO_COUNTERS: Final[Any] = m.Transaction._field_defaults["counters"]
+# the result decoders run for every reply a client reads (Final: see the top of wire.py)
+_TX_KIND_OF: Final[dict[Any, Any]] = _TX_KINDS
+_TX_REASON_OF: Final[dict[Any, Any]] = _TX_REASONS
+
+
+def tx_from_wire(obj: object) -> m.Transaction:
+    if type(obj) is not list or len(obj) != 10:
+        raise InvalidMessage("a transaction is an array of 10 fields")
+    tid, time, user, session, rid, kind, reason, amount, currency, counters = obj
+    if type(tid) is not int or type(time) is not _DATETIME or type(user) is not str \
+            or (session is not None and type(session) is not str) \
+            or (rid is not None and type(rid) is not str) \
+            or type(amount) is not _DECIMAL or type(currency) is not str \
+            or type(kind) is not str or type(reason) is not str:
+        raise InvalidMessage(f"transaction {tid!r}: a field has the wrong type")
+    # members are non-empty strings, so `or` falls to _lookup (and its error) only on a miss
+    tx_kind = _TX_KIND_OF.get(kind) or _lookup(_TX_KINDS, kind, "kind")
+    tx_reason = _TX_REASON_OF.get(reason) or _lookup(_TX_REASONS, reason, "reason")
+    return _new_tuple(_TRANSACTION, (
+        tid, time, user, session, rid, tx_kind, tx_reason, amount, currency,
+        _dec_map(counters, "counters") if counters else _NO_COUNTERS))
+
+
+def rating_from_wire(obj: object, what: str) -> m.RatingResult | None:
+    if obj is None:
+        return None
+    if type(obj) is not list or len(obj) != 3:
+        raise InvalidMessage(f"{what} must be [amount, currency, [transaction, ...]]")
+    amount, currency, txs = obj
+    if type(amount) is not _DECIMAL or type(currency) is not str or type(txs) is not list:
+        raise InvalidMessage(f"{what} must be [amount, currency, [transaction, ...]]")
+    return _new_tuple(_RATING, (
+        amount, currency, tuple([tx_from_wire(t) for t in txs]) if txs else ()))
+
+
+def subscriber_to_wire(s: m.Subscriber) -> dict[str, Any]:
+    return {"user": s.user_id, "currency": s.currency, "balance": s.balance,
+            "reserved": s.reserved, "available": s.available, "counters": s.counters,
+            "counters_reserved": s.counters_reserved}
+
+
+_SUB_KEYS = frozenset({"user", "currency", "balance", "reserved", "available", "counters",
+                       "counters_reserved"})
+
+_K_SUBSCRIBER = _keys(_SUB_KEYS)
+
+
+def subscriber_from_wire(obj: object) -> m.Subscriber:
+    d = _fields(obj, _K_SUBSCRIBER, "subscriber")
+    return m.Subscriber(_id(d["user"], "user"), _id(d["currency"], "currency"),
+                        _dec(d["balance"], "balance"), _dec(d["reserved"], "reserved"),
+                        _dec(d["available"], "available"), _dec_map(d["counters"], "counters"),
+                        _dec_map(d["counters_reserved"], "counters_reserved"))
+
+
+def session_to_wire(s: m.SessionInfo) -> dict[str, Any]:
+    return {"session": s.session_id, "user": s.user_id, "service": s.service_id,
+            "created": s.created_at, "listener": s.listener_id, "external": s.external_data,
+            "reservations": [
+                {"rid": r.reservation_id, "state": r.state, "item": item_to_wire(r.item),
+                 "amount": r.amount, "expires": r.expires_at,
+                 "resolution": r.default_resolution, "counters": r.counters,
+                 "inverse": r.property_to_inverse} for r in s.reservations]}
+
+
+_SESSION_KEYS = frozenset({"session", "user", "service", "created", "listener", "external",
+                           "reservations"})
+_RES_INFO_KEYS = frozenset({"rid", "state", "item", "amount", "expires", "resolution",
+                            "counters", "inverse"})
+
+_K_SESSION = _keys(_SESSION_KEYS)
+_K_RES_INFO = _keys(_RES_INFO_KEYS)
+
+
+def session_from_wire(obj: object) -> m.SessionInfo:
+    d = _fields(obj, _K_SESSION, "session")
+    reservations = []
+    for raw in _list(d["reservations"], "reservations", 1 << 20):
+        r = _fields(raw, _K_RES_INFO, "reservation")
+        reservations.append(m.ReservationInfo(
+            _id(r["rid"], "rid"), _id(r["state"], "state"), item_from_wire(r["item"]),
+            _dec(r["amount"], "amount"), _time(r["expires"], "expires"),
+            _enum(m.Resolution, r["resolution"], "resolution"),
+            _dec_map(r["counters"], "counters"), _opt_id(r["inverse"], "inverse")))
+    listener = d["listener"]
+    external = d["external"]
+    return m.SessionInfo(
+        _id(d["session"], "session"), _id(d["user"], "user"), _id(d["service"], "service"),
+        _time(d["created"], "created"),
+        None if listener is None else _int(listener, "listener", 1, m.MAX_LISTENER_ID),
+        None if external is None else _bin(external, "external", m.MAX_EXTERNAL_DATA),
+        tuple(reservations))
