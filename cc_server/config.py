@@ -40,6 +40,7 @@ class ServerConfig:
     idle_timeout: float = 600.0
     max_frame: int = DEFAULT_MAX_FRAME
     max_connections: int = 10_000
+    max_connections_per_address: int = 1000
     max_handshakes: int = 1024
     max_in_flight: int = 1024
     write_buffer_high: int = 4 * 1024 * 1024
@@ -132,6 +133,7 @@ RANGES: dict[str, tuple[float, float, str]] = {
     "idle_timeout": (0.0, YEAR, "0: never"),
     "max_frame": (1024, MAX_FRAME_CAP, "the wire format's cap is 2 GiB"),
     "max_connections": (1, 1_000_000, ""),
+    "max_connections_per_address": (0, 1_000_000, "0: no per-address limit"),
     "max_handshakes": (1, 1_000_000, ""),
     "max_in_flight": (1, 1_000_000, ""),
     "write_buffer_high": (1024, MAX_FRAME_CAP, ""),
@@ -199,6 +201,8 @@ HELP: dict[str, str] = {
     "max_pending_notifications": "pending renewal notifications per listener id",
     "max_frame": "largest frame body accepted, bytes",
     "max_connections": "simultaneous connections (TLS handshakes in progress included)",
+    "max_connections_per_address": "simultaneous connections from one IP address, counted as "
+                                   "--max-connections (0: no per-address limit)",
     "max_handshakes": "connections between accept and HELLO_OK at once (TLS and HELLO)",
     "max_in_flight": "unanswered requests per connection (PINGs not counted); past it "
                      "each further request gets TOO_MANY_REQUESTS",

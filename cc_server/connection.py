@@ -39,6 +39,7 @@ from protocol.frames import Frame
 from .auth import PENDING, Roles
 from .engine import Refused
 from .flow import FlowControl
+from .limits import peer_address
 from .tls import TlsHandshake
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ class ServerConnection(FlowControl):
         self.name = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.peer_ip = str(peer[0]) if isinstance(peer, tuple) else str(peer)
         self.server.counts["accepted"] += 1
-        refusal = self.server.gate.admit(self)
+        refusal = self.server.gate.admit(self, peer_address(peer))
         context = self.server.ssl_context
         if refusal is not None:
             self._refuse(raw, refusal, tls=context is not None)

@@ -13,8 +13,8 @@ never looser; these checks apply the tighter values to decoded requests:
 Refusals happen before the engine and the write-ahead log, so replaying the log after a
 restart with other limits gives the same state.
 
-`ConnectionGate` applies the connection limits (`max_connections`, `max_handshakes`) at
-accept.
+`ConnectionGate` applies the connection limits (`max_connections`,
+`max_connections_per_address`, `max_handshakes`) at accept.
 """
 
 from __future__ import annotations
@@ -125,31 +125,61 @@ class Limits:
                               f"than {self.max_string_length} characters")
 
 
+def peer_address(peer: object) -> str | None:
+    """The address a connection counts against for `max_connections_per_address`: the
+    IP of a `peername` tuple, port dropped, an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`)
+    as the IPv4 one; None (not limited per address) for a Unix socket or an unknown peer."""
+    if not isinstance(peer, tuple) or not peer or not isinstance(peer[0], str) or not peer[0]:
+        return None
+    host: str = peer[0]
+    if host[:7].lower() == "::ffff:" and "." in host:
+        return host[7:]
+    return host
+
+
 class ConnectionGate(Generic[C]):
     """Admission of accepted sockets, decided at accept, before any TLS or HELLO.
 
     Every connection counts against `max_connections` from accept (a TLS handshake in
-    progress included), and at most `max_handshakes` of them may be between accept and
-    HELLO_OK at once: half-open handshakes cost memory (TLS: tens of KiB each) and, with
-    a users file, a password check each.
+    progress included), and against `max_connections_per_address` for its peer's IP
+    address (0: no such limit), so that one peer cannot take every slot; at most
+    `max_handshakes` of them may be between accept and HELLO_OK at once: half-open
+    handshakes cost memory (TLS: tens of KiB each) and, with a users file, a password
+    check each.
     """
 
-    def __init__(self, max_connections: int, max_handshakes: int) -> None:
+    def __init__(self, max_connections: int, max_handshakes: int,
+                 max_per_address: int = 0) -> None:
         self.max_connections = max_connections
         self.max_handshakes = max_handshakes
+        self.max_per_address = max_per_address
         self.open: set[C] = set()
         self.handshaking: set[C] = set()
+        #: open connections by peer address (an address leaves when its count drops to 0)
+        self.per_address: dict[str, int] = {}
+        self._address_of: dict[C, str] = {}    # the admitted connections counted there
+        #: connections refused for `max_connections_per_address`
+        self.refused_per_address = 0
 
-    def admit(self, conn: C) -> str | None:
-        """None when `conn` may go on (it then counts as open and handshaking), else why
-        it is refused (ERROR TOO_MANY_CONNECTIONS)."""
+    def admit(self, conn: C, address: str | None = None) -> str | None:
+        """None when `conn` (from `address`, see `peer_address`) may go on (it then counts
+        as open and handshaking), else why it is refused (ERROR TOO_MANY_CONNECTIONS)."""
         if len(self.open) >= self.max_connections:
             return f"the server accepts at most {self.max_connections} connections"
+        limit = self.max_per_address
+        key = address if limit > 0 else None     # None: not limited per address
+        if key is not None and self.per_address.get(key, 0) >= limit:
+            self.refused_per_address += 1
+            return (f"the server accepts at most {limit} connections from one address "
+                    f"(the per-address limit) and {key} has {limit} open")
         if len(self.handshaking) >= self.max_handshakes:
             return (f"the server takes at most {self.max_handshakes} handshakes at once; "
                     "try again shortly")
         self.open.add(conn)
         self.handshaking.add(conn)
+        if key is not None:
+            self.per_address[key] = self.per_address.get(key, 0) + 1
+            self._address_of[conn] = key
         return None
 
     def handshake_done(self, conn: C) -> None:
@@ -160,3 +190,10 @@ class ConnectionGate(Generic[C]):
         """`conn` is gone (idempotent)."""
         self.open.discard(conn)
         self.handshaking.discard(conn)
+        address = self._address_of.pop(conn, None)
+        if address is not None:
+            left = self.per_address[address] - 1
+            if left:
+                self.per_address[address] = left
+            else:
+                del self.per_address[address]

@@ -77,6 +77,8 @@ METRICS: dict[str, tuple[str, str]] = {
     "connections.handshaking": ("gauge", "Connections between accept and HELLO_OK."),
     "connections.accepted": ("counter", "Connections accepted."),
     "connections.refused_connections": ("counter", "Connections refused over the limit."),
+    "connections.refused_per_address": ("counter", "Connections refused over the "
+                                        "per-address limit (also in refused_connections)."),
     "connections.dead_peers": ("counter", "Connections dropped for missed heartbeats."),
     "connections.connection_error.*": ("counter", "Connections closed by an error, by code."),
     "security.auth.users": ("gauge", "Users in the users file (0: no users file)."),

@@ -101,7 +101,8 @@ class ChargingServer:
         self.gc_policy: GcPolicy | None = None
         self.recovery: Recovery | None = None
         self.gate: ConnectionGate[ServerConnection] = ConnectionGate(
-            self.config.max_connections, self.config.max_handshakes)
+            self.config.max_connections, self.config.max_handshakes,
+            self.config.max_connections_per_address)
         self.connections = self.gate.open     # from accept: TLS handshakes included
         self.waiting: set[ServerConnection] = set()   # holding replies for the log
         self.counts: Counter[str] = Counter()
@@ -340,7 +341,7 @@ class ChargingServer:
     def connection_stats(self) -> dict[str, Any]:
         """The `connections` section of `stats()`."""
         return {"open": len(self.connections), "handshaking": len(self.gate.handshaking),
-                **self.counts}
+                "refused_per_address": self.gate.refused_per_address, **self.counts}
 
     def security_stats(self) -> dict[str, Any]:
         """The `security` section of `stats()`: authentication and limits."""

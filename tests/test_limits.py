@@ -166,6 +166,7 @@ async def test_credit_triggered_notifications_past_the_cap_are_dropped_and_count
 FLAGS = {
     "max_frame": ("--max-frame", "FRAME_TOO_LARGE"),
     "max_connections": ("--max-connections", "TOO_MANY_CONNECTIONS"),
+    "max_connections_per_address": ("--max-connections-per-address", "TOO_MANY_CONNECTIONS"),
     "max_handshakes": ("--max-handshakes", "TOO_MANY_CONNECTIONS"),
     "max_in_flight": ("--max-in-flight", "TOO_MANY_REQUESTS"),
     "max_subrequests": ("--max-subrequests", "CONTAINER_TOO_LARGE"),
@@ -192,7 +193,7 @@ def test_every_limit_has_a_flag_a_default_and_a_code_in_protocol_md() -> None:
     assert {code for _, code in FLAGS.values()} == {c.value for c in LIMIT_CODES}
     for name, (flag, code) in FLAGS.items():
         assert flag in parser_flags, flag
-        rows = [row for row in limits.splitlines() if row.startswith("|") and f"`{flag}" in row]
+        rows = [row for row in limits.splitlines() if row.startswith("|") and f"`{flag}`" in row]
         assert len(rows) == 1, flag
         assert code in rows[0], (flag, code)
         assert hasattr(defaults, name)
