@@ -204,26 +204,37 @@ class Workload:
         self._active = len(tasks)
         self._tasks = tasks
         watch = loop.create_task(self._watch_connections())
+        # Also when the hard time limit cancels us, leave nothing running. The clean-up
+        # awaits, so it runs after the handler, not in it: compiled (mypyc), an await
+        # inside `finally`/`except` left the CancelledError being handled behind, and
+        # the next run in the process raised it from an unrelated await.
+        error: BaseException | None = None
         try:
-            if self.s.warmup > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._finished.wait(), self.s.warmup)
-                if not self.stopping:
-                    self.begin_measure()
-            await self._finished.wait()
-            if self.aborted is None:   # an aborted run does not wait for a gone server
-                drain = self.s.request_timeout * (self.s.updates + 4) + 1.0
-                await asyncio.wait(tasks, timeout=drain)
-        finally:   # also when the hard time limit cancels us: leave nothing running
-            self.end_measure()
-            watch.cancel()
-            late = [task for task in tasks if not task.done()]
-            for task in late:
-                task.cancel()
-            if late:
-                await asyncio.wait(late, timeout=1.0)
-            if self._deadline_handle is not None:
-                self._deadline_handle.cancel()
+            await self._load(tasks)
+        except BaseException as exc:
+            error = exc
+        self.end_measure()
+        watch.cancel()
+        late = [task for task in tasks if not task.done()]
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late, timeout=1.0)
+        if self._deadline_handle is not None:
+            self._deadline_handle.cancel()
+        if error is not None:
+            raise error
+
+    async def _load(self, tasks: list[asyncio.Task[None]]) -> None:
+        if self.s.warmup > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._finished.wait(), self.s.warmup)
+            if not self.stopping:
+                self.begin_measure()
+        await self._finished.wait()
+        if self.aborted is None:   # an aborted run does not wait for a gone server
+            drain = self.s.request_timeout * (self.s.updates + 4) + 1.0
+            await asyncio.wait(tasks, timeout=drain)
 
     def _worker_done(self) -> None:
         self._active -= 1

@@ -31,6 +31,7 @@ from types import ModuleType
 #: arguments themselves (a str where bytes are declared is an InvalidArgumentType), where
 #: compiled code would refuse the call with a bare TypeError first; the common case of a
 #: request, behind those checks, is cc_client/hot.py.
+#: No compiled coroutine awaits inside `finally` or `except` (mypyc/mypyc#1114; a test checks).
 HOT_MODULES: tuple[str, ...] = (
     "protocol.codec",
     "protocol.codec.*",
@@ -43,6 +44,7 @@ HOT_MODULES: tuple[str, ...] = (
     "cc_client.hot",
     "cc_client.results",
     "cc_bench.histogram",
+    "cc_bench.workload",
     "cc_server.connection",
     "cc_server.dedup",
     "cc_server.dispatch",
