@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml setup.py | cksum | cut -d' ' -f1)
+# Whether the install stamp was there before this make began: if not, its rule installs
+# (and compiles) during this run, and `make build` need not do it a second time.
+STAMP_BEFORE := $(wildcard $(STAMP))
 ARGS   ?=
 # The editable install; its log keeps the compiler's output, and its one "cc-charging build:"
 # line says whether the hot modules were compiled and, if not, why.
@@ -29,7 +32,7 @@ built: $(STAMP)
 	@if $(PYTHON) protocol/buildinfo.py needs-build; then $(MAKE) --no-print-directory build; fi
 
 build: $(STAMP)        ## (re)compile the hot modules in place; CC_PURE_PYTHON=1 removes them
-	@$(INSTALL)
+	@$(if $(STAMP_BEFORE),$(INSTALL),true)
 
 run: built            ## start the server on 127.0.0.1:9500, state kept in ./data (Ctrl-C stops it)
 	$(BIN)/cc-server --data-dir data $(ARGS)
