@@ -132,8 +132,9 @@ def test_sources_edited_after_compiling_run_pure(tmp_path: Path) -> None:
     script = [sys.executable, "protocol/buildinfo.py", "needs-build"]
     assert subprocess.run(script, cwd=tree, check=False).returncode == 1
     wire = tree / "protocol" / "codec" / "wire.py"
-    later = wire.stat().st_mtime + 3600
-    os.utime(wire, (later, later))
+    (compiled,) = wire.parent.glob("wire.*.so")
+    later = compiled.stat().st_mtime + 3600     # edited after it was compiled, however long
+    os.utime(wire, (later, later))              # the tree had been there before
     out = run("import protocol.buildinfo as b; print(b.describe())", cwd=tree)
     assert out == ("build=pure (protocol.codec.wire changed after it was compiled; "
                    "rebuild with `make build`)")
