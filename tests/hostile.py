@@ -106,7 +106,7 @@ def assert_conservation(server: TestServer, initial: dict[str, Decimal]) -> None
         for tx in engine.transactions(user_id=user):
             sums[tx.kind] += tx.amount
         live = sum((cs.held for sid in account.sessions
-                    for cs in engine.sessions[sid].charging.values() if cs.open), ZERO)
+                    for cs in engine.sessions[sid].charging_sessions() if cs.open), ZERO)
         assert account.reserved == live == sums[m.TxKind.RESERVE] - sums[m.TxKind.RELEASE], user
         if user in initial:
             assert account.balance == initial[user] + sums[m.TxKind.TOP_UP] \

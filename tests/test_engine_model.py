@@ -474,7 +474,7 @@ class EngineModel(RuleBasedStateMachine):
     @invariant()
     def open_reservation_tally_is_exact(self) -> None:
         assert self.engine.stats()["reservations"] == sum(
-            1 for s in self.engine.sessions.values() for cs in s.charging.values() if cs.open)
+            1 for s in self.engine.sessions.values() for cs in s.charging_sessions() if cs.open)
 
     @invariant()
     def same_sessions_and_reservations(self) -> None:
@@ -486,8 +486,8 @@ class EngineModel(RuleBasedStateMachine):
                 mres = model.res[r.reservation_id]
                 state = "ended" if not mres.open else "starved" if mres.starved else "open"
                 assert (r.state, r.amount) == (state, mres.held)
-                cs = self.engine.sessions[info.session_id].charging[r.reservation_id]
-                assert cs.expires_at == mres.expires_at
+                cs = self.engine.sessions[info.session_id].charging_session(r.reservation_id)
+                assert cs is not None and cs.expires_at == mres.expires_at
 
     @invariant()
     def journal_recomputes_balance_and_reserved(self) -> None:

@@ -817,7 +817,9 @@ def _starve(e: Engine, sid: str = "s") -> ChargingSession:
     """A charging session of `sid` left open with nothing reserved."""
     out = one(run(e, UPDATE, sid, renew("r1", data(100), data(100)), now=T0 + 1))
     assert out.error == ErrorCode.CREDIT_LIMIT_REACHED
-    return e.sessions[sid].charging["r1"]
+    cs = e.sessions[sid].charging_session("r1")
+    assert cs is not None
+    return cs
 
 
 def test_top_up_queues_a_renewal_for_a_starved_charging_session() -> None:
@@ -852,7 +854,8 @@ def test_an_expiry_release_queues_a_renewal_for_a_starved_charging_session() -> 
 def test_a_reduced_charging_session_is_queued_when_credit_rises() -> None:
     e = engine("0.30")
     start_one(e, item=data(100), inverse="volume")
-    cs = e.sessions["s"].charging["r1"]
+    cs = e.sessions["s"].charging_session("r1")
+    assert cs is not None
     assert cs.item == data(30)
     assert e.take_renewals() == {}      # being reduced does not queue it either
     e.top_up("u", D(1), T0 + 1)

@@ -523,7 +523,7 @@ async def test_listening_costs_nothing_when_notifications_pile_up(
     async with attacked(max_pending_notifications=2) as ledger:
         server = ledger.server
         listened = [(sid, s) for sid, s in server.engine.sessions.items()
-                    if s.listener_id == 7 and any(cs.open for cs in s.charging.values())]
+                    if s.listener_id == 7 and any(cs.open for cs in s.charging_sessions())]
         assert len(listened) >= 3
         async with ledger.connect() as client:
             for sid, _ in listened[:2]:

@@ -56,9 +56,7 @@ class ExpiryQueue:
         index = item.heap_index
         if index != NOT_QUEUED and item.queued_at <= item.expires_at:
             return          # it comes due first and then moves on to its new deadline
-        self._seq += 1
-        item.expiry_seq = self._seq
-        item.queued_at = item.expires_at
+        self._requeue(item)
         if index == NOT_QUEUED:
             index = len(self._heap)
             self._heap.append(item)
@@ -101,14 +99,18 @@ class ExpiryQueue:
         while heap and heap[0].queued_at <= now and len(due) < limit:
             item = heap[0]
             if item.expires_at > now:           # its deadline moved later since it was queued
-                self._seq += 1
-                item.expiry_seq = self._seq
-                item.queued_at = item.expires_at
+                self._requeue(item)
                 self._down(0)
             else:
                 self.remove(item)
                 due.append(item)
         return due
+
+    def _requeue(self, item: Queued) -> None:
+        """Key `item` by its current deadline, queued after everything queued before."""
+        self._seq += 1
+        item.expiry_seq = self._seq
+        item.queued_at = item.expires_at
 
     def _up(self, index: int) -> None:
         heap = self._heap

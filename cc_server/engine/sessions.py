@@ -112,11 +112,6 @@ class Session:
             return [self._one]
         return list(self._more.values()) if self._more is not None else []
 
-    @property
-    def charging(self) -> dict[str, ChargingSession]:
-        """Reservation id -> charging session, as a new dict (for reading)."""
-        return {cs.reservation_id: cs for cs in self.charging_sessions()}
-
     def has_charging_sessions(self) -> bool:
         """Whether any charging session was ever added (and not cleared)."""
         return self._one is not None or self._more is not None
