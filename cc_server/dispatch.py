@@ -43,8 +43,8 @@ from .dedup import ANY_BODY, Key, OutcomeCache, Reply, digest
 from .engine import Engine, Refused
 from .engine import subscribers as subs
 from .faults import Rule
+from .latency import Histogram
 from .limits import Limits
-from .metrics import Histogram
 
 log = logging.getLogger("cc_server")
 T = m.MsgType

@@ -1,4 +1,4 @@
-"""Metrics: latency histograms, the Prometheus text format, and its HTTP endpoint.
+"""Metrics: the Prometheus text format, and its HTTP endpoint.
 
 `--metrics-port` serves `GET /metrics` (loopback by default) from a few lines of asyncio,
 so scraping never blocks the event loop and needs no dependency.
@@ -9,41 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from bisect import bisect_left
 from collections.abc import Callable, Mapping
 from typing import Any
 
 log = logging.getLogger("cc_server")
-
-# seconds; Prometheus-style upper bounds (the last bucket is +Inf)
-BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-           0.25, 0.5, 1.0)
-
-
-class Histogram:
-    """Counts of observations per bucket, their sum and number."""
-
-    __slots__ = ("count", "counts", "total")
-
-    def __init__(self) -> None:
-        self.counts = [0] * (len(BUCKETS) + 1)
-        self.count = 0
-        self.total = 0.0
-
-    def observe(self, seconds: float) -> None:
-        """Add one observation."""
-        self.counts[bisect_left(BUCKETS, seconds)] += 1
-        self.count += 1
-        self.total += seconds
-
-    def to_dict(self) -> dict[str, Any]:
-        """count, sum, and cumulative counts by upper bound (as in Prometheus)."""
-        cumulative, running = {}, 0
-        for bound, n in zip([*map(str, BUCKETS), "+Inf"], self.counts, strict=True):
-            running += n
-            cumulative[bound] = running
-        return {"count": self.count, "sum": self.total, "buckets": cumulative}
-
 
 #: Every statistic as a metric: stats path -> (type, HELP). A gauge `a.b` is `cc_a_b`, a
 #: counter `cc_a_b_total`. Paths ending in `*` are families labelled by the rest of the

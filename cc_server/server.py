@@ -22,7 +22,7 @@ from protocol.errors import ErrorCode
 from . import snapshot as snap
 from .auth import Authenticator, User, UsersFileError, exposure, load_users
 from .catalogfile import load_catalog
-from .clock import ManualClock, ScaledClock
+from .clock import ManualClock, ScaledClock, wall_clock_ms
 from .config import ServerConfig
 from .connection import ALL_ROLES, ServerConnection
 from .controls import TestControls
@@ -43,11 +43,6 @@ from .wal import WalWriter
 log = logging.getLogger("cc_server")
 VERSION = "0.1.0"
 EXPIRY_BATCH = 5_000   # clean-ups per tick before yielding to the loop
-
-
-def wall_clock_ms() -> float:
-    """Epoch seconds, rounded to the millisecond."""
-    return round(time.time(), 3)
 
 
 def _read_users(path: str) -> dict[str, User]:

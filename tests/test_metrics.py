@@ -14,7 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import cc_client
 from cc_server.auth import hash_password
-from cc_server.metrics import LABELS, METRICS, UNDOCUMENTED, Histogram, prometheus
+from cc_server.latency import Histogram
+from cc_server.metrics import LABELS, METRICS, UNDOCUMENTED, prometheus
 from cc_server.testing import running_server
 
 

@@ -19,8 +19,9 @@ import cc_client
 from cc_client import ChargeableItem
 from cc_server.app import config_from_args
 from cc_server.config import ServerConfig, to_toml
+from cc_server.latency import Histogram
 from cc_server.logs import JsonFormatter, fields_of
-from cc_server.metrics import Histogram, prometheus
+from cc_server.metrics import prometheus
 from cc_server.testing import running_server
 from tests.serverproc import ServerProcess
 
