@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Protocol
 
@@ -116,8 +116,9 @@ class Dispatcher:
         self.on_limit: Callable[[ErrorCode, str], None] | None = None
         #: more sections of `stats()`, by name (a section returning None is left out)
         self.stats_sections: dict[str, Callable[[], Any]] = {}
-        #: (container kind or command, outcome) -> count
-        self.counts: Counter[tuple[str, str]] = Counter()
+        #: (container kind or command, outcome) -> count. Not a Counter: its Python-level
+        #: __delitem__ sends every `+= 1` through Python slot dispatch (3 times slower).
+        self.counts: defaultdict[tuple[str, str], int] = defaultdict(int)
         self.latency = {"execute": Histogram(), "admin": Histogram()}
         #: True while a change of state is being applied (an exception then: `fatal`)
         self.applying = False
