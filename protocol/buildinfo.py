@@ -39,6 +39,7 @@ HOT_MODULES: tuple[str, ...] = (
     "protocol.frames",
     "protocol.liveness",
     "protocol.messages",
+    "protocol.money",
     "cc_client.connection",
     "cc_client.flow",
     "cc_client.hot",

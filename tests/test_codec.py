@@ -405,3 +405,22 @@ def test_the_codec_package_keeps_every_name_and_one_copy_of_each_cache() -> None
     assert "9876.54321" in wire._EXT_BY_TEXT
     assert codec.decode_body(m.MsgType.ADMIN, body).args["amount"] == amount
     assert b"9876.54321" in codec.DECIMALS.table
+
+
+def test_decimals_packed_again_by_identity_give_their_own_text_and_stay_bounded() -> None:
+    """The encoder's cache by decimal object: equal decimals of other exponents keep their
+    own text, a decimal comes back the same after an eviction, and the cache is bounded."""
+    from protocol.codec import wire
+
+    first, other = Decimal("1.5"), Decimal("1.50")
+    assert codec.pack([first, other, first]) == codec.pack([Decimal("1.5"), Decimal("1.50"),
+                                                            Decimal("1.5")])
+    assert codec.unpack(codec.pack([first, other])) == [first, other]
+    assert [str(d) for d in codec.unpack(codec.pack([first, other]))] == ["1.5", "1.50"]
+    many = [Decimal(n).scaleb(-2) for n in range(wire.EXT_BOUND + 10)]
+    for value in many:
+        assert codec.unpack(codec.pack(value)) == value
+        assert len(wire._EXT_BY_ID) <= wire.EXT_BOUND
+    assert str(codec.unpack(codec.pack(first))) == "1.5"
+    held = [value for value, _ in wire._EXT_BY_ID.values()]
+    assert all(wire._EXT_BY_ID[id(value)][0] is value for value in held)

@@ -70,7 +70,7 @@ def test_each_engine_owns_its_caches() -> None:
     assert a.caches is not b.caches
     start(a, "s1", 1000.0)
     assert a.caches.sizes()["values"] >= 1
-    assert b.caches.sizes() == {"items": 0, "values": 0, "amounts": 0}
+    assert b.caches.sizes() == {"items": 0, "values": 0, "amounts": 0, "quantities": 0}
 
 
 def test_every_engine_cache_is_bounded_and_clears_when_full() -> None:
@@ -79,12 +79,13 @@ def test_every_engine_cache_is_bounded_and_clears_when_full() -> None:
         caches.value(f"r{i}")
         caches.item(m.ChargeableItem("data", {"volume": i}))
         caches.amount(D(i))
+        assert caches.quantity(i) == i
         sizes = caches.sizes()
         assert sizes["values"] <= VALUES_BOUND and sizes["items"] <= ITEMS_BOUND
-        assert sizes["amounts"] <= VALUES_BOUND
+        assert sizes["amounts"] <= VALUES_BOUND and sizes["quantities"] <= VALUES_BOUND
     sizes = caches.sizes()     # cleared at the bound, then refilled
     assert sizes["values"] == 10 and sizes["items"] == (VALUES_BOUND + 10) % ITEMS_BOUND
-    assert sizes["amounts"] == 10
+    assert sizes["amounts"] == sizes["quantities"] == 10
 
 
 def test_engine_caches_share_equal_values_and_keep_the_rest_as_given() -> None:
@@ -122,6 +123,13 @@ def test_held_amounts_are_shared_only_when_they_print_the_same() -> None:
     other = D("1.0")                      # equal, but it prints otherwise: never swapped
     assert caches.amount(other) is other and str(caches.amount(D("1.0"))) == "1.0"
     assert str(caches.amount(D("1.00"))) == "1.00"
+
+
+def test_int_quantities_share_one_exact_decimal() -> None:
+    caches = EngineCaches()
+    first = caches.quantity(100)
+    assert caches.quantity(100) is first and str(first) == "100"
+    assert str(caches.quantity(0)) == "0" and caches.quantity(10**17) == D(10**17)
 
 
 def test_a_million_reservations_of_one_quota_hold_one_amount_object() -> None:

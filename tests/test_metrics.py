@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import urllib.request
+from bisect import bisect_left
 from decimal import Decimal as D
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 import cc_client
 from cc_server.auth import hash_password
-from cc_server.latency import Histogram
+from cc_server.latency import BUCKETS, Histogram
 from cc_server.metrics import LABELS, METRICS, UNDOCUMENTED, prometheus
 from cc_server.testing import running_server
 
@@ -107,3 +110,10 @@ async def test_the_live_endpoint_parses_and_documents_every_family(tmp_path: Pat
     outcomes = {s.labels["outcome"] for s in found["cc_operations"].samples
                 if s.labels["kind"] == "create_subscriber"}
     assert "ok" in outcomes and len(outcomes) == 2, outcomes     # ok, and the refusal
+
+
+@given(st.floats(min_value=0, max_value=10, allow_nan=False) | st.sampled_from(BUCKETS))
+def test_a_latency_lands_in_the_bucket_bisect_gives_it(seconds: float) -> None:
+    h = Histogram()
+    h.observe(seconds)
+    assert h.counts.index(1) == bisect_left(BUCKETS, seconds)

@@ -211,11 +211,11 @@ def consolidate(stored: m.ChargeableItem, given: m.ChargeableItem | None) -> m.C
     return _item(given.name or stored.name, {**stored.properties, **given.properties})
 
 
-def _quantity(item: m.ChargeableItem, plan: PricePlan) -> Decimal:
+def _quantity(item: m.ChargeableItem, plan: PricePlan, caches: EngineCaches) -> Decimal:
     value = item.properties.get(plan.quantity)
     if type(value) is int:
         if 0 <= value < _MAX_INT_QUANTITY:     # the usual case: in range by construction
-            return Decimal(value)
+            return caches.quantity(value)
         quantity = Decimal(value)
     elif type(value) is Decimal:
         quantity = value
@@ -248,7 +248,7 @@ def priced(op: Op, item: m.ChargeableItem) -> tuple[PricePlan, Decimal, Decimal]
     if price is None:
         raise Refused(ErrorCode.UNKNOWN_CHARGEABLE_ITEM,
                       f"item {item.name!r} has no price in {op.account.currency}")
-    return plan, price, _quantity(item, plan)
+    return plan, price, _quantity(item, plan, op.caches)
 
 
 def _check_inverse(inverse: str | None, plan: PricePlan) -> None:
