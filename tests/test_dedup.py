@@ -91,3 +91,24 @@ def test_keys_that_concatenate_alike_stay_apart() -> None:
     assert [cache.get(key) for key in keys] == [reply(n) for n in range(len(keys))]
     assert [row[0] for row in cache.items()] == keys
     assert len(cache) == len(keys)
+
+
+def test_a_put_after_a_get_of_another_key_is_stored_under_its_own_key() -> None:
+    """`put` reuses the bytes `get` packed for the same key, and only for that key."""
+    cache = OutcomeCache(window=10.0)
+    assert cache.get(("alice", b"op1")) is False
+    cache.put(("alice", b"op2"), reply(2), T0)       # not the key just looked up
+    cache.put(("alice", b"op1"), reply(1), T0)       # the key just looked up
+    assert cache.get(("alice", b"op2")) == reply(2) and cache.get(("alice", b"op1")) == reply(1)
+    assert cache.get(("bob", b"op1")) is False
+    cache.put(("bob", b"op1"), reply(3), T0)
+    assert [key for key, *_ in cache.items()] == [("alice", b"op2"), ("alice", b"op1"),
+                                                  ("bob", b"op1")]
+
+
+def test_the_body_digest_is_blake2b_of_8_bytes_as_snapshots_keep_it() -> None:
+    from hashlib import blake2b
+
+    for body in (b"", b"x", bytes(range(256)) * 3):
+        assert digest(body) == blake2b(body, digest_size=8).digest()
+    assert digest(b"a") != digest(b"b")
