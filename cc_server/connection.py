@@ -171,14 +171,13 @@ class ServerConnection(FlowControl):
         high = self.config.write_buffer_high
         budget = BATCH
         dispatcher = self.server.dispatcher
-        handle = dispatcher.handle
-        frame_reply = self.machine.reply
+        machine = self.machine
         wal = self.server.wal
         pending = iter(events)
         for event in pending:
             if type(event) is Frame:
                 try:
-                    reply = handle(self, event)
+                    reply = dispatcher.handle(self, event)
                 except BadBody as exc:
                     self.fail(exc.code, exc.message, flush=out)
                     return
@@ -188,9 +187,9 @@ class ServerConnection(FlowControl):
                 elif wal is not None and wal.disk_full and dispatcher.read_only:
                     # the disk is full: reads are answered, changes wait for the log
                     # (replies may leave in any order)
-                    self.write(frame_reply(reply[0], event.request_id, reply[1]))
+                    self.write(machine.reply(reply[0], event.request_id, reply[1]))
                 else:
-                    data = frame_reply(reply[0], event.request_id, reply[1])
+                    data = machine.reply(reply[0], event.request_id, reply[1])
                     out.append(data)
                     size += len(data)
                     if size >= high:       # a reader this slow: stop answering it for now
