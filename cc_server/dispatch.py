@@ -64,8 +64,10 @@ REC_CLOCK: Final = 17
 EXIT_FAIL_STOP = 70   # EX_SOFTWARE: an internal error while applying a change
 #: request types a client sends after the handshake (HELLO, PING and GOODBYE are the
 #: connection's), with the role each needs
-REQUESTS: Final[dict[int, str | None]] = {T.EXECUTE: "charging", T.ADMIN: "admin",
-                                   T.LISTEN: "charging", T.UNLISTEN: None, T.ACK: None}
+#: (plain int keys: a frame's type is an int, and an IntEnum key costs a comparison more)
+REQUESTS: Final[dict[int, str | None]] = {
+    int(T.EXECUTE): "charging", int(T.ADMIN): "admin", int(T.LISTEN): "charging",
+    int(T.UNLISTEN): None, int(T.ACK): None}
 TX_PAGE: Final = 2000  # journal entries per ADMIN_RESULT frame (stays far below 1 MiB)
 # the requests, by type (Final: compiled, C statics rather than lookups on every use)
 _EXECUTE: Final = m.Execute

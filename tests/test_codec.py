@@ -126,6 +126,8 @@ def test_good_execute_decodes() -> None:
 @pytest.mark.parametrize("raw, fragment", [
     (bad_exec(extra=1), "unknown field"),
     (bad_exec(user=...), "missing field"),
+    (bad_exec(user=..., filter=True), "missing field(s) ['user']"),   # as many fields
+    (bad_exec(user=..., extra=1), "unknown field(s) 'extra'"),
     (bad_exec(user=5), "user"),
     (bad_exec(user=""), "user"),
     (bad_exec(kind="begin"), "kind"),

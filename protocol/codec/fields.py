@@ -6,18 +6,22 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from decimal import Decimal
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 from .. import messages as m
 from ..errors import ErrorCode, InvalidMessage
 from .wire import EXT_DECIMAL, _non_str_key, short
 
 
-class _Keys(NamedTuple):
+class _Keys:
     """The fields of a map: those it must have, and all it may have."""
 
-    required: frozenset[str]
-    allowed: frozenset[str]
+    __slots__ = ("allowed", "names", "required")
+
+    def __init__(self, required: frozenset[str], allowed: frozenset[str]) -> None:
+        self.required = required
+        self.allowed = allowed
+        self.names = tuple(sorted(required))   # the same, to go through in C when compiled
 
 
 def _keys(required: Iterable[str] = (), optional: Iterable[str] = ()) -> _Keys:
@@ -29,6 +33,12 @@ def _keys(required: Iterable[str] = (), optional: Iterable[str] = ()) -> _Keys:
 def _fields(obj: object, spec: _Keys, what: str) -> dict[str, Any]:
     if type(obj) is not dict:
         raise InvalidMessage(f"{what} must be a map")
+    if len(obj) == len(spec.names):    # the usual map: its required fields and no other
+        for name in spec.names:
+            if name not in obj:
+                break
+        else:
+            return obj
     keys = obj.keys()
     if not keys <= spec.allowed:
         _non_str_key(keys, what)
