@@ -32,7 +32,8 @@ class PricePlan:
     item: str
     quantity: str                       # name of the numeric property that is the quantity
     step: Decimal                       # rating step, in the quantity's unit
-    prices: Mapping[str, Decimal]       # currency -> price per step
+    prices: dict[str, Decimal]          # currency -> price per step (a dict: looked up
+                                        # per request, natively when compiled)
     allowance: str | None = None        # counter consumed before money, same unit
 
     def __post_init__(self) -> None:
@@ -84,7 +85,7 @@ class SubscriberSeed:
 class Catalog:
     """Every price plan by (service, item), plus optional seed subscribers."""
 
-    plans: Mapping[tuple[str, str], PricePlan]
+    plans: dict[tuple[str, str], PricePlan]   # a dict: looked up per request
     subscribers: tuple[SubscriberSeed, ...] = ()
 
     def plan(self, service_id: str, item: str) -> PricePlan | None:
