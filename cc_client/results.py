@@ -48,9 +48,12 @@ class ReservationResult:
     @classmethod
     def from_outcome(cls, o: m.Outcome) -> ReservationResult:
         """Build from the wire outcome."""
-        error = None if o.error is None else error_from_code(o.error, o.message or "")
-        return cls(o.reservation_id, error, o.cancel_result, o.confirm_result,
-                   o.reserve_result, o.granted_item, o.expires_at, o.balance_below_zero)
+        # unpacked at once, and the class itself, not `cls`: in the compiled build each
+        # field by name is an attribute lookup and a call through a type object a generic
+        # call (a compiled class has no interpreted subclasses)
+        rid, code, message, cancel, confirm, reserve, granted, expires, below = o
+        error = None if code is None else error_from_code(code, message or "")
+        return ReservationResult(rid, error, cancel, confirm, reserve, granted, expires, below)
 
     def __repr__(self) -> str:
         parts = [f"{self.reservation_id!r}", "ok" if self.ok else f"error={self.error!r}"]
@@ -83,7 +86,8 @@ class SessionResult:
     @classmethod
     def from_message(cls, msg: m.ExecuteResult) -> SessionResult:
         """Build from the wire result."""
-        return cls(msg.session_id, [ReservationResult.from_outcome(o) for o in msg.outcomes])
+        return SessionResult(msg.session_id,
+                             [ReservationResult.from_outcome(o) for o in msg.outcomes])
 
     @property
     def ok(self) -> bool:
