@@ -3,7 +3,6 @@ messages, the same wire bytes and the same refusals, in the same order, as befor
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import subprocess
@@ -109,29 +108,3 @@ def test_refusals_come_in_the_order_they_always_came() -> None:
             SessionStartOperation(Ids(), *args)  # type: ignore[arg-type]
     assert fresh.to_message().subs == ()
 
-
-def test_results_keep_every_field_of_the_wire_outcome() -> None:
-    """`SessionResult.from_message` copies each outcome field to its `ReservationResult`,
-    and a code becomes its ChargingError class with the message (or the code)."""
-    when = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
-    tx = m.Transaction(1, when, "u", "s", "r1", m.TxKind.CONFIRM, m.TxReason.REQUEST,
-                       D("1.50"), "EUR")
-    rating = m.RatingResult(D("1.50"), "EUR", (tx,))
-    item = ChargeableItem("data", {"volume": 5})
-    ok = m.Outcome("r1", None, None, m.RatingResult(D("0"), "EUR"), rating, None, item, when,
-                   True)
-    failed = m.Outcome("r2", "CREDIT_LIMIT_REACHED", "no money")
-    bare = m.Outcome("r1", "SESSION_NOT_FOUND")
-    result = cc_client.SessionResult.from_message(m.ExecuteResult("s", (ok, failed, bare)))
-    assert result.session_id == "s" and not result.ok and len(result) == 3
-    first, second, third = result
-    assert result["r1"] is first and result.keys() == ["r1", "r2", "r1"]
-    assert (first.reservation_id, first.error, first.cancel_result, first.confirm_result,
-            first.reserve_result, first.granted_item, first.expires_at,
-            first.balance_below_zero) == ("r1", None, ok.cancel_result, rating, None, item,
-                                          when, True)
-    assert type(second.error) is cc_client.CreditLimitReached
-    assert (second.error.code, second.error.message) == ("CREDIT_LIMIT_REACHED", "no money")
-    assert second.confirm_result is None and second.balance_below_zero is False
-    assert type(third.error) is cc_client.SessionNotFound
-    assert third.error.message == "SESSION_NOT_FOUND"
