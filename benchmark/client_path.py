@@ -62,7 +62,9 @@ class Replayer:
 
     def _reply(self, body: bytes) -> bytes:
         for marker, reply in self.replies.items():
-            if marker in body:
+            # find(), not `in`: bytes.__contains__ first tries the marker as an int and
+            # formats a TypeError it then drops, a cost the client would be charged for
+            if body.find(marker) != -1:
                 return reply
         raise AssertionError("an EXECUTE of no known kind")
 

@@ -48,9 +48,12 @@ class ReservationResult:
     @classmethod
     def from_outcome(cls, o: m.Outcome) -> ReservationResult:
         """Build from the wire outcome."""
-        error = None if o.error is None else error_from_code(o.error, o.message or "")
-        return cls(o.reservation_id, error, o.cancel_result, o.confirm_result,
-                   o.reserve_result, o.granted_item, o.expires_at, o.balance_below_zero)
+        # unpacked at once, and the class itself, not `cls`: in the compiled build each
+        # field by name is an attribute lookup and a call through a type object a generic
+        # call (a compiled class has no interpreted subclasses)
+        rid, code, message, cancel, confirm, reserve, granted, expires, below = o
+        error = None if code is None else error_from_code(code, message or "")
+        return ReservationResult(rid, error, cancel, confirm, reserve, granted, expires, below)
 
     def __repr__(self) -> str:
         parts = [f"{self.reservation_id!r}", "ok" if self.ok else f"error={self.error!r}"]
@@ -71,49 +74,70 @@ class SessionResult:
     gives all of them.
     """
 
-    __slots__ = ("_by_id", "_ordered", "session_id")
+    __slots__ = ("_by_id", "_ordered", "_outcomes", "session_id")
 
     def __init__(self, session_id: str, results: list[ReservationResult]) -> None:
         self.session_id = session_id
         self._ordered = results
-        self._by_id: dict[str, ReservationResult] = {}
-        for r in results:
-            self._by_id.setdefault(r.reservation_id, r)
+        self._outcomes: tuple[m.Outcome, ...] = ()    # wire outcomes not yet in _ordered
+        self._by_id: dict[str, ReservationResult] | None = None   # built on first lookup
 
     @classmethod
     def from_message(cls, msg: m.ExecuteResult) -> SessionResult:
-        """Build from the wire result."""
-        return cls(msg.session_id, [ReservationResult.from_outcome(o) for o in msg.outcomes])
+        """Build from the wire result. Each `ReservationResult` is made when first asked
+        for: a caller that only checks `ok` (the common case) never pays for them."""
+        result = SessionResult(msg.session_id, [])
+        result._outcomes = msg.outcomes
+        return result
+
+    def _results(self) -> list[ReservationResult]:
+        """The outcomes in request order (made from the wire outcomes on first use)."""
+        if self._outcomes:
+            self._ordered = [ReservationResult.from_outcome(o) for o in self._outcomes]
+            self._outcomes = ()
+        return self._ordered
+
+    def _index(self) -> dict[str, ReservationResult]:
+        """Outcomes by reservation id, the first of each id."""
+        by_id = self._by_id
+        if by_id is None:
+            by_id = {}
+            for r in self._results():
+                by_id.setdefault(r.reservation_id, r)
+            self._by_id = by_id
+        return by_id
 
     @property
     def ok(self) -> bool:
         """True only when every sub-request succeeded."""
+        if self._outcomes:     # an outcome has an error exactly when it carries a code
+            return all(o.error is None for o in self._outcomes)
         return all(r.error is None for r in self._ordered)
 
     @property
     def result(self) -> dict[str, ReservationResult]:
         """Outcomes by reservation id."""
-        return self._by_id
+        return self._index()
 
     def __getitem__(self, reservation_id: str) -> ReservationResult:
-        return self._by_id[reservation_id]
+        return self._index()[reservation_id]
 
     def get(self, reservation_id: str) -> ReservationResult | None:
         """The outcome for `reservation_id`, or None."""
-        return self._by_id.get(reservation_id)
+        return self._index().get(reservation_id)
 
     def __contains__(self, reservation_id: object) -> bool:
-        return reservation_id in self._by_id
+        return reservation_id in self._index()
 
     def __iter__(self) -> Iterator[ReservationResult]:
-        return iter(self._ordered)
+        return iter(self._results())
 
     def __len__(self) -> int:
-        return len(self._ordered)
+        return len(self._outcomes) if self._outcomes else len(self._ordered)
 
     def keys(self) -> list[str]:
         """Reservation ids in request order."""
-        return [r.reservation_id for r in self._ordered]
+        return [r.reservation_id for r in self._results()]
 
     def __repr__(self) -> str:
-        return f"SessionResult({self.session_id!r}, ok={self.ok}, {self._ordered!r})"
+        return f"SessionResult({self.session_id!r}, ok={self.ok}, {self._results()!r})"

@@ -29,8 +29,8 @@ from types import ModuleType
 #: `code: ErrorCode` refuses; raising them is rare and gains nothing from compiling.
 #: Not cc_client/client.py nor cc_client/operations.py: their public methods check their
 #: arguments themselves (a str where bytes are declared is an InvalidArgumentType), where
-#: compiled code would refuse the call with a bare TypeError first; the common case of a
-#: request, behind those checks, is cc_client/hot.py.
+#: compiled code would refuse the call with a bare TypeError first; the checks and messages
+#: behind them are cc_client/containers.py, the common case of a request cc_client/hot.py.
 #: No compiled coroutine awaits inside `finally` or `except` (mypyc/mypyc#1114; a test checks).
 HOT_MODULES: tuple[str, ...] = (
     "protocol.codec",
@@ -41,6 +41,7 @@ HOT_MODULES: tuple[str, ...] = (
     "protocol.messages",
     "protocol.money",
     "cc_client.connection",
+    "cc_client.containers",
     "cc_client.flow",
     "cc_client.hot",
     "cc_client.results",

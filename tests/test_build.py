@@ -207,12 +207,13 @@ def test_the_client_path_is_compiled() -> None:
     import cc_bench.histogram
     import cc_client.client
     import cc_client.connection
+    import cc_client.containers
     import cc_client.flow
     import cc_client.hot
     import cc_client.results
     import protocol.connection
 
-    for module in (protocol.connection, cc_client.connection, cc_client.results,
-                   cc_client.flow, cc_client.hot, cc_bench.histogram):
+    for module in (protocol.connection, cc_client.connection, cc_client.containers,
+                   cc_client.results, cc_client.flow, cc_client.hot, cc_bench.histogram):
         assert not str(module.__file__).endswith(".py"), module.__name__
     assert str(cc_client.client.__file__).endswith(".py")
