@@ -190,9 +190,9 @@ class Dispatcher:
                 msg = codec.decode(frame)
             except BadBody:
                 raise
-            except InvalidMessage as exc:
+            except InvalidMessage as invalid:
                 if frame.type == T.EXECUTE:
-                    return self._invalid_execute(peer, frame.body, exc)
+                    return self._invalid_execute(peer, frame.body, invalid)
                 raise
             controls = self.controls
             if controls is not None and controls.faults.active:
@@ -206,12 +206,12 @@ class Dispatcher:
             self.counts["request", exc.code] += 1
             self._limit_hit(exc.code, peer)
             return error_reply(exc.code, exc.message)
-        except Refused as exc:
-            if exc.code in LIMIT_CODES and self.on_limit is not None:
-                self.on_limit(exc.code, peer.name)
-            elif exc.code == ErrorCode.FORBIDDEN:
+        except Refused as refused:
+            if refused.code in LIMIT_CODES and self.on_limit is not None:
+                self.on_limit(refused.code, peer.name)
+            elif refused.code == ErrorCode.FORBIDDEN:
                 self.counts["request", "FORBIDDEN"] += 1
-            return error_reply(exc.code, exc.message)
+            return error_reply(refused.code, refused.message)
         except Exception:
             if self.applying:
                 self.applying = False

@@ -32,6 +32,8 @@ from types import ModuleType
 #: compiled code would refuse the call with a bare TypeError first; the checks and messages
 #: behind them are cc_client/containers.py, the common case of a request cc_client/hot.py.
 #: No compiled coroutine awaits inside `finally` or `except` (mypyc/mypyc#1114; a test checks).
+#: No compiled function binds one name in two `except` clauses of different types (mypyc
+#: gives it one type: the second clause would raise TypeError; a test checks).
 HOT_MODULES: tuple[str, ...] = (
     "protocol.codec",
     "protocol.codec.*",

@@ -297,8 +297,8 @@ class Connection:
                 codec.decode_body(_PING, frame.body)
             except BadBody as exc:
                 return self._fail(exc.code, exc.message)
-            except InvalidMessage as exc:
-                return codec.encode(m.Error(exc.code, exc.message[:MAX_ERROR_TEXT]), rid)
+            except InvalidMessage as invalid:
+                return codec.encode(m.Error(invalid.code, invalid.message[:MAX_ERROR_TEXT]), rid)
         return encode_frame(_PONG, rid, _EMPTY)
 
     def _goodbye(self, frame: Frame) -> Event:

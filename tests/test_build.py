@@ -82,6 +82,36 @@ def test_no_compiled_coroutine_awaits_while_handling_an_exception(tmp_path: Path
     assert _awaits_in_handlers(str(bad)) == ["bad.py:5 f", "bad.py:9 f"]
 
 
+def _names_caught_as_two_types(path: str) -> list[str]:
+    """Names that two `except ... as NAME` clauses of one function bind to different
+    exception types, as "file:line function name" (the second clause)."""
+    found = []
+    for fn in ast.walk(ast.parse(Path(path).read_text())):
+        if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        caught: dict[str, str] = {}
+        for node in ast.walk(fn):
+            if isinstance(node, ast.ExceptHandler) and node.name and node.type is not None:
+                kind = ast.dump(node.type)
+                if caught.setdefault(node.name, kind) != kind:
+                    found.append(f"{Path(path).name}:{node.lineno} {fn.name} {node.name}")
+    return found
+
+
+def test_no_compiled_function_catches_two_types_under_one_name(tmp_path: Path) -> None:
+    """mypyc gives a variable one type: `except A as exc: ... except B as exc:` in one
+    compiled function raises TypeError ("A object expected; got B") when B is caught,
+    in the compiled build only (met while changing the client's request path)."""
+    found = [hit for name in buildinfo.hot_modules()
+             for hit in _names_caught_as_two_types(buildinfo.source_path(name))]
+    assert found == []
+    bad = tmp_path / "bad.py"      # the check itself finds what it looks for
+    bad.write_text("def f():\n    try:\n        pass\n    except A as exc:\n        pass\n"
+                   "    except B as exc:\n        pass\n    except (A, B) as other:\n"
+                   "        pass\n    except A as exc:\n        pass\n")
+    assert _names_caught_as_two_types(str(bad)) == ["bad.py:6 f exc"]
+
+
 def test_build_is_all_or_nothing() -> None:
     import cc_server.dispatch  # noqa: F401  (a server-side hot module)
 
