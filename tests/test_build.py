@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -51,6 +52,17 @@ def test_every_hot_module_has_a_source() -> None:
         assert Path(buildinfo.source_path(name)).is_file(), name
 
 
+def _no_hot_module_breaks(scan: Callable[[str], list[str]], tmp_path: Path, sample: str,
+                          expected: list[str]) -> None:
+    """`scan` finds nothing in any hot module, and finds `expected` in `sample` (so the
+    check itself finds what it looks for)."""
+    assert [hit for name in buildinfo.hot_modules()
+            for hit in scan(buildinfo.source_path(name))] == []
+    bad = tmp_path / "bad.py"
+    bad.write_text(sample)
+    assert scan(str(bad)) == expected
+
+
 def _awaits_in_handlers(path: str) -> list[str]:
     """`await`, `async with` and `async for` inside a `finally` or `except` block of an
     async function in the file at `path`, as "file:line function"."""
@@ -72,14 +84,10 @@ def test_no_compiled_coroutine_awaits_while_handling_an_exception(tmp_path: Path
     exception being handled is swallowed or left behind, to be raised later from an
     unrelated await (cc-bench's next run in the process failed with a CancelledError
     nothing had sent). Compiled coroutines clean up after the handler instead."""
-    found = [hit for name in buildinfo.hot_modules()
-             for hit in _awaits_in_handlers(buildinfo.source_path(name))]
-    assert found == []
-    bad = tmp_path / "bad.py"      # the check itself finds what it looks for
-    bad.write_text("async def f(x):\n    try:\n        pass\n    finally:\n"
-                   "        await x\n    try:\n        pass\n    except E:\n"
-                   "        async with x:\n            pass\n")
-    assert _awaits_in_handlers(str(bad)) == ["bad.py:5 f", "bad.py:9 f"]
+    _no_hot_module_breaks(_awaits_in_handlers, tmp_path, (
+        "async def f(x):\n    try:\n        pass\n    finally:\n        await x\n"
+        "    try:\n        pass\n    except E:\n        async with x:\n            pass\n"),
+        ["bad.py:5 f", "bad.py:9 f"])
 
 
 def _names_caught_as_two_types(path: str) -> list[str]:
@@ -102,14 +110,10 @@ def test_no_compiled_function_catches_two_types_under_one_name(tmp_path: Path) -
     """mypyc gives a variable one type: `except A as exc: ... except B as exc:` in one
     compiled function raises TypeError ("A object expected; got B") when B is caught,
     in the compiled build only (met while changing the client's request path)."""
-    found = [hit for name in buildinfo.hot_modules()
-             for hit in _names_caught_as_two_types(buildinfo.source_path(name))]
-    assert found == []
-    bad = tmp_path / "bad.py"      # the check itself finds what it looks for
-    bad.write_text("def f():\n    try:\n        pass\n    except A as exc:\n        pass\n"
-                   "    except B as exc:\n        pass\n    except (A, B) as other:\n"
-                   "        pass\n    except A as exc:\n        pass\n")
-    assert _names_caught_as_two_types(str(bad)) == ["bad.py:6 f exc"]
+    _no_hot_module_breaks(_names_caught_as_two_types, tmp_path, (
+        "def f():\n    try:\n        pass\n    except A as exc:\n        pass\n"
+        "    except B as exc:\n        pass\n    except (A, B) as other:\n        pass\n"
+        "    except A as exc:\n        pass\n"), ["bad.py:6 f exc"])
 
 
 def test_build_is_all_or_nothing() -> None:
