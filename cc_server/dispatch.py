@@ -53,6 +53,7 @@ LOGGED_ADMIN = MUTATING_ADMIN | {"request_renewal"}
 #: operator queries: they change nothing, so their replies wait for no log record
 READ_ONLY_ADMIN = frozenset({"get_subscriber", "find_sessions", "transactions", "stats",
                              "list_subscribers"})
+_perf_counter: Final = time.perf_counter   # a C static compiled; `time.x` is a lookup
 REC_EXECUTE: Final = 1
 REC_ADMIN: Final = 2
 REC_EXPIRE: Final = 3
@@ -245,14 +246,14 @@ class Dispatcher:
                  sub_errors: dict[int, str] | None = None) -> Reply | None:
         """Handle one decoded request (errors are turned into replies by `handle`)."""
         if type(msg) is _EXECUTE:
-            started = time.perf_counter()
+            started = _perf_counter()
             reply = self._execute(peer, msg, frame.body, sub_errors)
-            self.latency["execute"].observe(time.perf_counter() - started)
+            self.latency["execute"].observe(_perf_counter() - started)
             return reply
         if type(msg) is _ADMIN:
-            started = time.perf_counter()
+            started = _perf_counter()
             reply = self._admin_request(peer, msg, frame.body)
-            self.latency["admin"].observe(time.perf_counter() - started)
+            self.latency["admin"].observe(_perf_counter() - started)
             return reply
         if type(msg) is m.Listen:
             self.renewal.register(peer, msg.listener_id)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Container
 from dataclasses import dataclass
+from typing import Final
 
 from . import codec
 from . import messages as m
@@ -43,34 +44,34 @@ from .errors import MAX_ERROR_TEXT, BadBody, ErrorCode, InvalidMessage, Protocol
 from .frames import DEFAULT_MAX_FRAME, MAX_REQUEST_ID, Frame, FrameDecoder, encode_frame
 from .liveness import Due, Liveness
 
-CLIENT = 0
-SERVER = 1
+CLIENT: Final = 0
+SERVER: Final = 1
 
 # states
-HANDSHAKE = 0        # client: HELLO not answered yet; server: no HELLO yet
-AUTHENTICATING = 1   # server: HELLO received, its verdict pending (`accept` / `fail`)
-OPEN = 2
-DRAINING = 3         # the peer said GOODBYE (client: no new requests on this connection)
-CLOSED = 4
+HANDSHAKE: Final = 0        # client: HELLO not answered yet; server: no HELLO yet
+AUTHENTICATING: Final = 1   # server: HELLO received, its verdict pending (`accept` / `fail`)
+OPEN: Final = 2
+DRAINING: Final = 3         # the peer said GOODBYE (client: no new requests on this connection)
+CLOSED: Final = 4
 
-HELLO_MAX_FRAME = 64 * 1024    # body bytes of a frame before the handshake is done
+HELLO_MAX_FRAME: Final = 64 * 1024    # body bytes of a frame before the handshake is done
 
-T = m.MsgType
-REPLY = m.REPLY
-_EMPTY = codec.pack({})
+T: Final = m.MsgType
+REPLY: Final = m.REPLY
+_EMPTY: Final = codec.pack({})
 # plain ints for the per-frame paths: reading an IntEnum member costs ~0.7 us on 3.11
-_ERROR = int(T.ERROR)
-_PING = int(T.PING)
-_PONG = int(T.PONG)
-_GOODBYE = int(T.GOODBYE)
-_HELLO = int(T.HELLO)
-_HELLO_OK = int(T.HELLO_OK)
-_ACK = int(T.ACK)
+_ERROR: Final = int(T.ERROR)
+_PING: Final = int(T.PING)
+_PONG: Final = int(T.PONG)
+_GOODBYE: Final = int(T.GOODBYE)
+_HELLO: Final = int(T.HELLO)
+_HELLO_OK: Final = int(T.HELLO_OK)
+_ACK: Final = int(T.ACK)
 #: Message types that have a reply, so may not use request id 0.
-ANSWERED = frozenset(int(t) for t in (T.HELLO, T.PING, T.EXECUTE, T.ADMIN, T.LISTEN,
+ANSWERED: Final = frozenset(int(t) for t in (T.HELLO, T.PING, T.EXECUTE, T.ADMIN, T.LISTEN,
                                       T.UNLISTEN))
 #: What a client may send to a server after the HELLO (besides PING, PONG and GOODBYE).
-_CLIENT_REQUESTS = frozenset(int(t) for t in (T.EXECUTE, T.ADMIN, T.LISTEN, T.UNLISTEN,
+_CLIENT_REQUESTS: Final = frozenset(int(t) for t in (T.EXECUTE, T.ADMIN, T.LISTEN, T.UNLISTEN,
                                               T.ACK))
 
 

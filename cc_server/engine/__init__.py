@@ -42,6 +42,8 @@ __all__ = ["Catalog", "CatalogError", "ChargingSession", "Engine", "PricePlan", 
 UTC: Final = dt.UTC
 # Wide enough that no amount of the wire's range is ever rounded; rounding would be a bug.
 MONEY: Final[Context] = EXACT
+_getcontext: Final = getcontext     # C statics compiled (an imported name is a lookup)
+_setcontext: Final = setcontext
 # Final: compiled, each is a C static rather than a lookup on every use
 _new_tuple: Final = tuple.__new__
 _EXECUTE_RESULT: Final = m.ExecuteResult
@@ -118,9 +120,9 @@ class Engine:
                 else req.filter_transaction)
         # Not localcontext(): it copies the context every time. A server runs its engine
         # in `engine_context()`, so the swap (a context variable set each way) is skipped.
-        saved = getcontext()
+        saved = _getcontext()
         if saved is not MONEY:
-            setcontext(MONEY)
+            _setcontext(MONEY)
         try:
             if req.external_data is not None:
                 session.external_data = req.external_data
@@ -146,7 +148,7 @@ class Engine:
                 self._remove(session)
         finally:
             if saved is not MONEY:
-                setcontext(saved)
+                _setcontext(saved)
         self._credit_changed(account, before)
         return _new_tuple(_EXECUTE_RESULT, (session.session_id, tuple(outcomes)))
 

@@ -28,7 +28,14 @@ DEFAULT_RETAIN = 2_000_000
 # CPython stops tracking such tuples at their first garbage collection, so a journal of
 # millions of entries costs the collector nothing. Transactions are built from them.
 Entry = tuple[Any, ...]
-_ID, _USER, _SESSION, _KIND, _REASON = 0, 2, 3, 5, 6
+_ID: Final = 0        # the fields an entry is looked up by (Final: constants compiled)
+_USER: Final = 2
+_SESSION: Final = 3
+_KIND: Final = 5
+_REASON: Final = 6
+# member -> its plain str (`_value_` is an attribute lookup; these hash as their str)
+_KIND_TEXT: Final[dict[m.TxKind, str]] = {k: k._value_ for k in m.TxKind}
+_REASON_TEXT: Final[dict[m.TxReason, str]] = {r: r._value_ for r in m.TxReason}
 
 
 def _entry_id(entry: Entry) -> int:
@@ -71,9 +78,8 @@ class Journal:
         tid = self.next_id
         self.next_id = tid + 1
         counters = {counter: units} if units and counter else NO_COUNTERS
-        # _value_ is the plain attribute behind the (slow, descriptor) .value
-        self._append((tid, time, user_id, session_id, reservation_id, kind._value_,
-                      reason._value_, amount, currency, counters))
+        self._append((tid, time, user_id, session_id, reservation_id, _KIND_TEXT[kind],
+                      _REASON_TEXT[reason], amount, currency, counters))
         return _new_tuple(_TRANSACTION, (tid, time, user_id, session_id, reservation_id,
                                           kind, reason, amount, currency, counters))
 

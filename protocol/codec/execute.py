@@ -35,6 +35,7 @@ _SUB_REFUSES: Final = {
     m.Action.CONFIRM_AND_RESERVE: (),
 }
 _MAX_TTL: Final = 400 * 86400.0
+_TOO_MANY_SUBS: Final = ErrorCode.CONTAINER_TOO_LARGE
 
 
 def _dec_sub(obj: object) -> m.SubRequest:
@@ -87,7 +88,7 @@ def _dec_execute(obj: object) -> m.Execute:
     d = _fields(obj, _K_EXECUTE, "EXECUTE")
     kind = _lookup(_KINDS, d["kind"], "kind")
     subs = tuple(_dec_sub(s) for s in _list(d["subs"], "subs", m.MAX_SUBREQUESTS,
-                                            ErrorCode.CONTAINER_TOO_LARGE))
+                                            _TOO_MANY_SUBS))
     allowed = _ALLOWED_ACTIONS[kind]
     for s in subs:
         if s.action not in allowed:
