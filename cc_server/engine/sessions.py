@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final
 
 from protocol import messages as m
 from protocol.errors import ErrorCode
@@ -18,10 +18,12 @@ from protocol.money import zero
 
 from .accounts import ZERO, Account
 from .caches import EngineCaches
-from .catalog import Catalog, PricePlan, affordable_quantity, rate
+from .catalog import PricePlan, affordable_quantity, rate
 from .errors import Refused
-from .expiry import ExpiryQueue, Queued
-from .journal import Journal
+from .expiry import Queued
+
+if TYPE_CHECKING:   # the engine imports this module; typed as the class, compiled code
+    from . import Engine  # reads its fields directly (a Protocol: a lookup each)
 
 # Final: compiled, each is a C static; otherwise a dict lookup (and for m.X.Y two
 # attribute lookups) on every use.
@@ -166,23 +168,13 @@ class Tally:
         self.open_reservations = 0
 
 
-class EngineParts(Protocol):
-    """What an Op takes from the engine."""
-
-    catalog: Catalog
-    journal: Journal
-    expiry: ExpiryQueue
-    tally: Tally
-    caches: EngineCaches
-
-
 class Op:
     """One container (or clean-up) being applied: to whom, when, and how to report it."""
 
     __slots__ = ("account", "caches", "catalog", "expiry", "filter", "journal", "now",
                  "now_dt", "reason", "result_type", "session", "tally")
 
-    def __init__(self, engine: EngineParts, account: Account, session: Session, now: float,
+    def __init__(self, engine: Engine, account: Account, session: Session, now: float,
                  reason: m.TxReason, result_type: m.ResultType,
                  filter_transaction: bool) -> None:
         self.account = account
@@ -205,14 +197,18 @@ def consolidate(stored: m.ChargeableItem, given: m.ChargeableItem | None) -> m.C
     """Overlay a None or partial item on the stored one, property by property."""
     if given is None:
         return stored
-    if not given.properties:
-        return stored if given.name in (None, stored.name) else \
-            _item(given.name, stored.properties)
-    return _item(given.name or stored.name, {**stored.properties, **given.properties})
+    # unpacked, not by field name: compiled, an interpreted NamedTuple subclass's fields
+    # by name are attribute lookups, unpacking reads the tuple
+    name, props = given
+    stored_name, stored_props = stored
+    if not props:
+        return stored if name in (None, stored_name) else _item(name, stored_props)
+    return _item(name or stored_name, {**stored_props, **props})
 
 
 def _quantity(item: m.ChargeableItem, plan: PricePlan, caches: EngineCaches) -> Decimal:
-    value = item.properties.get(plan.quantity)
+    _, props = item       # unpacked: see consolidate
+    value = props.get(plan.quantity)
     if type(value) is int:
         if 0 <= value < _MAX_INT_QUANTITY:     # the usual case: in range by construction
             return caches.quantity(value)
@@ -237,10 +233,11 @@ def _quantity(item: m.ChargeableItem, plan: PricePlan, caches: EngineCaches) -> 
 
 def priced(op: Op, item: m.ChargeableItem) -> tuple[PricePlan, Decimal, Decimal]:
     """(plan, price per step, quantity) of an item, or `Refused`."""
-    if item.name is None:
+    name, _ = item        # unpacked: see consolidate
+    if name is None:
         raise Refused(ErrorCode.INVALID_REQUEST, "the chargeable item has no name")
     service = op.session.service_id
-    plan = op.catalog.plan(service, item.name)
+    plan = op.catalog.plan(service, name)
     if plan is None:
         raise Refused(ErrorCode.UNKNOWN_CHARGEABLE_ITEM,
                       f"service {service!r} has no chargeable item {item.name!r}")
@@ -334,8 +331,8 @@ def hold(op: Op, cs: ChargingSession, item: m.ChargeableItem, plan: PricePlan, p
     cs.starved, cs.reduced = False, reduced
     if reduced:
         account.hungry[cs] = None
-    else:
-        account.hungry.pop(cs, None)
+    elif cs in account.hungry:     # `in` and `del` compile to dict calls, `pop` to a lookup
+        del account.hungry[cs]
     return _result(op, amount, _journal(op, cs, RESERVE, amount, plan.allowance, units))
 
 
@@ -344,7 +341,8 @@ def end(op: Op, cs: ChargingSession) -> None:
     cs.open = False
     cs.starved = cs.reduced = False
     op.tally.open_reservations -= 1
-    op.account.hungry.pop(cs, None)
+    if cs in op.account.hungry:   # see hold
+        del op.account.hungry[cs]
 
 
 def _expires(op: Op, cs: ChargingSession) -> dt.datetime:
