@@ -52,10 +52,8 @@ async def execute_container(client: Host, msg: m.Execute) -> SessionResult:
     """Send a container; its SessionResult, or the whole-container failure raised."""
     msg_type, body = codec.encode_body(msg)
     reply_type, reply = await call(client, msg_type, body)
-    if reply_type == _EXECUTE_RESULT:
-        result = codec.decode_body(reply_type, reply)
-        assert isinstance(result, m.ExecuteResult)
-        return SessionResult.from_message(result)
+    if reply_type == _EXECUTE_RESULT:   # checked in full; results built when read
+        return SessionResult.from_wire(*codec.execute_result_outcomes(reply))
     raise client.error_of(reply_type, reply)
 
 

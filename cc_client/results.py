@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from protocol import messages as m
+from protocol.codec import rating_from_prepared
 from protocol.messages import ChargeableItem, RatingResult, Transaction
 
 from .errors import ChargingError, error_from_code
@@ -20,8 +22,8 @@ class ReservationResult:
     SPEC code (e.g. `CreditLimitReached`, code "CREDIT_LIMIT_REACHED").
     """
 
-    __slots__ = ("balance_below_zero", "cancel_result", "confirm_result", "error",
-                 "expires_at", "granted_item", "reservation_id", "reserve_result")
+    __slots__ = ("_cancel", "_confirm", "_reserve", "balance_below_zero", "error",
+                 "expires_at", "granted_item", "reservation_id")
 
     def __init__(self, reservation_id: str, error: ChargingError | None = None,
                  cancel_result: RatingResult | None = None,
@@ -32,9 +34,10 @@ class ReservationResult:
                  balance_below_zero: bool = False) -> None:
         self.reservation_id = reservation_id
         self.error = error
-        self.cancel_result = cancel_result
-        self.confirm_result = confirm_result
-        self.reserve_result = reserve_result
+        # a RatingResult, None, or its wire array not built yet (see _rating)
+        self._cancel: RatingResult | list[Any] | None = cancel_result
+        self._confirm: RatingResult | list[Any] | None = confirm_result
+        self._reserve: RatingResult | list[Any] | None = reserve_result
         self.granted_item = granted_item
         self.expires_at = expires_at
         #: True when this confirm took the subscriber's balance below zero
@@ -45,15 +48,34 @@ class ReservationResult:
         """True when the sub-request succeeded."""
         return self.error is None
 
+    @property
+    def cancel_result(self) -> RatingResult | None:
+        """Result (1): the reservation released (re-rated), or None."""
+        value = self._cancel
+        if isinstance(value, list):
+            value = self._cancel = rating_from_prepared(value)
+        return value
+
+    @property
+    def confirm_result(self) -> RatingResult | None:
+        """Result (2): what was charged for the confirmed item, or None."""
+        value = self._confirm
+        if isinstance(value, list):
+            value = self._confirm = rating_from_prepared(value)
+        return value
+
+    @property
+    def reserve_result(self) -> RatingResult | None:
+        """Result (3): what the new reservation holds, or None."""
+        value = self._reserve
+        if isinstance(value, list):
+            value = self._reserve = rating_from_prepared(value)
+        return value
+
     @classmethod
     def from_outcome(cls, o: m.Outcome) -> ReservationResult:
         """Build from the wire outcome."""
-        # unpacked at once, and the class itself, not `cls`: in the compiled build each
-        # field by name is an attribute lookup and a call through a type object a generic
-        # call (a compiled class has no interpreted subclasses)
-        rid, code, message, cancel, confirm, reserve, granted, expires, below = o
-        error = None if code is None else error_from_code(code, message or "")
-        return ReservationResult(rid, error, cancel, confirm, reserve, granted, expires, below)
+        return _from_row(o)
 
     def __repr__(self) -> str:
         parts = [f"{self.reservation_id!r}", "ok" if self.ok else f"error={self.error!r}"]
@@ -64,6 +86,19 @@ class ReservationResult:
         if self.expires_at is not None:
             parts.append(f"expires_at={self.expires_at.isoformat()}")
         return f"ReservationResult({', '.join(parts)})"
+
+
+def _from_row(o: Sequence[Any]) -> ReservationResult:
+    """A ReservationResult from an Outcome, or from an outcome's wire array that
+    `codec.execute_result_outcomes` checked: its rating results stay arrays until read."""
+    # unpacked at once, and the class itself, not `cls`: in the compiled build each field
+    # by name is an attribute lookup and a call through a type object a generic call (a
+    # compiled class has no interpreted subclasses)
+    rid, code, message, cancel, confirm, reserve, granted, expires, below = o
+    error = None if code is None else error_from_code(code, message or "")
+    result = ReservationResult(rid, error, None, None, None, granted, expires, below)
+    result._cancel, result._confirm, result._reserve = cancel, confirm, reserve
+    return result
 
 
 class SessionResult:
@@ -79,7 +114,8 @@ class SessionResult:
     def __init__(self, session_id: str, results: list[ReservationResult]) -> None:
         self.session_id = session_id
         self._ordered = results
-        self._outcomes: tuple[m.Outcome, ...] = ()    # wire outcomes not yet in _ordered
+        # outcomes not yet in _ordered: Outcomes, or the wire arrays of a reply
+        self._outcomes: Sequence[Sequence[Any]] = ()
         self._by_id: dict[str, ReservationResult] | None = None   # built on first lookup
 
     @classmethod
@@ -90,10 +126,20 @@ class SessionResult:
         result._outcomes = msg.outcomes
         return result
 
+    @classmethod
+    def from_wire(cls, session_id: str, outcomes: list[list[Any]]) -> SessionResult:
+        """Build from an EXECUTE_RESULT's outcomes as `codec.execute_result_outcomes` gives
+        them (checked, every field). Like `from_message`, but the rating results and their
+        transactions are built only when first read: a gateway that reads the granted item
+        and the expiry never pays for them."""
+        result = SessionResult(session_id, [])
+        result._outcomes = outcomes
+        return result
+
     def _results(self) -> list[ReservationResult]:
         """The outcomes in request order (made from the wire outcomes on first use)."""
         if self._outcomes:
-            self._ordered = [ReservationResult.from_outcome(o) for o in self._outcomes]
+            self._ordered = [_from_row(o) for o in self._outcomes]
             self._outcomes = ()
         return self._ordered
 
@@ -111,7 +157,7 @@ class SessionResult:
     def ok(self) -> bool:
         """True only when every sub-request succeeded."""
         if self._outcomes:     # an outcome has an error exactly when it carries a code
-            return all(o.error is None for o in self._outcomes)
+            return all(o[1] is None for o in self._outcomes)
         return all(r.error is None for r in self._ordered)
 
     @property

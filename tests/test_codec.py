@@ -387,8 +387,9 @@ def test_packing_from_several_threads_at_once_never_mixes_messages() -> None:
 PUBLIC = ["ADMIN_COMMANDS", "DECIMALS", "EXT_BOUND", "EXT_DECIMAL", "MAX_DECIMAL_EXPONENT",
           "MAX_DECIMAL_TEXT", "MAX_OP_ID", "MIN_DECIMAL_EXPONENT", "MUTATING_ADMIN",
           "DecimalCache", "admin_value_from_wire", "check_decimal", "decode", "decode_body",
-          "encode", "encode_body", "item_from_wire", "item_to_wire", "pack",
-          "rating_from_wire", "session_from_wire", "session_to_wire", "short",
+          "encode", "encode_body", "execute_result_outcomes", "item_from_wire", "item_to_wire",
+          "pack", "rating_from_prepared", "rating_from_wire", "session_from_wire",
+          "session_to_wire", "short",
           "subscriber_from_wire", "subscriber_to_wire", "tx_from_wire", "tx_to_wire",
           "unpack", "_default"]
 

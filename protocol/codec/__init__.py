@@ -20,11 +20,12 @@ This package re-exports the public names, so `protocol.codec.X` is what callers 
 from __future__ import annotations
 
 from .admin import ADMIN_COMMANDS, MUTATING_ADMIN, admin_value_from_wire
-from .bodies import decode, decode_body, encode, encode_body
+from .bodies import decode, decode_body, encode, encode_body, execute_result_outcomes
 from .fields import MAX_OP_ID
 from .values import (
     item_from_wire,
     item_to_wire,
+    rating_from_prepared,
     rating_from_wire,
     session_from_wire,
     session_to_wire,
@@ -52,7 +53,8 @@ __all__ = [
     "ADMIN_COMMANDS", "DECIMALS", "EXT_BOUND", "EXT_DECIMAL", "MAX_DECIMAL_EXPONENT",
     "MAX_DECIMAL_TEXT", "MAX_OP_ID", "MIN_DECIMAL_EXPONENT", "MUTATING_ADMIN", "DecimalCache",
     "admin_value_from_wire", "check_decimal", "decode", "decode_body", "encode", "encode_body",
-    "item_from_wire", "item_to_wire", "pack", "rating_from_wire", "session_from_wire",
+    "execute_result_outcomes", "item_from_wire", "item_to_wire", "pack", "rating_from_prepared",
+    "rating_from_wire", "session_from_wire",
     "session_to_wire", "short", "subscriber_from_wire", "subscriber_to_wire", "tx_from_wire",
     "tx_to_wire", "unpack",
 ]

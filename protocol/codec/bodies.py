@@ -12,7 +12,13 @@ from .. import messages as m
 from ..errors import MAX_ERROR_TEXT, BadBody, InvalidMessage, ProtocolError
 from ..frames import Frame, encode_frame
 from .admin import _dec_admin, _dec_admin_result, _enc_admin
-from .execute import _dec_execute, _dec_execute_result, _enc_execute, _enc_execute_result
+from .execute import (
+    _dec_execute,
+    _dec_execute_result,
+    _enc_execute,
+    _enc_execute_result,
+    prepare_execute_result,
+)
 from .fields import _bin, _bool, _fields, _id, _int, _keys, _list, _op_id, _opt_id, _text, _time
 from .wire import DECIMALS, DecimalCache, pack, unpack
 
@@ -214,8 +220,7 @@ def decode_body(msg_type: int, body: bytes, decimals: DecimalCache = DECIMALS) -
         raise BadBody(f"unknown message type {msg_type:#04x}")
     obj = unpack(body, decimals)
     if type(obj) is not dict:
-        raise BadBody(f"the body of a {m.MsgType(msg_type).name} must be a msgpack map, "
-                      f"not {_TYPE_NAMES.get(type(obj), type(obj).__name__)}")
+        raise _not_a_map(m.MsgType(msg_type).name, obj)
     try:
         if msg_type == _T_EXECUTE:
             return _dec_execute(obj)
@@ -228,6 +233,22 @@ def decode_body(msg_type: int, body: bytes, decimals: DecimalCache = DECIMALS) -
         if msg_type == m.MsgType.EXECUTE:
             exc.operation = _execute_key(obj)
         raise
+
+
+def execute_result_outcomes(body: bytes, decimals: DecimalCache = DECIMALS,
+                            ) -> tuple[str, list[list[Any]]]:
+    """An EXECUTE_RESULT body checked exactly as `decode_body` checks it (the same errors),
+    as its session id and its outcomes' wire arrays, prepared to be built from
+    (`execute.prepare_outcome`): `cc_client.SessionResult` builds only what is read."""
+    obj = unpack(body, decimals)
+    if type(obj) is not dict:
+        raise _not_a_map("EXECUTE_RESULT", obj)
+    return prepare_execute_result(obj)
+
+
+def _not_a_map(name: str, obj: object) -> BadBody:
+    return BadBody(f"the body of a {name} must be a msgpack map, "
+                   f"not {_TYPE_NAMES.get(type(obj), type(obj).__name__)}")
 
 
 _TYPE_NAMES = {list: "an array", str: "a string", bytes: "binary", int: "an integer",

@@ -11,7 +11,7 @@ from typing import Any, Final
 from .. import messages as m
 from ..errors import ErrorCode, InvalidMessage
 from .fields import _bin, _bool, _fields, _id, _int, _keys, _list, _lookup, _op_id, _opt_id, _table
-from .values import item_from_wire, rating_from_wire
+from .values import item_from_wire, prepare_rating, rating_from_prepared
 
 # Hot names as Final aliases (a C static each in the compiled build; see wire.py)
 _new_tuple: Final = tuple.__new__
@@ -113,7 +113,9 @@ def _dec_execute(obj: object) -> m.Execute:
         None if filt is None else _bool(filt, "filter")))
 
 
-def _dec_outcome(obj: object) -> m.Outcome:
+def prepare_outcome(obj: object) -> list[Any]:
+    """Check an outcome's wire array; in place, its rating results are prepared
+    (`values.prepare_rating`) and its granted item becomes a ChargeableItem."""
     if type(obj) is not list or len(obj) != 9:
         raise InvalidMessage("an outcome is an array of 9 fields")
     rid, error, message, cancel, confirm, reserve, granted, expires, below = obj
@@ -121,12 +123,20 @@ def _dec_outcome(obj: object) -> m.Outcome:
             or (message is not None and type(message) is not str) or type(below) is not bool \
             or (expires is not None and type(expires) is not _DATETIME):
         raise InvalidMessage(f"outcome {rid!r}: a field has the wrong type")
+    prepare_rating(cancel, "cancel")
+    prepare_rating(confirm, "confirm")
+    prepare_rating(reserve, "reserve")
+    if granted is not None:
+        obj[6] = item_from_wire(granted, "granted")
+    return obj
+
+
+def _dec_outcome(obj: object) -> m.Outcome:
+    rid, error, message, cancel, confirm, reserve, granted, expires, below = \
+        prepare_outcome(obj)
     return _new_tuple(_OUTCOME, (
-        rid, error, message,
-        None if cancel is None else rating_from_wire(cancel, "cancel"),
-        None if confirm is None else rating_from_wire(confirm, "confirm"),
-        None if reserve is None else rating_from_wire(reserve, "reserve"),
-        None if granted is None else item_from_wire(granted, "granted"), expires, below))
+        rid, error, message, rating_from_prepared(cancel), rating_from_prepared(confirm),
+        rating_from_prepared(reserve), granted, expires, below))
 
 
 def _enc_execute_result(msg: m.ExecuteResult) -> dict[str, Any]:
@@ -135,14 +145,26 @@ def _enc_execute_result(msg: m.ExecuteResult) -> dict[str, Any]:
 _K_EXECUTE_RESULT: Final = _keys({"session", "results"})
 
 
-def _dec_execute_result(obj: object) -> m.ExecuteResult:
+def _result_fields(obj: object) -> tuple[str, list[Any]]:
     # the common case, a map of exactly the two fields, without _fields' set algebra
     if type(obj) is dict and len(obj) == 2 and "session" in obj and "results" in obj:
         d: dict[str, Any] = obj
     else:
         d = _fields(obj, _K_EXECUTE_RESULT, "EXECUTE_RESULT")
     outcomes = _list(d["results"], "results", 1 << 20)
-    session = _id(d["session"], "session")
+    return _id(d["session"], "session"), outcomes
+
+
+def prepare_execute_result(obj: object) -> tuple[str, list[list[Any]]]:
+    """The session id and outcomes of an EXECUTE_RESULT map, checked as `decode_body`
+    checks them, the outcomes prepared in place (`prepare_outcome`): for a reader that
+    builds only the results it reads."""
+    session, outcomes = _result_fields(obj)
+    return session, [prepare_outcome(o) for o in outcomes]
+
+
+def _dec_execute_result(obj: object) -> m.ExecuteResult:
+    session, outcomes = _result_fields(obj)
     return _new_tuple(_EXECUTE_RESULT,
                       (session, tuple([_dec_outcome(o) for o in outcomes])))
 

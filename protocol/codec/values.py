@@ -98,7 +98,15 @@ _TX_KIND_OF: Final[dict[Any, Any]] = _TX_KINDS
 _TX_REASON_OF: Final[dict[Any, Any]] = _TX_REASONS
 
 
-def tx_from_wire(obj: object) -> m.Transaction:
+# Checking a value and building it are two steps, so that a reader can check a whole
+# reply at once and build only what it reads (`cc_client.SessionResult`): `prepare_*`
+# checks a freshly decoded wire array and puts the decoded field values in place (enum
+# members, decimal counters); `*_from_prepared` builds the object from it, checking
+# nothing again. `*_from_wire` does both, on a copy: it never changes its argument.
+
+def prepare_tx(obj: object) -> list[Any]:
+    """Check a transaction's wire array; in place, its kind and reason become members and
+    its counters decimals, so that it holds the Transaction's fields in order."""
     if type(obj) is not list or len(obj) != 10:
         raise InvalidMessage("a transaction is an array of 10 fields")
     tid, time, user, session, rid, kind, reason, amount, currency, counters = obj
@@ -109,14 +117,20 @@ def tx_from_wire(obj: object) -> m.Transaction:
             or type(kind) is not str or type(reason) is not str:
         raise InvalidMessage(f"transaction {tid!r}: a field has the wrong type")
     # members are non-empty strings, so `or` falls to _lookup (and its error) only on a miss
-    tx_kind = _TX_KIND_OF.get(kind) or _lookup(_TX_KINDS, kind, "kind")
-    tx_reason = _TX_REASON_OF.get(reason) or _lookup(_TX_REASONS, reason, "reason")
-    return _new_tuple(_TRANSACTION, (
-        tid, time, user, session, rid, tx_kind, tx_reason, amount, currency,
-        _dec_map(counters, "counters") if counters else _NO_COUNTERS))
+    obj[5] = _TX_KIND_OF.get(kind) or _lookup(_TX_KINDS, kind, "kind")
+    obj[6] = _TX_REASON_OF.get(reason) or _lookup(_TX_REASONS, reason, "reason")
+    obj[9] = _dec_map(counters, "counters") if counters else _NO_COUNTERS
+    return obj
 
 
-def rating_from_wire(obj: object, what: str) -> m.RatingResult | None:
+def tx_from_wire(obj: object) -> m.Transaction:
+    """A Transaction from its wire array."""
+    return _new_tuple(_TRANSACTION, prepare_tx(obj.copy() if type(obj) is list else obj))
+
+
+def prepare_rating(obj: object, what: str) -> list[Any] | None:
+    """Check a rating result's wire array (None stays None), preparing its transactions
+    in place (`prepare_tx`)."""
     if obj is None:
         return None
     if type(obj) is not list or len(obj) != 3:
@@ -124,8 +138,25 @@ def rating_from_wire(obj: object, what: str) -> m.RatingResult | None:
     amount, currency, txs = obj
     if type(amount) is not _DECIMAL or type(currency) is not str or type(txs) is not list:
         raise InvalidMessage(f"{what} must be [amount, currency, [transaction, ...]]")
+    for tx in txs:
+        prepare_tx(tx)
+    return obj
+
+
+def rating_from_prepared(obj: list[Any] | None) -> m.RatingResult | None:
+    """The RatingResult of an array `prepare_rating` checked."""
+    if obj is None:
+        return None
+    amount, currency, txs = obj
     return _new_tuple(_RATING, (
-        amount, currency, tuple([tx_from_wire(t) for t in txs]) if txs else ()))
+        amount, currency, tuple([_new_tuple(_TRANSACTION, t) for t in txs]) if txs else ()))
+
+
+def rating_from_wire(obj: object, what: str) -> m.RatingResult | None:
+    """A RatingResult (or None) from its wire array."""
+    if type(obj) is list and len(obj) == 3 and type(obj[2]) is list:
+        obj = [obj[0], obj[1], [t.copy() if type(t) is list else t for t in obj[2]]]
+    return rating_from_prepared(prepare_rating(obj, what))
 
 
 def subscriber_to_wire(s: m.Subscriber) -> dict[str, Any]:
