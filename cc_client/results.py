@@ -34,7 +34,8 @@ class ReservationResult:
                  balance_below_zero: bool = False) -> None:
         self.reservation_id = reservation_id
         self.error = error
-        # a RatingResult, None, or its wire array not built yet (see _rating)
+        # a RatingResult, None, or its checked wire array, built on first read by the
+        # properties below
         self._cancel: RatingResult | list[Any] | None = cancel_result
         self._confirm: RatingResult | list[Any] | None = confirm_result
         self._reserve: RatingResult | list[Any] | None = reserve_result

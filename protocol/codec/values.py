@@ -102,7 +102,8 @@ _TX_REASON_OF: Final[dict[Any, Any]] = _TX_REASONS
 # reply at once and build only what it reads (`cc_client.SessionResult`): `prepare_*`
 # checks a freshly decoded wire array and puts the decoded field values in place (enum
 # members, decimal counters); `*_from_prepared` builds the object from it, checking
-# nothing again. `*_from_wire` does both, on a copy: it never changes its argument.
+# nothing again. `*_from_wire` does both on a copy of the arrays, so its argument keeps
+# its strings (a counters map's int units become Decimals in place, as they always did).
 
 def prepare_tx(obj: object) -> list[Any]:
     """Check a transaction's wire array; in place, its kind and reason become members and
