@@ -81,10 +81,11 @@ def test_a_manual_clock_outside_the_range_refuses_before_it_moves() -> None:
     moves: list[float] = []
     clock = ManualClock(MAX_TIME - 10)
     clock.on_move = moves.append
-    for move in (lambda: clock.advance(11), lambda: clock.set(MAX_TIME + 0.001),
-                 lambda: clock.set(float("nan")), lambda: clock.set(float("inf"))):
+    with pytest.raises(ClockError, match="stays between"):
+        clock.advance(11)
+    for when in (MAX_TIME + 0.001, float("nan"), float("inf")):
         with pytest.raises(ClockError, match="stays between"):
-            move()
+            clock.set(when)
     assert clock() == MAX_TIME - 10 and moves == []
     assert clock.advance(10) == MAX_TIME and moves == [MAX_TIME]
     for start in (MAX_TIME + 1, -1.0):
@@ -135,7 +136,7 @@ def test_the_in_process_api_refuses_a_field_of_the_wrong_type() -> None:
         with pytest.raises(FaultError, match="user must be a string, not int"):
             server.faults.add(action="error", code="USER_UNKNOWN", user=5)
         with pytest.raises(FaultError, match="listener must be a whole number"):
-            server.faults.add(Rule(action="busy", listener=True))  # type: ignore[arg-type]
+            server.faults.add(Rule(action="busy", listener=True))
         assert not list(server.faults)
     faults = Faults()
     rule = Rule(action="busy")
