@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import cc_client
+import cc_client.sync
 from cc_client import RenewalNotification
 from cc_server.testing import ManualClock, TestServer, running_server
 from protocol import codec
@@ -202,6 +203,25 @@ async def test_a_retry_after_a_cut_connection_is_answered_from_the_stored_outcom
         assert len(sent) == 2 and sent[0].body == sent[1].body     # the same op, re-sent
         assert "op" in codec.unpack(sent[0].body)
         await check(server, client, state, result)
+
+
+async def test_the_blocking_client_reuses_the_op_id_of_its_own_retry_too() -> None:
+    cut = CutOnce()
+    async with running_server(clock=ManualClock(T0)) as server, \
+            Proxy(server.host, server.port, cut) as proxy:
+        def operator() -> list[Any]:
+            with cc_client.sync.connect(proxy.url, request_timeout=5.0) as client:
+                cut.armed = True
+                moved = client.admin.clock_advance(100)
+                cut.armed = True
+                added = client.admin.faults.add("busy", kind="stop", times=1)
+                return [moved, added]
+
+        moved, _ = await asyncio.to_thread(operator)
+        assert proxy.cuts == 2
+        assert server.clock() == T0 + 100 and moved == dt.datetime.fromtimestamp(
+            T0 + 100, dt.UTC)
+        assert len(list(server.faults)) == 1
 
 
 async def test_a_clock_move_is_still_answered_from_its_outcome_after_a_restart(
