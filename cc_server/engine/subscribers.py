@@ -23,6 +23,7 @@ from itertools import islice
 
 from protocol import messages as m
 from protocol.errors import ErrorCode
+from protocol.money import with_places, zero
 
 from . import MONEY, Engine, _before
 from .accounts import ZERO, Account
@@ -140,7 +141,8 @@ def adjust(engine: Engine, user_id: str, amount: Decimal, reason: str,
         account.balance += amount
     kind = m.TxKind.TOP_UP if amount > 0 else m.TxKind.CONFIRM
     engine.journal.record(dt.datetime.fromtimestamp(now, UTC), user_id, None, reason, kind,
-                          ADMIN, amount.copy_abs(), account.currency)
+                          ADMIN, with_places(amount.copy_abs(), account.currency),
+                          account.currency)
     engine._credit_changed(account, before)
     return account.snapshot()
 
@@ -186,5 +188,5 @@ def _move_counter(engine: Engine, account: Account, counter: str, units: Decimal
     if delta:
         kind = m.TxKind.TOP_UP if delta > 0 else m.TxKind.CONFIRM
         engine.journal.record(dt.datetime.fromtimestamp(now, UTC), account.user_id, None,
-                              reason, kind, ADMIN, ZERO, account.currency, counter,
-                              delta.copy_abs())
+                              reason, kind, ADMIN, zero(account.currency), account.currency,
+                              counter, delta.copy_abs())
