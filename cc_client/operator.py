@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from protocol import codec
 from protocol import messages as m
+from protocol.errors import ProtocolError
 from protocol.messages import SessionInfo, Subscriber, Transaction
 
-from .errors import InvalidArgument, InvalidArgumentType
+from .errors import InvalidArgument, InvalidArgumentType, InvalidReply
 from .faults import FaultsAPI
 
 if TYPE_CHECKING:
@@ -49,15 +50,29 @@ class OperatorAPI:
         return self._faults
 
     async def _run(self, command: str, **args: Any) -> Any:
+        value, _ = await self._run_page(command, **args)
+        return value
+
+    async def _run_page(self, command: str, **args: Any) -> tuple[Any, Any]:
+        """(typed value, `next` cursor or None) of one command. Only ChargingError
+        escapes: an argument the wire cannot carry is InvalidArgument, a reply that cannot
+        be read InvalidReply."""
         args = {k: v for k, v in args.items() if v is not None}
         op = self._client.new_operation_id() if command in codec.MUTATING_ADMIN else None
-        msg_type, body = await self._client.call(
-            *codec.encode_body(m.AdminRequest(command, args, op)))
+        try:
+            request = codec.encode_body(m.AdminRequest(command, args, op))
+        except (ValueError, TypeError, OverflowError) as exc:  # e.g. an int past 64 bits
+            raise InvalidArgument(f"{command}: an argument cannot be sent: {exc}") from None
+        msg_type, body = await self._client.call(*request)
         if msg_type != T.ADMIN_RESULT:
             raise self._client.error_of(msg_type, body)
-        result = codec.decode_body(msg_type, body)
-        assert isinstance(result, m.AdminResult)
-        return codec.admin_value_from_wire(command, result.value)
+        try:
+            result = codec.decode_body(msg_type, body)
+            assert isinstance(result, m.AdminResult)
+            return codec.admin_value_from_wire(command, result.value), result.next
+        except ProtocolError as exc:
+            raise InvalidReply(f"the server's reply to {command} could not be read: "
+                               f"{exc}") from None
 
     async def create_subscriber(self, user_id: str, balance: Decimal | int | str,
                                 currency: str = "EUR",

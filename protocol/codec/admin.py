@@ -139,12 +139,12 @@ def _dec_admin(obj: object) -> m.AdminRequest:
     op = d.get("op")
     return m.AdminRequest(command, args, None if op is None else _op_id(op))
 
-_K_ADMIN_RESULT = _keys((), {"value"})
+_K_ADMIN_RESULT = _keys((), {"value", "next"})
 
 
 def _dec_admin_result(obj: object) -> m.AdminResult:
     d = _fields(obj, _K_ADMIN_RESULT, "ADMIN_RESULT")
-    return m.AdminResult(d.get("value"))
+    return m.AdminResult(d.get("value"), d.get("next"))
 
 
 def admin_value_from_wire(command: str, value: Any) -> Any:
