@@ -233,5 +233,5 @@ async def test_an_unreadable_reply_is_a_charging_error() -> None:
         with pytest.raises(cc_client.InvalidReply):
             await op.execute()
         with pytest.raises(cc_client.InvalidArgument):
-            await client.admin.find_sessions(limit=2**70)
+            await client.admin.transactions(after=2**70)
         assert issubclass(cc_client.InvalidReply, cc_client.CommunicationFailure)

@@ -274,16 +274,22 @@ class Engine:
         return account.snapshot()
 
     def find_sessions(self, user_id: str | None = None, session_id: str | None = None,
-                      limit: int = 1000) -> list[m.SessionInfo]:
-        """Live sessions by user and/or id (at most `limit`)."""
+                      limit: int = 1000, after: str | None = None) -> list[m.SessionInfo]:
+        """Live sessions by user and/or id, ordered by session id (code points), those
+        after the session id `after` (exclusive); at most `limit`. O(n log limit) over
+        the user's sessions (or all of them without a user)."""
         if session_id is not None:
             found = self.sessions.get(session_id)
-            ids = [session_id] if found and user_id in (None, found.user_id) else []
-        elif user_id is not None:
-            account = self.accounts.get(user_id)
-            ids = heapq.nsmallest(limit, account.sessions) if account else []  # O(n log k)
+            ids = [session_id] if found and user_id in (None, found.user_id) \
+                and (after is None or session_id > after) else []
         else:
-            ids = [sid for sid, _ in zip(self.sessions, range(limit), strict=False)]
+            if user_id is not None:
+                account = self.accounts.get(user_id)
+                pool: dict[str, Any] = account.sessions if account else {}
+            else:
+                pool = self.sessions
+            ids = heapq.nsmallest(limit, pool if after is None else
+                                  (sid for sid in pool if sid > after))
         return [self._info(self.sessions[sid]) for sid in ids]
 
     @staticmethod

@@ -64,7 +64,7 @@ ADMIN_COMMANDS: dict[str, dict[str, tuple[Callable[[object, str], Any], bool]]] 
     "get_subscriber": {"user": (_id, True)},
     "top_up": {"user": (_id, True), "amount": (_dec, True)},
     "find_sessions": {"user": (_opt(_id), False), "session": (_opt(_id), False),
-                      "limit": (_opt(_limit), False)},
+                      "after": (_opt(_id), False), "limit": (_opt(_limit), False)},
     "cancel_session": {"session": (_id, True)},
     "transactions": {"user": (_opt(_id), False), "session": (_opt(_id), False),
                      "after": (_opt(_after), False), "limit": (_opt(_limit), False)},
