@@ -10,7 +10,7 @@ import msgpack
 import pytest
 
 import cc_client
-from cc_server.engine import Catalog, Engine, PricePlan, Refused
+from cc_server.engine import Catalog, CatalogError, Engine, PricePlan, Refused
 from cc_server.engine import subscribers as subs
 from cc_server.testing import running_server
 from protocol import codec
@@ -235,3 +235,13 @@ async def test_an_unreadable_reply_is_a_charging_error() -> None:
         with pytest.raises(cc_client.InvalidArgument):
             await client.admin.transactions(after=2**70)
         assert issubclass(cc_client.InvalidReply, cc_client.CommunicationFailure)
+
+
+@pytest.mark.parametrize("seed", [{"user_id": "s", "balance": "1E25"},
+                                  {"user_id": "s", "counters": {"c": "1E25"}},
+                                  {"user_id": "s", "balance": "0.0000000000000000001"}])
+def test_a_catalog_seed_outside_the_range_is_refused(seed: dict[str, object]) -> None:
+    data = {"services": {"DATA": {"items": {"data": {"quantity": "volume", "price": "0.01"}}}},
+            "subscribers": [seed]}
+    with pytest.raises(CatalogError, match="outside the wire's range"):
+        Catalog.from_dict(data)
