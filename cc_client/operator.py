@@ -123,6 +123,8 @@ class OperatorAPI:
             if not page:
                 break
             if more is not None:
+                if more == after:          # a cursor that does not move: stop, never loop
+                    raise InvalidReply(f"{command}: the server's next cursor did not move")
                 after = more
             elif len(page) < want:
                 break

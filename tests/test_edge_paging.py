@@ -16,7 +16,7 @@ from cc_server.engine import Engine
 from cc_server.testing import ServerThread, TestServer, running_server
 from protocol import codec
 from protocol import messages as m
-from tests.netfakes import raw_connect, raw_hello
+from tests.netfakes import FakeServer, FrameStream, raw_connect, raw_hello, serve_handshake
 
 EXTERNAL = bytes(range(256)) * 16          # 4 KiB, the most a session may carry
 LONG = "x" * 250                           # with a 6-character suffix: 256-character ids
@@ -148,3 +148,19 @@ def test_engine_find_sessions_is_ordered_by_id_and_pages_with_after() -> None:
     assert [s.session_id for s in e.find_sessions(user_id="a", after="s0")] == ["s2", "s3"]
     assert [s.session_id for s in e.find_sessions(session_id="s1", after="s1")] == []
     assert codec.ADMIN_COMMANDS["find_sessions"]["after"][1] is False
+
+
+async def test_a_next_cursor_that_does_not_move_stops_the_client() -> None:
+    """A server that answered every page with the same `next` would keep a client paging
+    forever: the client stops with InvalidReply."""
+    sub = {"user": "a", "currency": "EUR", "balance": D(1), "reserved": D(0),
+           "available": D(1), "counters": {}, "counters_reserved": {}}
+
+    async def handler(stream: FrameStream) -> None:
+        await serve_handshake(stream)
+        while (frame := await stream.read_frame(5)) is not None:
+            stream.send(m.AdminResult([sub], next="a"), frame.request_id)
+
+    async with FakeServer(handler) as fake, cc_client.connect(fake.url) as client:
+        with pytest.raises(cc_client.InvalidReply, match="did not move"):
+            await client.admin.list_subscribers()
