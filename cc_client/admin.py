@@ -23,6 +23,7 @@ from decimal import Decimal
 from typing import Any, NoReturn, TextIO
 
 import cc_client
+from cc_client.admin_args import MAX_LIMIT, int_range
 from cc_client.admin_format import (
     dumps,
     emit,
@@ -85,15 +86,8 @@ def parse_counter(text: str) -> tuple[str, Decimal]:
     return name.strip(), parse_amount(units)
 
 
-def parse_positive_int(text: str) -> int:
-    """An integer >= 1 (argparse type)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+#: an integer in 1..MAX_LIMIT (argparse type: --limit)
+parse_positive_int = int_range(1, MAX_LIMIT)
 
 
 def parse_timeout(text: str) -> float:

@@ -17,6 +17,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TextIO
 
 import cc_client
+from cc_client.admin_args import (
+    CLOCK_SECONDS,
+    COUNT,
+    COUNT0,
+    LIMIT,
+    LISTENER,
+    PROBABILITY,
+    RULE_ID,
+    RULE_SECONDS,
+)
 from cc_client.admin_format import emit, table
 
 Handler = Callable[[cc_client.Client, argparse.Namespace, TextIO], Awaitable[None]]
@@ -34,17 +44,17 @@ RULE_OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
     ("--sub-action", "sub_action", str,
      "match: a sub-request action reserve, confirm, cancel, confirm_and_reserve"),
     ("--type", "type", str, "match: message type EXECUTE, ADMIN, LISTEN, ACK, NOTIFY"),
-    ("--listener", "listener", int, "match: renewal listener id"),
+    ("--listener", "listener", LISTENER, "match: renewal listener id"),
     ("--conn-user", "conn_user", str, "match: the connection's authenticated user (glob)"),
-    ("--times", "times", int, "schedule: fire at most N times"),
-    ("--every", "every", int, "schedule: fire on every K-th match"),
-    ("--probability", "probability", float, "schedule: fire with probability P"),
-    ("--seed", "seed", int, "schedule: seed of the random generator of --probability"),
-    ("--after", "after", int, "schedule: only after M matches"),
+    ("--times", "times", COUNT, "schedule: fire at most N times"),
+    ("--every", "every", COUNT, "schedule: fire on every K-th match"),
+    ("--probability", "probability", PROBABILITY, "schedule: fire with probability P"),
+    ("--seed", "seed", COUNT0, "schedule: seed of the random generator of --probability"),
+    ("--after", "after", COUNT0, "schedule: only after M matches"),
     ("--code", "code", str, "error: the error code (PROTOCOL.md section 7)"),
     ("--scope", "scope", str, "error: container (default) or subrequest"),
-    ("--seconds", "seconds", float, "delay, pause, delay-notify: seconds"),
-    ("--jitter", "jitter", float, "delay, delay-notify: up to this many seconds more"),
+    ("--seconds", "seconds", RULE_SECONDS, "delay, pause, delay-notify: seconds"),
+    ("--jitter", "jitter", RULE_SECONDS, "delay, delay-notify: up to this many seconds more"),
 )
 
 
@@ -159,7 +169,7 @@ def add_test_control_commands(commands: Any, command: Command) -> None:
     p.add_argument("--json", action="store_true", help="one JSON array")
     p = command(actions, "remove", "fault remove", cmd_fault_remove, "remove one rule",
                 "Remove one fault rule.")
-    p.add_argument("rule_id", metavar="ID", type=int, help="the rule id")
+    p.add_argument("rule_id", metavar="ID", type=RULE_ID, help="the rule id")
     command(actions, "clear", "fault clear", cmd_fault_clear, "remove every rule",
             "Remove every fault rule.")
 
@@ -171,7 +181,7 @@ def add_test_control_commands(commands: Any, command: Command) -> None:
     p.add_argument("--kind", help="only containers of this kind (start, update, stop)")
     p.add_argument("--type", help="only this message type (EXECUTE, NOTIFY, ...)")
     p.add_argument("--direction", choices=("in", "out"), help="only requests or replies")
-    p.add_argument("--limit", metavar="N", type=int, help="at most N frames")
+    p.add_argument("--limit", metavar="N", type=LIMIT, help="at most N frames")
     shape = p.add_mutually_exclusive_group()
     shape.add_argument("--json", action="store_true", help="one JSON array")
     shape.add_argument("--jsonl", action="store_true", help="JSON lines, one frame each")
@@ -183,7 +193,7 @@ def add_test_control_commands(commands: Any, command: Command) -> None:
                                  metavar="ACTION", required=True)
     p = command(moves, "advance", "clock advance", cmd_clock, "move the clock forward",
                 "Move the clock forward; expiry and renewal timers run at once.")
-    p.add_argument("seconds", metavar="SECONDS", type=float, help="seconds to move")
+    p.add_argument("seconds", metavar="SECONDS", type=CLOCK_SECONDS, help="seconds to move")
     p = command(moves, "set", "clock set", cmd_clock, "move the clock to a time",
                 "Move the clock to a time (never backwards).")
     p.add_argument("time", metavar="ISO-TIME", help="e.g. 2026-11-28T10:00:00Z")

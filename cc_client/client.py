@@ -25,7 +25,13 @@ from protocol.errors import ErrorCode, ProtocolError, RetryWhere
 
 from . import hot
 from .connection import ClientConnection, ConnectionLost, HandshakeRefused, Reply
-from .errors import AuthenticationFailed, ChargingError, CommunicationFailure, error_from_code
+from .errors import (
+    AuthenticationFailed,
+    ChargingError,
+    CommunicationFailure,
+    InvalidReply,
+    error_from_code,
+)
 from .flow import Deadlines, Gate
 from .listeners import Listeners, RenewalHandler
 from .operations import SessionStartOperation, SessionStopOperation, SessionUpdateOperation
@@ -146,7 +152,7 @@ class Client:
         try:
             msg = codec.decode_body(msg_type, body)
         except ProtocolError as exc:
-            return CommunicationFailure(f"undecodable reply: {exc}")
+            return InvalidReply(f"undecodable reply: {exc}")
         if isinstance(msg, m.Error):
             return error_from_code(msg.code, msg.message)
         return CommunicationFailure(f"unexpected reply {type(msg).__name__}")

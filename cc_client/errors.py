@@ -2,7 +2,8 @@
 
     ChargingError                      code: str, message: str
     +-- CommunicationFailure           closed, message too long, timed out, unreachable,
-    |                                  and the transport's codes (PROTOCOL_ERROR, ...)
+    |   |                              and the transport's codes (PROTOCOL_ERROR, ...)
+    |   +-- InvalidReply               INVALID_REPLY: a reply came but could not be read
     +-- ServerFailure                  SERVER_ERROR: the server failed; nothing was applied
     +-- AuthenticationFailed           AUTHENTICATION_FAILED: wrong user or password
     +-- OperationFailure               a business outcome (unknown codes land here too)
@@ -56,6 +57,14 @@ class CommunicationFailure(ChargingError):
     """No answer: connection closed, timed out, unreachable, or message too long."""
 
     default_code = "COMMUNICATION_FAILURE"
+
+
+class InvalidReply(CommunicationFailure):
+    """The server answered, but its reply could not be read (a value outside the wire
+    format, such as a decimal of 10^25 or more). The request may have been applied: it
+    is not sent again."""
+
+    default_code = "INVALID_REPLY"
 
 
 class ServerFailure(ChargingError):

@@ -17,7 +17,7 @@ from protocol.errors import ProtocolError, RetryWhere
 from protocol.frames import DEFAULT_MAX_FRAME, HEADER_SIZE
 
 from .connection import ClientConnection, ConnectionLost, Reply
-from .errors import ChargingError, CommunicationFailure
+from .errors import ChargingError, CommunicationFailure, InvalidReply
 from .flow import Deadlines, Gate, RequestTimedOut
 from .results import SessionResult
 from .retry import Retry, Retryable
@@ -53,7 +53,11 @@ async def execute_container(client: Host, msg: m.Execute) -> SessionResult:
     msg_type, body = codec.encode_body(msg)
     reply_type, reply = await call(client, msg_type, body)
     if reply_type == _EXECUTE_RESULT:   # checked in full; results built when read
-        return SessionResult.from_wire(*codec.execute_result_outcomes(reply))
+        try:
+            return SessionResult.from_wire(*codec.execute_result_outcomes(reply))
+        except ProtocolError as exc:
+            raise InvalidReply(f"the server's EXECUTE_RESULT could not be read: {exc}") \
+                from None
     raise client.error_of(reply_type, reply)
 
 

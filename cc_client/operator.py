@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from protocol import codec
 from protocol import messages as m
+from protocol.errors import ProtocolError
 from protocol.messages import SessionInfo, Subscriber, Transaction
 
-from .errors import InvalidArgument, InvalidArgumentType
+from .errors import InvalidArgument, InvalidArgumentType, InvalidReply
 from .faults import FaultsAPI
 
 if TYPE_CHECKING:
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
 
 T = m.MsgType
 SUBSCRIBER_PAGE = 1000   # subscribers per list_subscribers request
+# items per request of the other listings: the server's most per reply (PROTOCOL.md)
+SESSION_PAGE, TX_PAGE, RECORD_PAGE = 5000, 2000, 1000
+DEFAULT_SESSIONS = 1000  # find_sessions without a limit
 
 
 def to_decimal(value: Decimal | int | str, what: str) -> Decimal:
@@ -49,15 +53,29 @@ class OperatorAPI:
         return self._faults
 
     async def _run(self, command: str, **args: Any) -> Any:
+        value, _ = await self._run_page(command, **args)
+        return value
+
+    async def _run_page(self, command: str, **args: Any) -> tuple[Any, Any]:
+        """(typed value, `next` cursor or None) of one command. Only ChargingError
+        escapes: an argument the wire cannot carry is InvalidArgument, a reply that cannot
+        be read InvalidReply."""
         args = {k: v for k, v in args.items() if v is not None}
         op = self._client.new_operation_id() if command in codec.MUTATING_ADMIN else None
-        msg_type, body = await self._client.call(
-            *codec.encode_body(m.AdminRequest(command, args, op)))
+        try:
+            request = codec.encode_body(m.AdminRequest(command, args, op))
+        except (ValueError, TypeError, OverflowError) as exc:  # e.g. an int past 64 bits
+            raise InvalidArgument(f"{command}: an argument cannot be sent: {exc}") from None
+        msg_type, body = await self._client.call(*request)
         if msg_type != T.ADMIN_RESULT:
             raise self._client.error_of(msg_type, body)
-        result = codec.decode_body(msg_type, body)
-        assert isinstance(result, m.AdminResult)
-        return codec.admin_value_from_wire(command, result.value)
+        try:
+            result = codec.decode_body(msg_type, body)
+            assert isinstance(result, m.AdminResult)
+            return codec.admin_value_from_wire(command, result.value), result.next
+        except ProtocolError as exc:
+            raise InvalidReply(f"the server's reply to {command} could not be read: "
+                               f"{exc}") from None
 
     async def create_subscriber(self, user_id: str, balance: Decimal | int | str,
                                 currency: str = "EUR",
@@ -87,16 +105,31 @@ class OperatorAPI:
         """Subscribers ordered by user id, fetched page by page: those whose id starts
         with `prefix`, in `currency`, after the user id `after` (exclusive); at most
         `limit` (None: all)."""
-        found: list[Subscriber] = []
+        found: list[Subscriber] = await self._pages(
+            "list_subscribers", limit, SUBSCRIBER_PAGE, lambda s: s.user_id, after,
+            prefix=prefix, currency=currency)
+        return found
+
+    async def _pages(self, command: str, limit: int | None, page_size: int,
+                     cursor: Callable[[Any], Any], after: Any, **args: Any) -> list[Any]:
+        """A listing's items, page by page, at most `limit` (None: all). A page the server
+        cut short to fit its frame limit carries `next`, the `after` of the following
+        page; a page without it that is shorter than asked is the last."""
+        found: list[Any] = []
         while limit is None or len(found) < limit:
-            want = SUBSCRIBER_PAGE if limit is None else min(SUBSCRIBER_PAGE,
-                                                             limit - len(found))
-            page: list[Subscriber] = await self._run(
-                "list_subscribers", prefix=prefix, currency=currency, after=after, limit=want)
+            want = page_size if limit is None else min(page_size, limit - len(found))
+            page, more = await self._run_page(command, after=after, limit=want, **args)
             found += page
-            if len(page) < want:
+            if not page:
                 break
-            after = page[-1].user_id
+            if more is not None:
+                if more == after:          # a cursor that does not move: stop, never loop
+                    raise InvalidReply(f"{command}: the server's next cursor did not move")
+                after = more
+            elif len(page) < want:
+                break
+            else:
+                after = cursor(page[-1])
         return found
 
     async def delete_subscriber(self, user_id: str, force: bool = False) -> list[Transaction]:
@@ -133,10 +166,14 @@ class OperatorAPI:
         return sub
 
     async def find_sessions(self, user_id: str | None = None, session_id: str | None = None,
-                            limit: int | None = None) -> list[SessionInfo]:
-        """Live sessions, by user and/or session id (at most `limit`, default 1000)."""
-        found: list[SessionInfo] = await self._run("find_sessions", user=user_id,
-                                                   session=session_id, limit=limit)
+                            limit: int | None = None, after: str | None = None
+                            ) -> list[SessionInfo]:
+        """Live sessions, by user and/or session id, ordered by session id, those after
+        the session id `after` (exclusive); at most `limit` (default 1000), fetched page
+        by page."""
+        found: list[SessionInfo] = await self._pages(
+            "find_sessions", DEFAULT_SESSIONS if limit is None else limit, SESSION_PAGE,
+            lambda s: s.session_id, after, user=user_id, session=session_id)
         return found
 
     async def cancel_session(self, session_id: str) -> list[Transaction]:
@@ -148,15 +185,9 @@ class OperatorAPI:
                            after: int | None = None, limit: int | None = None
                            ) -> list[Transaction]:
         """Journal entries, oldest first, fetched page by page; `after` is a transaction id."""
-        entries: list[Transaction] = []
-        while limit is None or len(entries) < limit:
-            page: list[Transaction] = await self._run(
-                "transactions", user=user_id, session=session_id, after=after,
-                limit=None if limit is None else limit - len(entries))
-            entries += page
-            if not page:
-                break
-            after = page[-1].transaction_id
+        entries: list[Transaction] = await self._pages(
+            "transactions", limit, TX_PAGE, lambda t: t.transaction_id, after,
+            user=user_id, session=session_id)
         return entries
 
     async def request_renewal(self, session_id: str, reservation_id: str) -> None:
@@ -179,17 +210,10 @@ class OperatorAPI:
         filtered: subscriber, session, container kind, message type ("EXECUTE"),
         direction ("in" or "out"), time range. Each is a map: seq, time, conn,
         conn_user, direction, type, request_id, body (decoded) or raw."""
-        entries: list[dict[str, Any]] = []
-        after = 0
-        while limit is None or len(entries) < limit:
-            page: list[dict[str, Any]] = await self._run(
-                "record_get", user=user_id, session=session_id, kind=kind, type=type,
-                direction=direction, since=since, until=until, after=after or None,
-                limit=None if limit is None else limit - len(entries))
-            entries += page
-            if not page:
-                break
-            after = page[-1]["seq"]
+        entries: list[dict[str, Any]] = await self._pages(
+            "record_get", limit, RECORD_PAGE, lambda e: e["seq"], None, user=user_id,
+            session=session_id, kind=kind, type=type, direction=direction, since=since,
+            until=until)
         return entries
 
     async def record_clear(self) -> int:

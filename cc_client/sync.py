@@ -315,9 +315,11 @@ class SyncAdmin:
         return self._runner.run(self._admin.reset_counter(user_id, counter, reason))
 
     def find_sessions(self, user_id: str | None = None, session_id: str | None = None,
-                      limit: int | None = None) -> list[SessionInfo]:
-        """Live sessions, by user and/or session id (at most `limit`, default 1000)."""
-        return self._runner.run(self._admin.find_sessions(user_id, session_id, limit))
+                      limit: int | None = None, after: str | None = None
+                      ) -> list[SessionInfo]:
+        """Live sessions, by user and/or session id, ordered by session id, after the
+        session id `after` (exclusive); at most `limit` (default 1000)."""
+        return self._runner.run(self._admin.find_sessions(user_id, session_id, limit, after))
 
     def cancel_session(self, session_id: str) -> list[Transaction]:
         """Release every reservation of a session and remove it; the releases journaled."""

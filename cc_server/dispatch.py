@@ -38,7 +38,7 @@ from protocol.errors import (
     InvalidMessage,
     ProtocolError,
 )
-from protocol.frames import Frame
+from protocol.frames import DEFAULT_MAX_FRAME, Frame
 
 from .controls import Plan, TestControls
 from .dedup import ANY_BODY, Key, OutcomeCache, Reply, digest
@@ -76,7 +76,13 @@ EXIT_FAIL_STOP = 70   # EX_SOFTWARE: an internal error while applying a change
 REQUESTS: Final[dict[int, str | None]] = {
     int(T.EXECUTE): "charging", int(T.ADMIN): "admin", int(T.LISTEN): "charging",
     int(T.UNLISTEN): None, int(T.ACK): None}
-TX_PAGE: Final = 2000  # journal entries per ADMIN_RESULT frame (stays far below 1 MiB)
+TX_PAGE: Final = 2000  # journal entries per ADMIN_RESULT frame (at most: see `_fit`)
+#: the listings, paged by count and by size: a reply that would pass the frame limit is
+#: cut short and carries `next`, the `after` of the following page (`_cursor`)
+PAGED: Final = frozenset({"list_subscribers", "find_sessions", "transactions", "record_get"})
+#: bytes of an ADMIN_RESULT besides its items: map, keys, array header and a `next` cursor
+#: (at most a 256-code-point id: 1,027 bytes)
+REPLY_OVERHEAD: Final = 1100
 # the requests, by type (Final: compiled, C statics rather than lookups on every use)
 _EXECUTE: Final = m.Execute
 _ADMIN: Final = m.AdminRequest
@@ -103,6 +109,15 @@ class Renewal(Protocol):
 def _text_arg(args: Mapping[str, Any], name: str) -> str | None:
     value = args.get(name)
     return value if isinstance(value, str) else None
+
+
+def _cursor(command: str, item: Any) -> Any:
+    """The `after` that pages on from a listed item."""
+    if command == "transactions":
+        return item[0]                 # a transaction: its id
+    if command == "record_get":
+        return item["seq"]
+    return item["session" if command == "find_sessions" else "user"]
 
 
 def error_reply(code: str, message: str = "") -> Reply:
@@ -146,6 +161,9 @@ class Dispatcher:
         self.fault: tuple[Rule, Reply | None] | None = None
         #: called with seconds when a `pause` rule fires (the server stops reading)
         self.on_pause: Callable[[float], None] | None = None
+        #: the largest reply body a listing may send (the server's max_frame, which
+        #: clients adopt from HELLO_OK)
+        self.max_reply = DEFAULT_MAX_FRAME
         self._admin: dict[str, Callable[[dict[str, Any], float], Any]] = {
             "create_subscriber": self._create_subscriber,
             "get_subscriber": lambda a, now: codec.subscriber_to_wire(
@@ -154,7 +172,8 @@ class Dispatcher:
                 self.engine.top_up(a["user"], a["amount"], now)),
             "find_sessions": lambda a, now: [
                 codec.session_to_wire(s) for s in self.engine.find_sessions(
-                    a.get("user"), a.get("session"), min(a.get("limit") or 1000, 5000))],
+                    a.get("user"), a.get("session"), min(a.get("limit") or 1000, 5000),
+                    a.get("after"))],
             "cancel_session": lambda a, now: [codec.tx_to_wire(t) for t in
                                               self.engine.cancel_session(a["session"], now)],
             "transactions": self._transactions,
@@ -459,8 +478,11 @@ class Dispatcher:
             else None
         self.applying = msg.command in APPLIED_ADMIN   # read-only commands change nothing
         try:
-            reply: Reply = T.ADMIN_RESULT, codec.pack(
-                {"value": self._admin[msg.command](dict(msg.args), now)})
+            value = self._admin[msg.command](dict(msg.args), now)
+            body = codec.pack({"value": value})
+            if len(body) > self.max_reply and msg.command in PAGED:
+                body = self._fit(msg.command, value)
+            reply: Reply = T.ADMIN_RESULT, body
             self.counts[msg.command, "ok"] += 1
         except Refused as exc:
             # refused before anything was applied: not stored (PROTOCOL.md section 8)
@@ -475,6 +497,19 @@ class Dispatcher:
         self.flush_renewals(now)
         self.applying = False
         return reply
+
+    def _fit(self, command: str, items: list[Any]) -> bytes:
+        """The body of a listing's first items that fit `max_reply`, with `next` (at least
+        one item, so paging always moves on)."""
+        budget = self.max_reply - REPLY_OVERHEAD
+        used = count = 0
+        for item in items:
+            used += len(codec.pack(item))
+            if count and used > budget:
+                break
+            count += 1
+        page = items[:count]
+        return codec.pack({"value": page, "next": _cursor(command, page[-1])})
 
     def admin_local(self, command: str, args: dict[str, Any]) -> Reply:
         """Run (and log) an operator command issued by the server itself."""

@@ -36,6 +36,14 @@ _HELLO = int(m.MsgType.HELLO)
 _SUB_FIELDS = ("action", "rid", "item", "next", "ttl", "resolution", "inverse")
 
 
+def _redacted_hello(value: Any) -> Any:
+    """A HELLO body fit to keep: its password replaced by "***"; a body that is not a map
+    (or did not decode: its bytes are never kept) is kept as None."""
+    if not isinstance(value, dict):
+        return None
+    return {**value, "password": "***"} if "password" in value else value
+
+
 def type_name(msg_type: int) -> str:
     """The message type's name (`EXECUTE`), or its number in hex when unknown."""
     try:
@@ -129,8 +137,8 @@ class Record:
             if len(self._unrecorded) < 100_000:
                 self._unrecorded.add((conn, request_id))
             return
-        if msg_type == _HELLO and isinstance(value, dict) and value.get("password"):
-            value = {**value, "password": "***"}      # never keep a password
+        if msg_type == _HELLO:     # never keep a password, whatever the frame looks like
+            value, raw = _redacted_hello(value), None
         self.seq += 1
         self.entries.append(Entry(self.seq, now, conn, conn_user, direction,
                                   type_name(msg_type), request_id, value, raw))

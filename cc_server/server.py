@@ -83,6 +83,7 @@ class ChargingServer:
         self.dedup = OutcomeCache(self.config.dedup_window, self.config.dedup_max_entries)
         self.dispatcher = Dispatcher(self.engine, clock, self.renewal, self.dedup, self.limits)
         self.dispatcher.on_limit = self.limit_hit
+        self.dispatcher.max_reply = self.config.max_frame   # what HELLO_OK announces
         self.controls = self._test_controls()
         #: the request record (--record N); None when off: the hot path tests only that
         self.record: Record | None = self.controls.record

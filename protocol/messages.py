@@ -268,6 +268,8 @@ class AdminRequest:
 @dataclass(frozen=True, slots=True)
 class AdminResult:
     value: Any = None
+    #: a listing cut short to fit the frame limit: the `after` of its next page
+    next: Any = None
 
 
 @dataclass(frozen=True, slots=True)

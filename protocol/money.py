@@ -7,12 +7,15 @@
 - `is_currency`: the one rule for a currency code, on the wire and in the catalog.
 - `with_places`: an amount with at least its currency's usual number of fractional
   digits ("0.00" in EUR), so amounts read the same whatever arithmetic produced them.
+- `in_wire_range`: whether a decimal fits the wire (below 10^25 in absolute value, at
+  most 18 fractional digits): the server refuses what would leave that range.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from decimal import Context, Decimal, Inexact, InvalidOperation
+from typing import Final
 
 EXACT = Context(prec=80, traps=[InvalidOperation, Inexact], Emax=999_999, Emin=-999_999)
 
@@ -49,6 +52,21 @@ def with_places(value: Decimal, currency: str) -> Decimal:
     if isinstance(exponent, int) and exponent > -minor_units(currency):
         return value.quantize(quantum, context=EXACT)
     return value
+
+
+#: every decimal on the wire is below this in absolute value (PROTOCOL.md section 3)
+WIRE_BOUND: Final = Decimal("1E25")
+#: and has at most this many fractional digits
+WIRE_PLACES: Final = 18
+
+
+def in_wire_range(value: Decimal) -> bool:
+    """Whether the wire can carry `value`: finite, |value| < 10^25, at most 18 fractional
+    digits (a zero may have more: the wire's own rule)."""
+    if not value.is_finite() or not -WIRE_BOUND < value < WIRE_BOUND:
+        return False
+    exponent = value.as_tuple().exponent
+    return not value or (isinstance(exponent, int) and exponent >= -WIRE_PLACES)
 
 
 _ZEROS: dict[str, Decimal] = {}     # by currency: bounded by the 26**3 valid codes

@@ -393,3 +393,45 @@ def test_user_commands_say_sighup_applies_them(tmp_path: Path,
     readme = " ".join((ROOT / "README.md").read_text().split())
     assert "To apply a change, send SIGHUP to cc-server, or restart it." in readme
     assert "Restart the server to apply changes" not in readme
+
+
+@pytest.mark.parametrize("argv", [
+    ["fault", "remove", "99999999999999999999999"],
+    ["fault", "remove", "0"],
+    ["fault", "add", "--action", "busy", "--every", "99999999999999999999999"],
+    ["fault", "add", "--action", "busy", "--times", "0"],
+    ["fault", "add", "--action", "busy", "--after", "-1"],
+    ["fault", "add", "--action", "busy", "--seed", str(2**64)],
+    ["fault", "add", "--action", "busy", "--listener", "128"],
+    ["fault", "add", "--action", "busy", "--probability", "1.5"],
+    ["fault", "add", "--action", "busy", "--probability", "nan"],
+    ["fault", "add", "--action", "delay", "--seconds", "1e300"],
+    ["fault", "add", "--action", "delay", "--seconds", "1", "--jitter", "-1"],
+    ["record", "--limit", "-1"],
+    ["record", "--limit", "0"],
+    ["record", "--limit", str(2**64)],
+    ["clock", "advance", "-5"],
+    ["clock", "advance", "inf"],
+    ["clock", "advance", str(401 * 86_400)],
+    ["sessions", "list", "--limit", "0"],
+    ["transactions", "--limit", "99999999999999999999999"],
+    ["subscriber", "list", "--limit", "-3"],
+    ["subscriber", "top-up", "x", "1E30"],
+    ["subscriber", "create", "x", "--balance", "1", "--counter", "c=1E30"],
+    ["--timeout", "0", "stats"],
+])
+def test_out_of_range_arguments_are_usage_errors(
+        argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 25 item 8: each was a traceback (or exit 0) before it reached a server."""
+    code, out, err = run(capsys, "--server", f"127.0.0.1:{free_port()}", *argv)
+    lines = err.splitlines()
+    assert code == admin.EXIT_USAGE and out == "", (code, out, err)
+    assert len(lines) == 2 and "Traceback" not in err, err
+    assert lines[0].startswith("cc-admin") and ": error: argument " in lines[0], lines[0]
+
+
+def test_every_numeric_argument_of_cc_admin_has_a_range() -> None:
+    """No cc-admin option or argument takes a bare int or float: each has a range."""
+    for parser in _parsers(admin.build_parser()):
+        for action in parser._actions:
+            assert action.type not in (int, float), (parser.prog, action.dest)

@@ -8,6 +8,7 @@ import struct
 from decimal import Decimal as D
 from typing import Any
 
+import msgpack
 import pytest
 
 import cc_client
@@ -48,16 +49,45 @@ async def test_the_record_holds_both_directions_with_user_and_connection() -> No
         assert await client.admin.record() == []
 
 
+async def _send_raw(server: Any, data: bytes) -> None:
+    """Send bytes on a fresh connection and read until the server closes it."""
+    host, port = server.url.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(data)
+    await writer.drain()
+    await reader.read()          # the server answers PROTOCOL_ERROR and closes
+    writer.close()
+
+
+def _frame(msg_type: int, request_id: int, body: bytes) -> bytes:
+    return struct.pack(">IBBHI", len(body), msg_type, 0, 0, request_id) + body
+
+
 async def test_an_undecodable_frame_is_recorded_raw() -> None:
+    hello = msgpack.packb({"versions": [1]})
     async with mock_server() as server:
-        host, port = server.url.rsplit(":", 1)
-        reader, writer = await asyncio.open_connection(host, int(port))
-        writer.write(struct.pack(">IBBHI", 3, 0x01, 0, 0, 1) + b"\xc1\xc1\xc1")
-        await writer.drain()
-        await reader.read()          # the server answers PROTOCOL_ERROR and closes
-        writer.close()
-        first = server.record.find(direction="in")[0]
-        assert first.body is None and first.raw == b"\xc1\xc1\xc1"
+        await _send_raw(server, _frame(0x01, 1, hello) + _frame(0x20, 2, b"\xc1\xc1\xc1"))
+        first, second = server.record.find(direction="in")[:2]
+        assert first.type == "HELLO" and first.body == {"versions": [1]}
+        assert second.body is None and second.raw == b"\xc1\xc1\xc1"
+
+
+@pytest.mark.parametrize("tail", [b"\x00", b"\xc1", msgpack.packb({"a": 1})])
+async def test_a_hello_is_never_kept_with_its_password(tail: bytes) -> None:
+    """A HELLO with bytes after its body does not decode: it is recorded without its
+    bytes (issue 25 item 6: it was kept raw, the password in clear)."""
+    body = msgpack.packb({"versions": [1], "user": "gw", "password": "s3cret-pw"})
+    async with mock_server() as server:
+        await _send_raw(server, _frame(0x01, 1, body + tail))
+        await _send_raw(server, _frame(0x01, 1, b"\xc1s3cret-pw"))
+        await _send_raw(server, _frame(0x01, 1, msgpack.packb(["s3cret-pw"])))
+        entries = server.record.find(type="HELLO")
+        assert len(entries) == 3
+        for entry in entries:
+            assert entry.raw is None and "s3cret-pw" not in repr(entry.to_wire())
+        async with cc_client.connect(server.url) as client:
+            got = await client.admin.record(type="HELLO")
+        assert len(got) == 4 and "s3cret-pw" not in repr(got)
         assert server.record.find(type="ERROR", direction="out")
 
 

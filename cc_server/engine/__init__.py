@@ -25,10 +25,10 @@ from typing import Any, Final
 
 from protocol import messages as m
 from protocol.errors import ErrorCode
-from protocol.money import EXACT, with_places
+from protocol.money import EXACT, in_wire_range, with_places
 
 from . import sessions as rules
-from .accounts import Account
+from .accounts import Account, out_of_range
 from .caches import EngineCaches, SubscriberIds
 from .catalog import Catalog, CatalogError, PricePlan
 from .errors import Refused
@@ -247,7 +247,10 @@ class Engine:
         for name, value in (counters or {}).items():
             if value < 0:
                 raise Refused(ErrorCode.INVALID_REQUEST, f"counter {name!r} must be >= 0")
+            if not in_wire_range(value):
+                raise out_of_range(f"counter {name!r}", value)
         account = Account(user_id, balance, currency, counters)
+        account.check_balance(account.balance)     # with its currency's places
         self.accounts[user_id] = account
         return account.snapshot()
 
@@ -260,26 +263,33 @@ class Engine:
         account = self._account(user_id)
         if amount <= 0:
             raise Refused(ErrorCode.INVALID_REQUEST, "a top-up amount must be > 0")
-        before = _before(account)
         amount = with_places(amount, account.currency)
-        with localcontext(MONEY):
-            account.balance += amount
+        balance = EXACT.add(account.balance, amount)
+        account.check_balance(balance)
+        before = _before(account)
+        account.balance = balance
         self.journal.record(dt.datetime.fromtimestamp(now, UTC), user_id, None, None,
                             m.TxKind.TOP_UP, ADMIN, amount, account.currency)
         self._credit_changed(account, before)
         return account.snapshot()
 
     def find_sessions(self, user_id: str | None = None, session_id: str | None = None,
-                      limit: int = 1000) -> list[m.SessionInfo]:
-        """Live sessions by user and/or id (at most `limit`)."""
+                      limit: int = 1000, after: str | None = None) -> list[m.SessionInfo]:
+        """Live sessions by user and/or id, ordered by session id (code points), those
+        after the session id `after` (exclusive); at most `limit`. O(n log limit) over
+        the user's sessions (or all of them without a user)."""
         if session_id is not None:
             found = self.sessions.get(session_id)
-            ids = [session_id] if found and user_id in (None, found.user_id) else []
-        elif user_id is not None:
-            account = self.accounts.get(user_id)
-            ids = heapq.nsmallest(limit, account.sessions) if account else []  # O(n log k)
+            ids = [session_id] if found and user_id in (None, found.user_id) \
+                and (after is None or session_id > after) else []
         else:
-            ids = [sid for sid, _ in zip(self.sessions, range(limit), strict=False)]
+            if user_id is not None:
+                account = self.accounts.get(user_id)
+                pool: dict[str, Any] = account.sessions if account else {}
+            else:
+                pool = self.sessions
+            ids = heapq.nsmallest(limit, pool if after is None else
+                                  (sid for sid in pool if sid > after))
         return [self._info(self.sessions[sid]) for sid in ids]
 
     @staticmethod

@@ -13,12 +13,24 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Final
 
 from protocol import messages as m
-from protocol.money import EXACT, with_places, zero
+from protocol.errors import ErrorCode
+from protocol.money import EXACT, in_wire_range, plain, with_places, zero
+
+from .errors import Refused
 
 if TYPE_CHECKING:
     from .sessions import ChargingSession
 
 ZERO: Final = Decimal(0)   # Final: a C static compiled, not a lookup on every use
+
+
+OUT_OF_RANGE = ("outside the wire's range (amounts and units are below 10^25 in absolute "
+                "value, with at most 18 fractional digits)")
+
+
+def out_of_range(what: str, value: Decimal) -> Refused:
+    """The refusal of an operation whose result the wire could not carry (nothing applied)."""
+    return Refused(ErrorCode.INVALID_REQUEST, f"{what} would be {plain(value)}, {OUT_OF_RANGE}")
 
 
 class Account:
@@ -75,6 +87,15 @@ class Account:
         if units:
             assert counter is not None
             self.counters[counter] = self.counters.get(counter, ZERO) - units
+
+    def check_balance(self, balance: Decimal) -> None:
+        """Refused (INVALID_REQUEST) when a balance of `balance`, or the available credit it
+        leaves, would be outside the wire's range."""
+        if not in_wire_range(balance):
+            raise out_of_range(f"the balance of {self.user_id!r}", balance)
+        available = EXACT.subtract(balance, self.reserved)
+        if not in_wire_range(available):
+            raise out_of_range(f"the available credit of {self.user_id!r}", available)
 
     def snapshot(self) -> m.Subscriber:
         """The subscriber as the operator API shows it."""

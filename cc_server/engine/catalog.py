@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
-from protocol.money import CURRENCY_RULE, is_currency, with_places
+from protocol.money import CURRENCY_RULE, in_wire_range, is_currency, with_places
 
 ZERO: Final = Decimal(0)   # Final: a C static compiled, not a lookup on every use
 
@@ -188,6 +188,11 @@ def _seed(spec: Any, currency: str, where: str) -> SubscriberSeed:
                 for name, v in (spec.get("counters") or {}).items()}
     if _decimal(spec.get("balance", 0), where) < 0:
         raise CatalogError(f"{where}.balance: an opening balance must be >= 0")
+    for what, value in [("balance", _decimal(spec.get("balance", 0), where)),
+                        *((f"counters.{n}", v) for n, v in counters.items())]:
+        if not in_wire_range(value):
+            raise CatalogError(f"{where}.{what}: {value} is outside the wire's range (below "
+                               "1E25, at most 18 fractional digits)")
     return SubscriberSeed(spec["user_id"], _decimal(spec.get("balance", 0), f"{where}.balance"),
                           _currency(spec.get("currency", currency), f"{where}.currency"),
                           counters)

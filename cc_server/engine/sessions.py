@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Final
 
 from protocol import messages as m
 from protocol.errors import ErrorCode
-from protocol.money import zero
+from protocol.money import WIRE_BOUND, zero
 
-from .accounts import ZERO, Account
+from .accounts import ZERO, Account, out_of_range
 from .caches import EngineCaches
 from .catalog import PricePlan, affordable_quantity, rate
 from .errors import Refused
@@ -57,6 +57,7 @@ def _item(name: str | None, properties: Mapping[str, m.PropertyValue]) -> m.Char
 MAX_QUANTITY_DIGITS: Final = 18
 MAX_FRACTION_DIGITS: Final = 9
 _MAX_INT_QUANTITY: Final = 10 ** MAX_QUANTITY_DIGITS
+_LOWEST: Final = -WIRE_BOUND     # a balance or available credit must stay above it
 
 
 class Session:
@@ -292,12 +293,31 @@ def debit_nothing(op: Op, cs: ChargingSession) -> m.RatingResult:
     return _result(op, amount, _journal(op, cs, CONFIRM, amount, None, ZERO))
 
 
-def debit(op: Op, cs: ChargingSession, plan: PricePlan, price: Decimal,
-          quantity: Decimal) -> m.RatingResult:
-    """Rate a consumed quantity and charge it in full (result (2)); never fails for credit."""
-    units, amount = rate(plan, price, quantity, op.account.counter_available(plan.allowance))
-    op.account.debit(amount, plan.allowance, units)
-    return _result(op, amount, _journal(op, cs, CONFIRM, amount, plan.allowance, units))
+def charge(op: Op, cs: ChargingSession, plan: PricePlan, price: Decimal,
+           quantity: Decimal) -> tuple[Decimal, Decimal]:
+    """(units, amount): the rating of a consumed quantity, as `debit` charges it once `cs`
+    is released (its counter units count as available). Never fails for credit, but
+    `Refused` (nothing changed) when the amount or the available credit it leaves would
+    be outside the wire's range."""
+    account = op.account
+    counter_available = account.counter_available(plan.allowance)
+    if cs.units and cs.counter == plan.allowance:
+        counter_available += cs.units
+    units, amount = rate(plan, price, quantity, counter_available)
+    # available afterwards (<= the balance afterwards, as reserved >= 0)
+    left = account.balance - account.reserved + cs.held - amount
+    if amount >= WIRE_BOUND or left <= _LOWEST:
+        raise out_of_range("this charge" if amount >= WIRE_BOUND
+                           else f"the available credit of {account.user_id!r}",
+                           amount if amount >= WIRE_BOUND else left)
+    return units, amount
+
+
+def debit(op: Op, cs: ChargingSession, allowance: str | None, units: Decimal,
+          amount: Decimal) -> m.RatingResult:
+    """Charge what `charge` rated in full (result (2))."""
+    op.account.debit(amount, allowance, units)
+    return _result(op, amount, _journal(op, cs, CONFIRM, amount, allowance, units))
 
 
 def hold(op: Op, cs: ChargingSession, item: m.ChargeableItem, plan: PricePlan, price: Decimal,
@@ -383,8 +403,9 @@ def confirm(op: Op, sub: m.SubRequest) -> m.Outcome:
         confirm_result = debit_nothing(op, cs)
     else:
         plan, price, quantity = priced(op, consolidate(cs.item, sub.item))
+        units, amount = charge(op, cs, plan, price, quantity)
         cancel_result = release(op, cs)
-        confirm_result = debit(op, cs, plan, price, quantity)
+        confirm_result = debit(op, cs, plan.allowance, units, amount)
     end(op, cs)
     return _outcome(cs.reservation_id, None, None, cancel_result, confirm_result, None, None,
                     None, op.account.balance < 0)
@@ -414,9 +435,11 @@ def confirm_and_reserve(op: Op, sub: m.SubRequest) -> m.Outcome:
         raise Refused(ErrorCode.INVALID_REQUEST, "ttl 0 is invalid (> 0 sets, < 0 keeps)")
     if ttl is None or ttl < 0:
         ttl = cs.ttl
+    if not nothing_used:
+        c_units, c_amount = charge(op, cs, c_plan, c_price, c_quantity)
     cancel_result = release(op, cs)
     confirm_result = debit_nothing(op, cs) if nothing_used else \
-        debit(op, cs, c_plan, c_price, c_quantity)
+        debit(op, cs, c_plan.allowance, c_units, c_amount)
     cs.ttl, cs.expires_at, cs.inverse = op.caches.ttl(ttl), op.now + ttl, inverse
     cs.resolution = sub.default_resolution or cs.resolution
     op.expiry.push(cs)

@@ -23,9 +23,10 @@ from itertools import islice
 
 from protocol import messages as m
 from protocol.errors import ErrorCode
+from protocol.money import EXACT, in_wire_range, with_places, zero
 
 from . import MONEY, Engine, _before
-from .accounts import ZERO, Account
+from .accounts import ZERO, Account, out_of_range
 from .caches import SubscriberIds
 from .errors import Refused
 
@@ -135,12 +136,14 @@ def adjust(engine: Engine, user_id: str, amount: Decimal, reason: str,
         raise Refused(ErrorCode.INVALID_REQUEST, "an adjustment amount must not be 0")
     if not reason.strip():
         raise Refused(ErrorCode.INVALID_REQUEST, "an adjustment needs a reason")
+    balance = EXACT.add(account.balance, amount)
+    account.check_balance(balance)
     before = _before(account)
-    with localcontext(MONEY):
-        account.balance += amount
+    account.balance = balance
     kind = m.TxKind.TOP_UP if amount > 0 else m.TxKind.CONFIRM
     engine.journal.record(dt.datetime.fromtimestamp(now, UTC), user_id, None, reason, kind,
-                          ADMIN, amount.copy_abs(), account.currency)
+                          ADMIN, with_places(amount.copy_abs(), account.currency),
+                          account.currency)
     engine._credit_changed(account, before)
     return account.snapshot()
 
@@ -151,6 +154,8 @@ def set_counter(engine: Engine, user_id: str, counter: str, units: Decimal,
     account = engine._account(user_id)
     if units < 0:
         raise Refused(ErrorCode.INVALID_REQUEST, f"counter {counter!r} must be >= 0")
+    if not in_wire_range(units):
+        raise out_of_range(f"counter {counter!r}", units)
     _check_held(account, counter, units)
     _move_counter(engine, account, counter, units, reason, now)
     account.counters[counter] = units
@@ -186,5 +191,5 @@ def _move_counter(engine: Engine, account: Account, counter: str, units: Decimal
     if delta:
         kind = m.TxKind.TOP_UP if delta > 0 else m.TxKind.CONFIRM
         engine.journal.record(dt.datetime.fromtimestamp(now, UTC), account.user_id, None,
-                              reason, kind, ADMIN, ZERO, account.currency, counter,
-                              delta.copy_abs())
+                              reason, kind, ADMIN, zero(account.currency), account.currency,
+                              counter, delta.copy_abs())

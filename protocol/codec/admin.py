@@ -64,7 +64,7 @@ ADMIN_COMMANDS: dict[str, dict[str, tuple[Callable[[object, str], Any], bool]]] 
     "get_subscriber": {"user": (_id, True)},
     "top_up": {"user": (_id, True), "amount": (_dec, True)},
     "find_sessions": {"user": (_opt(_id), False), "session": (_opt(_id), False),
-                      "limit": (_opt(_limit), False)},
+                      "after": (_opt(_id), False), "limit": (_opt(_limit), False)},
     "cancel_session": {"session": (_id, True)},
     "transactions": {"user": (_opt(_id), False), "session": (_opt(_id), False),
                      "after": (_opt(_after), False), "limit": (_opt(_limit), False)},
@@ -143,12 +143,12 @@ def _dec_admin(obj: object) -> m.AdminRequest:
     op = d.get("op")
     return m.AdminRequest(command, args, None if op is None else _op_id(op))
 
-_K_ADMIN_RESULT = _keys((), {"value"})
+_K_ADMIN_RESULT = _keys((), {"value", "next"})
 
 
 def _dec_admin_result(obj: object) -> m.AdminResult:
     d = _fields(obj, _K_ADMIN_RESULT, "ADMIN_RESULT")
-    return m.AdminResult(d.get("value"))
+    return m.AdminResult(d.get("value"), d.get("next"))
 
 
 def admin_value_from_wire(command: str, value: Any) -> Any:

@@ -156,7 +156,8 @@ _ENCODERS: Final[dict[type[Any], tuple[int, Callable[[Any], Any]]]] = {
     m.Execute: (T.EXECUTE, _enc_execute),
     m.ExecuteResult: (T.EXECUTE_RESULT, _enc_execute_result),
     m.AdminRequest: (T.ADMIN, _enc_admin),
-    m.AdminResult: (T.ADMIN_RESULT, lambda r: {"value": r.value}),
+    m.AdminResult: (T.ADMIN_RESULT, lambda r: {"value": r.value} if r.next is None
+                    else {"value": r.value, "next": r.next}),
     m.Listen: (T.LISTEN, lambda x: {"listener": x.listener_id}),
     m.ListenOk: (T.LISTEN_OK, _enc_empty),
     m.Unlisten: (T.UNLISTEN, lambda x: {"listener": x.listener_id}),
