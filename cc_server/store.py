@@ -237,6 +237,9 @@ class Store:
                       self.move_aside(path))
         if scan is not None:
             _rewrite(exc.path, scan)
+        elif os.path.lexists(exc.path):        # not a regular file: never read, moved
+            log.error("event=wal_segment_dropped segment=%s moved_to=%s reason=%r",
+                      exc.path.name, self.move_aside(exc.path), exc.reason)
         log.error("event=wal_records_dropped count=%d time=%s damaged=%s offset=%d "
                   "reason=%r (plus the damaged record itself; --recover-to-last-good)",
                   len(lost), time_range(lost), exc.path.name, exc.offset, exc.reason)
