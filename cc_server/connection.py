@@ -265,6 +265,9 @@ class ServerConnection(FlowControl):
         welcome = m.HelloOk(self._version, self.server.version, self.config.heartbeat,
                             self.config.max_frame, self.config.max_in_flight, tuple(sorted(roles)))
         out.append(self.machine.accept(welcome, self.loop.time()))
+        # a login depends on no log record: it leaves now, even while the disk is full
+        self.write(b"".join(out))
+        out.clear()
         self._arm()                    # from the handshake deadline to the heartbeat's
         return True
 
@@ -274,8 +277,7 @@ class ServerConnection(FlowControl):
             return
         self._authenticating = False
         out: list[bytes] = []
-        if self._welcome(roles, out):
-            self.write(b"".join(out))
+        if self._welcome(roles, out):     # HELLO_OK written
             self._resume()
 
     # ------------------------------------------------------------------ writing
