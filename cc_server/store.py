@@ -370,14 +370,18 @@ class Store:
 
     # ------------------------------------------------------------------ closing
 
-    async def close(self, state_fn: Callable[[], dict[str, Any]]) -> None:
+    async def close(self, state_fn: Callable[[], dict[str, Any]] | None) -> None:
         """Drain the log, write a final snapshot (fast restart), release the directory.
-        The final snapshot is skipped when the disk is full or has no room for it; if it
+        The final snapshot is skipped when the disk is full or has no room for it, and
+        when `state_fn` is None (a fail-stop: the state may be half changed); if it
         fails, DataDirError says so once the directory is released."""
         failed: DataDirError | None = None
         if self.writer is not None:
             await self.writer.drain()
-            if self.writer.disk_full:
+            if state_fn is None:
+                log.warning("event=snapshot_skipped reason=fail_stop (the state in memory "
+                            "may be half changed; the next start replays the log)")
+            elif self.writer.disk_full:
                 log.warning("event=snapshot_skipped reason=disk_full (records not on disk "
                             "were never acknowledged)")
             elif self.space_for_snapshot():

@@ -253,6 +253,8 @@ class WalWriter:
         #: the raw write (a seam: tests pass one that fails with ENOSPC)
         self.write_fd: Callable[[int, memoryview], int] = os.write
         self.disk_full = False
+        #: set by `halt`: nothing more is written
+        self.halted = False
         self._pending = b""      # a batch that did not fit on the disk, retried by the probe
         self._buffer: list[bytes] = []
         self._flushing = False
@@ -277,13 +279,24 @@ class WalWriter:
         """Queue one record; returns its sequence number (on disk once `synced` >= it)."""
         self._buffer.append(encode_record(payload))
         self.appended += 1
-        if not self._flushing:
+        if not self._flushing and not self.halted:
             self._flushing = True
             self._idle.clear()
             self._loop.call_soon(self._flush)
         return self.appended
 
+    def halt(self) -> None:
+        """Write nothing more (a fail-stop in process): what is queued is dropped (no
+        reply waiting for it was sent)."""
+        self.halted = True
+        self._buffer.clear()
+        self._pending = b""
+        self._flushing = False
+        self._idle.set()
+
     def _flush(self) -> None:
+        if self.halted:
+            return
         data = self._pending + b"".join(self._buffer)
         self._buffer.clear()
         self._pending = b""
