@@ -207,7 +207,10 @@ class ServerConnection(FlowControl):
                     self._schedule_resume()
                     return
             elif type(event) is Answer:    # a PONG, in turn with the replies
-                out.append(event.data)
+                if out or self._held:
+                    out.append(event.data)
+                else:                      # nothing before it: it waits for no log record
+                    self.write(event.data)
             elif type(event) is HelloReceived:
                 if not self._hello(event.frame, out):
                     return

@@ -155,6 +155,7 @@ async def test_a_full_disk_holds_acknowledgements_not_logins_or_operator_queries
         for _ in range(2):           # a second login too (while records wait)
             async with asyncio.timeout(3), \
                     cc_client.connect(ts.url, request_timeout=1) as operator:
+                await asyncio.wait_for(operator.ping(), 1)   # heartbeats go on too
                 stats = await asyncio.wait_for(operator.admin.stats(), 1)
                 assert stats["durability"]["log_records"] > stats["durability"]["log_synced"]
                 assert (await asyncio.wait_for(operator.admin.get_subscriber("gus"), 1)
