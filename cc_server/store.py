@@ -231,8 +231,12 @@ class Store:
                       exc.path.name, exc.offset, kept)
         for index in later:
             path = segment_path(self.dir, index)
-            found = scan_segment(path)
-            lost += found.records + found.later
+            try:
+                found = scan_segment(path)
+                lost += found.records + found.later
+            except OSError as err:             # not a regular file, unreadable: moved
+                log.error("event=wal_segment_unreadable segment=%s error=%r", path.name,
+                          err.strerror or str(err))
             log.error("event=wal_segment_dropped segment=%s moved_to=%s", path.name,
                       self.move_aside(path))
         if scan is not None:

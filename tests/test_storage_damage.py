@@ -319,3 +319,22 @@ def test_a_snapshot_that_is_a_fifo_is_reported_never_read(
     assert code == 1 and "snapshot-00000002.msgpack: unreadable: not a regular file (a " \
                          "FIFO)" in text, text
     assert store.load()[1] == 1, "moved aside, the one before it used"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_recover_to_last_good_moves_a_later_fifo_aside_without_reading_it(
+        tmp_path: Path) -> None:
+    from cc_server.wal import encode_record
+
+    store = Store(tmp_path, recover_to_last_good=True)
+    store.write_initial({"engine": "whatever"})
+    bad = bytearray(encode_record(b"second"))
+    bad[-1] ^= 0xFF
+    segment_path(tmp_path, 1).write_bytes(encode_record(b"first") + bytes(bad) +
+                                          encode_record(b"third"))
+    os.mkfifo(segment_path(tmp_path, 2))
+    assert store.load()[1] == 1
+    applied: list[bytes] = []
+    assert store.replay(1, applied.append) == 1 and applied == [b"first"]
+    assert sorted(p.name for p in tmp_path.glob("wal-*")) == ["wal-00000001.log"]
+    assert len(list((tmp_path / "corrupt").iterdir())) == 2
