@@ -207,7 +207,10 @@ class ServerConnection(FlowControl):
                     self._schedule_resume()
                     return
             elif type(event) is Answer:    # a PONG, in turn with the replies
-                out.append(event.data)
+                if out or self._held:
+                    out.append(event.data)
+                else:                      # nothing before it: it waits for no log record
+                    self.write(event.data)
             elif type(event) is HelloReceived:
                 if not self._hello(event.frame, out):
                     return
@@ -265,6 +268,9 @@ class ServerConnection(FlowControl):
         welcome = m.HelloOk(self._version, self.server.version, self.config.heartbeat,
                             self.config.max_frame, self.config.max_in_flight, tuple(sorted(roles)))
         out.append(self.machine.accept(welcome, self.loop.time()))
+        # a login depends on no log record: it leaves now, even while the disk is full
+        self.write(b"".join(out))
+        out.clear()
         self._arm()                    # from the handshake deadline to the heartbeat's
         return True
 
@@ -274,8 +280,7 @@ class ServerConnection(FlowControl):
             return
         self._authenticating = False
         out: list[bytes] = []
-        if self._welcome(roles, out):
-            self.write(b"".join(out))
+        if self._welcome(roles, out):     # HELLO_OK written
             self._resume()
 
     # ------------------------------------------------------------------ writing

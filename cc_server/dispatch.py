@@ -18,6 +18,13 @@ section 8, "fails validation"), so the same op may come again, corrected or not.
 Every change of state goes through an `apply_*` method that the write-ahead log replays
 after a crash: a record is [kind, now, argument] with the request's own frame body as the
 argument, so replay runs exactly the same code with exactly the same clock.
+
+Fail-stop window: from the first change of state to the log record that holds it
+(`applying`), any exception, whatever its type (a DecimalException too), stops the server
+(`fatal`). What comes after the record (renewal notifications handed to the renewal
+service, pushes, socket writes) is outside it: an error there is counted
+(`notify_failures`) and logged, rate-limited, and the renewals not handed over are kept
+for the next timer run.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ from .engine import subscribers as subs
 from .faults import Rule
 from .latency import Histogram
 from .limits import Limits
+from .ratelog import RateLimitedLog
 
 log = logging.getLogger("cc_server")
 T = m.MsgType
@@ -145,8 +153,12 @@ class Dispatcher:
         #: __delitem__ sends every `+= 1` through Python slot dispatch (3 times slower).
         self.counts: defaultdict[tuple[str, str], int] = defaultdict(int)
         self.latency = {"execute": Histogram(), "admin": Histogram()}
-        #: True while a change of state is being applied (an exception then: `fatal`)
+        #: True while a change of state is being applied and logged (an exception then:
+        #: `fatal`)
         self.applying = False
+        #: errors handing renewals over after a change was applied (never a fail-stop)
+        self.notify_failures = 0
+        self.events = RateLimitedLog(log)
         #: set by an embedder (cc_server.testing) to stop otherwise than by ending the
         #: process; requests after a fail-stop then get SERVER_ERROR
         self.on_fatal: Callable[[Peer | None, Frame | None], None] | None = None
@@ -288,9 +300,11 @@ class Dispatcher:
             self.renewal.unregister(peer, msg.listener_id)
             return codec.encode_body(m.UnlistenOk())
         if type(msg) is m.Ack:
+            self.applying = True
             status = self.renewal.ack(peer, msg.notification_id)
             if status == "acknowledged":
                 self._log(REC_ACK, self.clock(), msg.notification_id)
+            self.applying = False
             # request id 0: no reply; any other id: ACK_OK (whatever `confirm` says)
             return codec.encode_body(m.AckOk(status)) if frame.request_id else None
         raise AssertionError(f"unhandled request type {frame.type:#04x}")
@@ -370,11 +384,14 @@ class Dispatcher:
         except Refused as exc:
             self._limit_hit(exc.code, peer)
             return self._remember(key, body_digest, exc.code, exc.message, now, msg.kind)
-        reply = self.apply_execute(msg, now, body_digest, sub_errors)
+        self.applying = True
+        reply = self._run_execute(msg, now, body_digest, sub_errors)
         if sub_errors:
             self._log(REC_EXECUTE_FAULTED, now, [body, sorted(sub_errors.items())])
         else:
             self._log(REC_EXECUTE, now, body)
+        self.applying = False
+        self._notify(now)
         return reply
 
     def _invalid_execute(self, peer: Peer, body: bytes, exc: InvalidMessage) -> Reply:
@@ -408,8 +425,10 @@ class Dispatcher:
         """Store (and log) a whole-request failure decided before the engine ran."""
         self.counts[kind, code] += 1
         reply = error_reply(code, message)
+        self.applying = True
         self.dedup.put(key, reply, now, body_digest)
         self._log(REC_REMEMBER, now, [key[0], key[1], body_digest, reply[0], reply[1]])
+        self.applying = False
         return reply
 
     def _limit_hit(self, code: ErrorCode, peer: Peer) -> None:
@@ -418,10 +437,17 @@ class Dispatcher:
 
     def apply_execute(self, msg: m.Execute, now: float, body_digest: bytes = ANY_BODY,
                       sub_errors: dict[int, str] | None = None) -> Reply:
-        """Run a container and remember its outcome (live, and when replaying the log);
-        `sub_errors`: sub-requests a fault rule fails (index -> code)."""
-        key = (msg.user_id, msg.operation_id)
+        """Run a container and remember its outcome (replaying the log; live, `_execute`
+        logs it too); `sub_errors`: sub-requests a fault rule fails (index -> code)."""
         self.applying = True
+        reply = self._run_execute(msg, now, body_digest, sub_errors)
+        self.applying = False
+        self.flush_renewals(now)
+        return reply
+
+    def _run_execute(self, msg: m.Execute, now: float, body_digest: bytes,
+                     sub_errors: dict[int, str] | None) -> Reply:
+        key = (msg.user_id, msg.operation_id)
         try:
             result = self.engine.execute(msg, now, sub_errors)
             reply: Reply = codec.encode_body(result)
@@ -430,14 +456,34 @@ class Dispatcher:
             reply = error_reply(exc.code, exc.message)
             self.counts[msg.kind, exc.code] += 1
         self.dedup.put(key, reply, now, body_digest)
-        self.flush_renewals(now)
-        self.applying = False
         return reply
 
     def flush_renewals(self, now: float) -> None:
-        """Hand charging sessions due a renewal notification to the renewal service."""
-        if self.engine.renewals:
-            self.renewal.submit(self.engine.take_renewals(), now)
+        """Hand charging sessions due a renewal notification to the renewal service. If
+        that fails, each is tried alone and those that fail again go back to the engine
+        (the next timer run tries them again): none is lost; the error is raised."""
+        engine = self.engine
+        if engine.renewals:
+            due = engine.take_renewals()
+            try:
+                self.renewal.submit(due, now)
+            except Exception:
+                for cs, reason in due.items():
+                    try:
+                        self.renewal.submit({cs: reason}, now)
+                    except Exception:
+                        engine.renewals.setdefault(cs, reason)
+                raise
+
+    def _notify(self, now: float) -> None:
+        """`flush_renewals` after a change was applied and logged: outside the fail-stop
+        window, so an error is counted and logged (rate-limited), never fatal."""
+        try:
+            self.flush_renewals(now)
+        except Exception as exc:
+            self.notify_failures += 1
+            self.events.warning("notify_failed", "error=%r (the change was applied and "
+                                "logged; the renewals are tried again by the timer)", exc)
 
     # ------------------------------------------------------------------ operator
 
@@ -449,7 +495,7 @@ class Dispatcher:
             self._log(REC_EXPIRE, now, limit)
         self.applying = False
         if done:
-            self.flush_renewals(now)
+            self._notify(now)
         return done
 
     def _admin_request(self, peer: Peer, msg: m.AdminRequest, body: bytes) -> Reply:
@@ -462,21 +508,31 @@ class Dispatcher:
             stored = self.dedup.get(key, body_digest)
             if stored is not False:
                 return self._repeat(msg.command, key, stored)
-        reply = self.apply_admin(msg, now, body_digest)
-        if msg.command in LOGGED_ADMIN:
+        logged = msg.command in LOGGED_ADMIN
+        self.applying = msg.command in APPLIED_ADMIN   # read-only commands change nothing
+        reply = self._run_admin(msg, now, body_digest)
+        if logged:
             self._log(REC_ADMIN, now, body)
         elif msg.operation_id and msg.command in CLOCK_MOVES and reply[0] == T.ADMIN_RESULT:
             # the clock outlives a restart (REC_CLOCK), so does the move's stored outcome
             self._log(REC_REMEMBER, self.clock(), ["", msg.operation_id, body_digest,
                                                    reply[0], reply[1]])
+        self.applying = False
+        self._notify(now)
         return reply
 
     def apply_admin(self, msg: m.AdminRequest, now: float,
                     body_digest: bytes = ANY_BODY) -> Reply:
-        """Run an operator command (live, and when replaying the log)."""
+        """Run an operator command (replaying the log; live, `_admin_request` logs it)."""
+        self.applying = msg.command in APPLIED_ADMIN   # read-only commands change nothing
+        reply = self._run_admin(msg, now, body_digest)
+        self.applying = False
+        self.flush_renewals(now)
+        return reply
+
+    def _run_admin(self, msg: m.AdminRequest, now: float, body_digest: bytes) -> Reply:
         key = ("", msg.operation_id) if msg.operation_id and msg.command in MUTATING_ADMIN \
             else None
-        self.applying = msg.command in APPLIED_ADMIN   # read-only commands change nothing
         try:
             value = self._admin[msg.command](dict(msg.args), now)
             body = codec.pack({"value": value})
@@ -494,8 +550,6 @@ class Dispatcher:
             # as soon as the timers run
             self.dedup.put(key, reply, now if msg.command in LOGGED_ADMIN else self.clock(),
                            body_digest)
-        self.flush_renewals(now)
-        self.applying = False
         return reply
 
     def _fit(self, command: str, items: list[Any]) -> bytes:
@@ -515,9 +569,12 @@ class Dispatcher:
         """Run (and log) an operator command issued by the server itself."""
         msg = m.AdminRequest(command, args)
         now = self.clock()
-        reply = self.apply_admin(msg, now)
+        self.applying = command in LOGGED_ADMIN
+        reply = self._run_admin(msg, now, ANY_BODY)
         if command in LOGGED_ADMIN:
             self._log(REC_ADMIN, now, codec.encode_body(msg)[1])
+        self.applying = False
+        self._notify(now)
         return reply
 
     def _create_subscriber(self, args: dict[str, Any], now: float) -> Any:

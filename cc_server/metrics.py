@@ -41,6 +41,12 @@ METRICS: dict[str, tuple[str, str]] = {
     "renewal.obsolete": ("counter", "Renewal notifications no longer needed."),
     "renewal.expired_unacknowledged": ("counter",
                                        "Renewal notifications given up unacknowledged."),
+    "renewal.push_failed": ("counter", "Notification pushes that failed with an error "
+                            "(counted as not sent)."),
+    "timers.failures.*": ("counter", "Failed steps of timer runs, by step (each step runs "
+                          "on its own)."),
+    "timers.notify_failures": ("counter", "Errors handing renewals over after a change was "
+                               "applied and logged (the renewals are kept)."),
     "server.uptime": ("gauge", "Seconds since the server started."),
     "connections.open": ("gauge", "Open connections."),
     "connections.handshaking": ("gauge", "Connections between accept and HELLO_OK."),
@@ -79,7 +85,8 @@ METRICS: dict[str, tuple[str, str]] = {
 #: Label names of the labelled families (a missing last part is "ok").
 LABELS: dict[str, tuple[str, ...]] = {
     "operations": ("kind", "outcome"), "sub_requests": ("action", "outcome"),
-    "connections.connection_error": ("code",), "security.limits": ("code",)}
+    "connections.connection_error": ("code",), "security.limits": ("code",),
+    "timers.failures": ("step",)}
 UNDOCUMENTED = "Undocumented statistic"
 
 

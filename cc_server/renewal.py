@@ -202,10 +202,10 @@ class RenewalService:
         """Send one attempt, as the notification fault rules say (drop-notify: it counts
         as made but never leaves; delay-notify: it leaves later; duplicate-notify: twice)."""
         if self.notify_faults is None:
-            return bool(peer.push(msg))
+            return self._send(peer, msg)
         rules = self.notify_faults(msg)
         if not rules:
-            return bool(peer.push(msg))
+            return self._send(peer, msg)
         actions = {rule.action: rule for rule in rules}
         if "drop-notify" in actions:
             self.counts["fault_dropped"] += 1
@@ -215,13 +215,24 @@ class RenewalService:
         if delay is not None and self.later is not None:
             self.counts["fault_delayed"] += 1
             for _ in range(copies):
-                self.later(delay.delay(), lambda: peer.push(msg))
+                self.later(delay.delay(), lambda: self._send(peer, msg))
             return True
-        sent = bool(peer.push(msg))
+        sent = self._send(peer, msg)
         if sent and copies == 2:
             self.counts["fault_duplicated"] += 1
-            peer.push(msg)
+            self._send(peer, msg)
         return sent
+
+    def _send(self, peer: Any, msg: m.Notification) -> bool:
+        """`peer.push(msg)`; an error there (a bug in a socket write) counts as not sent
+        (`push_failed`, logged rate-limited): the schedule goes on, nothing stops."""
+        try:
+            return bool(peer.push(msg))
+        except Exception as exc:
+            self.counts["push_failed"] += 1
+            self._log.warning("notification_push_failed", "peer=%s notification=%d error=%r",
+                              getattr(peer, "name", "?"), msg.notification_id, exc)
+            return False
 
     def _target(self, note: Pending, now: float) -> Any:
         peers = self.listeners.get(note.listener_id)

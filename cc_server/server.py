@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -43,6 +44,8 @@ from .wal import WalWriter
 log = logging.getLogger("cc_server")
 VERSION = "0.1.0"
 EXPIRY_BATCH = 5_000   # clean-ups per tick before yielding to the loop
+#: the steps of a timer run, each run on its own (a failing one starves no other)
+TIMER_STEPS = ("expiry", "renewals", "resends", "dedup", "snapshot", "gc")
 
 
 def _read_users(path: str) -> dict[str, User]:
@@ -90,6 +93,7 @@ class ChargingServer:
         self.dispatcher.stats_sections.update(
             server=self.server_stats, connections=self.connection_stats,
             security=self.security_stats, durability=self.durability_stats,
+            timers=self.timer_stats,
             gc=lambda: self.gc_policy.stats() if self.gc_policy is not None else None)
         self.started = time.monotonic()
         self.metrics: MetricsEndpoint | None = None
@@ -103,6 +107,8 @@ class ChargingServer:
         self.waiting: set[ServerConnection] = set()   # holding replies for the log
         self.counts: Counter[str] = Counter()
         self.limit_hits: Counter[str] = Counter()
+        #: failed timer-run steps, by step (TIMER_STEPS)
+        self.timer_failures: Counter[str] = Counter()
         self.events = RateLimitedLog(log)
         self._server: asyncio.Server | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
@@ -157,7 +163,7 @@ class ChargingServer:
         if not on_loop:            # moved by a test's own thread
             self.loop.call_soon_threadsafe(self._clock_moved, when)
             return
-        if self._closed.is_set():
+        if self._closed.is_set() or self.dispatcher.stopped:
             return
         self.dispatcher.clock_moved(when)
         self.run_timers()
@@ -314,9 +320,20 @@ class ChargingServer:
         self.auth.close()
         if self._server is not None:
             await self._server.wait_closed()
-        if self.store is not None:
-            await self.store.close(self.state)
+        if self.store is not None:     # no final snapshot of a half-applied state
+            await self.store.close(None if self.dispatcher.stopped else self.state)
         self._closed.set()
+
+    def halt(self) -> None:
+        """After a fail-stop in process (cc_server.testing; cc-server ends instead): write
+        nothing more. The timers stop, log records not on disk yet are dropped (nothing
+        waiting for them was acknowledged), and `shutdown` writes no final snapshot."""
+        self.dispatcher.stopped = True
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+            self._tick_handle = None
+        if self.wal is not None:
+            self.wal.halt()
 
     async def wait_closed(self) -> None:
         """Return once `shutdown` has finished."""
@@ -365,28 +382,58 @@ class ChargingServer:
     # ------------------------------------------------------------------ timers
 
     def _tick(self) -> None:
+        self._tick_handle = None
         busy = self.run_timers()
-        self._tick_handle = self.loop.call_later(0 if busy else self.config.tick, self._tick)
+        if not self.dispatcher.stopped:
+            self._tick_handle = self.loop.call_later(0 if busy else self.config.tick,
+                                                     self._tick)
 
     def run_timers(self) -> bool:
-        """Expiry, renewal resends, dedup expiry, snapshots, as due now; True when more
-        expiry work is left than one batch."""
+        """Expiry, renewals, renewal resends, dedup expiry, snapshots, as due now; True
+        when more expiry work is left than one batch. Each step runs on its own: one that
+        fails is counted (`timer_stats`) and logged (rate-limited) and the others run."""
+        dispatcher = self.dispatcher
+        if dispatcher.stopped:
+            return False
         now = self.clock()
         busy = False
         try:
-            busy = self.dispatcher.expire(now, EXPIRY_BATCH) >= EXPIRY_BATCH
-            self.dispatcher.flush_renewals(now)
-            self.renewal.tick(now)
-            self.dedup.expire(now)
-            if self.store is not None:
-                self.store.maybe_snapshot(self.state)
-            if self.gc_policy is not None:
-                self.gc_policy.tick()
+            busy = dispatcher.expire(now, EXPIRY_BATCH) >= EXPIRY_BATCH
         except Exception:
-            if self.dispatcher.applying:       # an expiry half applied: fail-stop
-                self.dispatcher.applying = False
-                self.dispatcher.fatal(None, None)
+            if dispatcher.applying:       # an expiry half applied: fail-stop
+                dispatcher.applying = False
+                dispatcher.fatal(None, None)
                 return False
-            log.exception("event=tick_failed")
+            self._timer_failed("expiry")
+        store, gc_policy = self.store, self.gc_policy
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("renewals", lambda: dispatcher.flush_renewals(now)),   # requeued on failure
+            ("resends", lambda: self.renewal.tick(now)),
+            ("dedup", lambda: self.dedup.expire(now))]
+        if store is not None:
+            steps.append(("snapshot", lambda: store.maybe_snapshot(self.state)))
+        if gc_policy is not None:
+            steps.append(("gc", gc_policy.tick))
+        for name, step in steps:
+            try:
+                step()
+            except Exception:
+                self._timer_failed(name)
         return busy
+
+    def _timer_failed(self, step: str) -> None:
+        """Count a failed timer step; its first failure is logged with the traceback,
+        later ones rate-limited (a step failing every tick floods no log)."""
+        self.timer_failures[step] += 1
+        if self.timer_failures[step] == 1:
+            log.exception("event=timer_step_failed step=%s count=1", step)
+        else:
+            self.events.warning("timer_step_failed", "step=%s count=%d error=%r", step,
+                                self.timer_failures[step], sys.exc_info()[1])
+
+    def timer_stats(self) -> dict[str, Any]:
+        """The `timers` section of stats(): failed steps of timer runs, by step, and the
+        errors handing renewals over after a change was applied."""
+        return {"failures": {step: self.timer_failures[step] for step in TIMER_STEPS},
+                "notify_failures": self.dispatcher.notify_failures}
 

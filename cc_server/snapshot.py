@@ -25,7 +25,7 @@ from .dedup import OutcomeCache
 from .engine import Catalog, ChargingSession, Engine, PricePlan, Session
 from .engine.accounts import Account
 from .engine.catalog import SubscriberSeed
-from .wal import fsync_dir
+from .wal import fsync_dir, read_regular
 
 FORMAT = 2
 MAGIC = b"CCSNAP2\n"
@@ -201,9 +201,10 @@ def write_snapshot(directory: Path, index: int, state: dict[str, Any]) -> Path:
 
 
 def read_snapshot(directory: Path, index: int) -> dict[str, Any]:
-    """Load snapshot `index` (`SnapshotError` when it is damaged)."""
+    """Load snapshot `index` (`SnapshotError` when it is damaged, `wal.NotRegularFile`
+    when it is a FIFO, a device...)."""
     path = snapshot_path(directory, index)
-    return decode_snapshot(path.read_bytes(), path.name)
+    return decode_snapshot(read_regular(path), path.name)
 
 
 def dedup_to_state(cache: OutcomeCache) -> list[Any]:

@@ -231,12 +231,19 @@ class Store:
                       exc.path.name, exc.offset, kept)
         for index in later:
             path = segment_path(self.dir, index)
-            found = scan_segment(path)
-            lost += found.records + found.later
+            try:
+                found = scan_segment(path)
+                lost += found.records + found.later
+            except OSError as err:             # not a regular file, unreadable: moved
+                log.error("event=wal_segment_unreadable segment=%s error=%r", path.name,
+                          err.strerror or str(err))
             log.error("event=wal_segment_dropped segment=%s moved_to=%s", path.name,
                       self.move_aside(path))
         if scan is not None:
             _rewrite(exc.path, scan)
+        elif os.path.lexists(exc.path):        # not a regular file: never read, moved
+            log.error("event=wal_segment_dropped segment=%s moved_to=%s reason=%r",
+                      exc.path.name, self.move_aside(exc.path), exc.reason)
         log.error("event=wal_records_dropped count=%d time=%s damaged=%s offset=%d "
                   "reason=%r (plus the damaged record itself; --recover-to-last-good)",
                   len(lost), time_range(lost), exc.path.name, exc.offset, exc.reason)
@@ -367,14 +374,18 @@ class Store:
 
     # ------------------------------------------------------------------ closing
 
-    async def close(self, state_fn: Callable[[], dict[str, Any]]) -> None:
+    async def close(self, state_fn: Callable[[], dict[str, Any]] | None) -> None:
         """Drain the log, write a final snapshot (fast restart), release the directory.
-        The final snapshot is skipped when the disk is full or has no room for it; if it
+        The final snapshot is skipped when the disk is full or has no room for it, and
+        when `state_fn` is None (a fail-stop: the state may be half changed); if it
         fails, DataDirError says so once the directory is released."""
         failed: DataDirError | None = None
         if self.writer is not None:
             await self.writer.drain()
-            if self.writer.disk_full:
+            if state_fn is None:
+                log.warning("event=snapshot_skipped reason=fail_stop (the state in memory "
+                            "may be half changed; the next start replays the log)")
+            elif self.writer.disk_full:
                 log.warning("event=snapshot_skipped reason=disk_full (records not on disk "
                             "were never acknowledged)")
             elif self.space_for_snapshot():

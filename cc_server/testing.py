@@ -105,6 +105,7 @@ class TestServer:
         """The fail-stop in process (the dispatcher logged it and answers SERVER_ERROR
         from now on): close the server, keep the test process."""
         self.failure = sys.exc_info()[1] or RuntimeError("internal error while applying")
+        self.server.halt()       # no timer, no log record, no final snapshot from now on
         for conn in list(self.server.connections):
             conn.close()
         self.server.loop.create_task(self.server.shutdown(drain=0.1))

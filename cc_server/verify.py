@@ -2,8 +2,11 @@
 
 It reads the files only (no lock is taken, nothing is changed), with the same checks as
 recovery: each snapshot's checksum, each log record's checksum, segments without gaps.
-A torn last record of the newest segment is normal after a crash (recovery cuts it) and
-is not damage. `cc-admin` imports this module only when the command runs, so the client
+A torn tail of the newest segment (a half-written record, zeros or garbage after the last
+whole record, with no whole record after it) is normal after a crash or a power loss
+(recovery cuts it) and is reported, but is not damage. A file named like a snapshot or a
+segment that is not a regular file (a FIFO, a link to a device) is reported as damage
+and never read. `cc-admin` imports this module only when the command runs, so the client
 package never imports the server at load time.
 
 Exit status of `run`: 0 nothing damaged, 1 damage found, 2 not a data directory.
@@ -16,7 +19,7 @@ from pathlib import Path
 from typing import TextIO
 
 from . import snapshot as snap
-from .wal import scan_segment, segment_path, segments
+from .wal import read_regular, scan_segment, segment_path, segments
 
 CLEAN, DAMAGED, NOT_A_DATA_DIR = 0, 1, 2
 
@@ -33,10 +36,12 @@ class Finding:
 def check_snapshot(path: Path) -> Finding:
     """A snapshot's header and checksum (format 1, without one, is decoded whole)."""
     try:
-        data = path.read_bytes()
+        data = read_regular(path)
         legacy = not data.startswith(snap.MAGIC)
         snap.decode_snapshot(data, path.name, unpack=legacy)
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        return Finding(path.name, False, f"unreadable: {exc.strerror or exc}")
+    except ValueError as exc:
         return Finding(path.name, False, str(exc))
     note = "format 1, no checksum: decoded whole" if legacy else "checksum ok"
     return Finding(path.name, True, f"{len(data)} bytes, {note}")
@@ -61,8 +66,10 @@ def check_segments(directory: Path) -> list[Finding]:
         if scan.clean:
             found.append(Finding(path.name, True, records))
         elif scan.torn(last=n == len(indexes) - 1):
-            found.append(Finding(path.name, True, f"{records}, then a torn last record of "
-                                 f"{scan.size - scan.good} bytes (cut at the next start)"))
+            found.append(Finding(path.name, True, f"{records}, then a torn tail of "
+                                 f"{scan.size - scan.good} bytes at offset {scan.good} "
+                                 f"({scan.tail}; never acknowledged: cut at the next "
+                                 "start)"))
         else:
             found.append(Finding(path.name, False, f"damaged at offset {scan.good} "
                                  f"({scan.reason}) after {records}; {len(scan.later)} "

@@ -1,10 +1,15 @@
 """Write-ahead log: segment files of checksummed records, written with group commit.
 
 Record layout: 4-byte big-endian payload length, 4-byte CRC-32 of the payload, payload.
-A crash can leave a torn last record: one that reaches the end of the newest segment but
-is short or fails its checksum. Only that may be cut off at start. A bad record anywhere
-else (in an older segment, or followed by more data) is corruption: `scan_segment` says
-so, recovery refuses to start past it (store.py), and the file is never cut or deleted.
+A payload is never empty, so a header of zeros (length 0, and CRC-32 of nothing is 0) is
+not a record: it is what a power loss leaves when the file grew but its blocks were never
+written. A crash can leave a torn tail in the newest segment: after the last whole record,
+bytes that hold no whole record up to the end of the file (a short or half-written
+record, a run of zeros, garbage). Only that may be cut off at start, with a log line. A
+bad record anywhere else (in an older segment, or followed by a whole record) is
+corruption: `scan_segment` says so, recovery refuses to start past it (store.py), and the
+file is never cut or deleted. A segment that is not a regular file (a FIFO, a device) is
+never read: `NotRegularFile`.
 
 `WalWriter.append` queues a record and returns its sequence number at once. At the end
 of the event-loop turn (a callback queued by the turn's first append) everything queued
@@ -31,6 +36,7 @@ import asyncio
 import errno
 import logging
 import os
+import stat
 import struct
 import zlib
 from collections.abc import Callable, Iterator
@@ -53,6 +59,31 @@ class CorruptLog(Exception):
         self.scan = scan      # what the damaged segment holds (None: the file is missing)
 
 
+class NotRegularFile(OSError):
+    """A data-directory file that is not a regular file (FIFO, device, socket): reading
+    one could block or never end, so it is reported instead."""
+
+    def __init__(self, path: Path, mode: int) -> None:
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or \
+            stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else \
+            "a directory" if stat.S_ISDIR(mode) else "not a file"
+        super().__init__(errno.EINVAL, f"not a regular file ({kind})", str(path))
+
+
+def read_regular(path: Path) -> bytes:
+    """The bytes of a regular file (symbolic links followed); `NotRegularFile` for
+    anything else, without blocking on a FIFO or reading a device."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(path, mode)
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            return fh.read()
+    finally:
+        os.close(fd)
+
+
 def segment_path(directory: Path, index: int) -> Path:
     """The file of WAL segment `index`."""
     return directory / f"wal-{index:08d}.log"
@@ -70,7 +101,9 @@ def segments(directory: Path) -> list[int]:
 
 
 def encode_record(payload: bytes) -> bytes:
-    """Length, checksum, payload."""
+    """Length, checksum, payload (never empty: a zero header is not a record)."""
+    if not payload:
+        raise ValueError("a log record's payload is never empty")
     return RECORD.pack(len(payload), zlib.crc32(payload)) + payload
 
 
@@ -84,6 +117,8 @@ class Scan:
     reason: str = ""                # why reading stopped before `size` ("" = it did not)
     reaches_end: bool = False       # the bad record claims to reach the end of the file
     later: list[bytes] = field(default_factory=list)   # good records after the bad one
+    searched: bool = True           # every offset after the bad record was searched
+    zeros: bool = False             # every byte after the whole records is zero
 
     @property
     def clean(self) -> bool:
@@ -91,8 +126,18 @@ class Scan:
         return self.good == self.size
 
     def torn(self, last: bool) -> bool:
-        """Whether the bad part is a torn tail, safe to cut (only in the last segment)."""
-        return last and not self.clean and self.reaches_end and not self.later
+        """Whether the bad part is a torn tail, safe to cut (only in the last segment):
+        no whole record follows it, which a bad record reaching the end of the file, a
+        run of zeros, or a search of every offset after it shows."""
+        return last and not self.clean and not self.later and \
+            (self.reaches_end or self.zeros or self.searched)
+
+    @property
+    def tail(self) -> str:
+        """What the bytes after the whole records are, in a few words."""
+        if self.zeros:
+            return "zero bytes"
+        return self.reason
 
 
 def _parse(data: bytes, pos: int) -> tuple[list[bytes], int, str]:
@@ -103,6 +148,8 @@ def _parse(data: bytes, pos: int) -> tuple[list[bytes], int, str]:
             return out, pos, "short header"
         length, crc = RECORD.unpack_from(data, pos)
         end = pos + RECORD.size + length
+        if length == 0:
+            return out, pos, "empty record (a zero header)"
         if length > MAX_RECORD or end > size:
             return out, pos, "record runs past the end of the file"
         payload = data[pos + RECORD.size:end]
@@ -117,7 +164,7 @@ def _resync(data: bytes, start: int) -> list[bytes]:
     """Good records found after a bad one (a later whole record proves the bad one is
     not a torn tail); searches at most RESYNC_LIMIT bytes for the first of them."""
     size = len(data)
-    for pos in range(start, min(size - RECORD.size, start + RESYNC_LIMIT) + 1):
+    for pos in range(start, _resync_end(size, start)):
         length, crc = RECORD.unpack_from(data, pos)
         end = pos + RECORD.size + length
         if 0 < length <= MAX_RECORD and end <= size and \
@@ -127,18 +174,26 @@ def _resync(data: bytes, start: int) -> list[bytes]:
     return []
 
 
+def _resync_end(size: int, start: int) -> int:
+    return min(size - RECORD.size, start + RESYNC_LIMIT) + 1
+
+
 def scan_segment(path: Path) -> Scan:
-    """Read a segment: its whole records and, if any, the first bad one."""
-    data = path.read_bytes()
+    """Read a segment: its whole records and, if any, the first bad one
+    (`NotRegularFile` for a FIFO, a device...)."""
+    data = read_regular(path)
     records, good, reason = _parse(data, 0)
-    scan = Scan(records, good, len(data), reason)
+    size = len(data)
+    scan = Scan(records, good, size, reason)
     if reason:
         if reason == "checksum mismatch":
             length, _ = RECORD.unpack_from(data, good)
-            scan.reaches_end = good + RECORD.size + length == len(data)
+            scan.reaches_end = good + RECORD.size + length == size
         else:
-            scan.reaches_end = True
-        scan.later = _resync(data, good + 1)
+            scan.reaches_end = reason != "empty record (a zero header)"
+        scan.zeros = data.count(0, good) == size - good
+        scan.later = [] if scan.zeros else _resync(data, good + 1)
+        scan.searched = _resync_end(size, good + 1) >= size - RECORD.size + 1
     return scan
 
 
@@ -157,12 +212,16 @@ def iter_log(directory: Path, first: int) -> Iterator[tuple[int, list[bytes]]]:
         if n and index != indexes[n - 1] + 1:
             raise CorruptLog(segment_path(directory, indexes[n - 1] + 1), 0,
                              "segment missing")
-        scan = scan_segment(path)
+        try:
+            scan = scan_segment(path)
+        except NotRegularFile as exc:
+            raise CorruptLog(path, 0, str(exc.strerror)) from None
         if not scan.clean:
             if not scan.torn(last=n == len(indexes) - 1):
                 raise CorruptLog(path, scan.good, scan.reason, scan)
-            log.warning("event=wal_torn_tail_cut segment=%s offset=%d dropped_bytes=%d",
-                        path.name, scan.good, scan.size - scan.good)
+            log.warning("event=wal_torn_tail_cut segment=%s offset=%d dropped_bytes=%d "
+                        "tail=%r (never acknowledged: a crash or power loss left it)",
+                        path.name, scan.good, scan.size - scan.good, scan.tail)
             with open(path, "r+b") as fh:
                 fh.truncate(scan.good)
                 os.fsync(fh.fileno())
@@ -194,6 +253,8 @@ class WalWriter:
         #: the raw write (a seam: tests pass one that fails with ENOSPC)
         self.write_fd: Callable[[int, memoryview], int] = os.write
         self.disk_full = False
+        #: set by `halt`: nothing more is written
+        self.halted = False
         self._pending = b""      # a batch that did not fit on the disk, retried by the probe
         self._buffer: list[bytes] = []
         self._flushing = False
@@ -218,13 +279,24 @@ class WalWriter:
         """Queue one record; returns its sequence number (on disk once `synced` >= it)."""
         self._buffer.append(encode_record(payload))
         self.appended += 1
-        if not self._flushing:
+        if not self._flushing and not self.halted:
             self._flushing = True
             self._idle.clear()
             self._loop.call_soon(self._flush)
         return self.appended
 
+    def halt(self) -> None:
+        """Write nothing more (a fail-stop in process): what is queued is dropped (no
+        reply waiting for it was sent)."""
+        self.halted = True
+        self._buffer.clear()
+        self._pending = b""
+        self._flushing = False
+        self._idle.set()
+
     def _flush(self) -> None:
+        if self.halted:
+            return
         data = self._pending + b"".join(self._buffer)
         self._buffer.clear()
         self._pending = b""

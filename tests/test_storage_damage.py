@@ -4,6 +4,7 @@ an internal error half way through a container. Nothing is dropped silently."""
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import time
@@ -16,7 +17,7 @@ import cc_client
 from cc_client import ChargeableItem
 from cc_client.admin import main as admin_main
 from cc_server.store import DataDirError, Store
-from cc_server.wal import scan_segment
+from cc_server.wal import scan_segment, segment_path
 from tests.serverproc import ServerProcess, data_dir_files
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -233,3 +234,107 @@ def test_snapshots_written_before_checksums_still_load(tmp_path: Path) -> None:
     snap.write_snapshot(tmp_path, 5, {"engine": "y"})
     assert snap.snapshot_path(tmp_path, 5).read_bytes().startswith(snap.MAGIC)
     assert snap.read_snapshot(tmp_path, 5)["engine"] == "y"
+
+
+def last_segment(directory: Path) -> Path:
+    """The log segment with the highest index (the one a crash can tear)."""
+    return max(directory.glob("wal-*.log"))
+
+
+@pytest.mark.parametrize(("tail", "flag"), [(bytes(1), None), (bytes(4096), None),
+                                            (bytes(65536), "--recover-to-last-good"),
+                                            (random.Random(7).randbytes(5000), None)])
+async def test_a_zero_filled_or_garbage_tail_is_cut_as_a_torn_tail(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], tail: bytes,
+        flag: str | None) -> None:
+    """What a power loss leaves after the last record: verify reports a torn tail (not
+    damage), the server cuts it with a log line and starts, no traceback anywhere."""
+    sp = ServerProcess("--data-dir", str(tmp_path)).start()
+    try:
+        await top_ups(sp, "zed", "0", 5)
+        sp.kill9()
+        segment = last_segment(tmp_path)
+        whole = segment.read_bytes()
+        segment.write_bytes(whole + tail)
+        code, text = verify(tmp_path, capsys)
+        assert code == 0 and "torn tail of" in text and "Traceback" not in text, text
+        assert f"{len(tail)} bytes at offset {len(whole)}" in text, text
+        if flag:
+            sp.args.append(flag)
+        sp.start()
+        async with cc_client.connect(sp.url) as c:
+            assert (await c.admin.get_subscriber("zed")).balance == D("5")
+        sp.kill9()
+        assert segment.read_bytes() == whole, "cut back to the whole records"
+        assert not any("Traceback" in line for line in sp.log), sp.log
+        cut = [line for line in sp.log if "event=wal_torn_tail_cut" in line]
+        assert len(cut) == 1 and f"dropped_bytes={len(tail)} " in cut[0], sp.log
+        assert verify(tmp_path, capsys)[0] == 0
+    finally:
+        sp.stop()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+async def test_a_segment_that_is_not_a_regular_file_is_reported_never_read(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str) -> None:
+    """A FIFO blocked `verify` forever and a link to /dev/zero made it loop: each is
+    reported (verify, and a start that refuses with one line), never read."""
+    sp = ServerProcess("--data-dir", str(tmp_path)).start()
+    try:
+        await top_ups(sp, "fay", "0", 3)
+        sp.kill9()
+        odd = segment_path(tmp_path, int(last_segment(tmp_path).stem[4:]) + 1)
+        if kind == "fifo":
+            os.mkfifo(odd)
+        else:
+            odd.symlink_to("/dev/zero")
+        code, text = verify(tmp_path, capsys)
+        what = "a FIFO" if kind == "fifo" else "a device"
+        assert code == 1 and f"DAMAGED  {odd.name}: unreadable: not a regular file " \
+                             f"({what})" in text, text
+        with pytest.raises(RuntimeError, match=rf"{odd.name}: damaged log record at offset "
+                                               rf"0 \(not a regular file \({what}\)\)"):
+            sp.start()
+        assert "Traceback" not in "\n".join(sp.log)
+        sp.args.append("--recover-to-last-good")
+        sp.start()
+        async with cc_client.connect(sp.url) as c:
+            assert (await c.admin.get_subscriber("fay")).balance == D("3")
+        assert sp.stop() == 0
+        assert odd.name not in data_dir_files(tmp_path), "moved to corrupt/"
+        assert [p.name.endswith(odd.name) for p in (tmp_path / "corrupt").iterdir()] == [True]
+        assert verify(tmp_path, capsys)[0] == 0
+    finally:
+        sp.stop()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_snapshot_that_is_a_fifo_is_reported_never_read(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = Store(tmp_path)
+    store.write_initial({"engine": "whatever"})
+    os.mkfifo(tmp_path / "snapshot-00000002.msgpack")
+    code, text = verify(tmp_path, capsys)
+    assert code == 1 and "snapshot-00000002.msgpack: unreadable: not a regular file (a " \
+                         "FIFO)" in text, text
+    assert store.load()[1] == 1, "moved aside, the one before it used"
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_recover_to_last_good_moves_a_later_fifo_aside_without_reading_it(
+        tmp_path: Path) -> None:
+    from cc_server.wal import encode_record
+
+    store = Store(tmp_path, recover_to_last_good=True)
+    store.write_initial({"engine": "whatever"})
+    bad = bytearray(encode_record(b"second"))
+    bad[-1] ^= 0xFF
+    segment_path(tmp_path, 1).write_bytes(encode_record(b"first") + bytes(bad) +
+                                          encode_record(b"third"))
+    os.mkfifo(segment_path(tmp_path, 2))
+    assert store.load()[1] == 1
+    applied: list[bytes] = []
+    assert store.replay(1, applied.append) == 1 and applied == [b"first"]
+    assert sorted(p.name for p in tmp_path.glob("wal-*")) == ["wal-00000001.log"]
+    assert len(list((tmp_path / "corrupt").iterdir())) == 2

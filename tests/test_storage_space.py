@@ -129,3 +129,46 @@ async def test_a_failed_final_snapshot_has_its_own_message(
     Store(tmp_path)      # the directory was released
     assert not [f for f in data_dir_files(tmp_path) if f.endswith(".tmp")]
 
+
+
+async def test_a_full_disk_holds_acknowledgements_not_logins_or_operator_queries(
+        tmp_path: Path) -> None:
+    """While the log cannot be written, a new connection's HELLO is answered at once, and
+    so are `stats` and read-only ADMIN commands; changes wait for the disk."""
+    async with running_server(data_dir=str(tmp_path)) as ts, \
+            cc_client.connect(ts.url, request_timeout=10) as c:
+        await c.admin.create_subscriber("gus", D("0"))
+        wal = ts.server.wal
+        assert wal is not None
+        full = {"on": True}
+
+        def write(fd: int, data: memoryview) -> int:
+            if full["on"]:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return os.write(fd, data)
+
+        wal.write_fd = write
+        wal.probe_interval = 0.02
+        pending = asyncio.create_task(c.admin.top_up("gus", "1"))
+        await asyncio.sleep(0.1)
+        assert wal.disk_full and not pending.done()
+        for _ in range(2):           # a second login too (while records wait)
+            async with asyncio.timeout(3), \
+                    cc_client.connect(ts.url, request_timeout=1) as operator:
+                await asyncio.wait_for(operator.ping(), 1)   # heartbeats go on too
+                stats = await asyncio.wait_for(operator.admin.stats(), 1)
+                assert stats["durability"]["log_records"] > stats["durability"]["log_synced"]
+                assert (await asyncio.wait_for(operator.admin.get_subscriber("gus"), 1)
+                        ).user_id == "gus"
+                held = asyncio.create_task(operator.admin.top_up("gus", "1"))
+                await asyncio.sleep(0.05)
+                assert not held.done(), "a change still waits for the log"
+                full["on"] = False
+                await asyncio.wait_for(asyncio.gather(pending, held), 2)
+                full["on"] = True
+                pending = asyncio.create_task(c.admin.top_up("gus", "1"))
+                await asyncio.sleep(0.1)
+                assert wal.disk_full
+        full["on"] = False
+        await asyncio.wait_for(pending, 2)
+        assert (await c.admin.get_subscriber("gus")).balance == D("5")

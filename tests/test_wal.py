@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -12,25 +13,28 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cc_server.wal import (
+    RESYNC_LIMIT,
     CorruptLog,
+    NotRegularFile,
     WalWriter,
     encode_record,
     iter_log,
     read_records,
+    scan_segment,
     segment_path,
 )
 
 
 def test_records_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "wal-00000001.log"
-    payloads = [b"", b"a", b"x" * 1000]
+    payloads = [b"a", b"x" * 1000]
     path.write_bytes(b"".join(encode_record(p) for p in payloads))
     records, good, size = read_records(path)
     assert records == payloads and good == size
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.binary(max_size=40), min_size=1, max_size=6), st.data())
+@given(st.lists(st.binary(min_size=1, max_size=40), min_size=1, max_size=6), st.data())
 def test_any_truncation_keeps_exactly_the_whole_records(tmp_path_factory: object,
                                                         payloads: list[bytes],
                                                         data: st.DataObject) -> None:
@@ -170,3 +174,89 @@ async def test_a_full_disk_stops_acknowledging_then_resumes_without_restart(
     await writer.drain()
     writer.close()
     assert read_records(segment_path(tmp_path, 1))[0] == [b"before", b"one", b"two", b"three"]
+
+
+def test_an_empty_payload_is_not_a_record() -> None:
+    """A zero header would be one (CRC-32 of nothing is 0): the writer never makes it."""
+    with pytest.raises(ValueError, match="never empty"):
+        encode_record(b"")
+
+
+@pytest.mark.parametrize("zeros", [1, 7, 8, 9, 4096, 65536])
+def test_a_run_of_zeros_after_the_last_record_is_a_torn_tail(
+        tmp_path: Path, zeros: int, caplog: pytest.LogCaptureFixture) -> None:
+    """What a power loss leaves: the file grew, its last blocks were never written."""
+    whole = encode_record(b"first") + encode_record(b"second")
+    segment_path(tmp_path, 1).write_bytes(encode_record(b"older"))
+    segment_path(tmp_path, 2).write_bytes(whole + bytes(zeros))
+    scan = scan_segment(segment_path(tmp_path, 2))
+    assert scan.records == [b"first", b"second"] and scan.good == len(whole)
+    assert scan.torn(last=True) and not scan.torn(last=False)
+    assert [r for _, rs in iter_log(tmp_path, 1) for r in rs] == [b"older", b"first",
+                                                                  b"second"]
+    assert segment_path(tmp_path, 2).read_bytes() == whole
+    cut = [r.getMessage() for r in caplog.records if "event=wal_torn_tail_cut" in
+           r.getMessage()]
+    assert len(cut) == 1 and f"dropped_bytes={zeros} " in cut[0] and "zero bytes" in cut[0]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_bytes_after_the_last_record_are_a_torn_tail(tmp_path: Path,
+                                                            seed: int) -> None:
+    rng = random.Random(seed)
+    tail = rng.randbytes(rng.choice([1, 5, 9, 100, 4096, 20000]))
+    whole = encode_record(b"first")
+    segment_path(tmp_path, 1).write_bytes(whole + tail)
+    assert [r for _, rs in iter_log(tmp_path, 1) for r in rs] == [b"first"]
+    assert segment_path(tmp_path, 1).read_bytes() == whole
+
+
+def test_a_small_bad_record_followed_by_garbage_is_a_torn_tail(tmp_path: Path) -> None:
+    """A header whose length fits, checksum wrong, garbage after: nothing whole follows."""
+    bad = bytearray(encode_record(b"second"))
+    bad[5] ^= 0xFF
+    blob = encode_record(b"first") + bytes(bad) + b"\x13" * 300
+    segment_path(tmp_path, 1).write_bytes(blob)
+    assert [r for _, rs in iter_log(tmp_path, 1) for r in rs] == [b"first"]
+
+
+def test_zeros_in_the_middle_of_the_log_are_corruption(tmp_path: Path) -> None:
+    """A run of zeros followed by a whole record is damage, never a torn tail."""
+    blob = encode_record(b"first") + bytes(4096) + encode_record(b"third")
+    segment_path(tmp_path, 1).write_bytes(blob)
+    with pytest.raises(CorruptLog, match=r"offset 13 \(empty record \(a zero header\)\)"):
+        list(iter_log(tmp_path, 1))
+    assert segment_path(tmp_path, 1).read_bytes() == blob, "a damaged file is never cut"
+    blob = encode_record(b"first") + bytes(4096)
+    segment_path(tmp_path, 1).write_bytes(blob)
+    segment_path(tmp_path, 2).write_bytes(encode_record(b"next"))
+    with pytest.raises(CorruptLog, match="wal-00000001"):   # zeros in an older segment
+        list(iter_log(tmp_path, 1))
+
+
+def test_garbage_too_long_to_search_is_not_cut(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the search limit, whole records could hide after the bad one: refused."""
+    monkeypatch.setattr("cc_server.wal.RESYNC_LIMIT", 64)
+    assert RESYNC_LIMIT > 64
+    bad = bytearray(encode_record(b"second"))
+    bad[5] ^= 0xFF
+    blob = encode_record(b"first") + bytes(bad) + b"\x13" * 300
+    segment_path(tmp_path, 1).write_bytes(blob)
+    with pytest.raises(CorruptLog, match="checksum mismatch"):
+        list(iter_log(tmp_path, 1))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_or_a_device_named_like_a_segment_is_never_read(tmp_path: Path) -> None:
+    segment_path(tmp_path, 1).write_bytes(encode_record(b"first"))
+    os.mkfifo(segment_path(tmp_path, 2))
+    with pytest.raises(NotRegularFile, match=r"not a regular file \(a FIFO\)"):
+        scan_segment(segment_path(tmp_path, 2))
+    with pytest.raises(CorruptLog, match=r"wal-00000002.log: damaged log record at offset 0 "
+                                         r"\(not a regular file \(a FIFO\)\)"):
+        list(iter_log(tmp_path, 1))
+    segment_path(tmp_path, 2).unlink()
+    segment_path(tmp_path, 2).symlink_to("/dev/zero")
+    with pytest.raises(CorruptLog, match=r"not a regular file \(a device\)"):
+        list(iter_log(tmp_path, 1))

@@ -283,7 +283,7 @@ async def test_an_expiry_failing_half_way_stops_the_server() -> None:
             raise RuntimeError("heap on fire")
         server.engine.expire = broken
         server.server.run_timers()
-        assert server.server.dispatcher.stopped          # fail-stop, not a logged tick_failed
+        assert server.server.dispatcher.stopped          # fail-stop, not a logged timer failure
         assert server.failure is not None and "heap on fire" in repr(server.failure)
         server.failure = None                             # handled: do not raise at the end
 
@@ -297,7 +297,7 @@ async def test_a_timer_failing_outside_a_change_is_logged_and_the_server_goes_on
         server.server.run_timers()
         server.server.renewal.tick = real  # type: ignore[method-assign]
         assert not server.server.dispatcher.stopped
-        assert "event=tick_failed" in caplog.text
+        assert "event=timer_step_failed step=resends" in caplog.text
         assert server.failure is None
 
 

@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from decimal import (
     Context,
     Decimal,
-    DecimalException,
     getcontext,
     localcontext,
     setcontext,
@@ -171,9 +170,9 @@ class Engine:
             outcome = rules.apply(op, sub)
         except Refused as exc:
             outcome = rules.failed(sub.reservation_id, exc)
-        except DecimalException:  # unreachable with the bounds on quantities and prices
-            outcome = m.Outcome(sub.reservation_id, ErrorCode.INVALID_REQUEST,
-                                "amount out of the exactly representable range")
+        # No DecimalException here: unreachable with the bounds on quantities and prices,
+        # and raised half way through a sub-request it is an internal error (the server
+        # stops, dispatch.py), never a refusal over a half-applied change.
         self.counts[sub.action, outcome.error] += 1
         return outcome
 
