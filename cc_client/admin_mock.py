@@ -74,7 +74,8 @@ async def cmd_fault_list(client: cc_client.Client, args: argparse.Namespace,
     """fault list [--json]"""
     rules = await client.admin.faults.list()
     if args.json:
-        emit(out, json.dumps(_jsonable(rules), sort_keys=True))
+        for rule in rules:
+            out.write(json.dumps(_jsonable(rule), sort_keys=True) + "\n")
         return
     rows = [(str(r["id"]), r["action"], str(r.get("matched", 0)), str(r.get("fired", 0)),
              " ".join(f"{k}={v}" for k, v in sorted(r.items())
@@ -106,9 +107,6 @@ async def cmd_record(client: cc_client.Client, args: argparse.Namespace,
     entries = await client.admin.record(args.user_id, args.session_id, args.kind, args.type,
                                         args.direction, limit=args.limit)
     if args.json:
-        emit(out, json.dumps(_jsonable(entries)))
-        return
-    if args.jsonl:
         for entry in entries:
             out.write(json.dumps(_jsonable(entry)) + "\n")
         return
@@ -156,7 +154,7 @@ def add_test_control_commands(commands: Any, command: Command) -> None:
                        required=name == "action")
     p = command(actions, "list", "fault list", cmd_fault_list, "list rules with their counts",
                 "List the fault rules with how often each matched and fired.")
-    p.add_argument("--json", action="store_true", help="one JSON array")
+    p.add_argument("--json", action="store_true", help="JSON lines, one rule each")
     p = command(actions, "remove", "fault remove", cmd_fault_remove, "remove one rule",
                 "Remove one fault rule.")
     p.add_argument("rule_id", metavar="ID", type=int, help="the rule id")
@@ -172,9 +170,8 @@ def add_test_control_commands(commands: Any, command: Command) -> None:
     p.add_argument("--type", help="only this message type (EXECUTE, NOTIFY, ...)")
     p.add_argument("--direction", choices=("in", "out"), help="only requests or replies")
     p.add_argument("--limit", metavar="N", type=int, help="at most N frames")
-    shape = p.add_mutually_exclusive_group()
-    shape.add_argument("--json", action="store_true", help="one JSON array")
-    shape.add_argument("--jsonl", action="store_true", help="JSON lines, one frame each")
+    p.add_argument("--json", "--jsonl", action="store_true",
+                   help="JSON lines, one frame each (--jsonl: the same)")
 
     clock = commands.add_parser("clock", help="the server's manual clock (test controls)",
                                 description="Show or move a manual server clock "

@@ -170,20 +170,26 @@ class OperatorAPI:
 
     # ------------------------------------------------------------------ test controls
 
-    async def record(self, user_id: str | None = None, session_id: str | None = None,
+    async def record(self, user: str | None = None, session: str | None = None,
                      kind: str | None = None, type: str | None = None,
                      direction: str | None = None, since: dt.datetime | None = None,
-                     until: dt.datetime | None = None, limit: int | None = None
+                     until: dt.datetime | None = None, limit: int | None = None, *,
+                     user_id: str | None = None, session_id: str | None = None
                      ) -> list[dict[str, Any]]:
         """Frames of the server's request record (`cc-server --record N`), oldest first,
         filtered: subscriber, session, container kind, message type ("EXECUTE"),
-        direction ("in" or "out"), time range. Each is a map: seq, time, conn,
-        conn_user, direction, type, request_id, body (decoded) or raw."""
+        direction ("in" or "out"), time range. `user`, `session` and `kind` select
+        exchanges: the requests that name them and the replies to those requests, errors
+        included. The argument names are those of `server.record.verify(...)` and of
+        fault rules; `user_id` and `session_id` are accepted too. Each entry is a map:
+        seq, time, conn, conn_user, direction, type, request_id, body (decoded) or raw."""
+        user = user if user is not None else user_id
+        session = session if session is not None else session_id
         entries: list[dict[str, Any]] = []
         after = 0
         while limit is None or len(entries) < limit:
             page: list[dict[str, Any]] = await self._run(
-                "record_get", user=user_id, session=session_id, kind=kind, type=type,
+                "record_get", user=user, session=session, kind=kind, type=type,
                 direction=direction, since=since, until=until, after=after or None,
                 limit=None if limit is None else limit - len(entries))
             entries += page
