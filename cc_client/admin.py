@@ -211,6 +211,10 @@ async def cmd_sessions_cancel(client: cc_client.Client, args: argparse.Namespace
                               out: TextIO) -> None:
     """sessions cancel SESSION"""
     released = await client.admin.cancel_session(args.session_id)
+    if args.json:
+        for tx in released:
+            emit(out, dumps(tx))
+        return
     total = exact_sum(t.amount for t in released)
     currency = released[0].currency if released else ""
     emit(out, f"session {args.session_id} cancelled; released {plain(total)} {currency}".rstrip()
@@ -259,6 +263,10 @@ async def cmd_request_renewal(client: cc_client.Client, args: argparse.Namespace
                               out: TextIO) -> None:
     """request-renewal SESSION RESERVATION"""
     await client.admin.request_renewal(args.session_id, args.reservation_id)
+    if args.json:
+        emit(out, dumps({"session": args.session_id, "rid": args.reservation_id,
+                         "requested": True}))
+        return
     emit(out, f"renewal requested for session {args.session_id}, "
               f"reservation {args.reservation_id}")
 
@@ -386,6 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
                  "Release every reservation of a session, whatever its default resolution, "
                  "and remove the session; prints the journaled releases.")
     p.add_argument("session_id", metavar="SESSION", help="the session id")
+    p.add_argument("--json", action="store_true",
+                   help="JSON lines, one release each (none: no output)")
 
     # transactions
     p = _command(commands, "transactions", "transactions", cmd_transactions,
@@ -411,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "operator) to the session's listener.")
     p.add_argument("session_id", metavar="SESSION", help="the session id")
     p.add_argument("reservation_id", metavar="RESERVATION", help="the reservation id")
+    p.add_argument("--json", action="store_true", help="one JSON object")
 
     add_user_commands(commands)    # user add | remove | list: local, no server
     add_test_control_commands(commands, _command)   # fault ... | record | clock ...
@@ -425,6 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
                "found, 2 not a data directory",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("directory", metavar="DIR", help="the --data-dir of a cc-server")
+    p.add_argument("--json", action="store_true",
+                   help="JSON lines, one object per file checked")
     p.set_defaults(local=cmd_verify)
     return top
 
@@ -433,7 +446,7 @@ def cmd_verify(args: argparse.Namespace, out: TextIO) -> None:
     """Run the server package's checker (imported here, so the client never loads the
     server package unless this command runs; both ship in one distribution)."""
     checker = importlib.import_module("cc_server.verify")
-    code = checker.run(args.directory, out)
+    code = checker.run(args.directory, out, json_lines=args.json)
     if code:
         raise UserCommandError(f"{args.directory}: " + (
             "damage found" if code == checker.DAMAGED else "not a data directory"),

@@ -3,15 +3,21 @@ names, and cc-admin's output (issue items 11, 12, 14)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Iterator
 from decimal import Decimal as D
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 import cc_client
 import cc_client.sync
+from cc_client import ChargeableItem
+from cc_client.admin import build_parser
 from cc_client.admin import main as admin_main
+from cc_client.admin_users import hash_password
 from cc_server.testing import ManualClock, ServerThread
 from tests.mockkit import mock_server, start, update
 
@@ -102,3 +108,102 @@ def test_blocking_client_fault_rule_is_a_context_manager(live: ServerThread) -> 
         assert client.admin.get_subscriber("rule-di").balance == D("1.00")
         got = client.admin.record(user="rule-di", direction="out")
         assert [e["type"] for e in got] == ["ADMIN_RESULT", "ERROR", "ADMIN_RESULT"]
+
+
+# ------------------------------------------------------------------ item 12: one JSON shape
+
+def _leaves(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+            ) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield path, parser
+    for action in subs:
+        for name, sub in action.choices.items():
+            yield from _leaves(sub, (*path, name))
+
+
+def test_every_cc_admin_command_has_json() -> None:
+    leaves = dict(_leaves(build_parser()))
+    assert len(leaves) > 20
+    missing = [" ".join(path) for path, parser in leaves.items()
+               if not any("--json" in a.option_strings for a in parser._actions)]
+    assert missing == []
+
+
+def json_lines(out: str) -> list[dict[str, Any]]:
+    """Every line of `out` is one JSON object."""
+    objects = [json.loads(line) for line in out.splitlines()]
+    assert objects and all(isinstance(o, dict) for o in objects), out
+    return objects
+
+
+def test_json_is_json_lines_on_every_server_command(
+        live: ServerThread, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    with cc_client.sync.connect(live.url) as client:
+        client.admin.create_subscriber("js-1", D("10.00"), counters={"free_data": 5})
+        op = client.create_session_start_operation(user_id="js-1", service_id="DATA",
+                                                   session_id="js-s1")
+        op.set_reservation_renewal_listener_id(7)
+        op.prepare_reserve("r-1", ChargeableItem("data", {"volume": 10}), ttl=600)
+        assert op.execute().ok
+    rule_id = 0
+    for command in (["subscriber", "show", "js-1"], ["subscriber", "top-up", "js-1", "1"],
+                 ["subscriber", "list", "--prefix", "js-"],
+                 ["subscriber", "adjust", "js-1", "1", "--reason", "r"],
+                 ["subscriber", "counter", "set", "js-1", "free_data", "9"],
+                 ["sessions", "list", "--user", "js-1"], ["sessions", "show", "js-s1"],
+                 ["transactions", "--user", "js-1"], ["stats"],
+                 ["request-renewal", "js-s1", "r-1"],
+                 ["fault", "add", "--action", "busy", "--user", "nobody"],
+                 ["fault", "list"], ["fault", "remove", "RULE"], ["fault", "clear"],
+                 ["record", "--user", "js-1", "--limit", "2"],
+                 ["sessions", "cancel", "js-s1"],
+                 ["subscriber", "counter", "reset", "js-1", "free_data"],
+                 ["subscriber", "create", "js-2", "--balance", "1"],
+                 ["subscriber", "delete", "js-2"],
+                 ["clock", "advance", "1"], ["clock", "set", "2030-01-01T00:00:00Z"],
+                 ["clock", "show"]):
+        argv = [str(rule_id) if a == "RULE" else a for a in command]
+        code, out = admin(capsys, live.url, *argv, "--json")
+        if argv[-1] == "js-2" and argv[1] == "delete":
+            assert code == 0 and out == ""      # nothing released: no line
+            continue
+        assert code == 0, (argv, out)
+        if argv[:2] == ["fault", "add"]:
+            rule_id = json_lines(out)[0]["id"]
+        json_lines(out)
+    users = tmp_path / "users.toml"
+    users.write_text(f'[users.op]\npassword = "{hash_password("pw")}"\nroles = ["admin"]\n')
+    assert admin_main(["user", "list", "--users-file", str(users), "--json"]) == 0
+    assert json_lines(capsys.readouterr().out) == [{"user": "op", "roles": ["admin"]}]
+
+
+def test_clock_show_names_the_clock(live: ServerThread,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = admin(capsys, live.url, "clock", "show")
+    assert code == 0 and out.strip().endswith("(manual clock)")
+    code, out = admin(capsys, live.url, "clock", "show", "--json")
+    (shown,) = json_lines(out)
+    assert (shown["mode"], shown["manual"]) == ("manual", True)
+    with ServerThread(clock_speed=60.0) as fast, ServerThread() as wall:
+        code, out = admin(capsys, fast.url, "clock", "show")
+        assert out.strip().endswith("(clock at 60 times real time)")
+        (shown,) = json_lines(admin(capsys, fast.url, "clock", "show", "--json")[1])
+        assert (shown["mode"], shown["speed"]) == ("scaled", 60.0)
+        assert admin(capsys, wall.url, "clock", "show")[1].strip().endswith("(wall clock)")
+
+
+def test_fault_list_shows_each_rules_scope(live: ServerThread,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    admin(capsys, live.url, "fault", "clear")
+    admin(capsys, live.url, "fault", "add", "--action", "error", "--code", "USER_UNKNOWN",
+          "--scope", "subrequest", "--user", "nobody-1")
+    admin(capsys, live.url, "fault", "add", "--action", "error", "--code", "USER_UNKNOWN",
+          "--user", "nobody-2")
+    admin(capsys, live.url, "fault", "add", "--action", "close-after", "--user", "nobody-3")
+    code, out = admin(capsys, live.url, "fault", "list")
+    lines = out.splitlines()
+    assert code == 0 and "SCOPE" in lines[0].split()
+    scopes = [line.split()[2] for line in lines[1:]]
+    assert scopes == ["subrequest", "container", "connection"]
+    admin(capsys, live.url, "fault", "clear")
