@@ -18,6 +18,7 @@ from cc_client import ChargeableItem
 from cc_client.admin import build_parser
 from cc_client.admin import main as admin_main
 from cc_client.admin_users import hash_password
+from cc_server.pytest_plugin import marker_settings
 from cc_server.testing import ManualClock, ServerThread
 from tests.mockkit import mock_server, start, update
 
@@ -207,3 +208,50 @@ def test_fault_list_shows_each_rules_scope(live: ServerThread,
     scopes = [line.split()[2] for line in lines[1:]]
     assert scopes == ["subrequest", "container", "connection"]
     admin(capsys, live.url, "fault", "clear")
+
+
+# ------------------------------------------------------------------ item 13: the pytest plugin
+
+@pytest.mark.cc_server(clock=T0 + 5)
+def test_the_marker_takes_a_clock(charging_server: ServerThread,
+                                  charging_client: cc_client.sync.SyncClient) -> None:
+    assert charging_server.clock() == T0 + 5
+    assert charging_client.admin.clock_get()["manual"]
+    # the fixture names leave the package usable in the test
+    assert isinstance(charging_client, cc_client.sync.SyncClient)
+
+
+@pytest.mark.cc_server(clock="wall")
+def test_the_marker_takes_the_wall_clock(charging_server: ServerThread) -> None:
+    with pytest.raises(RuntimeError, match="not manual"):
+        charging_server.advance(1)
+
+
+def test_the_old_fixture_names_are_the_same_fixtures(
+        cc_server: ServerThread, charging_server: ServerThread) -> None:
+    assert cc_server is charging_server
+
+
+class _Node:
+    def __init__(self, **kwargs: Any) -> None:
+        self.marks = [pytest.mark.cc_server(**kwargs).mark]
+
+    def iter_markers(self, name: str) -> list[Any]:
+        return self.marks
+
+
+class _Request:
+    def __init__(self, **kwargs: Any) -> None:
+        self.node = _Node(**kwargs)
+
+
+def test_a_misspelt_marker_key_is_named_with_the_valid_ones() -> None:
+    with pytest.raises(TypeError) as caught:
+        marker_settings(_Request(dedup_windw=60))   # type: ignore[arg-type]
+    text = str(caught.value)
+    assert "'dedup_windw'" in text and "did you mean 'dedup_window'" in text
+    assert "valid settings:" in text and "clock" in text and "heartbeat" in text
+    with pytest.raises(TypeError, match="clock must be"):
+        marker_settings(_Request(clock="fast"))     # type: ignore[arg-type]
+    clock, settings = marker_settings(_Request(clock="manual", heartbeat=1.0))  # type: ignore[arg-type]
+    assert isinstance(clock, ManualClock) and settings["heartbeat"] == 1.0
