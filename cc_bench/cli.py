@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from cc_client import parse_address
+
 from .settings import Settings
 
 EXAMPLES = """\
@@ -125,6 +127,12 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
         settings.validate()
     except ValueError as exc:
         parser.error(str(exc))
+    if settings.server is not None:     # a scheme or a bad port: one line, exit 2
+        try:
+            parse_address(settings.server)
+        except ValueError as exc:
+            print(f"cc-bench: error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
     return settings
 
 

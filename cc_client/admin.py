@@ -39,11 +39,12 @@ from cc_client.admin_subscribers import EXAMPLES as SUBSCRIBER_EXAMPLES
 from cc_client.admin_subscribers import add_subscriber_commands
 from cc_client.admin_users import UserCommandError, add_user_commands
 from cc_client.operator import to_decimal
+from cc_client.tlsfiles import TlsOptionError, client_context
 from protocol.money import EXACT, exact_sum, plain
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 DEFAULT_SERVER = "127.0.0.1:9500"
-DEFAULT_TIMEOUT = 5.0
+DEFAULT_TIMEOUT = 10.0   # longer than a server's default login back-off (5 s)
 PROG = "cc-admin"
 TX_PAGE = 1000          # journal entries fetched per request when streaming JSON lines
 
@@ -148,16 +149,12 @@ def resolve_globals(args: argparse.Namespace) -> None:
 
 def tls_context(tls: bool, ca: str | None, cert: str | None,
                 key: str | None) -> ssl.SSLContext | None:
-    """The client's TLS context from the --tls* options (None: plain TCP)."""
-    if not (tls or ca or cert):
-        return None
+    """The client's TLS context from the --tls* options (None: plain TCP); a UsageError
+    naming the option, the file and the problem."""
     try:
-        context = ssl.create_default_context(cafile=ca)
-        if cert:
-            context.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as exc:
-        raise UsageError(f"TLS options: {exc}") from None
-    return context
+        return client_context(tls, ca, cert, key)
+    except TlsOptionError as exc:
+        raise UsageError(str(exc)) from None
 
 
 # ---------------------------------------------------------------------------- commands
