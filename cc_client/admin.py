@@ -40,6 +40,7 @@ from cc_client.admin_subscribers import add_subscriber_commands
 from cc_client.admin_users import UserCommandError, add_user_commands
 from cc_client.operator import to_decimal
 from cc_client.tlsfiles import TlsOptionError, client_context
+from protocol import buildinfo
 from protocol.money import EXACT, exact_sum, plain
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -106,6 +107,12 @@ def parse_timeout(text: str) -> float:
     if not 0 < value < 86_400:
         raise argparse.ArgumentTypeError(f"timeout must be > 0 seconds, not {text}")
     return value
+
+
+def version_text(prog: str) -> str:
+    """`cc-admin 0.1.0 (compiled build, Python 3.11.9)`: what --version prints."""
+    python = ".".join(map(str, sys.version_info[:3]))
+    return f"{prog} {cc_client.__version__} ({buildinfo.build()} build, Python {python})"
 
 
 def add_global_options(parser: argparse.ArgumentParser, *, user_flag: bool = True) -> None:
@@ -320,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "transaction journal and statistics.\nRun `cc-admin COMMAND --help` for "
                     "the options of a command.",
         epilog=_epilog(*EXAMPLES))
+    top.add_argument("--version", action="version", version=version_text(PROG),
+                     help="print the version and the build (pure or compiled), and exit")
     add_global_options(top)
     commands = top.add_subparsers(title="commands", dest="command", metavar="COMMAND",
                                   required=True)

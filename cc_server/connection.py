@@ -57,6 +57,13 @@ NO_CREDENTIALS = ("this server requires a user and password (the HELLO fields us
                   "password)")
 
 
+def _type_name(msg_type: int) -> str:
+    try:
+        return m.MsgType(msg_type).name
+    except ValueError:
+        return hex(msg_type)
+
+
 class ServerConnection(FlowControl):
     """The server side of one client connection."""
 
@@ -90,6 +97,8 @@ class ServerConnection(FlowControl):
         self.name = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.peer_ip = str(peer[0]) if isinstance(peer, tuple) else str(peer)
         self.server.counts["accepted"] += 1
+        if self.server.debug_log:
+            log.debug("event=connection_opened peer=%s", self.name)
         refusal = self.server.gate.admit(self, peer_address(peer))
         context = self.server.ssl_context
         if refusal is not None:
@@ -143,6 +152,8 @@ class ServerConnection(FlowControl):
         self.server.waiting.discard(self)
         self.server.renewal.connection_lost(self)
         self.server.connection_closed(self)
+        if self.server.debug_log:
+            log.debug("event=connection_closed peer=%s user=%s", self.name, self.user)
 
     # ------------------------------------------------------------------ reading
 
@@ -173,6 +184,7 @@ class ServerConnection(FlowControl):
         dispatcher = self.server.dispatcher
         machine = self.machine
         wal = self.server.wal
+        debug = self.server.debug_log
         pending = iter(events)
         for event in pending:
             if type(event) is Frame:
@@ -181,6 +193,8 @@ class ServerConnection(FlowControl):
                 except BadBody as exc:
                     self.fail(exc.code, exc.message, flush=out)
                     return
+                if debug:
+                    self._log_request(event, None if reply is None else reply[0])
                 if reply is None:
                     if dispatcher.fault is not None and not self._carry_out_fault(event, out):
                         return
@@ -228,6 +242,12 @@ class ServerConnection(FlowControl):
             self.reply(b"".join(out))
         if self.paused:
             self._pause_reading()
+
+    def _log_request(self, frame: Frame, reply: int | None) -> None:
+        """One debug line per request (only with --log-level debug)."""
+        log.debug("event=request peer=%s user=%s type=%s request_id=%d bytes=%d reply=%s",
+                  self.name, self.user, _type_name(frame.type), frame.request_id,
+                  len(frame.body), "none" if reply is None else _type_name(reply))
 
     # ------------------------------------------------------------------ handshake
 
