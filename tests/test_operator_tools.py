@@ -255,3 +255,23 @@ def test_a_misspelt_marker_key_is_named_with_the_valid_ones() -> None:
         marker_settings(_Request(clock="fast"))     # type: ignore[arg-type]
     clock, settings = marker_settings(_Request(clock="manual", heartbeat=1.0))  # type: ignore[arg-type]
     assert isinstance(clock, ManualClock) and settings["heartbeat"] == 1.0
+
+
+# ------------------------------------------------------------------ set_counter units
+
+async def test_set_counter_takes_int_units_as_section_3_says() -> None:
+    """PROTOCOL.md section 3: counter units are decimal or int; set_counter took only
+    decimals. An int is taken as the same number of units."""
+    import msgpack
+
+    from protocol import codec
+    from protocol import messages as m
+    body = msgpack.packb({"cmd": "set_counter", "args": {"user": "u", "counter": "c",
+                                                          "units": 7}})
+    msg = codec.decode_body(m.MsgType.ADMIN, body)
+    assert isinstance(msg, m.AdminRequest) and msg.args["units"] == D(7)
+    assert type(msg.args["units"]) is D
+    async with mock_server() as server, cc_client.connect(server.url) as client:
+        await client.admin.create_subscriber("cnt-1", D("1.00"))
+        sub = await client.admin.set_counter("cnt-1", "free_sms", 7)
+        assert sub.counters == {"free_sms": D(7)}
