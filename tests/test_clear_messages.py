@@ -144,3 +144,10 @@ def test_cc_server_tls_errors_name_the_file(pki: Path, argv: list[str], says: st
                                            capsys: pytest.CaptureFixture[str]) -> None:
     assert app.main(["--port", "0", *[a.replace("{pki}", str(pki)) for a in argv]]) == 2
     assert says.replace("{pki}", str(pki)) in capsys.readouterr().err
+
+
+def test_cc_bench_says_nothing_listens_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code = bench_main(["--server", f"127.0.0.1:{free_port()}", "--sessions", "1",
+                       "--connections", "1", "--quiet"])
+    assert code == 1
+    assert "nothing listens there (connection refused)" in one_line(capsys.readouterr().err)
