@@ -57,13 +57,6 @@ NO_CREDENTIALS = ("this server requires a user and password (the HELLO fields us
                   "password)")
 
 
-def _type_name(msg_type: int) -> str:
-    try:
-        return m.MsgType(msg_type).name
-    except ValueError:
-        return hex(msg_type)
-
-
 class ServerConnection(FlowControl):
     """The server side of one client connection."""
 
@@ -194,7 +187,7 @@ class ServerConnection(FlowControl):
                     self.fail(exc.code, exc.message, flush=out)
                     return
                 if debug:
-                    self._log_request(event, None if reply is None else reply[0])
+                    dispatcher.log_request(self, event, reply)
                 if reply is None:
                     if dispatcher.fault is not None and not self._carry_out_fault(event, out):
                         return
@@ -242,12 +235,6 @@ class ServerConnection(FlowControl):
             self.reply(b"".join(out))
         if self.paused:
             self._pause_reading()
-
-    def _log_request(self, frame: Frame, reply: int | None) -> None:
-        """One debug line per request (only with --log-level debug)."""
-        log.debug("event=request peer=%s user=%s type=%s request_id=%d bytes=%d reply=%s",
-                  self.name, self.user, _type_name(frame.type), frame.request_id,
-                  len(frame.body), "none" if reply is None else _type_name(reply))
 
     # ------------------------------------------------------------------ handshake
 
