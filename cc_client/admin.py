@@ -295,7 +295,7 @@ EXAMPLES = {
     "fault list": "cc-admin fault list --json",
     "fault remove": "cc-admin fault remove 1",
     "fault clear": "cc-admin fault clear",
-    "record": "cc-admin record --session s-1 --jsonl",
+    "record": "cc-admin record --session s-1 --json",
     "clock advance": "cc-admin clock advance 1800",
     "clock set": "cc-admin clock set 2026-11-28T10:00:00Z",
     "clock show": "cc-admin clock show",

@@ -2,7 +2,7 @@
 
     cc-admin fault add --user 'alice*' --kind update --action drop-reply --times 1
     cc-admin fault list --json
-    cc-admin record --session s-1 --jsonl
+    cc-admin record --session s-1 --json
     cc-admin clock advance 1800
 
 A server started with `--no-test-controls` refuses all of them (FORBIDDEN, exit 1).
@@ -121,7 +121,7 @@ async def cmd_fault_clear(client: cc_client.Client, args: argparse.Namespace,
 
 async def cmd_record(client: cc_client.Client, args: argparse.Namespace,
                      out: TextIO) -> None:
-    """record [filters] [--json | --jsonl]"""
+    """record [filters] [--json]"""
     entries = await client.admin.record(args.user_id, args.session_id, args.kind, args.type,
                                         args.direction, limit=args.limit)
     if args.json:

@@ -203,7 +203,8 @@ class OperatorAPI:
         return int(await self._run("record_clear"))
 
     async def clock_get(self) -> dict[str, Any]:
-        """The server's time and whether its clock is manual: {"time", "manual"}."""
+        """The server's time and clock: {"time", "manual", "mode" ("wall", "manual" or
+        "scaled"), "speed" (times real time; 0.0 when manual)}."""
         value: dict[str, Any] = await self._run("clock_get")
         return value
 
