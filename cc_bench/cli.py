@@ -10,6 +10,10 @@ from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import cc_client
+from cc_client import parse_address
+from protocol import buildinfo
+
 from .settings import Settings
 
 EXAMPLES = """\
@@ -31,6 +35,12 @@ def _decimal(text: str) -> Decimal:
         raise argparse.ArgumentTypeError(f"{text!r} is not a decimal amount") from None
 
 
+def version_text() -> str:
+    """`cc-bench 0.1.0 (compiled build, Python 3.11.9)`: what --version prints."""
+    python = ".".join(map(str, sys.version_info[:3]))
+    return f"cc-bench {cc_client.__version__} ({buildinfo.build()} build, Python {python})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser."""
     d = Settings()
@@ -39,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Load tester of the charging server: start/update/stop sessions (or "
                     "pings) in a closed or open loop; latency percentiles from log-linear "
                     "histograms, throughput, errors by code, CPU per operation.")
+    p.add_argument("--version", action="version", version=version_text(),
+                   help="print the version and the build (pure or compiled), and exit")
     g = p.add_argument_group("target")
     g.add_argument("--server", metavar="HOST:PORT",
                    help="a running server (default 127.0.0.1:9500 unless --spawn)")
@@ -125,6 +137,12 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
         settings.validate()
     except ValueError as exc:
         parser.error(str(exc))
+    if settings.server is not None:     # a scheme or a bad port: one line, exit 2
+        try:
+            parse_address(settings.server)
+        except ValueError as exc:
+            print(f"cc-bench: error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
     return settings
 
 

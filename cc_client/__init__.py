@@ -22,7 +22,7 @@ from protocol.messages import (
 
 # the blocking facade: `cc_client.sync.connect(...)` works after `import cc_client`
 from . import sync
-from .client import Client, Connector, connect
+from .client import Client, Connector, connect, parse_address
 from .errors import (
     AuthenticationFailed,
     ChargingError,
@@ -68,5 +68,5 @@ __all__ = [
     "SessionStartOperation", "SessionStopOperation", "SessionUpdateOperation",
     "StringTooLong", "Subscriber", "TooManyNotifications", "TooManyProperties",
     "TooManyRequests", "Transaction", "UnknownChargeableItem", "UserExists", "UserUnknown",
-    "connect", "sync",
+    "connect", "parse_address", "sync",
 ]

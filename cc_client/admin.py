@@ -40,11 +40,13 @@ from cc_client.admin_subscribers import EXAMPLES as SUBSCRIBER_EXAMPLES
 from cc_client.admin_subscribers import add_subscriber_commands
 from cc_client.admin_users import UserCommandError, add_user_commands
 from cc_client.operator import to_decimal
+from cc_client.tlsfiles import TlsOptionError, client_context
+from protocol import buildinfo
 from protocol.money import EXACT, exact_sum, plain
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 DEFAULT_SERVER = "127.0.0.1:9500"
-DEFAULT_TIMEOUT = 5.0
+DEFAULT_TIMEOUT = 10.0   # longer than a server's default login back-off (5 s)
 PROG = "cc-admin"
 TX_PAGE = 1000          # journal entries fetched per request when streaming JSON lines
 
@@ -101,6 +103,12 @@ def parse_timeout(text: str) -> float:
     return value
 
 
+def version_text(prog: str) -> str:
+    """`cc-admin 0.1.0 (compiled build, Python 3.11.9)`: what --version prints."""
+    python = ".".join(map(str, sys.version_info[:3]))
+    return f"{prog} {cc_client.__version__} ({buildinfo.build()} build, Python {python})"
+
+
 def add_global_options(parser: argparse.ArgumentParser, *, user_flag: bool = True) -> None:
     """The connection options; defaults are resolved after parsing (see `resolve_globals`).
 
@@ -142,16 +150,12 @@ def resolve_globals(args: argparse.Namespace) -> None:
 
 def tls_context(tls: bool, ca: str | None, cert: str | None,
                 key: str | None) -> ssl.SSLContext | None:
-    """The client's TLS context from the --tls* options (None: plain TCP)."""
-    if not (tls or ca or cert):
-        return None
+    """The client's TLS context from the --tls* options (None: plain TCP); a UsageError
+    naming the option, the file and the problem."""
     try:
-        context = ssl.create_default_context(cafile=ca)
-        if cert:
-            context.load_cert_chain(cert, key)
-    except (OSError, ssl.SSLError) as exc:
-        raise UsageError(f"TLS options: {exc}") from None
-    return context
+        return client_context(tls, ca, cert, key)
+    except TlsOptionError as exc:
+        raise UsageError(str(exc)) from None
 
 
 # ---------------------------------------------------------------------------- commands
@@ -205,6 +209,10 @@ async def cmd_sessions_cancel(client: cc_client.Client, args: argparse.Namespace
                               out: TextIO) -> None:
     """sessions cancel SESSION"""
     released = await client.admin.cancel_session(args.session_id)
+    if args.json:
+        for tx in released:
+            emit(out, dumps(tx))
+        return
     total = exact_sum(t.amount for t in released)
     currency = released[0].currency if released else ""
     emit(out, f"session {args.session_id} cancelled; released {plain(total)} {currency}".rstrip()
@@ -253,6 +261,10 @@ async def cmd_request_renewal(client: cc_client.Client, args: argparse.Namespace
                               out: TextIO) -> None:
     """request-renewal SESSION RESERVATION"""
     await client.admin.request_renewal(args.session_id, args.reservation_id)
+    if args.json:
+        emit(out, dumps({"session": args.session_id, "rid": args.reservation_id,
+                         "requested": True}))
+        return
     emit(out, f"renewal requested for session {args.session_id}, "
               f"reservation {args.reservation_id}")
 
@@ -277,7 +289,7 @@ EXAMPLES = {
     "fault list": "cc-admin fault list --json",
     "fault remove": "cc-admin fault remove 1",
     "fault clear": "cc-admin fault clear",
-    "record": "cc-admin record --session s-1 --jsonl",
+    "record": "cc-admin record --session s-1 --json",
     "clock advance": "cc-admin clock advance 1800",
     "clock set": "cc-admin clock set 2026-11-28T10:00:00Z",
     "clock show": "cc-admin clock show",
@@ -309,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "transaction journal and statistics.\nRun `cc-admin COMMAND --help` for "
                     "the options of a command.",
         epilog=_epilog(*EXAMPLES))
+    top.add_argument("--version", action="version", version=version_text(PROG),
+                     help="print the version and the build (pure or compiled), and exit")
     add_global_options(top)
     commands = top.add_subparsers(title="commands", dest="command", metavar="COMMAND",
                                   required=True)
@@ -380,6 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
                  "Release every reservation of a session, whatever its default resolution, "
                  "and remove the session; prints the journaled releases.")
     p.add_argument("session_id", metavar="SESSION", help="the session id")
+    p.add_argument("--json", action="store_true",
+                   help="JSON lines, one release each (none: no output)")
 
     # transactions
     p = _command(commands, "transactions", "transactions", cmd_transactions,
@@ -405,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "operator) to the session's listener.")
     p.add_argument("session_id", metavar="SESSION", help="the session id")
     p.add_argument("reservation_id", metavar="RESERVATION", help="the reservation id")
+    p.add_argument("--json", action="store_true", help="one JSON object")
 
     add_user_commands(commands)    # user add | remove | list: local, no server
     add_test_control_commands(commands, _command)   # fault ... | record | clock ...
@@ -419,6 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
                "found, 2 not a data directory",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("directory", metavar="DIR", help="the --data-dir of a cc-server")
+    p.add_argument("--json", action="store_true",
+                   help="JSON lines, one object per file checked")
     p.set_defaults(local=cmd_verify)
     return top
 
@@ -427,7 +446,7 @@ def cmd_verify(args: argparse.Namespace, out: TextIO) -> None:
     """Run the server package's checker (imported here, so the client never loads the
     server package unless this command runs; both ship in one distribution)."""
     checker = importlib.import_module("cc_server.verify")
-    code = checker.run(args.directory, out)
+    code = checker.run(args.directory, out, json_lines=args.json)
     if code:
         raise UserCommandError(f"{args.directory}: " + (
             "damage found" if code == checker.DAMAGED else "not a data directory"),

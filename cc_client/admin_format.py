@@ -168,13 +168,25 @@ def session_text(s: SessionInfo) -> str:
     return text
 
 
+def stat_key(key: object) -> tuple[int, float, str]:
+    """Sort key of a statistic's name: numbers (histogram bounds, `+Inf` last among
+    them) in numeric order first, then names alphabetically."""
+    try:
+        return (0, float(str(key)), "")
+    except ValueError:
+        return (1, 0.0, str(key))
+
+
 def flatten(value: object, prefix: str = "") -> list[tuple[str, object]]:
-    """Nested mappings as dotted keys, sorted."""
+    """Nested mappings as dotted keys, sorted (numeric keys numerically); floats rounded
+    to 6 decimal places (sums of seconds), for people."""
     if isinstance(value, Mapping):
         pairs: list[tuple[str, object]] = []
-        for key in sorted(value, key=str):
+        for key in sorted(value, key=stat_key):
             pairs += flatten(value[key], f"{prefix}{key}.")
         return pairs
+    if isinstance(value, float):
+        return [(prefix.rstrip("."), f"{value:.6f}".rstrip("0").rstrip(".") or "0")]
     return [(prefix.rstrip("."), to_json(value))]
 
 

@@ -2,7 +2,7 @@
 
     cc-admin fault add --user 'alice*' --kind update --action drop-reply --times 1
     cc-admin fault list --json
-    cc-admin record --session s-1 --jsonl
+    cc-admin record --session s-1 --json
     cc-admin clock advance 1800
 
 A server started with `--no-test-controls` refuses all of them (FORBIDDEN, exit 1).
@@ -76,7 +76,8 @@ async def cmd_fault_add(client: cc_client.Client, args: argparse.Namespace,
                         out: TextIO) -> None:
     """fault add --action A [match] [schedule]: prints the rule id."""
     fields = {name: getattr(args, name) for _, name, _, _ in RULE_OPTIONS[1:]}
-    emit(out, str(await client.admin.faults.add(args.action, **fields)))
+    rule = await client.admin.faults.add(args.action, **fields)
+    emit(out, json.dumps(_jsonable(rule.fields), sort_keys=True) if args.json else str(rule))
 
 
 async def cmd_fault_list(client: cc_client.Client, args: argparse.Namespace,
@@ -84,16 +85,31 @@ async def cmd_fault_list(client: cc_client.Client, args: argparse.Namespace,
     """fault list [--json]"""
     rules = await client.admin.faults.list()
     if args.json:
-        emit(out, json.dumps(_jsonable(rules), sort_keys=True))
+        for rule in rules:
+            out.write(json.dumps(_jsonable(rule), sort_keys=True) + "\n")
         return
-    rows = [(str(r["id"]), r["action"], str(r.get("matched", 0)), str(r.get("fired", 0)),
+    rows = [(str(r["id"]), r["action"], rule_scope(r), str(r.get("matched", 0)),
+             str(r.get("fired", 0)),
              " ".join(f"{k}={v}" for k, v in sorted(r.items())
                       if k not in ("id", "action", "matched", "fired", "after", "scope",
                                    "seconds", "jitter") or (k in ("after", "seconds",
                                                                   "jitter") and v)))
             for r in rules]
-    emit(out, table(("ID", "ACTION", "MATCHED", "FIRED", "RULE"), rows, right=(2, 3))
-         if rows else "no fault rules")
+    emit(out, table(("ID", "ACTION", "SCOPE", "MATCHED", "FIRED", "RULE"), rows,
+                    right=(3, 4)) if rows else "no fault rules")
+
+
+def rule_scope(rule: dict[str, Any]) -> str:
+    """What a rule acts on: container or subrequest (error), connection (close-*, pause:
+    every connection), notification, else request."""
+    action = rule["action"]
+    if action == "error":
+        return str(rule.get("scope", "container"))
+    if action.endswith("-notify"):
+        return "notification"
+    if action.startswith("close-"):
+        return "connection"
+    return "server" if action == "pause" else "request"
 
 
 async def cmd_fault_remove(client: cc_client.Client, args: argparse.Namespace,
@@ -101,24 +117,24 @@ async def cmd_fault_remove(client: cc_client.Client, args: argparse.Namespace,
     """fault remove ID"""
     if not await client.admin.faults.remove(args.rule_id):
         raise cc_client.InvalidRequest(f"no fault rule {args.rule_id}")
-    emit(out, f"removed fault rule {args.rule_id}")
+    emit(out, json.dumps({"id": args.rule_id, "removed": True}) if args.json
+         else f"removed fault rule {args.rule_id}")
 
 
 async def cmd_fault_clear(client: cc_client.Client, args: argparse.Namespace,
                           out: TextIO) -> None:
     """fault clear"""
-    emit(out, f"removed {await client.admin.faults.clear()} fault rule(s)")
+    count = await client.admin.faults.clear()
+    emit(out, json.dumps({"removed": count}) if args.json
+         else f"removed {count} fault rule(s)")
 
 
 async def cmd_record(client: cc_client.Client, args: argparse.Namespace,
                      out: TextIO) -> None:
-    """record [filters] [--json | --jsonl]"""
+    """record [filters] [--json]"""
     entries = await client.admin.record(args.user_id, args.session_id, args.kind, args.type,
                                         args.direction, limit=args.limit)
     if args.json:
-        emit(out, json.dumps(_jsonable(entries)))
-        return
-    if args.jsonl:
         for entry in entries:
             out.write(json.dumps(_jsonable(entry)) + "\n")
         return
@@ -134,19 +150,28 @@ async def cmd_record(client: cc_client.Client, args: argparse.Namespace,
                     right=(0,)) if rows else "nothing recorded")
 
 
+def clock_text(shown: dict[str, Any]) -> str:
+    """`TIME (wall clock)`, `TIME (manual clock)` or `TIME (clock at K times real time)`."""
+    mode = shown.get("mode") or ("manual" if shown.get("manual") else "wall")
+    what = (f"clock at {shown.get('speed', 1.0):g} times real time" if mode == "scaled"
+            else f"{mode} clock")
+    return f"{_jsonable(shown['time'])} ({what})"
+
+
 async def cmd_clock(client: cc_client.Client, args: argparse.Namespace, out: TextIO) -> None:
-    """clock advance SECONDS | set ISO-TIME | show"""
+    """clock advance SECONDS | set ISO-TIME | show  [--json]"""
     if args.clock_action == "advance":
-        when = await client.admin.clock_advance(args.seconds)
+        shown = {"time": await client.admin.clock_advance(args.seconds), "manual": True}
     elif args.clock_action == "set":
-        when = await client.admin.clock_set(args.time)
+        shown = {"time": await client.admin.clock_set(args.time), "manual": True}
     else:
         shown = await client.admin.clock_get()
-        when = shown["time"]
-        if not shown["manual"]:
-            emit(out, f"{_jsonable(when)} (wall clock)")
-            return
-    emit(out, str(_jsonable(when)))
+    if args.json:
+        emit(out, json.dumps(_jsonable(shown), sort_keys=True))
+    elif args.clock_action == "show":
+        emit(out, clock_text(shown))
+    else:
+        emit(out, str(_jsonable(shown["time"])))
 
 
 def add_test_control_commands(commands: Any, command: Command) -> None:
@@ -164,14 +189,17 @@ def add_test_control_commands(commands: Any, command: Command) -> None:
     for flag, name, kind, help_text in RULE_OPTIONS:
         p.add_argument(flag, dest=name, type=kind, help=help_text,
                        required=name == "action")
+    p.add_argument("--json", action="store_true", help="the rule as one JSON object")
     p = command(actions, "list", "fault list", cmd_fault_list, "list rules with their counts",
                 "List the fault rules with how often each matched and fired.")
-    p.add_argument("--json", action="store_true", help="one JSON array")
+    p.add_argument("--json", action="store_true", help="JSON lines, one rule each")
     p = command(actions, "remove", "fault remove", cmd_fault_remove, "remove one rule",
                 "Remove one fault rule.")
     p.add_argument("rule_id", metavar="ID", type=RULE_ID, help="the rule id")
-    command(actions, "clear", "fault clear", cmd_fault_clear, "remove every rule",
-            "Remove every fault rule.")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p = command(actions, "clear", "fault clear", cmd_fault_clear, "remove every rule",
+                "Remove every fault rule.")
+    p.add_argument("--json", action="store_true", help="one JSON object")
 
     p = command(commands, "record", "record", cmd_record, "frames the server recorded",
                 "Frames of the request record (cc-server --record N), oldest first. Here "
@@ -182,9 +210,8 @@ def add_test_control_commands(commands: Any, command: Command) -> None:
     p.add_argument("--type", help="only this message type (EXECUTE, NOTIFY, ...)")
     p.add_argument("--direction", choices=("in", "out"), help="only requests or replies")
     p.add_argument("--limit", metavar="N", type=LIMIT, help="at most N frames")
-    shape = p.add_mutually_exclusive_group()
-    shape.add_argument("--json", action="store_true", help="one JSON array")
-    shape.add_argument("--jsonl", action="store_true", help="JSON lines, one frame each")
+    p.add_argument("--json", "--jsonl", action="store_true",
+                   help="JSON lines, one frame each (--jsonl: the same)")
 
     clock = commands.add_parser("clock", help="the server's manual clock (test controls)",
                                 description="Show or move a manual server clock "
@@ -194,8 +221,13 @@ def add_test_control_commands(commands: Any, command: Command) -> None:
     p = command(moves, "advance", "clock advance", cmd_clock, "move the clock forward",
                 "Move the clock forward; expiry and renewal timers run at once.")
     p.add_argument("seconds", metavar="SECONDS", type=CLOCK_SECONDS, help="seconds to move")
+    p.add_argument("--json", action="store_true", help="one JSON object: time, manual")
     p = command(moves, "set", "clock set", cmd_clock, "move the clock to a time",
                 "Move the clock to a time (never backwards).")
     p.add_argument("time", metavar="ISO-TIME", help="e.g. 2026-11-28T10:00:00Z")
-    command(moves, "show", "clock show", cmd_clock, "show the server's time",
-            "Show the server's time and whether its clock is manual.")
+    p.add_argument("--json", action="store_true", help="one JSON object: time, manual")
+    p = command(moves, "show", "clock show", cmd_clock, "show the server's time",
+                "Show the server's time and its clock: wall, manual, or running K times "
+                "real time (cc-server --clock-speed K).")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object: time, manual, mode (wall, manual, scaled), speed")

@@ -17,6 +17,7 @@ import argparse
 import base64
 import getpass
 import hashlib
+import json
 import os
 import secrets
 import sys
@@ -166,6 +167,10 @@ def cmd_user_add(args: argparse.Namespace, out: TextIO) -> None:
     roles = ",".join(sorted(args.roles))
     users[args.name] = {"password": hash_password(password), "roles": sorted(args.roles)}
     write_users(path, users)
+    if args.json:
+        out.write(json.dumps({"user": args.name, "roles": sorted(args.roles), "file": path,
+                              "added": new}) + "\n")
+        return
     out.write(f"{'added' if new else 'updated'} user {args.name} ({roles}) in {path}; "
               f"{TO_APPLY}\n")
 
@@ -177,6 +182,9 @@ def cmd_user_remove(args: argparse.Namespace, out: TextIO) -> None:
     if users.pop(args.name, None) is None:
         raise UserCommandError(f"no user {args.name!r} in {path}", usage=False)
     write_users(path, users)
+    if args.json:
+        out.write(json.dumps({"user": args.name, "file": path, "removed": True}) + "\n")
+        return
     out.write(f"removed user {args.name} from {path}; {TO_APPLY}\n")
 
 
@@ -188,6 +196,9 @@ def cmd_user_list(args: argparse.Namespace, out: TextIO) -> None:
     users = read_users(path)
     for name in sorted(users):
         roles = users[name].get("roles")
+        if args.json:
+            out.write(json.dumps({"user": name, "roles": roles}) + "\n")
+            continue
         out.write(f"{name}\t{','.join(map(str, roles)) if isinstance(roles, list) else '?'}\n")
 
 
@@ -210,6 +221,7 @@ def add_user_commands(commands: Any) -> None:
     def file_option(p: argparse.ArgumentParser) -> None:
         p.add_argument("--users-file", metavar="FILE",
                        help=f"the users file (default: $CC_USERS_FILE or {DEFAULT_USERS_FILE})")
+        p.add_argument("--json", action="store_true", help="JSON lines, one object each")
 
     p = actions.add_parser("add", help="add a user, or set its password and roles",
                            description="Add a user or replace its password and roles. The "

@@ -11,9 +11,11 @@ whole call, reconnects and retries included. Flow control follows SAP CC's clien
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 import logging
 import os
+import socket
 import ssl as ssl_module
 from collections.abc import Coroutine, Generator
 from types import TracebackType
@@ -48,8 +50,14 @@ CONNECT_TIMEOUT = 5.0   # most seconds for TCP (and TLS) to one address, before 
 
 
 def parse_address(address: str) -> tuple[str, int]:
-    """'host:port', '[v6]:port' or 'host' (port 9500) -> (host, port)."""
+    """'host:port', '[v6]:port' or 'host' (port 9500) -> (host, port); a ValueError that
+    says what is wrong in one line (a scheme, a port that is no number or out of range)."""
     text = address.strip()
+    scheme, sep, rest = text.partition("://")
+    if sep:
+        raise ValueError(f"bad address {address!r}: no scheme ({scheme}://) here, write "
+                         f"HOST:PORT (e.g. {rest.strip('/') or DEFAULT_ADDRESS}); TLS is "
+                         "its own option")
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
         port = rest[1:] if rest.startswith(":") else ""
@@ -61,8 +69,12 @@ def parse_address(address: str) -> tuple[str, int]:
         number = int(port) if port else DEFAULT_PORT
     except ValueError:
         raise ValueError(f"bad address {address!r}: the port must be a number") from None
-    if not host or not 0 < number < 65536:
-        raise ValueError(f"bad address {address!r}; expected host:port")
+    if not 0 < number < 65536:
+        raise ValueError(f"bad address {address!r}: port {number} is out of range "
+                         "(1 to 65535)")
+    if not host:
+        raise ValueError(f"bad address {address!r}: no host; expected HOST:PORT "
+                         f"(e.g. {DEFAULT_ADDRESS})")
     return host, number
 
 
@@ -275,7 +287,9 @@ class Client:
                     log.debug("event=connect_failed address=%s:%d error=%r", host, port, exc)
             if rounds is not None and attempt + 1 >= rounds:
                 where = ", ".join(f"{h}:{p}" for h, p in self.addresses)
-                raise CommunicationFailure(f"no address answers ({where}; {self._last_error})")
+                raise CommunicationFailure(f"no address answers ({self._last_error})"
+                                           if len(self.addresses) == 1 else
+                                           f"no address answers ({where}; {self._last_error})")
             await self.retry.pause(attempt + 1)
         raise AssertionError("unreachable")
 
@@ -362,8 +376,20 @@ class Client:
         await asyncio.sleep(0)
 
 
+#: the hint of a refused connection (nothing listens at the address)
+NOT_LISTENING = ("nothing listens there (connection refused): is cc-server running at "
+                 "this address? (start one: cc-server, or make run)")
+
+
 def _reason(exc: BaseException) -> str:
-    """An exception's text, or its type's name when it has none."""
+    """An exception's text, or its type's name when it has none; a refused connection
+    and an unknown host name in plain words."""
+    if isinstance(exc, ConnectionRefusedError) or (   # "Multiple exceptions" of several IPs
+            isinstance(exc, OSError) and exc.errno is None
+            and f"[Errno {errno.ECONNREFUSED}]" in str(exc)):
+        return NOT_LISTENING
+    if isinstance(exc, socket.gaierror):
+        return f"unknown host name ({exc.strerror or exc})"
     return str(exc) or type(exc).__name__
 
 

@@ -201,18 +201,24 @@ class OperatorAPI:
 
     # ------------------------------------------------------------------ test controls
 
-    async def record(self, user_id: str | None = None, session_id: str | None = None,
+    async def record(self, user: str | None = None, session: str | None = None,
                      kind: str | None = None, type: str | None = None,
                      direction: str | None = None, since: dt.datetime | None = None,
-                     until: dt.datetime | None = None, limit: int | None = None
+                     until: dt.datetime | None = None, limit: int | None = None, *,
+                     user_id: str | None = None, session_id: str | None = None
                      ) -> list[dict[str, Any]]:
         """Frames of the server's request record (`cc-server --record N`), oldest first,
         filtered: subscriber, session, container kind, message type ("EXECUTE"),
-        direction ("in" or "out"), time range. Each is a map: seq, time, conn,
-        conn_user, direction, type, request_id, body (decoded) or raw."""
+        direction ("in" or "out"), time range. `user`, `session` and `kind` select
+        exchanges: the requests that name them and the replies to those requests, errors
+        included. The argument names are those of `server.record.verify(...)` and of
+        fault rules; `user_id` and `session_id` are accepted too. Each entry is a map:
+        seq, time, conn, conn_user, direction, type, request_id, body (decoded) or raw."""
+        user = user if user is not None else user_id
+        session = session if session is not None else session_id
         entries: list[dict[str, Any]] = await self._pages(
-            "record_get", limit, RECORD_PAGE, lambda e: e["seq"], None, user=user_id,
-            session=session_id, kind=kind, type=type, direction=direction, since=since,
+            "record_get", limit, RECORD_PAGE, lambda e: e["seq"], None, user=user,
+            session=session, kind=kind, type=type, direction=direction, since=since,
             until=until)
         return entries
 
@@ -221,7 +227,8 @@ class OperatorAPI:
         return int(await self._run("record_clear"))
 
     async def clock_get(self) -> dict[str, Any]:
-        """The server's time and whether its clock is manual: {"time", "manual"}."""
+        """The server's time and clock: {"time", "manual", "mode" ("wall", "manual" or
+        "scaled"), "speed" (times real time; 0.0 when manual)}."""
         value: dict[str, Any] = await self._run("clock_get")
         return value
 

@@ -212,6 +212,42 @@ class SyncStopOperation(SyncOperation[SessionStopOperation], _SyncConfirm, _Sync
     """Blocking stop container: confirm and cancel."""
 
 
+class SyncFaultRule(int):
+    """A rule added with the blocking `client.admin.faults.add`: an int (its id) with
+    `fields`, `remove()` and use as a context manager (`with`), like the in-process
+    `server.faults.add(...)`."""
+
+    fields: dict[str, Any]
+    _faults: SyncFaults
+
+    def __new__(cls, faults: SyncFaults, fields: dict[str, Any]) -> SyncFaultRule:
+        rule = super().__new__(cls, int(fields["id"]))
+        rule.fields = fields
+        rule._faults = faults
+        return rule
+
+    @property
+    def id(self) -> int:
+        """The rule id."""
+        return int(self)
+
+    @property
+    def action(self) -> str:
+        """The rule's action."""
+        return str(self.fields["action"])
+
+    def remove(self) -> bool:
+        """Remove the rule; False when it was already gone."""
+        return self._faults.remove(self.id)
+
+    def __enter__(self) -> SyncFaultRule:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.remove()
+
+
 class SyncFaults:
     """`client.admin.faults` with blocking methods (see cc_client.faults)."""
 
@@ -219,9 +255,10 @@ class SyncFaults:
         self._runner = runner
         self._faults = faults
 
-    def add(self, action: str, **fields: Any) -> int:
-        """Add a fault rule; returns its id."""
-        return self._runner.run(self._faults.add(action, **fields))
+    def add(self, action: str | None = None, **fields: Any) -> SyncFaultRule:
+        """Add a fault rule; returns it (an int, its id, that can remove itself)."""
+        added = self._runner.run(self._faults.add(action, **fields))
+        return SyncFaultRule(self, added.fields)
 
     def list(self) -> list[dict[str, Any]]:
         """Every rule, with its `matched` and `fired` counts."""
@@ -249,14 +286,16 @@ class SyncAdmin:
         """The server's fault rules (test controls)."""
         return self._faults
 
-    def record(self, user_id: str | None = None, session_id: str | None = None,
+    def record(self, user: str | None = None, session: str | None = None,
                kind: str | None = None, type: str | None = None,
                direction: str | None = None, since: dt.datetime | None = None,
-               until: dt.datetime | None = None, limit: int | None = None
+               until: dt.datetime | None = None, limit: int | None = None, *,
+               user_id: str | None = None, session_id: str | None = None
                ) -> list[dict[str, Any]]:
         """Frames of the server's request record, filtered (see OperatorAPI.record)."""
-        return self._runner.run(self._admin.record(user_id, session_id, kind, type,
-                                                   direction, since, until, limit))
+        return self._runner.run(self._admin.record(user, session, kind, type, direction,
+                                                   since, until, limit, user_id=user_id,
+                                                   session_id=session_id))
 
     def record_clear(self) -> int:
         """Empty the request record; how many frames it held."""

@@ -29,7 +29,7 @@ from .config import (
 from .engine import CatalogError
 from .gcpolicy import GcPolicy
 from .metrics import ListenError
-from .server import ChargingServer
+from .server import VERSION, ChargingServer
 from .store import DataDirError
 from .tls import TlsError
 
@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "folder")
     p.add_argument("--print-config", action="store_true",
                    help="print the effective settings as a config file and exit")
+    p.add_argument("--version", action="version", version=version_text("cc-server"),
+                   help="print the version and the build (pure or compiled), and exit")
     for name, (kind, _) in field_types().items():
         default = getattr(defaults, name)
         if kind is bool and default:    # on by default: the flag turns it off
@@ -110,8 +112,32 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def version_text(prog: str) -> str:
+    """`cc-server 0.1.0 (compiled build, Python 3.11.9)`: what --version prints."""
+    python = ".".join(map(str, sys.version_info[:3]))
+    return f"{prog} {VERSION} ({buildinfo.build()} build, Python {python})"
+
+
+def test_controls_text(server: ChargingServer) -> str:
+    """The test controls in force, for the start-up line: a manual or fast clock, the
+    request record, fault rules loaded ("" when none)."""
+    parts = []
+    clock = server.controls.clock
+    if server.controls.manual_clock is not None:
+        parts.append("manual clock")
+    elif getattr(clock, "speed", 1.0) != 1.0:
+        parts.append(f"clock at {getattr(clock, 'speed', 1.0):g} times real time")
+    if server.record is not None:
+        parts.append(f"request record of {server.record.size} frames")
+    rules = len(list(server.controls.faults))
+    if rules:
+        parts.append(f"{rules} fault rule(s) loaded")
+    return "; ".join(parts)
+
+
 def startup_line(host: str, port: int, server: ChargingServer) -> str:
-    """`listening on HOST:PORT (who may connect, and how)`: the first line of stdout."""
+    """`listening on HOST:PORT (who may connect, and how; test controls in force)`: the
+    first line of stdout."""
     users = server.users
     auth = "no users file, every client is trusted with every role" if users is None \
         else f"{len(users)} user(s), passwords required"
@@ -119,6 +145,9 @@ def startup_line(host: str, port: int, server: ChargingServer) -> str:
     if server.ssl_context is not None:
         tls = "TLS with client certificates" if server.config.tls_client_ca else "TLS"
     controls = "" if server.config.test_controls else "; test controls off"
+    in_force = test_controls_text(server)
+    if in_force:
+        controls += "; " + in_force
     return f"listening on {host}:{port} ({auth}; {tls}{controls})"
 
 

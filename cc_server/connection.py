@@ -90,6 +90,8 @@ class ServerConnection(FlowControl):
         self.name = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.peer_ip = str(peer[0]) if isinstance(peer, tuple) else str(peer)
         self.server.counts["accepted"] += 1
+        if self.server.debug_log:
+            log.debug("event=connection_opened peer=%s", self.name)
         refusal = self.server.gate.admit(self, peer_address(peer))
         context = self.server.ssl_context
         if refusal is not None:
@@ -143,6 +145,8 @@ class ServerConnection(FlowControl):
         self.server.waiting.discard(self)
         self.server.renewal.connection_lost(self)
         self.server.connection_closed(self)
+        if self.server.debug_log:
+            log.debug("event=connection_closed peer=%s user=%s", self.name, self.user)
 
     # ------------------------------------------------------------------ reading
 
@@ -173,6 +177,7 @@ class ServerConnection(FlowControl):
         dispatcher = self.server.dispatcher
         machine = self.machine
         wal = self.server.wal
+        debug = self.server.debug_log
         pending = iter(events)
         for event in pending:
             if type(event) is Frame:
@@ -181,6 +186,8 @@ class ServerConnection(FlowControl):
                 except BadBody as exc:
                     self.fail(exc.code, exc.message, flush=out)
                     return
+                if debug:
+                    dispatcher.log_request(self, event, reply)
                 if reply is None:
                     if dispatcher.fault is not None and not self._carry_out_fault(event, out):
                         return

@@ -188,10 +188,14 @@ class TestControls:
         return clock
 
     def clock_get(self, args: dict[str, Any], now: float) -> Any:
-        """ADMIN clock_get: the server's time and whether it is manual."""
+        """ADMIN clock_get: the server's time, whether it is manual, and its `mode`
+        ("wall", "manual" or "scaled") and `speed` (times real time; 0 when manual)."""
         self._check()
-        return {"time": dt.datetime.fromtimestamp(now, dt.UTC),
-                "manual": self.manual_clock is not None}
+        manual = self.manual_clock is not None
+        speed = float(getattr(self.clock, "speed", 1.0))
+        mode = "manual" if manual else "scaled" if speed != 1.0 else "wall"
+        return {"time": dt.datetime.fromtimestamp(now, dt.UTC), "manual": manual,
+                "mode": mode, "speed": 0.0 if manual else speed}
 
     def clock_advance(self, args: dict[str, Any], now: float) -> Any:
         """ADMIN clock_advance {seconds}: move the manual clock; its new time."""

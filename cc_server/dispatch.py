@@ -55,6 +55,7 @@ from .faults import Rule
 from .latency import Histogram
 from .limits import Limits
 from .ratelog import RateLimitedLog
+from .record import type_name
 
 log = logging.getLogger("cc_server")
 T = m.MsgType
@@ -350,6 +351,15 @@ class Dispatcher:
             self.fault = (plan.after, reply)
             return None
         return reply
+
+    @staticmethod
+    def log_request(peer: Peer, frame: Frame, reply: Reply | None) -> None:
+        """One debug line per request (the connection calls it only with --log-level
+        debug): peer, login, type, request id, body size, reply type (none: no reply)."""
+        log.debug("event=request peer=%s user=%s type=%s request_id=%d bytes=%d reply=%s",
+                  peer.name, getattr(peer, "user", None), type_name(frame.type),
+                  frame.request_id, len(frame.body),
+                  "none" if reply is None else type_name(reply[0]))
 
     def take_fault(self) -> tuple[Rule, Reply | None] | None:
         """The fault left for the connection by the request just handled (then cleared)."""

@@ -243,8 +243,8 @@ class Faults:
             raise FaultError("test controls are off on this server (--no-test-controls)")
         if len(self._rules) >= MAX_RULES:
             raise FaultError(f"at most {MAX_RULES} fault rules")
-        if rule is None:
-            rule = rule_from_map(fields_)
+        if rule is None:   # user_id / session_id: the argument names of record.find too
+            rule = rule_from_map({_ALIASES.get(k, k): v for k, v in fields_.items()})
         else:
             rule.check()      # its fields may have been changed since it was made
         self._next_id += 1
@@ -253,9 +253,9 @@ class Faults:
         self.active = True
         return RuleHandle(self, rule)
 
-    def remove(self, rule_id: int) -> bool:
-        """Remove one rule; False when there was none with that id."""
-        found = self._rules.pop(rule_id, None) is not None
+    def remove(self, rule_id: int | RuleHandle) -> bool:
+        """Remove one rule (by id or handle); False when there was none with that id."""
+        found = self._rules.pop(int(rule_id), None) is not None
         self.active = bool(self._rules)
         return found
 
@@ -281,8 +281,13 @@ class Faults:
         return [rule.to_wire() for rule in self._rules.values()]
 
 
+_ALIASES = {"user_id": "user", "session_id": "session"}
+
+
 class RuleHandle:
-    """A rule added to a `Faults`; leaving a `with` block removes it."""
+    """A rule added to a `Faults`; leaving a `with` block removes it. Like the client's
+    `client.admin.faults.add(...)` result: `id` (also `int(handle)`), `action`,
+    `fields`, `remove()`."""
 
     def __init__(self, faults: Faults, rule: Rule) -> None:
         self.faults = faults
@@ -292,6 +297,21 @@ class RuleHandle:
     def id(self) -> int:
         """The rule id."""
         return self.rule.id
+
+    def __int__(self) -> int:
+        return self.rule.id
+
+    __index__ = __int__
+
+    @property
+    def action(self) -> str:
+        """The rule's action."""
+        return self.rule.action
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The rule as a map, with its counts (as `fault_list` shows it)."""
+        return self.rule.to_wire()
 
     @property
     def fired(self) -> int:
@@ -303,9 +323,9 @@ class RuleHandle:
         """How often a request matched the rule so far."""
         return self.rule.matched
 
-    def remove(self) -> None:
-        """Remove the rule."""
-        self.faults.remove(self.rule.id)
+    def remove(self) -> bool:
+        """Remove the rule; False when it was already gone."""
+        return self.faults.remove(self.rule.id)
 
     def __enter__(self) -> RuleHandle:
         return self

@@ -33,6 +33,10 @@ UNRECORDED = frozenset({"fault_add", "fault_list", "fault_remove", "fault_clear"
                         "clock_set"})
 _ADMIN = int(m.MsgType.ADMIN)
 _HELLO = int(m.MsgType.HELLO)
+#: requests the server answers, and the types of its answers (replies and ERROR)
+_ANSWERED = frozenset(t.name for t in m.MsgType if not t & m.REPLY and t not in (
+    m.MsgType.GOODBYE, m.MsgType.NOTIFY, m.MsgType.ERROR))
+_REPLIES = frozenset(t.name for t in m.MsgType if t & m.REPLY)
 _SUB_FIELDS = ("action", "rid", "item", "next", "ttl", "resolution", "inverse")
 
 
@@ -177,18 +181,37 @@ class Record:
              kind: str | None = None, type: str | None = None,
              direction: str | None = None, since: float | None = None,
              until: float | None = None, conn_user: str | None = None,
-             limit: int | None = None) -> list[Entry]:
+             limit: int | None = None, user_id: str | None = None,
+             session_id: str | None = None) -> list[Entry]:
         """The entries that agree with every filter given, oldest first (`limit`: the
-        newest that many)."""
-        found = [e for e in list(self.entries)   # list(): safe while the server appends
-                 if (user is None or e.user == user)
-                 and (session is None or e.session == session)
-                 and (kind is None or e.kind == kind)
-                 and (type is None or e.type == type.upper())
-                 and (direction is None or e.direction == direction)
-                 and (conn_user is None or e.conn_user == conn_user)
-                 and (since is None or e.time >= since)
-                 and (until is None or e.time <= until)]
+        newest that many).
+
+        `user`, `session` and `kind` select exchanges: a frame that names them, and the
+        reply (result or ERROR) to each request that does. `user_id` and `session_id`
+        are other names of `user` and `session`."""
+        user = user if user is not None else user_id
+        session = session if session is not None else session_id
+        selecting = user is not None or session is not None or kind is not None
+        pending: set[tuple[str, int]] = set()   # (conn, request id) of selected requests
+        found = []
+        for e in list(self.entries):              # list(): safe while the server appends
+            chosen = ((user is None or e.user == user)
+                      and (session is None or e.session == session)
+                      and (kind is None or e.kind == kind))
+            if selecting:
+                key = (e.conn, e.request_id)
+                if e.direction == "in":
+                    if chosen and e.request_id and e.type in _ANSWERED:
+                        pending.add(key)
+                elif e.type in _REPLIES and key in pending:
+                    pending.discard(key)
+                    chosen = True
+            if (chosen and (type is None or e.type == type.upper())
+                    and (direction is None or e.direction == direction)
+                    and (conn_user is None or e.conn_user == conn_user)
+                    and (since is None or e.time >= since)
+                    and (until is None or e.time <= until)):
+                found.append(e)
         return found[-limit:] if limit else found
 
     def verify(self, count: int | None = None, *,

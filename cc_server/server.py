@@ -90,6 +90,9 @@ class ChargingServer:
         self.controls = self._test_controls()
         #: the request record (--record N); None when off: the hot path tests only that
         self.record: Record | None = self.controls.record
+        #: --log-level debug: connections and requests are logged; read once, so the hot
+        #: path pays one boolean test per request when it is off
+        self.debug_log: bool = log.isEnabledFor(logging.DEBUG)
         self.dispatcher.stats_sections.update(
             server=self.server_stats, connections=self.connection_stats,
             security=self.security_stats, durability=self.durability_stats,

@@ -25,12 +25,24 @@ def server_context(config: ServerConfig) -> ssl.SSLContext | None:
         return None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    _check_pem("--tls-cert", config.tls_cert, "BEGIN CERTIFICATE", "a PEM certificate")
+    key_flag, key_file = ("--tls-key", config.tls_key) if config.tls_key else \
+        ("--tls-cert", config.tls_cert)
+    _check_pem(key_flag, key_file, "PRIVATE KEY", "a PEM private key")
     try:
         context.load_cert_chain(config.tls_cert, config.tls_key)
-    except (OSError, ssl.SSLError) as exc:
+    except ssl.SSLError as exc:
+        if "KEY_VALUES_MISMATCH" in str(exc):
+            raise TlsError(f"cannot use {key_flag} {key_file}: it does not belong to "
+                           f"--tls-cert {config.tls_cert}") from None
+        raise TlsError(f"cannot use --tls-cert {config.tls_cert} / --tls-key "
+                       f"{config.tls_key}: {_reason(exc)}") from None
+    except OSError as exc:
         raise TlsError(f"cannot use --tls-cert {config.tls_cert} / --tls-key "
                        f"{config.tls_key}: {_reason(exc)}") from None
     if config.tls_client_ca:
+        _check_pem("--tls-client-ca", config.tls_client_ca, "BEGIN CERTIFICATE",
+                   "a PEM certificate")
         try:
             context.load_verify_locations(cafile=config.tls_client_ca)
         except (OSError, ssl.SSLError) as exc:
@@ -38,6 +50,22 @@ def server_context(config: ServerConfig) -> ssl.SSLContext | None:
                            f"{_reason(exc)}") from None
         context.verify_mode = ssl.CERT_REQUIRED
     return context
+
+
+def _check_pem(flag: str, path: str, marker: str, what: str) -> None:
+    """TlsError naming the option, the file and the problem, unless `path` is a readable
+    file holding `marker`."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise TlsError(f"cannot use {flag} {path}: no such file") from None
+    except IsADirectoryError:
+        raise TlsError(f"cannot use {flag} {path}: a directory, not {what}") from None
+    except OSError as exc:
+        raise TlsError(f"cannot use {flag} {path}: {_reason(exc)}") from None
+    if marker not in text:
+        raise TlsError(f"cannot use {flag} {path}: not {what} (no \"{marker}\" line)")
 
 
 def _reason(exc: OSError | ssl.SSLError) -> str:

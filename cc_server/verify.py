@@ -14,7 +14,8 @@ Exit status of `run`: 0 nothing damaged, 1 damage found, 2 not a data directory.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -92,8 +93,9 @@ def verify(directory: Path) -> list[Finding]:
     return found
 
 
-def run(directory: str, out: TextIO) -> int:
-    """Print one line per file and a summary; returns the exit status (see module)."""
+def run(directory: str, out: TextIO, *, json_lines: bool = False) -> int:
+    """Print one line per file and a summary (`json_lines`: one JSON object per file,
+    no summary); returns the exit status (see module)."""
     path = Path(directory)
     if not path.is_dir():
         out.write(f"{directory}: not a directory\n")
@@ -102,6 +104,9 @@ def run(directory: str, out: TextIO) -> int:
         out.write(f"{directory}: no snapshot or log segment: not a data directory\n")
         return NOT_A_DATA_DIR
     findings = verify(path)
+    if json_lines:
+        out.writelines(json.dumps(asdict(f)) + "\n" for f in findings)
+        return DAMAGED if any(not f.ok for f in findings) else CLEAN
     for f in findings:
         out.write(f"{'ok' if f.ok else 'DAMAGED':8} {f.name}: {f.detail}\n")
     bad = sum(not f.ok for f in findings)

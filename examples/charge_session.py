@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import uuid
 from decimal import Decimal
 
@@ -71,4 +72,7 @@ def parse_address(argv: list[str] | None = None) -> str:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse_address()))
+    try:
+        asyncio.run(main(parse_address()))
+    except (cc_client.ChargingError, ValueError) as exc:   # no server there, a bad address
+        sys.exit(f"charge_session.py: {exc}")

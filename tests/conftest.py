@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import tempfile
 from collections.abc import AsyncIterator
@@ -13,6 +14,18 @@ import pytest
 
 import cc_client
 from cc_server.testing import ManualClock, TestServer, running_server
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Any:
+    """A test that runs `cc_server.app.main()` installs a stderr handler on the root
+    logger; put the root logger back afterwards, so that later tests neither log into a
+    closed capture stream nor see another test's log lines on their stderr."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY",
                       os.path.join(tempfile.gettempdir(), "cc-tests-hypothesis"))

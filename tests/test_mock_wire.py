@@ -70,7 +70,7 @@ def test_cc_admin_fault_add_list_remove_clear(capsys: pytest.CaptureFixture[str]
         assert op.execute().ok                 # the retry gets the stored outcome
         assert c.admin.get_subscriber("alice-1").balance == D("9.80")
         code, out = admin(capsys, sp.url, "fault", "list", "--json")
-        rules = json.loads(out)
+        rules = [json.loads(line) for line in out.splitlines()]
         assert [(r["id"], r["action"], r["user"], r["fired"]) for r in rules] == \
             [(1, "drop-reply", "alice*", 1)]
         assert "drop-reply" in admin(capsys, sp.url, "fault", "list")[1]

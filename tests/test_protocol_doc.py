@@ -7,6 +7,8 @@ import re
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
 from protocol import codec
 from protocol import messages as m
 from protocol.frames import FrameDecoder
@@ -144,3 +146,71 @@ def test_the_plain_notation_examples_are_what_the_codec_writes() -> None:
         assert f'`"{text}"`' in DOC, text
         wire = msgpack.unpackb(codec.pack(with_places(Decimal(value), "EUR")))
         assert wire.data == text.encode()
+
+
+# ------------------------------------------------------------------ what a client author needs
+
+def table_rows(title: str) -> list[list[str]]:
+    """The rows of the tables of a section, as lists of cells (header rows included)."""
+    return [[c.strip() for c in line.strip().strip("|").split("|")]
+            for line in section(title).splitlines() if line.startswith("| ")]
+
+
+def test_every_error_code_is_in_the_table_and_every_listed_one_exists() -> None:
+    from protocol.errors import ErrorCode
+    listed = {code for row in table_rows("7. Error codes")
+              for code in re.findall(r"`([A-Z_]+)`", row[0])}
+    assert listed == {c.value for c in ErrorCode}
+
+
+def test_every_admin_command_is_documented_and_every_documented_one_exists() -> None:
+    from protocol.codec import ADMIN_COMMANDS
+    documented = {m_.group(1) for title in ("ADMIN (0x20) and ADMIN_RESULT (0xA0)",
+                                            "Test controls: fault rules, request record, "
+                                            "manual clock (ADMIN commands)")
+                  for row in table_rows(title)
+                  if (m_ := re.fullmatch(r"`([a-z_]+)`", row[0]))}
+    assert documented == set(ADMIN_COMMANDS)
+
+
+def test_the_commands_that_carry_op_are_the_mutating_ones() -> None:
+    from protocol.codec import MUTATING_ADMIN
+    admin = " ".join(section("ADMIN (0x20) and ADMIN_RESULT (0xA0)").split())
+    listed = re.search(r"This is the one list \(.*?\): (.*?)\. The other commands \((.*?)\)",
+                       admin)
+    namespaces = " ".join(section("8. Exactly once, retries, flow control").split())
+    assert listed and 'ids (on the commands section 4 lists under "Which commands carry ' \
+        '`op`") form one namespace' in namespaces
+    assert set(re.findall(r"`([a-z_]+)`", listed.group(1))) == MUTATING_ADMIN
+    from protocol.codec import ADMIN_COMMANDS
+    assert set(re.findall(r"`([a-z_]+)`", listed.group(2))) == \
+        set(ADMIN_COMMANDS) - MUTATING_ADMIN
+
+
+async def test_documented_answers_of_the_test_controls_and_the_clock() -> None:
+    """Statements of the test-control section, checked against a server."""
+    import cc_client
+    from cc_client import ChargeableItem
+    from cc_server.testing import ManualClock, running_server
+    controls = " ".join(section("Test controls: fault rules, request record, manual clock "
+                                "(ADMIN commands)").split())
+    assert "**`record_clear`** on a server without `--record N` answers 0" in controls
+    assert "the **exactly-once window**" in controls
+    assert "run the timers due at the new time **before** they answer" in controls
+    async with running_server(clock=ManualClock(1_800_000_000.0), dedup_window=60.0) as s, \
+            cc_client.connect(s.url) as client:
+        assert await client.admin.record_clear() == 0
+        await client.admin.create_subscriber("doc-1", "1.00")
+        op = client.create_session_start_operation(user_id="doc-1", service_id="DATA",
+                                                   session_id="doc-s1")
+        op.prepare_reserve("r-1", ChargeableItem("data", {"volume": 10}), ttl=30)
+        assert (await op.execute()).ok
+        assert len(s.server.dedup) >= 1
+        await client.admin.clock_advance(31)     # the reply comes after the expiry
+        assert (await client.admin.get_subscriber("doc-1")).reserved == 0
+        await client.admin.clock_advance(60)     # the exactly-once window follows the clock
+        assert len(s.server.dedup) == 1          # only that move's own outcome is left
+        shown = await client.admin.clock_get()
+        assert (shown["mode"], shown["speed"]) == ("manual", 0.0)
+        with pytest.raises(cc_client.InvalidRequest, match="backwards"):
+            await client.admin.clock_set("2000-01-01T00:00:00Z")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from .. import messages as m
@@ -24,6 +25,13 @@ def _currency(value: object, what: str) -> str:
     if not is_currency(value):
         raise InvalidMessage(f"{what} must be {CURRENCY_RULE}")
     return value  # type: ignore[return-value]
+
+
+def _units(value: object, what: str) -> Decimal:
+    """Counter units: a decimal, or an int (as everywhere counter units are sent)."""
+    if type(value) is int:
+        return Decimal(value)
+    return _dec(value, what)
 
 
 def _limit(value: object, what: str) -> int:
@@ -91,7 +99,7 @@ ADMIN_COMMANDS.update({
                          "after": (_opt(_id), False), "limit": (_opt(_limit), False)},
     "delete_subscriber": {"user": (_id, True), "force": (_opt(_bool), False)},
     "adjust": {"user": (_id, True), "amount": (_dec, True), "reason": (_id, True)},
-    "set_counter": {"user": (_id, True), "counter": (_id, True), "units": (_dec, True),
+    "set_counter": {"user": (_id, True), "counter": (_id, True), "units": (_units, True),
                     "reason": (_opt(_id), False)},
     "reset_counter": {"user": (_id, True), "counter": (_id, True),
                       "reason": (_opt(_id), False)},
@@ -136,8 +144,8 @@ def _dec_admin(obj: object) -> m.AdminRequest:
         _non_str_key(args.keys(), f"{command} args")
         raise InvalidMessage(f"{command}: unknown argument(s) {sorted(unknown)}")
     for name, (check, required) in schema.items():
-        if name in args:
-            check(args[name], f"{command}.{name}")
+        if name in args:   # a checker may convert (counter units: int -> Decimal)
+            args[name] = check(args[name], f"{command}.{name}")
         elif required:
             raise InvalidMessage(f"{command}: missing argument {name!r}")
     op = d.get("op")
