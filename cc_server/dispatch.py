@@ -11,11 +11,15 @@ its body once a valid `user` and `op` have been read, whatever it is (a result, 
 ERROR decided by the request itself: validation, a size limit, the charging rules); a
 repeat gets it back, a reuse of the op id with another body gets OPERATION_ID_REUSED.
 Refusals that say nothing about the request (FORBIDDEN, SERVER_ERROR, TOO_MANY_REQUESTS)
-are not remembered. Mutating ADMIN commands with an `op` likewise, under ("", op).
+are not remembered. Mutating ADMIN commands with an `op` likewise, under ("", op). While
+the store of outcomes is full (--dedup-max-entries), an operation it holds nothing for is
+refused with TOO_MANY_REQUESTS, unapplied: no outcome is ever dropped inside its window.
 
 Every change of state goes through an `apply_*` method that the write-ahead log replays
 after a crash: a record is [kind, now, argument] with the request's own frame body as the
-argument, so replay runs exactly the same code with exactly the same clock.
+argument, so replay runs exactly the same code with exactly the same clock. What a timer
+decides is logged as the decision (REC_EXPIRED: which reservations, in which order), so
+replay never depends on the expiry heap or the size of a timer run's batch.
 """
 
 from __future__ import annotations
@@ -59,6 +63,9 @@ REC_ADMIN: Final = 2
 REC_EXPIRE: Final = 3
 REC_ACK: Final = 4
 REC_REMEMBER: Final = 5
+#: the expiries of one timer run: [[session id, reservation id], ...] in the order applied
+#: (REC_EXPIRE, its limit only, is what older logs hold: still replayed)
+REC_EXPIRED: Final = 6
 #: test controls: a container run with injected sub-request errors; a manual clock move
 REC_EXECUTE_FAULTED: Final = 16
 REC_CLOCK: Final = 17
@@ -117,6 +124,8 @@ class Dispatcher:
         self.limits = limits or Limits()
         #: called with (code, peer name) when a request is refused for a limit
         self.on_limit: Callable[[ErrorCode, str], None] | None = None
+        #: called with the peer name when a new operation is refused: outcomes store full
+        self.on_dedup_full: Callable[[str], None] | None = None
         #: more sections of `stats()`, by name (a section returning None is left out)
         self.stats_sections: dict[str, Callable[[], Any]] = {}
         #: (container kind or command, outcome) -> count. Not a Counter: its Python-level
@@ -338,6 +347,8 @@ class Dispatcher:
         stored = self.dedup.get(key, body_digest)
         if stored is not False:
             return self._repeat(msg.kind, key, stored)
+        if self.dedup.full:
+            return self._no_slot(peer, msg.kind)
         now = self.clock()
         try:
             self.limits.check_execute(msg)
@@ -362,6 +373,8 @@ class Dispatcher:
         stored = self.dedup.get(key, body_digest)
         if stored is not False:
             return self._repeat("request", key, stored)
+        if self.dedup.full:
+            return self._no_slot(peer, "request")
         return self._remember(key, body_digest, exc.code, exc.message, self.clock(), "request")
 
     def _repeat(self, kind: str, key: Key, stored: Reply | bool) -> Reply:
@@ -376,6 +389,19 @@ class Dispatcher:
         self.counts[kind, "repeated"] += 1
         assert stored is not False
         return stored
+
+    def _no_slot(self, peer: Peer, kind: str) -> Reply:
+        """A new operation while the store of outcomes is full: refused, unapplied, not
+        remembered (a retry once entries age out is applied)."""
+        dedup = self.dedup
+        dedup.refused += 1
+        self.counts[kind, ErrorCode.TOO_MANY_REQUESTS] += 1
+        if self.on_dedup_full is not None:
+            self.on_dedup_full(peer.name)
+        return error_reply(ErrorCode.TOO_MANY_REQUESTS, (
+            f"the server holds the outcomes of {len(dedup)} operations, its bound "
+            f"(--dedup-max-entries {dedup.max_entries}), and forgets none inside its "
+            f"{dedup.window:g} s window; nothing was applied: retry later"))
 
     def _remember(self, key: Key, body_digest: bytes, code: ErrorCode, message: str,
                   now: float, kind: str) -> Reply:
@@ -416,15 +442,16 @@ class Dispatcher:
     # ------------------------------------------------------------------ operator
 
     def expire(self, now: float, limit: int) -> int:
-        """Clean up reservations due by `now` (logged when anything was due)."""
+        """Clean up reservations due by `now`; when any were, log which, in order."""
         self.applying = True          # a failure half-way is a fail-stop (server.py)
-        done = self.engine.expire(now, limit)
-        if done:
-            self._log(REC_EXPIRE, now, limit)
+        due = self.engine.expire_due(now, limit)
+        if due:
+            self._log(REC_EXPIRED, now,
+                      [[cs.session.session_id, cs.reservation_id] for cs in due])
         self.applying = False
-        if done:
+        if due:
             self.flush_renewals(now)
-        return done
+        return len(due)
 
     def _admin_request(self, peer: Peer, msg: m.AdminRequest, body: bytes) -> Reply:
         self.read_only = msg.command in READ_ONLY_ADMIN
@@ -436,6 +463,8 @@ class Dispatcher:
             stored = self.dedup.get(key, body_digest)
             if stored is not False:
                 return self._repeat(msg.command, key, stored)
+            if self.dedup.full:
+                return self._no_slot(peer, msg.command)
         reply = self.apply_admin(msg, now, body_digest)
         if msg.command in LOGGED_ADMIN:
             self._log(REC_ADMIN, now, body)
@@ -493,8 +522,12 @@ class Dispatcher:
         return None
 
     def replay(self, payload: bytes) -> None:
-        """Apply one write-ahead-log record again (recovery; nothing is logged)."""
+        """Apply one write-ahead-log record again (recovery; nothing is logged). A record
+        of an unknown kind, or one that does not fit the state, raises ValueError."""
         kind, now, argument = codec.unpack(payload)
+        # outcomes past their window by this record's time had left the live server by
+        # then (its timers run at least as often as records are made)
+        self.dedup.expire(now)
         if kind == REC_EXECUTE:
             msg = codec.decode_body(T.EXECUTE, argument)
             assert isinstance(msg, m.Execute)
@@ -514,7 +547,13 @@ class Dispatcher:
         elif kind == REC_REMEMBER:
             user, op, body_digest, msg_type, body = argument
             self.dedup.put((user, op), (msg_type, body), now, body_digest)
-        elif kind == REC_EXPIRE:
+        elif kind == REC_EXPIRED:
+            try:
+                self.engine.expire_these(now, [(str(s), str(r)) for s, r in argument])
+            except KeyError as exc:
+                raise ValueError(f"log record does not fit the state: {exc}") from None
+            self.flush_renewals(now)
+        elif kind == REC_EXPIRE:      # older logs: the trigger, not the decision
             self.engine.expire(now, argument)
             self.flush_renewals(now)
         elif kind == REC_ACK:
@@ -530,7 +569,9 @@ class Dispatcher:
             "sub_requests": {f"{action}.{error or 'ok'}": n
                              for (action, error), n in self.engine.counts.items()},
             "latency": {kind: h.to_dict() for kind, h in self.latency.items()},
-            "dedup": {"entries": len(self.dedup), "hits": self.dedup.hits}}
+            "dedup": {"entries": len(self.dedup), "hits": self.dedup.hits,
+                      "max_entries": self.dedup.max_entries,
+                      "refused_full": self.dedup.refused}}
         renewal = getattr(self.renewal, "stats", None)
         if renewal is not None:
             stats["renewal"] = renewal()
