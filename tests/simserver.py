@@ -11,7 +11,9 @@ never acknowledged). `picture()` is everything recovery must give back.
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +65,9 @@ class SimServer:
         assert wal is not None
         return wal.appended
 
-    async def start(self) -> None:
-        """Start (recover) on the directory, with the clock where the log left it."""
+    async def start(self, before_timers: Callable[[], None] | None = None) -> None:
+        """Start (recover) on the directory, with the clock where the log left it;
+        `before_timers` is called once recovery is done, before the first timer run."""
         config = ServerConfig(data_dir=str(self.dir), snapshot_every=1 << 40,
                               test_controls=True, **self.settings)
         server = ChargingServer(config, clock=ManualClock(T0))
@@ -75,6 +78,8 @@ class SimServer:
         server.recovery = server._recover(store)
         self._server = server
         self.snapshot_floor = 0
+        if before_timers is not None:
+            before_timers()
         server.run_timers()          # the first tick
         await self.settle()
 
@@ -145,7 +150,7 @@ class SimServer:
         still inside their window, and the clock."""
         server = self.server
         now = server.clock()
-        engine = snap.engine_to_state(server.engine)
+        engine = copy.deepcopy(snap.engine_to_state(server.engine))   # it shares dicts
         engine["accounts"] = {row[0]: row[1:] for row in engine["accounts"]}
         engine["sessions"] = {row[0]: row[1:] for row in engine["sessions"]}
         outcomes = {(user, op): (deadline, reply, digest)
