@@ -153,6 +153,8 @@ class SimServer:
         engine = copy.deepcopy(snap.engine_to_state(server.engine))   # it shares dicts
         engine["accounts"] = {row[0]: row[1:] for row in engine["accounts"]}
         engine["sessions"] = {row[0]: row[1:] for row in engine["sessions"]}
+        journal = engine["journal"]
+        journal["entries"] = {entry[0]: entry for entry in journal["entries"]}   # by id
         outcomes = {(user, op): (deadline, reply, digest)
                     for (user, op), deadline, reply, digest in server.dedup.items()
                     if deadline > now}

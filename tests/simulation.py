@@ -96,14 +96,14 @@ class Simulation:
             await self._start()
             for user in range(3):
                 await self._create(f"u{user}")
-            for step in range(self.steps):
+            for step in range(self.steps + 1):
                 try:
-                    await self._step()
-                except SimulationFailed:
-                    raise
+                    if step < self.steps:
+                        await self._step()
+                    else:
+                        await self._restart(crash=True)    # the end: one more crash
                 except AssertionError as exc:
                     raise self._failed(step, str(exc)) from exc
-            await self._restart(crash=True)
             await self.sim.stop()
         finally:
             server_module.EXPIRY_BATCH = saved
