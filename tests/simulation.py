@@ -345,11 +345,16 @@ def _describe(reply: Reply | None) -> str:
 
 def run_seed(seed: int, steps: int = STEPS) -> dict[str, int]:
     """Run one seed in a fresh directory; SimulationFailed on a difference."""
-    logging.getLogger("cc_server").setLevel(logging.CRITICAL)   # a tiny bound logs a lot
+    logger = logging.getLogger("cc_server")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)   # a tiny bound logs a lot
     shm = Path("/dev/shm")     # memory: the many fsyncs cost nothing, the files are real
     where = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
-    with tempfile.TemporaryDirectory(prefix=f"cc-sim-{seed}-", dir=where) as directory:
-        return asyncio.run(Simulation(seed, steps, Path(directory)).run())
+    try:
+        with tempfile.TemporaryDirectory(prefix=f"cc-sim-{seed}-", dir=where) as directory:
+            return asyncio.run(Simulation(seed, steps, Path(directory)).run())
+    finally:
+        logger.setLevel(level)
 
 
 def main(argv: list[str] | None = None) -> int:
