@@ -4,7 +4,10 @@ Every clock is a callable returning epoch seconds, kept to the millisecond as SA
 keeps server time. `cc-server --clock manual` uses `ManualClock` (moved by the admin
 commands `clock_advance` / `clock_set`, i.e. `cc-admin clock advance SECONDS`);
 `--clock-speed K` uses `ScaledClock`. Neither goes backwards: a manual clock set to an
-earlier time is refused, so expiry and the journal's order stay true.
+earlier time is refused, so expiry and the journal's order stay true. Nor does a manual
+clock leave [MIN_TIME, MAX_TIME]: every time derived from it (an expiry up to 400 days
+on, the exactly-once window's end up to a year on, a journal or record time) then stays
+a valid timestamp (Python's datetime, like the wire's times, ends with the year 9999).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from typing import Final
 MAX_SPEED = 10_000.0
 _time_ns: Final = time.time_ns   # a C static compiled (`time.time_ns` is a lookup)
 MAX_STEP = 400 * 86_400.0   # the most one advance may move (a TTL's own limit)
+MIN_TIME: Final = 0.0                  # 1970-01-01T00:00:00Z
+MAX_TIME: Final = 253_339_228_800.0    # 9998-01-01T00:00:00Z: leaves 400 days + a year
 
 
 def wall_clock_ms() -> float:
@@ -35,7 +40,7 @@ class ManualClock:
     manual = True
 
     def __init__(self, start: float | None = None) -> None:
-        self.now = wall_clock_ms() if start is None else start
+        self.now = wall_clock_ms() if start is None else _in_range(round(start, 3))
         #: called with the new time after each move (the server runs its timers)
         self.on_move: Callable[[float], None] | None = None
 
@@ -57,10 +62,26 @@ class ManualClock:
         when = round(when, 3)
         if when < self.now:
             raise ClockError(f"the clock does not go backwards ({when} < {self.now})")
-        self.now = when
+        self.now = _in_range(when)
         if self.on_move is not None:
             self.on_move(when)
         return when
+
+
+def _in_range(when: float) -> float:
+    """`when` if a manual clock may show it, else ClockError (checked before any move)."""
+    if not MIN_TIME <= when <= MAX_TIME:   # NaN too
+        raise ClockError(
+            f"the clock stays between {_iso(MIN_TIME)} and {_iso(MAX_TIME)}, so that "
+            f"every expiry and window end after it is a valid time; {_iso(when)} is not")
+    return when
+
+
+def _iso(when: float) -> str:
+    try:
+        return dt.datetime.fromtimestamp(when, dt.UTC).isoformat().replace("+00:00", "Z")
+    except (OverflowError, ValueError, OSError):
+        return repr(when)
 
 
 class ScaledClock:

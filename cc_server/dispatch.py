@@ -11,9 +11,12 @@ its body once a valid `user` and `op` have been read, whatever it is (a result, 
 ERROR decided by the request itself: validation, a size limit, the charging rules); a
 repeat gets it back, a reuse of the op id with another body gets OPERATION_ID_REUSED.
 Refusals that say nothing about the request (FORBIDDEN, SERVER_ERROR, TOO_MANY_REQUESTS)
-are not remembered. Mutating ADMIN commands with an `op` likewise, under ("", op). While
-the store of outcomes is full (--dedup-max-entries), an operation it holds nothing for is
-refused with TOO_MANY_REQUESTS, unapplied: no outcome is ever dropped inside its window.
+are not remembered. Mutating ADMIN commands (`codec.MUTATING_ADMIN`) with an `op` likewise,
+under ("", op), but only their results: a refused ADMIN changed nothing (PROTOCOL.md
+section 8, "fails validation"), so the same op may come again, corrected or not.
+While the store of outcomes is full (--dedup-max-entries), an operation it holds nothing
+for is refused with TOO_MANY_REQUESTS, unapplied: no outcome is ever dropped inside its
+window (clock moves excepted: they are what ages outcomes out of a manual clock's window).
 
 Every change of state goes through an `apply_*` method that the write-ahead log replays
 after a crash: a record is [kind, now, argument] with the request's own frame body as the
@@ -53,7 +56,12 @@ from .limits import Limits
 log = logging.getLogger("cc_server")
 T = m.MsgType
 MUTATING_ADMIN = codec.MUTATING_ADMIN
-LOGGED_ADMIN = MUTATING_ADMIN | {"request_renewal"}
+#: the test controls' changes are not logged: fault rules and the record live in memory
+#: only, and a clock move is logged as REC_CLOCK (and its outcome as REC_REMEMBER)
+LOGGED_ADMIN = MUTATING_ADMIN - TestControls.COMMANDS
+CLOCK_MOVES = frozenset({"clock_advance", "clock_set"})
+#: commands whose failure half-way is a fail-stop (a clock move runs the timers)
+APPLIED_ADMIN = LOGGED_ADMIN | CLOCK_MOVES
 #: operator queries: they change nothing, so their replies wait for no log record
 READ_ONLY_ADMIN = frozenset({"get_subscriber", "find_sessions", "transactions", "stats",
                              "list_subscribers"})
@@ -463,11 +471,15 @@ class Dispatcher:
             stored = self.dedup.get(key, body_digest)
             if stored is not False:
                 return self._repeat(msg.command, key, stored)
-            if self.dedup.full:
+            if self.dedup.full and msg.command not in CLOCK_MOVES:   # they age outcomes out
                 return self._no_slot(peer, msg.command)
         reply = self.apply_admin(msg, now, body_digest)
         if msg.command in LOGGED_ADMIN:
             self._log(REC_ADMIN, now, body)
+        elif msg.operation_id and msg.command in CLOCK_MOVES and reply[0] == T.ADMIN_RESULT:
+            # the clock outlives a restart (REC_CLOCK), so does the move's stored outcome
+            self._log(REC_REMEMBER, self.clock(), ["", msg.operation_id, body_digest,
+                                                   reply[0], reply[1]])
         return reply
 
     def apply_admin(self, msg: m.AdminRequest, now: float,
@@ -475,16 +487,21 @@ class Dispatcher:
         """Run an operator command (live, and when replaying the log)."""
         key = ("", msg.operation_id) if msg.operation_id and msg.command in MUTATING_ADMIN \
             else None
-        self.applying = msg.command in LOGGED_ADMIN   # read-only commands change nothing
+        self.applying = msg.command in APPLIED_ADMIN   # read-only commands change nothing
         try:
             reply: Reply = T.ADMIN_RESULT, codec.pack(
                 {"value": self._admin[msg.command](dict(msg.args), now)})
             self.counts[msg.command, "ok"] += 1
         except Refused as exc:
+            # refused before anything was applied: not stored (PROTOCOL.md section 8)
             reply = error_reply(exc.code, exc.message)
             self.counts[msg.command, exc.code] += 1
+            key = None
         if key is not None:
-            self.dedup.put(key, reply, now, body_digest)
+            # a clock move's window starts at the clock's new time, or it would be over
+            # as soon as the timers run
+            self.dedup.put(key, reply, now if msg.command in LOGGED_ADMIN else self.clock(),
+                           body_digest)
         self.flush_renewals(now)
         self.applying = False
         return reply

@@ -89,7 +89,13 @@ class Rule:
         self._rng = random.Random(self.seed)
 
     def check(self) -> None:
-        """Raise FaultError unless every field is valid."""
+        """Raise FaultError unless every field is valid (its type first: a glob that is
+        a number would fail every request it is matched against)."""
+        for name, allowed in FIELD_TYPES.items():
+            value = getattr(self, name)
+            if not (type(value) in allowed or (value is None and name in _OPTIONAL)):
+                raise FaultError(f"{name} must be {_TYPE_NAMES[allowed]}, not "
+                                 f"{type(value).__name__} {value!r:.60}")
         if self.action not in ACTIONS:
             raise FaultError(f"action must be one of {sorted(ACTIONS)}, not {self.action!r}")
         _one_of("kind", self.kind, KINDS)
@@ -164,6 +170,15 @@ class Rule:
         return {k: v for k, v in data.items() if v is not None}
 
 
+_TEXT, _INT, _NUMBER = (str,), (int,), (int, float)   # bool is none of them (`type() in`)
+#: the type of each field a rule is made of (None allowed where the field is optional)
+FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "action": _TEXT, "user": _TEXT, "service": _TEXT, "session": _TEXT, "kind": _TEXT,
+    "sub_action": _TEXT, "type": _TEXT, "listener": _INT, "conn_user": _TEXT,
+    "times": _INT, "every": _INT, "probability": _NUMBER, "after": _INT, "seed": _INT,
+    "code": _TEXT, "scope": _TEXT, "seconds": _NUMBER, "jitter": _NUMBER}
+_OPTIONAL = frozenset(f.name for f in fields(Rule) if f.default is None)
+_TYPE_NAMES = {_TEXT: "a string", _INT: "a whole number", _NUMBER: "a number"}
 _CONNECTION_CODES = frozenset({
     "AUTHENTICATION_FAILED", "UNSUPPORTED_VERSION", "HANDSHAKE_REQUIRED", "PROTOCOL_ERROR",
     "FRAME_TOO_LARGE", "TOO_MANY_CONNECTIONS", "HANDSHAKE_TIMEOUT", "IDLE_TIMEOUT"})
@@ -195,12 +210,9 @@ def rule_from_map(data: Mapping[str, Any]) -> Rule:
     if "action" not in args:
         raise FaultError("a fault rule needs an action")
     for name in ("seconds", "jitter", "probability"):
-        if isinstance(args.get(name), int) and not isinstance(args[name], bool):
+        if type(args.get(name)) is int:
             args[name] = float(args[name])
-    try:
-        return Rule(**args)
-    except TypeError as exc:   # a value of the wrong type caught by a comparison
-        raise FaultError(f"bad fault rule: {exc}") from None
+    return Rule(**args)
 
 
 class Faults:
@@ -233,6 +245,8 @@ class Faults:
             raise FaultError(f"at most {MAX_RULES} fault rules")
         if rule is None:
             rule = rule_from_map(fields_)
+        else:
+            rule.check()      # its fields may have been changed since it was made
         self._next_id += 1
         rule.id = self._next_id
         self._rules[rule.id] = rule

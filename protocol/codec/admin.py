@@ -97,10 +97,14 @@ ADMIN_COMMANDS.update({
                       "reason": (_opt(_id), False)},
 })
 
-#: the commands that change state: a client gives each an operation id, and the server
-#: answers a repeat of that id with the first outcome (exactly once)
+#: The one list of the commands that change state, for client and server alike: a client
+#: gives each an operation id (`op`) and re-sends the same body after a lost reply; the
+#: server answers a repeat of that id with the first result (exactly once; PROTOCOL.md
+#: section 8). Every other command only reads, and is safe to send again.
 MUTATING_ADMIN = frozenset({"create_subscriber", "top_up", "cancel_session",
-                            "delete_subscriber", "adjust", "set_counter", "reset_counter"})
+                            "delete_subscriber", "adjust", "set_counter", "reset_counter",
+                            "request_renewal", "fault_add", "fault_remove", "fault_clear",
+                            "record_clear", "clock_advance", "clock_set"})
 
 
 _CONTROLS = ("fault_", "record_", "clock_")   # the test controls, named by prefix
