@@ -156,6 +156,9 @@ class Dispatcher:
         self.fault: tuple[Rule, Reply | None] | None = None
         #: called with seconds when a `pause` rule fires (the server stops reading)
         self.on_pause: Callable[[float], None] | None = None
+        #: (op, body digest) of the clock move being applied: its REC_CLOCK record carries
+        #: the move's outcome too, so that no crash keeps the move and loses its outcome
+        self._clock_op: tuple[bytes, bytes] | None = None
         self._admin: dict[str, Callable[[dict[str, Any], float], Any]] = {
             "create_subscriber": self._create_subscriber,
             "get_subscriber": lambda a, now: codec.subscriber_to_wire(
@@ -334,8 +337,16 @@ class Dispatcher:
         return fault
 
     def clock_moved(self, when: float) -> None:
-        """A manual clock move: logged, so that recovery restores the clock."""
-        self._log(REC_CLOCK, when, None)
+        """A manual clock move: logged, so that recovery restores the clock (with the
+        outcome of the ADMIN command that made it, when that carried an op)."""
+        clock_op = self._clock_op
+        if clock_op is None:
+            self._log(REC_CLOCK, when, None)
+            return
+        # stored now, as its record says (apply_admin's own put of it then does nothing)
+        value = codec.pack({"value": TestControls.moved(when)})
+        self.dedup.put(("", clock_op[0]), (T.ADMIN_RESULT, value), when, clock_op[1])
+        self._log(REC_CLOCK, when, [clock_op[0], clock_op[1], int(T.ADMIN_RESULT), value])
 
     @staticmethod
     def _need(peer: Peer, role: str) -> None:
@@ -473,13 +484,15 @@ class Dispatcher:
                 return self._repeat(msg.command, key, stored)
             if self.dedup.full and msg.command not in CLOCK_MOVES:   # they age outcomes out
                 return self._no_slot(peer, msg.command)
-        reply = self.apply_admin(msg, now, body_digest)
+        if msg.operation_id and msg.command in CLOCK_MOVES:
+            # the move's REC_CLOCK record carries its outcome (clock_moved): one record
+            self._clock_op = (msg.operation_id, body_digest)
+        try:
+            reply = self.apply_admin(msg, now, body_digest)
+        finally:
+            self._clock_op = None
         if msg.command in LOGGED_ADMIN:
             self._log(REC_ADMIN, now, body)
-        elif msg.operation_id and msg.command in CLOCK_MOVES and reply[0] == T.ADMIN_RESULT:
-            # the clock outlives a restart (REC_CLOCK), so does the move's stored outcome
-            self._log(REC_REMEMBER, self.clock(), ["", msg.operation_id, body_digest,
-                                                   reply[0], reply[1]])
         return reply
 
     def apply_admin(self, msg: m.AdminRequest, now: float,
@@ -557,6 +570,9 @@ class Dispatcher:
         elif kind == REC_CLOCK:
             if self.controls is not None:
                 self.controls.restore_clock(now)
+            if argument is not None:      # the outcome of the ADMIN command that moved it
+                op, clock_digest, msg_type, value = argument
+                self.dedup.put(("", op), (msg_type, value), now, clock_digest)
         elif kind == REC_ADMIN:
             admin = codec.decode_body(T.ADMIN, argument)
             assert isinstance(admin, m.AdminRequest)

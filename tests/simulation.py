@@ -36,10 +36,10 @@ from protocol import messages as m
 from protocol.errors import ErrorCode
 from tests.simserver import Reply, SimServer, differences
 
-#: Clock moves are sent with an operation id, and their lost replies retried, once every
-#: state-changing ADMIN command carries one (branch rec-admin). Until then a lost clock
-#: move is never re-sent (a re-sent one would move the clock twice: the issue's bug).
-RETRY_ADMIN_CLOCK = False
+#: Clock moves are sent with an operation id, and their lost replies retried (every
+#: state-changing ADMIN command carries one). False: a clock move is sent without one and
+#: its reply is never lost (a re-sent one would move the clock twice).
+RETRY_ADMIN_CLOCK = True
 STEPS = 300
 A = m.Action
 K = m.ContainerKind
@@ -61,7 +61,7 @@ class Lost:
     body: bytes
     reply: Reply | None
     at: float           # the clock when it was applied
-    record: int | None  # records of its life once it was applied (None: nothing logged)
+    record: int | None  # its first record, in its life (None: nothing logged)
     durable: bool       # its record survived (False: a crash cut it; a retry applies it)
     what: str
 
@@ -171,9 +171,13 @@ class Simulation:
         reply = await sim.request(msg_type, body)
         logged = sim.records > before
         if may_lose and self.rng.random() < 0.2:
-            refused = reply is not None and _code(reply) == ErrorCode.TOO_MANY_REQUESTS
+            # what is not stored: TOO_MANY_REQUESTS, and any refused ADMIN (it changed
+            # nothing; the same op is checked again)
+            code = _code(reply)
+            stored = code != ErrorCode.TOO_MANY_REQUESTS and not (
+                code is not None and msg_type == m.MsgType.ADMIN)
             self.lost.append(Lost(msg_type, body, reply, sim.server.clock(),
-                                  sim.records if logged else None, not refused, what))
+                                  before + 1 if logged else None, stored, what))
             self.trace.append(f"{what} -> reply lost")
             return None
         self.acked = sim.records
@@ -312,7 +316,8 @@ class Simulation:
             expected = self.pictures[keep]
             for lost in self.lost:       # requests whose records were cut: never applied
                 if lost.record is not None and lost.record > keep:
-                    lost.durable = False
+                    lost.durable = False  # (its first record kept: applied, so the op must
+                    # answer from its stored outcome even if a later record was cut)
             self.trace.append(f"kill -9 keeping {keep} of {sim.records} records "
                               f"(acknowledged: {floor})")
             sim.crash(keep)

@@ -108,3 +108,22 @@ async def test_a_timer_run_cut_into_batches_replays_the_same_expiries(
     assert releases(sim) == order
     assert differences(sim.picture(), live) == []
     assert await sim.execute(stop) == stop_reply           # the stored outcome, unchanged
+
+
+async def test_a_clock_move_kept_by_a_crash_keeps_its_outcome(tmp_path: Path) -> None:
+    """A clock move with an op whose reply was lost: the crash keeps its first record
+    only (the expiries it made were cut). Its retry gets the stored outcome: the clock
+    does not move twice."""
+    sim = SimServer(tmp_path)
+    await sim.start()
+    await sim.admin("create_subscriber", {"user": "alice", "balance": D("10")}, b"c1")
+    await sim.execute(start("o1", "x", 10))
+    before = sim.records
+    moved = await sim.admin("clock_advance", {"seconds": 10}, b"tick")
+    assert sim.records >= before + 2              # the move (with its outcome), the expiry
+    clock = sim.server.clock()
+    sim.crash(before + 1)
+    await sim.start()
+    assert sim.server.clock() == clock
+    assert await sim.admin("clock_advance", {"seconds": 10}, b"tick") == moved
+    assert sim.server.clock() == clock
