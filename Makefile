@@ -15,7 +15,7 @@ INSTALL = $(BIN)/python -m pip install -v -e '.[test,dev]' --config-settings edi
 	  > $(VENV)/install.log 2>&1 || { tail -n 40 $(VENV)/install.log; exit 1; }; \
 	  grep -h 'cc-charging build:' $(VENV)/install.log | sed 's/^ *//'
 
-.PHONY: run test lint typecheck check bench conformance build built clean
+.PHONY: run test simulate lint typecheck check bench conformance build built clean
 
 $(STAMP): pyproject.toml setup.py
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -39,6 +39,13 @@ run: built            ## start the server on 127.0.0.1:9500, state kept in ./dat
 
 test: built           ## the whole test suite
 	$(BIN)/python -m pytest $(ARGS)
+
+# The recovery simulation (tests/simulation.py) over more seeds than `make test` runs;
+# SEED=S runs that one seed again (a failure prints the command).
+SEEDS ?= 100
+STEPS ?= 300
+simulate: built       ## crash/restart simulation: seeds 0..SEEDS-1 (or SEED=S), STEPS each
+	$(BIN)/python -m tests.simulation $(if $(SEED),--seed $(SEED),--seeds $(SEEDS)) --steps $(STEPS)
 
 bench: built          ## the standard load mix (benchmark/README.md); ARGS add options
 	$(BIN)/cc-bench --spawn --connections 8 --concurrency 256 --sessions 100000 --updates 2 --reservations 1 $(ARGS)

@@ -209,7 +209,8 @@ HELP: dict[str, str] = {
     "max_subrequests": "sub-requests per container",
     "write_buffer_high": "per-connection write buffer, bytes, before reading pauses",
     "dedup_window": "seconds an operation's outcome is remembered (exactly once)",
-    "dedup_max_entries": "outcomes remembered at most (memory bound of --dedup-window)",
+    "dedup_max_entries": "outcomes remembered at most (a memory bound; while that many are "
+                         "held, new operations get TOO_MANY_REQUESTS)",
     "journal_retain": "journal entries kept in memory",
     "snapshot_every": "log bytes between background snapshots (with --data-dir)",
     "recover_to_last_good": "start even though the log is damaged: keep the records before "

@@ -204,7 +204,7 @@ class TestControls:
             when = clock.advance(float(args["seconds"]))
         except ClockError as exc:
             raise Refused(ErrorCode.INVALID_REQUEST, str(exc)) from None
-        return self._moved(when)
+        return self.moved(when)
 
     def clock_set(self, args: dict[str, Any], now: float) -> Any:
         """ADMIN clock_set {time}: move the manual clock to a time; its new time."""
@@ -214,10 +214,11 @@ class TestControls:
             when = clock.set(parse_time(value) if isinstance(value, str) else value)
         except ClockError as exc:
             raise Refused(ErrorCode.INVALID_REQUEST, str(exc)) from None
-        return self._moved(when)
+        return self.moved(when)
 
     @staticmethod
-    def _moved(when: float) -> Any:
+    def moved(when: float) -> Any:
+        """The result of a clock move to `when`."""
         return {"time": dt.datetime.fromtimestamp(when, dt.UTC), "manual": True}
 
     def restore_clock(self, when: float) -> None:

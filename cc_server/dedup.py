@@ -6,8 +6,10 @@ so a repeat with another body (an operation id reused by mistake) can be told ap
 refused (OPERATION_ID_REUSED) instead of silently getting the first reply. Keys include
 the user id so a guessed id never returns another subscriber's outcome. Entries leave
 once `window` seconds have passed (at the first `expire` call after it, rounded up to
-0.1 s), or earliest-first once `max_entries` are held (a memory bound; the README gives
-the arithmetic).
+0.1 s), and only then: an outcome is never forgotten inside its window. `max_entries` is
+a memory bound (the README gives the arithmetic): once that many are held, `full` is
+true and the dispatcher refuses new operations (TOO_MANY_REQUESTS, retryable) until
+entries age out, rather than drop an outcome a retry may still ask for.
 
 Memory matters here (one entry per container, a million and more of them): an entry is a
 dict slot holding the reply as one bytes object (request digest + message type byte +
@@ -67,11 +69,18 @@ class OutcomeCache:
         self._count = 0
         self._buckets: deque[tuple[float, deque[bytes]]] = deque()   # (deadline, keys)
         self.hits = 0
+        #: new operations refused because `max_entries` outcomes were held
+        self.refused = 0
         # the key `get` packed last: the `put` that follows a miss reuses its bytes
         self._last: tuple[Key, bytes] = (("", b""), _packed(("", b"")))
 
     def __len__(self) -> int:
         return self._count
+
+    @property
+    def full(self) -> bool:
+        """True when `max_entries` outcomes are held: a new operation has no slot."""
+        return self._count >= self.max_entries
 
     def get(self, key: Key, body_digest: bytes = ANY_BODY) -> Reply | bool:
         """The stored reply of `key` if still held and stored for a body of that digest;
@@ -110,22 +119,10 @@ class OutcomeCache:
             buckets[-1][1].append(packed)
         else:
             buckets.append((math.ceil(deadline * GRAINS) / GRAINS, deque((packed,))))
-        if self._count > self.max_entries:
-            self._drop_oldest(self._count - self.max_entries)
 
     def _drop(self, packed: bytes) -> None:
         del self._shards[hash(packed) & _MASK][packed]
         self._count -= 1
-
-    def _drop_oldest(self, count: int) -> None:
-        buckets = self._buckets
-        while count > 0 and buckets:
-            keys = buckets[0][1]
-            while count > 0 and keys:
-                self._drop(keys.popleft())
-                count -= 1
-            if not keys:
-                buckets.popleft()
 
     def expire(self, now: float) -> int:
         """Drop entries past their window (oldest first); returns how many."""

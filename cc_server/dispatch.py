@@ -14,10 +14,15 @@ Refusals that say nothing about the request (FORBIDDEN, SERVER_ERROR, TOO_MANY_R
 are not remembered. Mutating ADMIN commands (`codec.MUTATING_ADMIN`) with an `op` likewise,
 under ("", op), but only their results: a refused ADMIN changed nothing (PROTOCOL.md
 section 8, "fails validation"), so the same op may come again, corrected or not.
+While the store of outcomes is full (--dedup-max-entries), an operation it holds nothing
+for is refused with TOO_MANY_REQUESTS, unapplied: no outcome is ever dropped inside its
+window (clock moves excepted: they are what ages outcomes out of a manual clock's window).
 
 Every change of state goes through an `apply_*` method that the write-ahead log replays
 after a crash: a record is [kind, now, argument] with the request's own frame body as the
-argument, so replay runs exactly the same code with exactly the same clock.
+argument, so replay runs exactly the same code with exactly the same clock. What a timer
+decides is logged as the decision (REC_EXPIRED: which reservations, in which order), so
+replay never depends on the expiry heap or the size of a timer run's batch.
 
 Fail-stop window: from the first change of state to the log record that holds it
 (`applying`), any exception, whatever its type (a DecimalException too), stops the server
@@ -61,7 +66,7 @@ log = logging.getLogger("cc_server")
 T = m.MsgType
 MUTATING_ADMIN = codec.MUTATING_ADMIN
 #: the test controls' changes are not logged: fault rules and the record live in memory
-#: only, and a clock move is logged as REC_CLOCK (and its outcome as REC_REMEMBER)
+#: only, and a clock move is logged as REC_CLOCK, carrying its outcome when it had an op
 LOGGED_ADMIN = MUTATING_ADMIN - TestControls.COMMANDS
 CLOCK_MOVES = frozenset({"clock_advance", "clock_set"})
 #: commands whose failure half-way is a fail-stop (a clock move runs the timers)
@@ -75,6 +80,9 @@ REC_ADMIN: Final = 2
 REC_EXPIRE: Final = 3
 REC_ACK: Final = 4
 REC_REMEMBER: Final = 5
+#: the expiries of one timer run: [[session id, reservation id], ...] in the order applied
+#: (REC_EXPIRE, its limit only, is what older logs hold: still replayed)
+REC_EXPIRED: Final = 6
 #: test controls: a container run with injected sub-request errors; a manual clock move
 REC_EXECUTE_FAULTED: Final = 16
 REC_CLOCK: Final = 17
@@ -148,6 +156,8 @@ class Dispatcher:
         self.limits = limits or Limits()
         #: called with (code, peer name) when a request is refused for a limit
         self.on_limit: Callable[[ErrorCode, str], None] | None = None
+        #: called with the peer name when a new operation is refused: outcomes store full
+        self.on_dedup_full: Callable[[str], None] | None = None
         #: more sections of `stats()`, by name (a section returning None is left out)
         self.stats_sections: dict[str, Callable[[], Any]] = {}
         #: (container kind or command, outcome) -> count. Not a Counter: its Python-level
@@ -177,6 +187,9 @@ class Dispatcher:
         #: the largest reply body a listing may send (the server's max_frame, which
         #: clients adopt from HELLO_OK)
         self.max_reply = DEFAULT_MAX_FRAME
+        #: (op, body digest) of the clock move being applied: its REC_CLOCK record carries
+        #: the move's outcome too, so that no crash keeps the move and loses its outcome
+        self._clock_op: tuple[bytes, bytes] | None = None
         self._admin: dict[str, Callable[[dict[str, Any], float], Any]] = {
             "create_subscriber": self._create_subscriber,
             "get_subscriber": lambda a, now: codec.subscriber_to_wire(
@@ -367,8 +380,16 @@ class Dispatcher:
         return fault
 
     def clock_moved(self, when: float) -> None:
-        """A manual clock move: logged, so that recovery restores the clock."""
-        self._log(REC_CLOCK, when, None)
+        """A manual clock move: logged, so that recovery restores the clock (with the
+        outcome of the ADMIN command that made it, when that carried an op)."""
+        clock_op = self._clock_op
+        if clock_op is None:
+            self._log(REC_CLOCK, when, None)
+            return
+        # stored now, as its record says (apply_admin's own put of it then does nothing)
+        value = codec.pack({"value": TestControls.moved(when)})
+        self.dedup.put(("", clock_op[0]), (T.ADMIN_RESULT, value), when, clock_op[1])
+        self._log(REC_CLOCK, when, [clock_op[0], clock_op[1], int(T.ADMIN_RESULT), value])
 
     @staticmethod
     def _need(peer: Peer, role: str) -> None:
@@ -388,6 +409,8 @@ class Dispatcher:
         stored = self.dedup.get(key, body_digest)
         if stored is not False:
             return self._repeat(msg.kind, key, stored)
+        if self.dedup.full:
+            return self._no_slot(peer, msg.kind)
         now = self.clock()
         try:
             self.limits.check_execute(msg)
@@ -415,6 +438,8 @@ class Dispatcher:
         stored = self.dedup.get(key, body_digest)
         if stored is not False:
             return self._repeat("request", key, stored)
+        if self.dedup.full:
+            return self._no_slot(peer, "request")
         return self._remember(key, body_digest, exc.code, exc.message, self.clock(), "request")
 
     def _repeat(self, kind: str, key: Key, stored: Reply | bool) -> Reply:
@@ -429,6 +454,19 @@ class Dispatcher:
         self.counts[kind, "repeated"] += 1
         assert stored is not False
         return stored
+
+    def _no_slot(self, peer: Peer, kind: str) -> Reply:
+        """A new operation while the store of outcomes is full: refused, unapplied, not
+        remembered (a retry once entries age out is applied)."""
+        dedup = self.dedup
+        dedup.refused += 1
+        self.counts[kind, ErrorCode.TOO_MANY_REQUESTS] += 1
+        if self.on_dedup_full is not None:
+            self.on_dedup_full(peer.name)
+        return error_reply(ErrorCode.TOO_MANY_REQUESTS, (
+            f"the server holds the outcomes of {len(dedup)} operations, its bound "
+            f"(--dedup-max-entries {dedup.max_entries}), and forgets none inside its "
+            f"{dedup.window:g} s window; nothing was applied: retry later"))
 
     def _remember(self, key: Key, body_digest: bytes, code: ErrorCode, message: str,
                   now: float, kind: str) -> Reply:
@@ -498,15 +536,16 @@ class Dispatcher:
     # ------------------------------------------------------------------ operator
 
     def expire(self, now: float, limit: int) -> int:
-        """Clean up reservations due by `now` (logged when anything was due)."""
+        """Clean up reservations due by `now`; when any were, log which, in order."""
         self.applying = True          # a failure half-way is a fail-stop (server.py)
-        done = self.engine.expire(now, limit)
-        if done:
-            self._log(REC_EXPIRE, now, limit)
+        due = self.engine.expire_due(now, limit)
+        if due:
+            self._log(REC_EXPIRED, now,
+                      [[cs.session.session_id, cs.reservation_id] for cs in due])
         self.applying = False
-        if done:
+        if due:
             self._notify(now)
-        return done
+        return len(due)
 
     def _admin_request(self, peer: Peer, msg: m.AdminRequest, body: bytes) -> Reply:
         self.read_only = msg.command in READ_ONLY_ADMIN
@@ -518,15 +557,19 @@ class Dispatcher:
             stored = self.dedup.get(key, body_digest)
             if stored is not False:
                 return self._repeat(msg.command, key, stored)
+            if self.dedup.full and msg.command not in CLOCK_MOVES:   # they age outcomes out
+                return self._no_slot(peer, msg.command)
+        if msg.operation_id and msg.command in CLOCK_MOVES:
+            # the move's REC_CLOCK record carries its outcome (clock_moved): one record
+            self._clock_op = (msg.operation_id, body_digest)
         logged = msg.command in LOGGED_ADMIN
         self.applying = msg.command in APPLIED_ADMIN   # read-only commands change nothing
-        reply = self._run_admin(msg, now, body_digest)
+        try:
+            reply = self._run_admin(msg, now, body_digest)
+        finally:
+            self._clock_op = None
         if logged:
             self._log(REC_ADMIN, now, body)
-        elif msg.operation_id and msg.command in CLOCK_MOVES and reply[0] == T.ADMIN_RESULT:
-            # the clock outlives a restart (REC_CLOCK), so does the move's stored outcome
-            self._log(REC_REMEMBER, self.clock(), ["", msg.operation_id, body_digest,
-                                                   reply[0], reply[1]])
         self.applying = False
         self._notify(now)
         return reply
@@ -611,8 +654,12 @@ class Dispatcher:
         return None
 
     def replay(self, payload: bytes) -> None:
-        """Apply one write-ahead-log record again (recovery; nothing is logged)."""
+        """Apply one write-ahead-log record again (recovery; nothing is logged). A record
+        of an unknown kind, or one that does not fit the state, raises ValueError."""
         kind, now, argument = codec.unpack(payload)
+        # outcomes past their window by this record's time had left the live server by
+        # then (its timers run at least as often as records are made)
+        self.dedup.expire(now)
         if kind == REC_EXECUTE:
             msg = codec.decode_body(T.EXECUTE, argument)
             assert isinstance(msg, m.Execute)
@@ -625,6 +672,9 @@ class Dispatcher:
         elif kind == REC_CLOCK:
             if self.controls is not None:
                 self.controls.restore_clock(now)
+            if argument is not None:      # the outcome of the ADMIN command that moved it
+                op, clock_digest, msg_type, value = argument
+                self.dedup.put(("", op), (msg_type, value), now, clock_digest)
         elif kind == REC_ADMIN:
             admin = codec.decode_body(T.ADMIN, argument)
             assert isinstance(admin, m.AdminRequest)
@@ -632,7 +682,13 @@ class Dispatcher:
         elif kind == REC_REMEMBER:
             user, op, body_digest, msg_type, body = argument
             self.dedup.put((user, op), (msg_type, body), now, body_digest)
-        elif kind == REC_EXPIRE:
+        elif kind == REC_EXPIRED:
+            try:
+                self.engine.expire_these(now, [(str(s), str(r)) for s, r in argument])
+            except KeyError as exc:
+                raise ValueError(f"log record does not fit the state: {exc}") from None
+            self.flush_renewals(now)
+        elif kind == REC_EXPIRE:      # older logs: the trigger, not the decision
             self.engine.expire(now, argument)
             self.flush_renewals(now)
         elif kind == REC_ACK:
@@ -648,7 +704,9 @@ class Dispatcher:
             "sub_requests": {f"{action}.{error or 'ok'}": n
                              for (action, error), n in self.engine.counts.items()},
             "latency": {kind: h.to_dict() for kind, h in self.latency.items()},
-            "dedup": {"entries": len(self.dedup), "hits": self.dedup.hits}}
+            "dedup": {"entries": len(self.dedup), "hits": self.dedup.hits,
+                      "max_entries": self.dedup.max_entries,
+                      "refused_full": self.dedup.refused}}
         renewal = getattr(self.renewal, "stats", None)
         if renewal is not None:
             stats["renewal"] = renewal()

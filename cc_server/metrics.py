@@ -28,6 +28,9 @@ METRICS: dict[str, tuple[str, str]] = {
     "sub_requests.*": ("counter", "Sub-requests by action and outcome (ok or an error code)."),
     "dedup.entries": ("gauge", "Operation outcomes remembered for exactly-once."),
     "dedup.hits": ("counter", "Repeated operations answered from the stored outcome."),
+    "dedup.max_entries": ("gauge", "Bound on the outcomes remembered (--dedup-max-entries)."),
+    "dedup.refused_full": ("counter", "New operations refused (TOO_MANY_REQUESTS) while "
+                           "the outcomes remembered were at their bound."),
     "renewal.listeners": ("gauge", "Registered renewal listeners."),
     "renewal.pending": ("gauge", "Renewal notifications waiting for an acknowledgement."),
     "renewal.created": ("counter", "Renewal notifications created."),

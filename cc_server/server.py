@@ -87,6 +87,7 @@ class ChargingServer:
         self.dispatcher = Dispatcher(self.engine, clock, self.renewal, self.dedup, self.limits)
         self.dispatcher.on_limit = self.limit_hit
         self.dispatcher.max_reply = self.config.max_frame   # what HELLO_OK announces
+        self.dispatcher.on_dedup_full = self.dedup_full
         self.controls = self._test_controls()
         #: the request record (--record N); None when off: the hot path tests only that
         self.record: Record | None = self.controls.record
@@ -360,6 +361,14 @@ class ChargingServer:
         self.limit_hits[str(code)] += count
         if log_it:
             self.events.info("limit", "code=%s peer=%s count=%d", code, peer, count)
+
+    def dedup_full(self, peer: str) -> None:
+        """A new operation refused: the store of outcomes is at its bound (counted in the
+        dispatcher's stats; logged rate-limited)."""
+        self.limit_hit(ErrorCode.TOO_MANY_REQUESTS, peer, log_it=False)
+        self.events.warning("dedup_full", "peer=%s entries=%d max_entries=%d window=%g "
+                            "(new operations refused until outcomes age out)", peer,
+                            len(self.dedup), self.dedup.max_entries, self.dedup.window)
 
     def connection_stats(self) -> dict[str, Any]:
         """The `connections` section of `stats()`."""

@@ -200,9 +200,9 @@ class Store:
         try:
             if present and present[0] != first:
                 raise CorruptLog(segment_path(self.dir, first), 0, "segment missing")
-            for _, records in iter_log(self.dir, first):
+            for index, records in iter_log(self.dir, first):
                 for payload in records:
-                    apply(payload)
+                    _apply(apply, payload, segment_path(self.dir, index), count)
                     count += 1
         except CorruptLog as exc:
             if not self.recover_to_last_good:
@@ -213,7 +213,7 @@ class Store:
                     "--recover-to-last-good to keep the records before the damage and "
                     "lose the rest") from None
             for payload in exc.scan.records if exc.scan else ():
-                apply(payload)
+                _apply(apply, payload, exc.path, count)
                 count += 1
             self._drop_after(exc)
         return count
@@ -402,6 +402,20 @@ class Store:
         if failed is not None:
             raise DataDirError(f"final snapshot not written ({failed}); nothing is lost: "
                                "the next start replays the log")
+
+
+def _apply(apply: Callable[[bytes], None], payload: bytes, path: Path, count: int) -> None:
+    """Replay one record; one that cannot be applied (a kind this version does not know,
+    or one that does not fit the state) stops the start: DataDirError, nothing cut."""
+    try:
+        apply(payload)
+    except Exception as exc:
+        raise DataDirError(
+            f"{path}: log record {count + 1} of the replay cannot be applied ({exc!r}); it "
+            "passed its checksum, so it was written by another version or belongs to "
+            "another state. Nothing was changed: `cc-admin verify` lists the log; start "
+            "with the version that wrote it, or restore the directory from a backup") \
+            from exc
 
 
 def _rewrite(path: Path, scan: Scan) -> None:

@@ -35,14 +35,15 @@ def test_entries_expire_oldest_first_and_a_late_clock_never_expires_early() -> N
     assert cache.expire(T0 + 20) == 20 and len(cache) == 0
 
 
-def test_the_entry_bound_drops_the_oldest() -> None:
+def test_the_entry_bound_forgets_nothing_and_says_full() -> None:
     cache = OutcomeCache(window=600.0, max_entries=5)
-    for n in range(8):
+    for n in range(5):
+        assert not cache.full
         cache.put(("u", bytes([n])), reply(n), T0 + n)
-    assert len(cache) == 5
-    assert cache.get(("u", bytes([2]))) is False
-    assert cache.get(("u", bytes([3]))) == reply(3)
-    assert cache.expire(T0 + 10_000) == 5
+    assert cache.full and len(cache) == 5
+    cache.put(("u", bytes([5])), reply(5), T0 + 5)      # replay: held, never dropped
+    assert [cache.get(("u", bytes([n]))) for n in range(6)] == [reply(n) for n in range(6)]
+    assert cache.expire(T0 + 601.1) == 2 and not cache.full   # aged out: room again
 
 
 def test_items_and_restore_round_trip_in_order() -> None:

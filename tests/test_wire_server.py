@@ -281,7 +281,7 @@ async def test_an_expiry_failing_half_way_stops_the_server() -> None:
     async with running_server() as server:
         def broken(*args: Any) -> Any:
             raise RuntimeError("heap on fire")
-        server.engine.expire = broken
+        server.engine.expire = server.engine.expire_due = broken
         server.server.run_timers()
         assert server.server.dispatcher.stopped          # fail-stop, not a logged timer failure
         assert server.failure is not None and "heap on fire" in repr(server.failure)

@@ -31,7 +31,7 @@ from .accounts import Account, out_of_range
 from .caches import EngineCaches, SubscriberIds
 from .catalog import Catalog, CatalogError, PricePlan
 from .errors import Refused
-from .expiry import ExpiryQueue
+from .expiry import NOT_QUEUED, ExpiryQueue
 from .journal import DEFAULT_RETAIN, Journal
 from .sessions import ChargingSession, Op, Session, Tally
 
@@ -211,10 +211,38 @@ class Engine:
 
     def expire(self, now: float, limit: int = 10_000) -> int:
         """Clean up reservations whose TTL ran out by `now`; returns how many were due."""
-        due = self.expiry.pop_due(now, limit)
+        return len(self.expire_due(now, limit))
+
+    def expire_due(self, now: float, limit: int = 10_000) -> list[ChargingSession]:
+        """Clean up up to `limit` charging sessions due by `now`, earliest (deadline,
+        sequence) first; returns them in the order they were cleaned up (what the log
+        records, for `expire_these` to repeat)."""
+        due: list[ChargingSession] = []
+        for item in self.expiry.pop_due(now, limit):
+            assert isinstance(item, ChargingSession)
+            due.append(item)
+        self._clean_up_due(due, now)
+        return due
+
+    def expire_these(self, now: float, keys: list[tuple[str, str]]) -> None:
+        """Replay: clean up exactly these (session id, reservation id), in this order, as
+        a timer run did at `now`, whatever the queue would choose. `KeyError` for one that
+        is not there (a log that does not belong to this state)."""
+        due: list[ChargingSession] = []
+        for session_id, reservation_id in keys:
+            session = self.sessions.get(session_id)
+            cs = session.charging_session(reservation_id) if session is not None else None
+            if cs is None or cs.heap_index == NOT_QUEUED:
+                raise KeyError(f"logged expiry of {session_id!r}/{reservation_id!r}: no such "
+                               "queued reservation")
+            due.append(cs)
+        for cs in due:
+            self.expiry.remove(cs)
+        self._clean_up_due(due, now)
+
+    def _clean_up_due(self, due: list[ChargingSession], now: float) -> None:
         with localcontext(MONEY):
             for item in due:
-                assert isinstance(item, ChargingSession)
                 session = item.session
                 account = self.accounts[session.user_id]
                 before = _before(account)
@@ -225,7 +253,6 @@ class Engine:
                 if session.settled(now):
                     self._remove(session)
                 self._credit_changed(account, before)
-        return len(due)
 
     # ------------------------------------------------------------------ operator
 

@@ -1,13 +1,17 @@
 """Reservation deadlines: a binary heap of the charging sessions themselves.
 
 Each charging session (a `Queued`) is in the heap at most once, at the position it keeps
-in `heap_index`, ordered by (queued deadline, queueing sequence): the sequence makes ties
-come due in the order they were queued, so a replay pops them in the same order as the
-live run. A later deadline (the common confirm-and-reserve) changes nothing in the heap:
-when the old deadline comes due the entry moves down to the new one. An earlier deadline
-moves the entry up at once. A charging session whose session is removed leaves the heap
-at once (`remove`), so the heap holds exactly the charging sessions of live sessions and
-never needs a rebuild. No tuple, float or int object per entry: one list slot.
+in `heap_index`. Its true key is (deadline, sequence), the sequence being handed out each
+time its deadline is set (by a container: never by a timer), so that ties come due in
+the order their deadlines were set. That order is a function of the containers alone:
+the live run, a replay of the log and a restart from a snapshot (which keeps each
+sequence) agree on it, whatever earlier timer runs found. The heap holds an entry at a
+key no later than its true key: a later deadline (the common confirm-and-reserve) leaves
+the entry where it is, and when it reaches the top it moves down to its true key first.
+An earlier deadline moves the entry up at once. A charging session whose session is
+removed leaves the heap at once (`remove`), so the heap holds exactly the charging
+sessions of live sessions and never needs a rebuild. No tuple, float or int object per
+entry: one list slot.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ class Queued:
 
     def __init__(self, expires_at: float) -> None:
         self.expires_at = expires_at
-        self.expiry_seq = 0          # when it was (last) queued; ties come due in this order
-        self.queued_at = expires_at  # the deadline the queue holds it at (<= expires_at)
+        self.expiry_seq = 0          # when its deadline was (last) set; ties come due in this order
+        self.queued_at = expires_at  # the deadline the heap holds it at (<= expires_at)
         self.heap_index = -1         # its place in the queue's heap; -1: not queued
 
 
@@ -52,11 +56,15 @@ class ExpiryQueue:
         return self._seq
 
     def push(self, item: Queued) -> None:
-        """Make sure `item` comes due at its current `expires_at`."""
+        """Make sure `item` comes due at its current `expires_at`, after every deadline
+        equal to it that was set before."""
+        self._seq += 1
+        item.expiry_seq = self._seq
         index = item.heap_index
         if index != NOT_QUEUED and item.queued_at <= item.expires_at:
-            return          # it comes due first and then moves on to its new deadline
-        self._requeue(item)
+            self._down(index)   # a later tie-break: it may now belong below an equal deadline
+            return
+        item.queued_at = item.expires_at
         if index == NOT_QUEUED:
             index = len(self._heap)
             self._heap.append(item)
@@ -92,25 +100,19 @@ class ExpiryQueue:
         return self._heap[0].queued_at if self._heap else None
 
     def pop_due(self, now: float, limit: int) -> list[Queued]:
-        """Up to `limit` items whose current deadline is <= now, earliest first; each
-        leaves the queue."""
+        """Up to `limit` items whose deadline is <= now, in the order of their true keys
+        (deadline, sequence); each leaves the queue."""
         heap = self._heap
         due: list[Queued] = []
         while heap and heap[0].queued_at <= now and len(due) < limit:
             item = heap[0]
-            if item.expires_at > now:           # its deadline moved later since it was queued
-                self._requeue(item)
+            if item.queued_at != item.expires_at:   # its deadline moved later: move it there
+                item.queued_at = item.expires_at
                 self._down(0)
             else:
                 self.remove(item)
                 due.append(item)
         return due
-
-    def _requeue(self, item: Queued) -> None:
-        """Key `item` by its current deadline, queued after everything queued before."""
-        self._seq += 1
-        item.expiry_seq = self._seq
-        item.queued_at = item.expires_at
 
     def _up(self, index: int) -> None:
         heap = self._heap
