@@ -337,6 +337,10 @@ class SyncAdmin:
         """Server statistics."""
         return self._runner.run(self._admin.stats())
 
+    def catalog(self, service_id: str | None = None) -> list[dict[str, Any]]:
+        """The server's price plans (see OperatorAPI.catalog)."""
+        return self._runner.run(self._admin.catalog(service_id))
+
 
 class SyncClient:
     """A blocking charging client (see module docstring)."""
