@@ -9,11 +9,19 @@ STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml setup.py | cksum | cut -
 # (and compiles) during this run, and `make build` need not do it a second time.
 STAMP_BEFORE := $(wildcard $(STAMP))
 ARGS   ?=
-# The editable install; its log keeps the compiler's output, and its one "cc-charging build:"
-# line says whether the hot modules were compiled and, if not, why.
-INSTALL = $(BIN)/python -m pip install -v -e '.[test,dev]' --config-settings editable_mode=compat \
-	  > $(VENV)/install.log 2>&1 || { tail -n 40 $(VENV)/install.log; exit 1; }; \
-	  grep -h 'cc-charging build:' $(VENV)/install.log | sed 's/^ *//'
+# The editable install. Its log keeps pip's and the compiler's output; its "cc-charging
+# build:" lines are shown as they come (what is compiled, on how many cores, how long that
+# usually takes, progress), the last saying whether the hot modules were compiled and, if
+# not, why. setup.py compiles the C files on every core (build_ext --parallel: all cores).
+SHOW_BUILD = $(PYTHON) -u -c 'import sys; [print(line.strip(), flush=True) \
+	     for line in sys.stdin if "cc-charging build:" in line]'
+INSTALL = start=$$(date +%s); \
+	  echo "installing into $(VENV): dependencies, then the build (log: $(VENV)/install.log)"; \
+	  { $(BIN)/python -m pip install -v -e '.[test,dev]' --config-settings editable_mode=compat \
+	    2>&1; echo "pip exit status $$?"; } | tee $(VENV)/install.log | \
+	  $(SHOW_BUILD); \
+	  grep -q '^pip exit status 0$$' $(VENV)/install.log || { tail -n 40 $(VENV)/install.log; exit 1; }; \
+	  echo "installed in $$(( $$(date +%s) - start )) s"
 
 .PHONY: run test lint typecheck check bench conformance build built clean
 
