@@ -23,7 +23,7 @@ INSTALL = start=$$(date +%s); \
 	  grep -q '^pip exit status 0$$' $(VENV)/install.log || { tail -n 40 $(VENV)/install.log; exit 1; }; \
 	  echo "installed in $$(( $$(date +%s) - start )) s"
 
-.PHONY: run test lint typecheck check bench conformance build built clean
+.PHONY: run test lint typecheck check bench conformance build built clean docs
 
 $(STAMP): pyproject.toml setup.py
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -70,7 +70,24 @@ conformance:           ## the black-box conformance suite (outside this reposito
 	@$(MAKE) --no-print-directory built
 	"$(CONFORMANCE)" .
 
+# The API reference: Sphinx (the `docs` extra of pyproject.toml, installed into $(VENV) the
+# first time) reads the docstrings of the pure modules (CC_PURE_PYTHON=1: compiled ones
+# carry no signatures); every warning is an error. The pages land in $(DOCS_OUT).
+DOCS_OUT   = docs/_build/html
+DOCS_STAMP = $(VENV)/.docs-installed
+
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/python -c 'import subprocess, sys, tomllib; \
+	  extra = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["docs"]; \
+	  sys.exit(subprocess.call([sys.executable, "-m", "pip", "install", "-q", *extra]))'
+	touch $@
+
+docs: $(DOCS_STAMP)    ## the API reference (Sphinx), HTML in docs/_build/html
+	CC_PURE_PYTHON=1 $(BIN)/python -m sphinx -W --keep-going -q -b html docs $(DOCS_OUT)
+	@echo "API reference: $(DOCS_OUT)/index.html"
+
 clean:                 ## remove the virtualenvs and every build product (the compiled .so too)
 	rm -rf $(VENV) .venv-pure build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf docs/_build
 	rm -f *__mypyc*.so
 	find protocol cc_server cc_client -name '*.so' -delete

@@ -1,5 +1,7 @@
 """`client.admin.faults`: a server's fault rules (its test controls; role `admin`).
 
+For example::
+
     rule_id = await client.admin.faults.add("drop-reply", kind="update", times=1)
     for rule in await client.admin.faults.list():
         print(rule["id"], rule["action"], rule["fired"])

@@ -1,5 +1,7 @@
 """Blocking facade: the async client on a private event-loop thread.
 
+For example::
+
     with cc_client.sync.connect("127.0.0.1:9500") as client:
         op = client.create_session_start_operation(user_id="alice", service_id="DATA",
                                                    session_id="s-1")
