@@ -77,10 +77,11 @@ DOCS_OUT   = docs/_build/html
 DOCS_STAMP = $(VENV)/.docs-installed
 
 $(DOCS_STAMP): $(STAMP)
-	$(BIN)/python -c 'import subprocess, sys, tomllib; \
+	@echo "installing the docs extra of pyproject.toml (Sphinx) into $(VENV)"
+	@$(BIN)/python -c 'import subprocess, sys, tomllib; \
 	  extra = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["docs"]; \
 	  sys.exit(subprocess.call([sys.executable, "-m", "pip", "install", "-q", *extra]))'
-	touch $@
+	@touch $@
 
 docs: $(DOCS_STAMP)    ## the API reference (Sphinx), HTML in docs/_build/html
 	CC_PURE_PYTHON=1 $(BIN)/python -m sphinx -W --keep-going -q -b html docs $(DOCS_OUT)
