@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -79,9 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The parser of `cc-bench cleanup`."""
     p = argparse.ArgumentParser(
         prog="cc-bench cleanup", formatter_class=HelpFormatter,
-        description="Remove what cc-bench runs left on a server: every subscriber whose id "
-                    "starts with PREFIX, after cancelling its open sessions. Each run prints "
-                    f"its prefix; '--prefix {RUN_PREFIX}' removes what every run left.")
+        description=textwrap.fill(
+            "Remove what cc-bench runs left on a server: every subscriber whose id starts "
+            "with PREFIX, after cancelling its open sessions. Each run prints its prefix; "
+            f"'--prefix {RUN_PREFIX}' removes what every run left.", 79))
     p.add_argument("--prefix", required=True,
                    help="a run's id prefix (from its report), or any start of one "
                         "(required, no default)")

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
+import textwrap
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -45,10 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cc-bench", formatter_class=HelpFormatter, epilog=EXAMPLES,
         usage="cc-bench [options]\n       cc-bench cleanup --prefix P [options]",
-        description="Load tester of the charging server: start/update/stop sessions (or "
-                    "pings) in a closed or open loop; latency percentiles from log-linear "
-                    "histograms, throughput, errors by code, CPU per operation. "
-                    "'cc-bench cleanup --help': removing what runs left on a server.")
+        description=textwrap.fill(
+            "Load tester of the charging server: start/update/stop sessions (or pings) in a "
+            "closed or open loop; latency percentiles from log-linear histograms, "
+            "throughput, errors by code, CPU per operation. 'cc-bench cleanup --help': "
+            "removing what runs left on a server.", 79))
     g = p.add_argument_group("target")
     g.add_argument("--server", metavar="HOST:PORT",
                    help=f"a running server (default: {DEFAULT_SERVER} unless --spawn)")
