@@ -13,8 +13,8 @@ ARGS   ?=
 # build:" lines are shown as they come (what is compiled, on how many cores, how long that
 # usually takes, progress), the last saying whether the hot modules were compiled and, if
 # not, why. setup.py compiles the C files on every core (build_ext --parallel: all cores).
-SHOW_BUILD = $(PYTHON) -u -c 'import sys; [print(line.strip(), flush=True) \
-	     for line in sys.stdin if "cc-charging build:" in line]'
+SHOW_BUILD = $(PYTHON) -u -c 'import sys; [print(line[line.index("cc-charging build:"):], \
+	     end="", flush=True) for line in sys.stdin if "cc-charging build:" in line]'
 INSTALL = start=$$(date +%s); \
 	  echo "installing into $(VENV): dependencies, then the build (log: $(VENV)/install.log)"; \
 	  { $(BIN)/python -m pip install -v -e '.[test,dev]' --config-settings editable_mode=compat \

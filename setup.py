@@ -34,8 +34,14 @@ USUAL = ("a few seconds of mypyc, then about 20 s of C on 2 idle cores (1-3 minu
          "busy or slow machine)")
 
 
+SAY = threading.Lock()
+
+
 def say(message: str) -> None:
-    print(f"cc-charging build: {message}", flush=True)
+    """One line of the build's own, written at once: the compiler threads log beside it."""
+    with SAY:
+        sys.stdout.write(f"cc-charging build: {message}\n")
+        sys.stdout.flush()
 
 
 def brief(exc: BaseException) -> str:

@@ -358,6 +358,7 @@ echo "Collecting msgpack"
 echo "  cc-charging build: compiling 35 modules with mypyc on 2 cores; usually a minute"
 i=0
 while [ ! -e {seen} ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+echo "gcc -O3 -c a.c -o a.o  cc-charging build: C: 2/2 files compiled (1 s)"
 [ -e {seen} ] && echo "  cc-charging build: compiled 35 modules with mypyc" || echo unseen
 exit {status}
 """)
@@ -379,7 +380,8 @@ exit {status}
     log = (venv / "install.log").read_text()
     assert "Collecting msgpack" in log and "unseen" not in log
     if status == 0:
-        assert rest.startswith("cc-charging build: compiled 35 modules with mypyc\n")
+        assert rest.startswith("cc-charging build: C: 2/2 files compiled (1 s)\n"
+                               "cc-charging build: compiled 35 modules with mypyc\n")
         assert re.search(r"^installed in \d+ s$", rest, re.M), rest
     else:
         assert "Collecting msgpack" in rest and "installed in" not in rest
