@@ -48,11 +48,13 @@ async def create_subscribers(clients: list[Client], user_ids: list[str],
 
 async def preflight(client: Client, s: Settings, prefix: str) -> Decimal:
     """One session on a rich probe subscriber: checks the service and item exist and
-    returns what one reservation costs. Raises BenchError with the server's reason."""
+    returns what one reservation costs. Raises BenchError with the server's reason.
+    First settles `s.quantity_property` (from the catalog when not given)."""
+    s.quantity_property = await quantity_property(client, s)
     user = f"{prefix}-probe"
     await client.admin.create_subscriber(user, PROBE_BALANCE)
     start = client.create_session_start_operation(user, s.service, f"{prefix}-probe")
-    item = ChargeableItem(s.item, {s.quantity_property or "unused": s.quantity})
+    item = ChargeableItem(s.item, {s.quantity_property: s.quantity})
     start.prepare_reserve("r0", item, s.ttl)
     try:
         result = (await start.execute())["r0"]
@@ -90,11 +92,10 @@ async def quantity_property(client: Client, s: Settings) -> str:
 async def provision(clients: list[Client], s: Settings, prefix: str | None = None
                     ) -> Provisioned:
     """Create the run's subscribers (none for `--op ping`) under `prefix` (default: a new
-    run prefix), after settling `s.quantity_property` from the catalog when not given."""
+    run prefix), after the pre-flight session."""
     out = Provisioned(prefix or run_prefix())
     if s.op != "session":
         return out
-    s.quantity_property = await quantity_property(clients[0], s)
     try:
         out.reserve_amount = await preflight(clients[0], s, out.prefix)
         out.users = [f"{out.prefix}-u{i}" for i in range(s.users)]
