@@ -9,13 +9,21 @@ STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml setup.py | cksum | cut -
 # (and compiles) during this run, and `make build` need not do it a second time.
 STAMP_BEFORE := $(wildcard $(STAMP))
 ARGS   ?=
-# The editable install; its log keeps the compiler's output, and its one "cc-charging build:"
-# line says whether the hot modules were compiled and, if not, why.
-INSTALL = $(BIN)/python -m pip install -v -e '.[test,dev]' --config-settings editable_mode=compat \
-	  > $(VENV)/install.log 2>&1 || { tail -n 40 $(VENV)/install.log; exit 1; }; \
-	  grep -h 'cc-charging build:' $(VENV)/install.log | sed 's/^ *//'
+# The editable install. Its log keeps pip's and the compiler's output; its "cc-charging
+# build:" lines are shown as they come (what is compiled, on how many cores, how long that
+# usually takes, progress), the last saying whether the hot modules were compiled and, if
+# not, why. setup.py compiles the C files on every core (build_ext --parallel: all cores).
+SHOW_BUILD = $(PYTHON) -u -c 'import sys; [print(line[line.index("cc-charging build:"):], \
+	     end="", flush=True) for line in sys.stdin if "cc-charging build:" in line]'
+INSTALL = start=$$(date +%s); \
+	  echo "installing into $(VENV): dependencies, then the build (log: $(VENV)/install.log)"; \
+	  { $(BIN)/python -m pip install -v -e '.[test,dev]' --config-settings editable_mode=compat \
+	    2>&1; echo "pip exit status $$?"; } | tee $(VENV)/install.log | \
+	  $(SHOW_BUILD); \
+	  grep -q '^pip exit status 0$$' $(VENV)/install.log || { tail -n 40 $(VENV)/install.log; exit 1; }; \
+	  echo "installed in $$(( $$(date +%s) - start )) s"
 
-.PHONY: run test simulate lint typecheck check bench conformance build built clean
+.PHONY: run test simulate lint typecheck check bench conformance build built clean docs
 
 $(STAMP): pyproject.toml setup.py
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -69,7 +77,25 @@ conformance:           ## the black-box conformance suite (outside this reposito
 	@$(MAKE) --no-print-directory built
 	"$(CONFORMANCE)" .
 
+# The API reference: Sphinx (the `docs` extra of pyproject.toml, installed into $(VENV) the
+# first time) reads the docstrings of the pure modules (CC_PURE_PYTHON=1: compiled ones
+# carry no signatures); every warning is an error. The pages land in $(DOCS_OUT).
+DOCS_OUT   = docs/_build/html
+DOCS_STAMP = $(VENV)/.docs-installed
+
+$(DOCS_STAMP): $(STAMP)
+	@echo "installing the docs extra of pyproject.toml (Sphinx) into $(VENV)"
+	@$(BIN)/python -c 'import subprocess, sys, tomllib; \
+	  extra = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["docs"]; \
+	  sys.exit(subprocess.call([sys.executable, "-m", "pip", "install", "-q", *extra]))'
+	@touch $@
+
+docs: $(DOCS_STAMP)    ## the API reference (Sphinx), HTML in docs/_build/html
+	CC_PURE_PYTHON=1 $(BIN)/python -m sphinx -W --keep-going -q -b html docs $(DOCS_OUT)
+	@echo "API reference: $(DOCS_OUT)/index.html"
+
 clean:                 ## remove the virtualenvs and every build product (the compiled .so too)
 	rm -rf $(VENV) .venv-pure build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf docs/_build
 	rm -f *__mypyc*.so
 	find protocol cc_server cc_client -name '*.so' -delete

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
+import textwrap
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -14,7 +15,9 @@ import cc_client
 from cc_client import parse_address
 from protocol import buildinfo
 
-from .settings import Settings
+from .cleanup import cleanup_main
+from .settings import DEFAULT_SERVER, HelpFormatter, Settings
+from .tls import add_tls_options, tls_context
 
 EXAMPLES = """\
 examples:
@@ -24,6 +27,12 @@ examples:
   cc-bench --spawn --renewals --duration 10 --json out.json --plot latency.svg
   cc-bench --spawn --live-sessions 1000000 --sessions 100000   load with 1M sessions held open
   cc-bench --op codec                                     codec micro-benchmark, no server
+  cc-bench --server 127.0.0.1:9500 --service VOICE --item call --quantity 120
+                                          another catalog item (its quantity property found)
+  cc-bench --server cc.example:9500 --tls-ca ca.pem --duration 30 --cleanup
+                                          over TLS; the run's subscribers removed after it
+  cc-bench cleanup --server 127.0.0.1:9500 --prefix bench01234abcdef
+                                          remove what an earlier run left (cleanup --help)
 
 exit status: 0 run completed, 1 the run could not be carried out, 2 usage error."""
 
@@ -42,29 +51,39 @@ def version_text() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser."""
+    """The argument parser (`cc-bench cleanup` has its own: `cleanup.build_parser`)."""
     d = Settings()
     p = argparse.ArgumentParser(
-        prog="cc-bench", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES,
-        description="Load tester of the charging server: start/update/stop sessions (or "
-                    "pings) in a closed or open loop; latency percentiles from log-linear "
-                    "histograms, throughput, errors by code, CPU per operation.")
+        prog="cc-bench", formatter_class=HelpFormatter, epilog=EXAMPLES,
+        usage="cc-bench [options]\n       cc-bench cleanup --prefix P [options]",
+        description=textwrap.fill(
+            "Load tester of the charging server: start/update/stop sessions (or pings) in a "
+            "closed or open loop; latency percentiles from log-linear histograms, "
+            "throughput, errors by code, CPU per operation. 'cc-bench cleanup --help': "
+            "removing what runs left on a server.", 79))
     p.add_argument("--version", action="version", version=version_text(),
                    help="print the version and the build (pure or compiled), and exit")
     g = p.add_argument_group("target")
     g.add_argument("--server", metavar="HOST:PORT",
-                   help="a running server (default 127.0.0.1:9500 unless --spawn)")
+                   help=f"a running server (default: {DEFAULT_SERVER} unless --spawn)")
     g.add_argument("--spawn", action="store_true",
                    help="start a server subprocess on a free loopback port, stop it after")
-    g.add_argument("--data-dir", metavar="DIR", help="with --spawn: a durable server here")
+    g.add_argument("--data-dir", metavar="DIR",
+                   help="with --spawn: a durable server here (default: in memory)")
     g.add_argument("--server-arg", dest="server_args", action="append", default=[],
                    metavar="ARG", help="with --spawn: pass ARG to cc-server (repeatable; "
-                   "use --server-arg=--flag)")
-    g.add_argument("--user", help="user name, when the server has a users file")
-    g.add_argument("--password")
+                   "use --server-arg=--flag) (default: none)")
+    g.add_argument("--user", help="user name, when the server has a users file "
+                                  "(default: none, no login)")
+    g.add_argument("--password", help="its password (default: none)")
+    g.add_argument("--cleanup", action="store_true",
+                   help="with --server: after the run, remove its subscribers and cancel its "
+                        "sessions still open (default: they stay; the report says how to "
+                        "remove them)")
+    add_tls_options(g)
     g = p.add_argument_group("load")
     g.add_argument("--op", choices=["session", "ping", "codec"], default=d.op,
-                   help="what to measure (default: %(default)s)")
+                   help="what to measure")
     g.add_argument("--connections", type=int, default=d.connections, metavar="C",
                    help="client connections (default: %(default)s)")
     g.add_argument("--concurrency", type=int, metavar="N",
@@ -72,8 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "allowed in flight (default 10000)")
     g.add_argument("--rate", type=float, metavar="R",
                    help="open loop: R sessions (or pings) per second; latency from the "
-                        "intended send time")
-    g.add_argument("--sessions", type=int, metavar="N", help="measure N sessions (or pings)")
+                        "intended send time (default: none, a closed loop)")
+    g.add_argument("--sessions", type=int, metavar="N",
+                   help="measure N sessions (or pings) (default: no count, see --duration)")
     g.add_argument("--duration", type=float, metavar="S",
                    help="measure for S seconds (default 10 when --sessions is not given)")
     g.add_argument("--warmup", type=float, default=d.warmup, metavar="S",
@@ -91,15 +111,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--balance", type=_decimal, default=d.balance,
                    help="initial balance of each subscriber (default: %(default)s)")
     g.add_argument("--ttl", type=float, default=d.ttl, help="reservation TTL, seconds")
-    g.add_argument("--service", default=d.service)
-    g.add_argument("--item", default=d.item)
+    g.add_argument("--service", default=d.service, help="service of the sessions")
+    g.add_argument("--item", default=d.item, help="chargeable item reserved and confirmed")
     g.add_argument("--property", dest="quantity_property", default=d.quantity_property,
-                   help="the item's quantity property (default: %(default)s)")
+                   metavar="NAME",
+                   help="the item's quantity property (default: the one the server's "
+                        "catalog names for --item, e.g. volume for data, duration for call)")
     g.add_argument("--quantity", type=int, default=d.quantity,
                    help="quantity reserved (updates confirm 80 %%, stop 20 %%)")
     g.add_argument("--result-type", choices=["all", "master", "none"],
                    help="result type of the containers (default: the server's)")
-    g.add_argument("--request-timeout", type=float, default=d.request_timeout, metavar="S")
+    g.add_argument("--request-timeout", type=float, default=d.request_timeout, metavar="S",
+                   help="seconds to wait for each reply")
     g = p.add_argument_group("live sessions")
     g.add_argument("--live-sessions", type=int, default=d.live_sessions, metavar="N",
                    help="first open N more sessions (one reservation each, not measured) and "
@@ -112,17 +135,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mix in sessions that starve, get a top-up and a renewal notification")
     g.add_argument("--renewal-ratio", type=float, default=d.renewal_ratio, metavar="F",
                    help="share of sessions that do so (default: %(default)s)")
-    g.add_argument("--listener-id", type=int, default=d.listener_id)
+    g.add_argument("--listener-id", type=int, default=d.listener_id,
+                   help="renewal listener id of those sessions")
     g.add_argument("--notification-timeout", type=float, default=d.notification_timeout,
-                   metavar="S")
+                   metavar="S", help="seconds to wait for each notification after the top-up")
     g = p.add_argument_group("output")
-    g.add_argument("--json", metavar="FILE", help="write everything, histograms included")
+    g.add_argument("--json", metavar="FILE",
+                   help="write everything, histograms included (default: none)")
     g.add_argument("--plot", metavar="FILE",
-                   help="latency chart: FILE.svg (or an HTML page: FILE.html)")
+                   help="latency chart: FILE.svg (or an HTML page: FILE.html) (default: none)")
     g.add_argument("--interval", type=float, default=d.interval, metavar="S",
                    help="progress every S seconds (default: %(default)s)")
     g.add_argument("--quiet", action="store_true", help="no progress display")
-    g.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default=d.loop)
+    g.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default=d.loop,
+                   help="the client's event loop (auto: uvloop where installed)")
     g.add_argument("--codec-seconds", type=float, default=d.codec_seconds, metavar="S",
                    help="--op codec: seconds per message kind and direction")
     return p
@@ -135,6 +161,7 @@ def parse(argv: Sequence[str] | None = None) -> Settings:
     settings = Settings(**vars(args))
     try:
         settings.validate()
+        tls_context(settings.tls, settings.tls_ca, settings.tls_cert, settings.tls_key)
     except ValueError as exc:
         parser.error(str(exc))
     if settings.server is not None:     # a scheme or a bad port: one line, exit 2
@@ -174,7 +201,10 @@ def _codec(s: Settings) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; the exit status."""
-    s = parse(argv)
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["cleanup"]:
+        return cleanup_main(args[1:])
+    s = parse(args)
     if s.op == "codec":
         return _codec(s)
     from .plot import write_plot

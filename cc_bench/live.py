@@ -41,7 +41,7 @@ class LiveSessions:
         self.prefix = prefix
         self.count = s.live_sessions
         self.state = bytearray(self.count)      # 0, OPEN or UNKNOWN per session
-        self.item = ChargeableItem(s.item, {s.quantity_property: s.quantity})
+        self.item = ChargeableItem(s.item, {s.quantity_property or "unused": s.quantity})
         self.opened = 0
         self.closed = 0
         self.open_s = 0.0

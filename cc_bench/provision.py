@@ -48,12 +48,14 @@ async def create_subscribers(clients: list[Client], user_ids: list[str],
 
 async def preflight(client: Client, s: Settings, prefix: str) -> Decimal:
     """One session on a rich probe subscriber: checks the service and item exist and
-    returns what one reservation costs. Raises BenchError with the server's reason."""
+    returns what one reservation costs. Raises BenchError with the server's reason.
+    First settles `s.quantity_property` (from the catalog when not given)."""
+    s.quantity_property = await quantity_property(client, s)
     user = f"{prefix}-probe"
     await client.admin.create_subscriber(user, PROBE_BALANCE)
     start = client.create_session_start_operation(user, s.service, f"{prefix}-probe")
-    start.prepare_reserve("r0", ChargeableItem(s.item, {s.quantity_property: s.quantity}),
-                          s.ttl)
+    item = ChargeableItem(s.item, {s.quantity_property: s.quantity})
+    start.prepare_reserve("r0", item, s.ttl)
     try:
         result = (await start.execute())["r0"]
     except ChargingError as exc:
@@ -68,9 +70,30 @@ async def preflight(client: Client, s: Settings, prefix: str) -> Decimal:
     return result.reserve_result.amount
 
 
-async def provision(clients: list[Client], s: Settings) -> Provisioned:
-    """Create the run's subscribers (none for `--op ping`)."""
-    out = Provisioned(run_prefix())
+async def quantity_property(client: Client, s: Settings) -> str:
+    """`--property`, or else the item's quantity property as the server's catalog names
+    it (the operator command `catalog`). Raises BenchError with the reason."""
+    if s.quantity_property:
+        return s.quantity_property
+    try:
+        plans = await client.admin.catalog(s.service)
+    except ChargingError as exc:
+        raise BenchError(f"cannot read the server's catalog for {s.item!r} in {s.service!r} "
+                         f"({exc.code}: {exc.message}); give its quantity property with "
+                         "--property NAME") from None
+    for plan in plans:
+        if plan["item"] == s.item:
+            return str(plan["quantity"])
+    items = ", ".join(repr(p["item"]) for p in plans) or "none"
+    raise BenchError(f"the server's catalog has no item {s.item!r} in service {s.service!r} "
+                     f"(its items there: {items})")
+
+
+async def provision(clients: list[Client], s: Settings, prefix: str | None = None
+                    ) -> Provisioned:
+    """Create the run's subscribers (none for `--op ping`) under `prefix` (default: a new
+    run prefix), after the pre-flight session."""
+    out = Provisioned(prefix or run_prefix())
     if s.op != "session":
         return out
     try:

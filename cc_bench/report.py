@@ -114,9 +114,10 @@ def describe_settings(s: Settings) -> list[str]:
         lines.append("operation:  ping (PING/PONG through the client and server stacks)")
     else:
         ups = f"{s.updates} update{'s' if s.updates != 1 else ''}"
+        prop = s.quantity_property or "<the catalog's quantity property>"
         lines.append(f"session:    start + {ups} + stop, {s.reservations} reservation"
                      f"{'s' if s.reservations != 1 else ''} each; {s.service}/{s.item} "
-                     f"{s.quantity_property}={s.quantity}, ttl {s.ttl:g} s, result type "
+                     f"{prop}={s.quantity}, ttl {s.ttl:g} s, result type "
                      f"{s.result_type or 'server default'}")
         extra = f" + {-(-s.live_sessions // s.users):,} live reservations' worth" \
             if s.live_sessions else ""
@@ -167,6 +168,19 @@ def format_table(result: dict[str, Any]) -> list[str]:
     out = [fmt.format(*header)]
     out += [fmt.format(*r) for r in rows]
     return out
+
+
+def _left_lines(env: dict[str, Any], s: Settings) -> list[str]:
+    """What the run left on a server that goes on running, and how to remove it."""
+    if env["server"]["spawned"] or s.op != "session":
+        return []
+    prefix, removed = env.get("run_prefix"), env.get("cleanup")
+    if removed:
+        return [f"cleanup:    removed {removed['subscribers']:,} subscribers with prefix "
+                f"{removed['prefix']!r}, cancelled {removed['sessions']:,} open sessions"]
+    return [f"left:       the run's subscribers and sessions (ids starting {prefix}-); "
+            f"remove them with: cc-bench cleanup --server {env['server']['address']} "
+            f"--prefix {prefix}"]
 
 
 def format_header(s: Settings) -> str:
@@ -239,6 +253,7 @@ def format_text(result: dict[str, Any], s: Settings) -> str:
         lines.append(f"renewals:   {sm['renewal_sessions_starved']:,} sessions starved, "
                      f"{sm['notifications']:,} notifications timed from top-up to handler")
     lines += _live_lines(sm, s)
+    lines += _left_lines(env, s)
     unit = "ping" if is_ping else "container op"
     if sm.get("server_build"):
         lines.append(f"build:      server {sm['server_build']}, client {buildinfo.build()}")

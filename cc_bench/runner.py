@@ -8,18 +8,21 @@ import datetime as dt
 import os
 import platform
 import signal
+import sys
 import time
 from typing import Any
 
 import cc_client
 from cc_client import ChargingError, Client
 
+from .cleanup import Removed, remove_run
 from .live import LiveSessions
 from .progress import Progress
-from .provision import BenchError, Provisioned, provision
+from .provision import BenchError, Provisioned, provision, run_prefix
 from .report import build_result
-from .settings import Settings
+from .settings import CLEANUP_BUDGET, Settings
 from .spawn import STOP_TIMEOUT, SpawnedServer, SpawnError, machine_ticks, own_cpu_seconds
+from .tls import tls_context
 from .workload import Workload
 
 
@@ -81,8 +84,12 @@ class Interrupt:
 async def connect_all(address: str, s: Settings) -> list[Client]:
     """One client (one connection) per `--connections`."""
     window = max(1_000, -(-s.in_flight // s.connections) + 64)
+    try:
+        ssl = tls_context(s.tls, s.tls_ca, s.tls_cert, s.tls_key)
+    except ValueError as exc:
+        raise BenchError(str(exc)) from None
     results = await asyncio.gather(
-        *(cc_client.connect(address, user=s.user, password=s.password,
+        *(cc_client.connect(address, user=s.user, password=s.password, ssl=ssl,
                             request_timeout=s.request_timeout, queue_size_to_notify=window,
                             client_name="cc-bench") for _ in range(s.connections)),
         return_exceptions=True)
@@ -167,16 +174,18 @@ async def _execute(s: Settings, started_at: str, interrupt: Interrupt) -> dict[s
     else:
         assert s.server is not None
         address = s.server
+    prefix = run_prefix()
+    removed: Removed | None = None
     try:
         t0 = time.monotonic()
         clients = await connect_all(address, s)
+        gone = False
         try:
-            prov = await provision(clients, s)
+            prov = await provision(clients, s, prefix)
             setup_s = time.monotonic() - t0
             live = LiveSessions(s, clients, prov.users, prov.prefix)
             meter = CpuMeter(server)
             meter.mark_memory("before_live_open")
-            gone = False
             try:
                 await live.open()
                 meter.mark_memory("after_live_open")
@@ -191,6 +200,8 @@ async def _execute(s: Settings, started_at: str, interrupt: Interrupt) -> dict[s
                 if server is None and not gone:
                     await live.close()
         finally:
+            if s.cleanup and server is None and not gone:
+                removed = await _cleanup(clients[0], prefix)
             for client in clients:
                 await client.close()
     finally:
@@ -201,7 +212,20 @@ async def _execute(s: Settings, started_at: str, interrupt: Interrupt) -> dict[s
     env["setup_s"] = round(setup_s, 3)
     env["started_at"] = started_at
     env["run_prefix"] = prov.prefix
+    env["cleanup"] = removed.to_dict() if removed is not None else None
     env["machine"] = meter.machine
     return build_result(s, workload, meter.client, meter.server_cpu, progress.timeline, env,
                         server_stats, timed_out, live=live.to_dict() if s.live_sessions else None,
                         memory=meter.memory or None)
+
+
+async def _cleanup(client: Client, prefix: str) -> Removed | None:
+    """`--cleanup`: remove the run's subscribers and sessions; None (after saying why on
+    stderr) when that failed."""
+    try:
+        return await asyncio.wait_for(remove_run(client, prefix + "-"), CLEANUP_BUDGET)
+    except (ChargingError, TimeoutError) as exc:
+        why = f"{exc.code}: {exc.message}" if isinstance(exc, ChargingError) else "time limit"
+        print(f"cc-bench: --cleanup failed ({why}); remove the rest with: cc-bench cleanup "
+              f"--prefix {prefix}", file=sys.stderr, flush=True)
+        return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -14,7 +15,19 @@ DEFAULT_CONCURRENCY_OPEN = 10_000
 DEFAULT_DURATION = 10.0
 DEFAULT_SERVER = "127.0.0.1:9500"
 DEFAULT_LIVE_TTL = 3600.0
+CLEANUP_BUDGET = 120.0      # seconds --cleanup may take
 LIVE_SETUP_RATE = 1_000     # live sessions per second the time limits assume, at worst
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
+                    argparse.RawDescriptionHelpFormatter):
+    """Every option's help says its default (added where the text does not say it
+    already); the description and examples keep their lines."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 @dataclass(slots=True)
@@ -45,7 +58,7 @@ class Settings:
     balance: Decimal = Decimal("1000000000")
     service: str = "DATA"
     item: str = "data"
-    quantity_property: str = "volume"
+    quantity_property: str | None = None    # None: the item's, from the server's catalog
     quantity: int = 100
     result_type: str | None = None          # all | master | none; None: server default
     request_timeout: float = 10.0
@@ -58,6 +71,11 @@ class Settings:
     codec_seconds: float = 0.2
     live_sessions: int = 0                  # sessions held open during the measurement
     live_ttl: float = DEFAULT_LIVE_TTL
+    cleanup: bool = False                   # with --server: remove the run's ids after it
+    tls: bool = False                       # the TLS options, as cc-admin's
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
     @property
     def open_loop(self) -> bool:
@@ -97,8 +115,9 @@ class Settings:
 
     @property
     def overall_timeout(self) -> float:
-        """Bound of everything: set-up, live sessions, load, clean-up."""
-        return self.hard_timeout + 180.0 + 2 * self.live_budget
+        """Bound of everything: set-up, live sessions, load, closing them, `--cleanup`."""
+        cleanup = CLEANUP_BUDGET if self.cleanup else 0.0
+        return self.hard_timeout + 180.0 + 2 * self.live_budget + cleanup
 
     def validate(self) -> None:
         """ValueError on an inconsistent combination."""

@@ -83,7 +83,7 @@ class Workload:
         self.on_end: Callable[[], None] | None = None
         # pre-built objects the sessions reuse
         q = settings.quantity
-        prop = settings.quantity_property
+        prop = settings.quantity_property or "unused"   # settled at set-up (pings: no items)
         self.rids = [f"r{i}" for i in range(settings.reservations)]
         self.reserve_item = ChargeableItem(settings.item, {prop: q})
         self.confirm_item = ChargeableItem(settings.item, {prop: max(1, q * 4 // 5)})

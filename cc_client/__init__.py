@@ -1,5 +1,7 @@
 """Async client of the charging server (a blocking facade lives in `cc_client.sync`).
 
+For example::
+
     import cc_client
     from cc_client import ChargeableItem, Resolution
 

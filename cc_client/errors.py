@@ -1,5 +1,7 @@
 """The client's exceptions, one class per error code, and the code -> class table.
 
+The classes::
+
     ChargingError                      code: str, message: str
     +-- CommunicationFailure           closed, message too long, timed out, unreachable,
     |   |                              and the transport's codes (PROTOCOL_ERROR, ...)

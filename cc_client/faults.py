@@ -1,5 +1,7 @@
 """`client.admin.faults`: a server's fault rules (its test controls; role `admin`).
 
+For example::
+
     async with await client.admin.faults.add("drop-reply", kind="update", times=1) as rule:
         ...                                   # the rule is removed when the block ends
     rule = await client.admin.faults.add("busy", kind="start")   # rule.id, rule.fields

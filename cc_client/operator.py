@@ -199,6 +199,13 @@ class OperatorAPI:
         stats: dict[str, Any] = await self._run("stats")
         return stats
 
+    async def catalog(self, service_id: str | None = None) -> list[dict[str, Any]]:
+        """The server's price plans (of one service with `service_id`), ordered by service
+        and item: maps with "service", "item", "quantity" (the item's quantity property),
+        "step", "prices" (currency -> price per step) and "allowance" (counter or None)."""
+        plans: list[dict[str, Any]] = await self._run("catalog", service=service_id)
+        return plans
+
     # ------------------------------------------------------------------ test controls
 
     async def record(self, user: str | None = None, session: str | None = None,

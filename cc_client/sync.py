@@ -1,5 +1,7 @@
 """Blocking facade: the async client on a private event-loop thread.
 
+For example::
+
     with cc_client.sync.connect("127.0.0.1:9500") as client:
         op = client.create_session_start_operation(user_id="alice", service_id="DATA",
                                                    session_id="s-1")
@@ -377,6 +379,10 @@ class SyncAdmin:
     def stats(self) -> dict[str, Any]:
         """Server statistics."""
         return self._runner.run(self._admin.stats())
+
+    def catalog(self, service_id: str | None = None) -> list[dict[str, Any]]:
+        """The server's price plans (see OperatorAPI.catalog)."""
+        return self._runner.run(self._admin.catalog(service_id))
 
 
 class SyncClient:

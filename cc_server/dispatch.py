@@ -73,7 +73,7 @@ CLOCK_MOVES = frozenset({"clock_advance", "clock_set"})
 APPLIED_ADMIN = LOGGED_ADMIN | CLOCK_MOVES
 #: operator queries: they change nothing, so their replies wait for no log record
 READ_ONLY_ADMIN = frozenset({"get_subscriber", "find_sessions", "transactions", "stats",
-                             "list_subscribers"})
+                             "list_subscribers", "catalog"})
 _perf_counter: Final = time.perf_counter   # a C static compiled; `time.x` is a lookup
 REC_EXECUTE: Final = 1
 REC_ADMIN: Final = 2
@@ -205,6 +205,7 @@ class Dispatcher:
             "transactions": self._transactions,
             "request_renewal": self._request_renewal,
             "stats": lambda a, now: self.stats(),
+            "catalog": self._catalog,
             "list_subscribers": lambda a, now: [
                 codec.subscriber_to_wire(s) for s in subs.list_subscribers(
                     self.engine, a.get("prefix"), a.get("currency"), a.get("after"),
@@ -617,6 +618,14 @@ class Dispatcher:
             count += 1
         page = items[:count]
         return codec.pack({"value": page, "next": _cursor(command, page[-1])})
+
+    def _catalog(self, args: dict[str, Any], now: float) -> list[dict[str, Any]]:
+        """The price plans (of one service with `service`), ordered by service and item."""
+        service = args.get("service")
+        return [{"service": p.service_id, "item": p.item, "quantity": p.quantity,
+                 "step": p.step, "prices": dict(p.prices), "allowance": p.allowance}
+                for key, p in sorted(self.engine.catalog.plans.items())
+                if service is None or key[0] == service]
 
     def admin_local(self, command: str, args: dict[str, Any]) -> Reply:
         """Run (and log) an operator command issued by the server itself."""

@@ -1,5 +1,7 @@
 """Run a charging server inside your own tests (in the spirit of moto or LocalStack).
 
+For example::
+
     from cc_server.testing import ManualClock, running_server
 
     async def test_my_gateway():

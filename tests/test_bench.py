@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
+from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -23,6 +24,7 @@ import pytest
 
 import cc_bench
 import cc_client
+import cc_client.sync
 from cc_bench import main
 from cc_bench.cli import parse
 from cc_bench.codec_bench import run_codec_bench, sample_messages
@@ -33,6 +35,7 @@ from cc_bench.provision import BenchError
 from cc_bench.runner import execute
 from cc_server.testing import ServerThread, running_server
 from protocol import buildinfo
+from tests.hostile import make_pki, tls_settings
 from tests.serverproc import ServerProcess, server_process
 
 pytestmark = pytest.mark.timeout(60)
@@ -445,7 +448,8 @@ async def test_live_sessions_closed_on_a_shared_server() -> None:
 
 async def test_live_sessions_refused_fail_clearly_and_are_cleaned_up() -> None:
     async with running_server() as server:
-        s = parse(["--server", server.url, "--live-sessions", "40", "--users", "4", "--quiet"])
+        s = parse(["--server", server.url, "--live-sessions", "40", "--users", "4", "--quiet",
+                   "--property", "volume"])      # (no set-up here to read the catalog)
         async with cc_client.connect(server.url) as client:
             users = ["poor-0", "rich-1", "rich-2", "rich-3"]
             for user in users:
@@ -487,3 +491,139 @@ def test_module_entry_point(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert THROUGHPUT.search(proc.stdout)
     assert load(js)["summary"]["container_ops_per_s"] > 0
+
+
+# ---------------------------------------------------------------------- catalog items
+
+def test_the_catalog_command_lists_each_items_quantity_property() -> None:
+    """The operator command `catalog` (read-only): what cc-bench learns an item's
+    quantity property from."""
+    with ServerThread() as server, cc_client.sync.connect(server.url) as client:
+        plans = client.admin.catalog()
+        assert [(p["service"], p["item"], p["quantity"]) for p in plans] == [
+            ("DATA", "data", "volume"), ("SMS", "sms", "count"), ("VOICE", "call", "duration")]
+        voice = client.admin.catalog("VOICE")
+        assert voice == [{"service": "VOICE", "item": "call", "quantity": "duration",
+                          "step": Decimal(60), "prices": {"EUR": Decimal("0.05")},
+                          "allowance": "free_seconds"}]
+        assert client.admin.catalog("FAX") == []
+        with pytest.raises(cc_client.InvalidRequest):
+            client.admin.catalog(7)  # type: ignore[arg-type]
+
+
+def test_voice_calls_take_the_quantity_property_from_the_catalog(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--service VOICE --item call` reserved `{"volume": 100}` of a call: refused."""
+    js = tmp_path / "voice.json"
+    with ServerThread() as server:
+        code, text = run(capsys, "--server", server.url, "--service", "VOICE", "--item", "call",
+                         "--sessions", "40", "--updates", "1", "--json", str(js), *SMALL)
+        assert code == 0, text
+        r = load(js)
+        assert r["summary"]["errors"] == 0 and r["summary"]["sessions"] == 40
+        assert r["settings"]["quantity_property"] == "duration"
+        assert "VOICE/call <the catalog's quantity property>=100" in text
+        user = f"{r['environment']['run_prefix']}-u0"
+        with cc_client.sync.connect(server.url) as client:
+            txs = client.admin.transactions(user_id=user)
+        assert txs and {t.amount for t in txs if t.kind == "reserve"} == {Decimal("0.10")}
+        code = main(["--server", server.url, "--service", "VOICE", "--item", "fax",
+                     "--sessions", "5", *SMALL])
+        assert code == 1
+        err = capsys.readouterr().err
+        assert "no item 'fax' in service 'VOICE'" in err and "'call'" in err
+
+
+# ---------------------------------------------------------------------- clean-up
+
+async def test_cleanup_removes_the_runs_subscribers_and_open_sessions() -> None:
+    """A run ended by --duration leaves sessions open; --cleanup removes them and the
+    run's subscribers, and nothing else."""
+    async with running_server() as server, cc_client.connect(server.url) as client:
+        await client.admin.create_subscriber("alice", Decimal("10.00"))
+        s = parse(["--server", server.url, "--duration", "0.5", "--cleanup", *SMALL])
+        result = await execute(s)
+        prefix = result["environment"]["run_prefix"]
+        removed = result["environment"]["cleanup"]
+        assert removed["subscribers"] == s.users + 1           # and the probe
+        assert removed["prefix"] == f"{prefix}-"
+        assert await client.admin.list_subscribers(prefix=prefix) == []
+        assert server.engine.stats()["sessions"] == 0
+        assert (await client.admin.get_subscriber("alice")).balance == Decimal("10.00")
+
+
+def test_cleanup_command_removes_what_an_earlier_run_left(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with ServerThread() as server:
+        code, text = run(capsys, "--server", server.url, "--duration", "0.5", *SMALL)
+        assert code == 0
+        found = re.search(r"remove them with: (cc-bench cleanup --server \S+ --prefix (\S+))",
+                          text)
+        assert found, text
+        prefix = found.group(2)
+        with cc_client.sync.connect(server.url) as client:
+            client.admin.create_subscriber("bob", Decimal("1.00"))
+            assert len(client.admin.list_subscribers(prefix=prefix)) == 21
+            code, text = run(capsys, *found.group(1).split()[1:], "--dry-run")
+            assert code == 0 and "would remove 21 subscribers" in text
+            assert len(client.admin.list_subscribers(prefix=prefix)) == 21
+            code, text = run(capsys, *found.group(1).split()[1:])
+            assert code == 0 and "removed 21 subscribers" in text, text
+            assert client.admin.list_subscribers(prefix=prefix) == []
+            assert client.admin.find_sessions() == []
+            assert [s.user_id for s in client.admin.list_subscribers()] == ["bob"]
+        with pytest.raises(SystemExit) as exc:
+            main(["cleanup", "--server", server.url, "--prefix", " "])
+        assert exc.value.code == 2
+    assert main(["cleanup", "--server", "127.0.0.1:1", "--prefix", "bench",
+                 "--request-timeout", "0.3"]) == 1
+
+
+# ---------------------------------------------------------------------- TLS
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def test_tls_options_like_cc_admins(pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ca = str(pki / "ca.pem")
+    with ServerThread(**tls_settings(pki, tls_client_ca=ca)) as server:
+        mine = ["--tls-cert", str(pki / "client.pem"), "--tls-key", str(pki / "client.key")]
+        code, text = run(capsys, "--server", server.url, "--tls-ca", ca, *mine,
+                         "--sessions", "50", "--cleanup", *SMALL)
+        assert code == 0 and "removed 21 subscribers" in text, text
+        # no client certificate, or no TLS: the server refuses the connection
+        assert main(["--server", server.url, "--tls-ca", ca, "--sessions", "5",
+                     "--request-timeout", "1", *SMALL]) == 1
+        assert main(["--server", server.url, "--sessions", "5", "--request-timeout", "1",
+                     *SMALL]) == 1
+        assert main(["cleanup", "--server", server.url, "--tls-ca", ca, *mine,
+                     "--prefix", "bench"]) == 0
+    capsys.readouterr()
+    for args, message in (
+            (["--tls-ca", str(pki / "nope.pem")], f"--tls-ca {pki / 'nope.pem'}: no such file"),
+            (["--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "client.key")],
+             f"--tls-cert {pki / 'server.pem'} --tls-key {pki / 'client.key'}: not a usable"),
+            (["--tls-ca", str(pki / "ca.key")], f"--tls-ca {pki / 'ca.key'}: not a usable"),
+            (["--tls-key", str(pki / "client.key")], "--tls-key needs --tls-cert")):
+        for command in ([], ["cleanup", "--prefix", "bench"]):
+            with pytest.raises(SystemExit) as exc:
+                main([*command, *args])
+            assert exc.value.code == 2
+            assert message in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- help
+
+def test_every_option_says_its_default() -> None:
+    from cc_bench import cleanup, cli
+
+    for parser in (cli.build_parser(), cleanup.build_parser()):
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if action.option_strings in (["-h", "--help"], ["--version"]) or action.required:
+                continue
+            text = formatter._expand_help(action)   # what --help prints for it
+            assert "default" in text and "None" not in text, (action.dest, text)
+        assert "(default: " in parser.format_help()

@@ -5,12 +5,16 @@ from __future__ import annotations
 import ast
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -251,3 +255,133 @@ def test_the_client_path_is_compiled() -> None:
                    cc_client.results, cc_client.flow, cc_client.hot, cc_bench.histogram):
         assert not str(module.__file__).endswith(".py"), module.__name__
     assert str(cc_client.client.__file__).endswith(".py")
+
+
+# ---------------------------------------------------------------------- the compile itself
+
+class CCompiler:
+    """A stand-in for distutils' C compiler (setup.py recognises the base class's
+    `compile` by its qualified name, CCompiler.compile), timing its compiles."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running = self.most = 0
+        self.done: list[str] = []
+
+    def compile(self, sources: list[str], **options: object) -> list[str]:
+        raise AssertionError("setup.py compiles through its own parallel compile()")
+
+    def _setup_compile(self, outdir: object, macros: object, incdirs: object,
+                       sources: list[str], depends: object, extra: object
+                       ) -> tuple[object, list[str], object, list[str], dict[str, Any]]:
+        build = {s.replace(".c", ".o"): (s, ".c") for s in sources}
+        return macros, list(build), extra, [], build
+
+    def _get_cc_args(self, pp_opts: object, debug: object, before: object) -> list[str]:
+        return []
+
+    def _compile(self, obj: str, *args: object) -> None:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        time.sleep(0.05)
+        with self.lock:
+            self.running -= 1
+            self.done.append(obj)
+
+
+def test_the_c_files_of_one_extension_compile_on_every_core(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """mypyc puts nearly all the C in one extension, whose files distutils compiled one
+    after the other: one core busy (`build_ext --parallel` spreads whole extensions)."""
+    from setuptools import Distribution, Extension
+
+    setup = load_setup()
+    cmd = setup.BuildExt(Distribution())
+    cmd.initialize_options()
+    cmd.finalize_options()
+    assert cmd.parallel == setup.cores() >= 1           # every core unless told
+    cmd.parallel = 3
+    compiler = CCompiler()
+    cmd.compiler = compiler
+    cmd.extensions = [Extension("group", [f"m{i}.c" for i in range(12)]),
+                      Extension("shim", ["shim.c"])]
+
+    def build_extensions(self: Any) -> None:    # what build_ext does: compile() per extension
+        for ext in self.extensions:
+            self.compiler.compile(ext.sources)
+
+    monkeypatch.setattr(setup.build_ext, "build_extensions", build_extensions)
+    t0 = time.monotonic()
+    cmd.build_extensions()
+    assert time.monotonic() - t0 < 13 * 0.05            # not one after the other
+    assert sorted(compiler.done) == sorted([f"m{i}.o" for i in range(12)] + ["shim.o"])
+    assert compiler.most == 3
+    out = capsys.readouterr().out
+    assert "cc-charging build: C: compiling 13 files, 3 at a time" in out
+    assert "cc-charging build: C: 13/13 files compiled" in out
+
+
+def test_the_build_says_how_long_it_usually_takes(monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    setup = load_setup()
+    monkeypatch.delenv(buildinfo.PURE_ENV, raising=False)
+    monkeypatch.setattr(setup, "cannot_compile", lambda: None)
+    fake = ModuleType("mypyc.build")
+    fake.mypycify = lambda sources, **options: [f"ext of {len(sources)}"]  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "mypyc.build", fake)
+    assert setup.compiled_extensions() == [f"ext of {len(buildinfo.hot_modules(str(ROOT)))}"]
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith(f"cc-charging build: compiling {len(buildinfo.hot_modules(str(ROOT)))}"
+                            f" modules with mypyc on {setup.cores()} cores; usually ")
+
+
+def _stamp(venv: Path) -> Path:
+    """The install stamp the Makefile looks for in `venv`."""
+    text = (ROOT / "pyproject.toml").read_bytes() + (ROOT / "setup.py").read_bytes()
+    done = subprocess.run(["cksum"], input=text, capture_output=True, check=True)
+    return venv / f".installed-{done.stdout.split()[0].decode()}"
+
+
+@pytest.mark.skipif(shutil.which("make") is None or shutil.which("cksum") is None,
+                    reason="needs make and cksum")
+@pytest.mark.parametrize("status", [0, 1])
+def test_make_shows_the_builds_progress_as_it_comes(tmp_path: Path, status: int) -> None:
+    """`make build` (as the first `make run`) showed nothing while pip ran: its output went
+    to install.log, and the build's lines were shown after it ended. A stand-in for the
+    venv's python prints a build line, then waits (at most 10 s) until the test saw it."""
+    venv, seen = tmp_path / "venv", tmp_path / "seen"
+    (venv / "bin").mkdir(parents=True)
+    fake = venv / "bin" / "python"
+    fake.write_text(f"""#!/bin/sh
+echo "Collecting msgpack"
+echo "  cc-charging build: compiling 35 modules with mypyc on 2 cores; usually a minute"
+i=0
+while [ ! -e {seen} ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+echo "gcc -O3 -c a.c -o a.o  cc-charging build: C: 2/2 files compiled (1 s)"
+[ -e {seen} ] && echo "  cc-charging build: compiled 35 modules with mypyc" || echo unseen
+exit {status}
+""")
+    fake.chmod(0o755)
+    _stamp(venv).touch()
+    proc = subprocess.Popen(["make", "--no-print-directory", "-C", str(ROOT), "build",
+                             f"VENV={venv}"], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    try:
+        first = [proc.stdout.readline() for _ in range(2)]
+        seen.touch()
+        rest = proc.stdout.read()
+    finally:
+        proc.stdout.close()
+        assert proc.wait(30) == (0 if status == 0 else 2)
+    assert first[0].startswith(f"installing into {venv}: ")
+    assert first[1] == "cc-charging build: compiling 35 modules with mypyc on 2 cores; " \
+                       "usually a minute\n"
+    log = (venv / "install.log").read_text()
+    assert "Collecting msgpack" in log and "unseen" not in log
+    if status == 0:
+        assert rest.startswith("cc-charging build: C: 2/2 files compiled (1 s)\n"
+                               "cc-charging build: compiled 35 modules with mypyc\n")
+        assert re.search(r"^installed in \d+ s$", rest, re.M), rest
+    else:
+        assert "Collecting msgpack" in rest and "installed in" not in rest

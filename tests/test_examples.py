@@ -146,3 +146,23 @@ def test_make_conformance_without_the_suite_says_what_it_needs(tmp_path: Path) -
     assert "needs the black-box conformance suite" in run.stderr
     assert f"no executable {missing}" in run.stderr and "CONFORMANCE=" in run.stderr
     assert not (tmp_path / "venv").exists()
+
+
+def test_the_five_minute_tour_runs_twice_against_the_same_server(tmp_path: Path) -> None:
+    """A new user runs the tour again (or after restarting `make run`, whose ./data keeps
+    the subscribers): the second run got USER_EXISTS for "alice"."""
+    text = README.read_text(encoding="utf-8")
+    tour = text[text.index("\n## Five-minute tour\n"):]
+    code = BLOCK.search(tour)
+    assert code is not None
+    with ServerThread() as server:
+        script = code.group(1).replace(DEFAULT_ADDRESS, server.url)
+        outputs = []
+        for _ in range(2):
+            run = subprocess.run([sys.executable, "-c", script], capture_output=True,
+                                 text=True, timeout=120, check=False, cwd=tmp_path)
+            assert run.returncode == 0, run.stderr[-3000:]
+            outputs.append(run.stdout)
+    first, second = (out.splitlines() for out in outputs)
+    assert first[0].startswith("True 0.70 ") and second[0].startswith("True 0.70 ")
+    assert first[-1] != second[-1]                 # two subscribers, each with its own id

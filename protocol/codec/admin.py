@@ -78,6 +78,7 @@ ADMIN_COMMANDS: dict[str, dict[str, tuple[Callable[[object, str], Any], bool]]] 
                      "after": (_opt(_after), False), "limit": (_opt(_limit), False)},
     "request_renewal": {"session": (_id, True), "rid": (_id, True)},
     "stats": {},
+    "catalog": {"service": (_opt(_id), False)},
     # test controls (PROTOCOL.md "Test controls")
     "fault_add": {"rule": (_rule, True)},
     "fault_list": {},
