@@ -40,7 +40,7 @@ from protocol.frames import Frame
 
 from .controls import Plan, TestControls
 from .dedup import ANY_BODY, Key, OutcomeCache, Reply, digest
-from .engine import Engine, Refused
+from .engine import Engine, Refused, refills
 from .engine import subscribers as subs
 from .faults import Rule
 from .latency import Histogram
@@ -62,6 +62,8 @@ REC_REMEMBER: Final = 5
 #: test controls: a container run with injected sub-request errors; a manual clock move
 REC_EXECUTE_FAULTED: Final = 16
 REC_CLOCK: Final = 17
+#: an allowance refill decision: [[every, period start], ...] (refills.py)
+REC_REFILL: Final = 24
 EXIT_FAIL_STOP = 70   # EX_SOFTWARE: an internal error while applying a change
 #: request types a client sends after the handshake (HELLO, PING and GOODBYE are the
 #: connection's), with the role each needs
@@ -167,6 +169,9 @@ class Dispatcher:
                 self.engine, a["user"], a["counter"], a["units"], a.get("reason"), now)),
             "reset_counter": lambda a, now: codec.subscriber_to_wire(subs.reset_counter(
                 self.engine, a["user"], a["counter"], a.get("reason"), now)),
+            "set_plan": lambda a, now: codec.subscriber_to_wire(refills.set_plan(
+                self.engine, a["user"], a["plan"],
+                a["from"].timestamp() if a.get("from") is not None else None, now)),
         }
 
     # ------------------------------------------------------------------ entry point
@@ -426,6 +431,18 @@ class Dispatcher:
             self.flush_renewals(now)
         return done
 
+    def refill(self, now: float) -> int:
+        """Refill the allowances whose period started by `now` (logged as the decision
+        taken, so that replay refills the same counters at the same period starts)."""
+        starts = refills.due(self.engine, now)
+        if starts is None:
+            return 0
+        self.applying = True          # a failure half-way is a fail-stop (server.py)
+        done = refills.apply(self.engine, now, starts)
+        self._log(REC_REFILL, now, [[every, start] for every, start in starts])
+        self.applying = False
+        return done
+
     def _admin_request(self, peer: Peer, msg: m.AdminRequest, body: bytes) -> Reply:
         self.read_only = msg.command in READ_ONLY_ADMIN
         self.limits.check_admin(msg.args)
@@ -472,7 +489,7 @@ class Dispatcher:
     def _create_subscriber(self, args: dict[str, Any], now: float) -> Any:
         return codec.subscriber_to_wire(self.engine.create_subscriber(
             args["user"], args["balance"], args.get("currency") or "EUR",
-            args.get("counters") or {}))
+            args.get("counters") or {}, args.get("plan")))
 
     def _transactions(self, args: dict[str, Any], now: float) -> Any:
         limit = min(args.get("limit") or TX_PAGE, TX_PAGE)
@@ -519,6 +536,8 @@ class Dispatcher:
             self.flush_renewals(now)
         elif kind == REC_ACK:
             self.renewal.acknowledge(argument)
+        elif kind == REC_REFILL:
+            refills.apply(self.engine, now, [(str(e), float(t)) for e, t in argument])
         else:
             raise ValueError(f"unknown log record kind {kind!r}")
 

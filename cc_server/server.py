@@ -185,7 +185,8 @@ class ChargingServer:
             if seed.user_id not in self.engine.accounts:
                 self.dispatcher.admin_local("create_subscriber", {
                     "user": seed.user_id, "balance": seed.balance, "currency": seed.currency,
-                    "counters": dict(seed.counters)})
+                    "counters": dict(seed.counters),
+                    **({"plan": seed.plan} if seed.plan is not None else {})})
         # plain TCP even with TLS: each connection starts TLS itself (tls.TlsHandshake),
         # so it counts from accept and TLS shares the handshake deadline with HELLO
         self._server = await self.loop.create_server(
@@ -375,6 +376,7 @@ class ChargingServer:
         try:
             busy = self.dispatcher.expire(now, EXPIRY_BATCH) >= EXPIRY_BATCH
             self.dispatcher.flush_renewals(now)
+            self.dispatcher.refill(now)
             self.renewal.tick(now)
             self.dedup.expire(now)
             if self.store is not None:

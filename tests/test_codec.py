@@ -195,7 +195,7 @@ def _tx_outcome(**at: Any) -> list[Any]:
     (bad_result(_with(_OUTCOME, i4=[Decimal(1), "EUR", {}])),
      "confirm must be [amount, currency, [transaction, ...]]"),
     (bad_result(_with(_OUTCOME, i5=[Decimal(1), "EUR", [[1]]])),
-     "a transaction is an array of 10 fields"),
+     "a transaction is an array of 10 or 11 fields"),
     (bad_result(_tx_outcome(i3=5)), "transaction 1: a field has the wrong type"),
     (bad_result(_tx_outcome(i0="1")), "transaction '1': a field has the wrong type"),
     (bad_result(_tx_outcome(i5="take")),
