@@ -47,6 +47,7 @@ from .errors import (
     TooManyProperties,
     TooManyRequests,
     UnknownChargeableItem,
+    UnknownPlan,
     UserExists,
     UserUnknown,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "SessionExists", "SessionInfo", "SessionNotFound", "SessionResult",
     "SessionStartOperation", "SessionStopOperation", "SessionUpdateOperation",
     "StringTooLong", "Subscriber", "TooManyNotifications", "TooManyProperties",
-    "TooManyRequests", "Transaction", "UnknownChargeableItem", "UserExists", "UserUnknown",
+    "TooManyRequests", "Transaction", "UnknownChargeableItem", "UnknownPlan", "UserExists",
+    "UserUnknown",
     "connect", "sync",
 ]

@@ -13,6 +13,7 @@
         +-- CreditLimitReached         CREDIT_LIMIT_REACHED
         +-- UserUnknown                USER_UNKNOWN
         +-- UserExists                 USER_EXISTS
+        +-- UnknownPlan                UNKNOWN_PLAN
         +-- UnknownChargeableItem      UNKNOWN_CHARGEABLE_ITEM
         +-- Forbidden                  FORBIDDEN
         +-- OperationIdReused          OPERATION_ID_REUSED
@@ -119,6 +120,12 @@ class UserExists(OperationFailure):
     default_code = ErrorCode.USER_EXISTS.value
 
 
+class UnknownPlan(OperationFailure):
+    """The catalog has no price plan of this name (create_subscriber, set_plan)."""
+
+    default_code = ErrorCode.UNKNOWN_PLAN.value
+
+
 class UnknownChargeableItem(OperationFailure):
     """The catalog has no price for this service and item."""
 
@@ -196,7 +203,8 @@ class TooManyRequests(LimitExceeded):
 _BY_CODE: dict[str, type[ChargingError]] = {
     cls.default_code: cls for cls in (
         SessionNotFound, SessionExists, ReservationNotFound, DuplicateReservation,
-        CreditLimitReached, UserUnknown, UserExists, UnknownChargeableItem, Forbidden,
+        CreditLimitReached, UserUnknown, UserExists, UnknownPlan, UnknownChargeableItem,
+        Forbidden,
         OperationIdReused, InvalidRequest, ServerFailure, AuthenticationFailed,
         ContainerTooLarge, StringTooLong, TooManyProperties, ExternalDataTooLarge,
         TooManyNotifications, TooManyRequests)

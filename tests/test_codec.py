@@ -201,7 +201,7 @@ def _tx_outcome(**at: Any) -> list[Any]:
     (bad_result(_tx_outcome(i5="take")),
      "kind must be one of ['confirm', 'release', 'reserve', 'top_up']"),
     (bad_result(_tx_outcome(i6="why")),
-     "reason must be one of ['admin', 'expiry', 'request', 'stop']"),
+     "reason must be one of ['admin', 'expiry', 'refill', 'request', 'stop']"),
     (bad_result(_tx_outcome(i9={"free": "1"})),
      "counters['free'] must be a decimal (extension type 1) or an integer"),
 ])
