@@ -187,6 +187,7 @@ class ChargingServer:
                     "user": seed.user_id, "balance": seed.balance, "currency": seed.currency,
                     "counters": dict(seed.counters),
                     **({"plan": seed.plan} if seed.plan is not None else {})})
+        self.dispatcher.refill(self.clock())   # refills count from here (or catch up)
         # plain TCP even with TLS: each connection starts TLS itself (tls.TlsHandshake),
         # so it counts from accept and TLS shares the handshake deadline with HELLO
         self._server = await self.loop.create_server(

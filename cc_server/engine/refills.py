@@ -62,8 +62,12 @@ def kinds(engine: Engine) -> tuple[str, ...]:
 
 def due(engine: Engine, now: float) -> list[tuple[str, float]] | None:
     """The period starts passed since the last decision, latest of each kind: what
-    `apply` is to do at `now`. None: nothing to decide ([]: only the first decision,
-    which marks `now` as the time refills count from)."""
+    `apply` is to do at `now`. None: nothing to decide, as with a catalog without
+    allowances ([]: only the first decision, which marks `now` as the time refills count
+    from)."""
+    every_kind = kinds(engine)
+    if not every_kind:
+        return None
     mark = engine.refill_mark
     if mark is None:
         return []
@@ -72,7 +76,7 @@ def due(engine: Engine, now: float) -> list[tuple[str, float]] | None:
     zone = engine.catalog.zone
     found: list[tuple[str, float]] = []
     local_mark = dt.datetime.fromtimestamp(mark, zone)
-    for every in kinds(engine):
+    for every in every_kind:
         if next_period_start(every, local_mark).timestamp() <= now:
             start = period_start(every, dt.datetime.fromtimestamp(now, zone))
             found.append((every, start.timestamp()))
