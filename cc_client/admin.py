@@ -345,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--counter", metavar="NAME=UNITS", type=parse_counter, action="append",
                    help="an allowance counter and its units; repeat for several")
     p.add_argument("--plan", metavar="PLAN",
-                   help="the price plan rating it (default: the catalog's default plan)")
+                   help="the price plan rating it (omitted: the catalog's default_plan)")
     p.add_argument("--json", action="store_true", help="print the subscriber as JSON")
     p = _command(sub_commands, "show", "subscriber show", cmd_subscriber_show,
                  "show balance, reserved, available and counters",

@@ -5,6 +5,7 @@ logged, and replayed to the same counters."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -12,7 +13,9 @@ import pytest
 
 import cc_client
 from cc_client import ChargeableItem
-from cc_server.testing import ManualClock, running_server
+from cc_client.admin import main
+from cc_server.config import ServerConfig
+from cc_server.testing import ManualClock, ServerThread, running_server
 
 D = Decimal
 PARIS = dt.timezone(dt.timedelta(hours=1))       # Europe/Paris in winter
@@ -22,11 +25,6 @@ DAILY = """
 counter = "free_sms"
 units = 10
 every = "day"
-
-[[plans.standard.allowances]]
-counter = "data_used"
-units = 0
-every = "month"
 """
 
 
@@ -67,7 +65,10 @@ async def test_plans_by_client_admin_and_unknown_plan() -> None:
         bob = await client.admin.create_subscriber("bob", D("5"), plan="premium")
         assert bob.plan == "premium" and bob.counters == {}   # premium has no allowance
         carol = await client.admin.create_subscriber("carol", D("5"))
-        assert carol.plan is None and carol.counters == {"free_seconds": D(3600)}
+        assert carol.plan is None and carol.counters == {"free_seconds": D(3600),
+                                                         "data_used": D(0)}
+        paul = await client.admin.get_subscriber("paul")      # the catalog's seed
+        assert (paul.plan, paul.balance) == ("premium", D("20.00"))
         with pytest.raises(cc_client.UnknownPlan):
             await client.admin.create_subscriber("dave", D("5"), plan="gold")
         with pytest.raises(cc_client.UnknownPlan):
@@ -138,3 +139,33 @@ async def test_plans_and_the_refill_mark_survive_a_restart(tmp_path: Path) -> No
         gus = await client.admin.get_subscriber("gus")
         assert gus.plan is None and gus.counters["free_sms"] == D(10)
         assert server.engine.accounts["gus"].plan_next == ("premium", at("2027-01-01 00:00"))
+
+
+def test_cc_admin_plan_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    with ServerThread(ServerConfig(catalog=str(PLANS))) as server:
+        code, out, _ = run("subscriber", "create", "hal", "--balance", "3", "--plan",
+                           "premium", "--server", server.url)
+        assert code == 0 and re.search(r"^plan: +premium$", out, re.M)
+        code, out, _ = run("subscriber", "show", "paul", "--server", server.url)
+        assert code == 0 and re.search(r"^plan: +premium$", out, re.M)
+        code, out, _ = run("subscriber", "set-plan", "hal", "standard", "--server", server.url)
+        assert code == 0 and re.search(r"^plan: +standard$", out, re.M)
+        code, _, err = run("subscriber", "set-plan", "hal", "gold", "--server", server.url)
+        assert code == 1 and err.startswith("error: UNKNOWN_PLAN: no price plan 'gold'")
+        code, _, err = run("subscriber", "set-plan", "hal", "premium", "--from",
+                           "2027-01-01T00:00", "--server", server.url)
+        assert code == 1 and "--from needs a time zone" in err
+    code, out, _ = run("catalog", "show", str(PLANS), "--at", "2026-12-07T18:50")
+    assert code == 0 and "period 1 (mon-fri 08:00-19:00) = 0.10 EUR" in out
+    code, out, _ = run("catalog", "show", str(PLANS), "--at", "2026-12-07T19:05:00+01:00")
+    assert code == 0 and "no period: item price = 0.05 EUR" in out
+    code, out, _ = run("catalog", "show", str(PLANS))
+    assert code == 0 and "plan standard (default)" in out and "allowance free_seconds: 3600 " \
+        "every month" in out
+    code, _, err = run("catalog", "show", str(PLANS.with_name("missing.toml")))
+    assert code == 2 and "cannot read it" in err

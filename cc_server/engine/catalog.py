@@ -318,8 +318,10 @@ def _periods(specs: Any, currency: str, currencies: set[str], where: str
         if set(prices) != currencies:
             raise CatalogError(f"{here}: must price the item's currencies {sorted(currencies)}"
                                f", not {sorted(prices)}")
-        label = f"{spec.get('days', 'mon-sun')} {spec.get('from', '00:00')}-" \
-                f"{spec.get('to', '24:00')}"
+        days_text = spec.get("days", "mon-sun")
+        if isinstance(days_text, list):
+            days_text = ",".join(str(d) for d in days_text)
+        label = f"{days_text} {spec.get('from', '00:00')}-{spec.get('to', '24:00')}"
         periods.append(Period(days, start, end, prices, label))
     return tuple(periods)
 
