@@ -91,6 +91,7 @@ async def test_refills_by_the_timers_past_midnight_and_a_month_start_replay_alik
         server.server.dispatcher.wal = lambda payload: records.append(payload) or 0
         await client.admin.create_subscriber("eve", D("5"), counters={
             "free_seconds": 100, "free_sms": 3, "data_used": 5000})
+        await client.admin.set_plan("eve", "premium", dt.datetime(2027, 2, 1, tzinfo=PARIS))
         clock.advance(3600 + 600)                                  # 2026-12-31 00:10
         await server.settle()
         eve = await client.admin.get_subscriber("eve")
@@ -118,6 +119,7 @@ async def test_refills_by_the_timers_past_midnight_and_a_month_start_replay_alik
         for payload in records:
             again.server.dispatcher.replay(payload)
         assert again.engine.get_subscriber("eve").counters == eve.counters
+        assert again.engine.accounts["eve"].plan_next == ("premium", at("2027-02-01 00:00"))
         assert [t[1:] for t in again.engine.transactions()] == [t[1:] for t in journal]
 
 
