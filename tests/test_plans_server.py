@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import cc_client
+import cc_client.sync
 from cc_client import ChargeableItem
 from cc_client.admin import main
 from cc_server.config import ServerConfig
@@ -171,3 +172,12 @@ def test_cc_admin_plan_commands(capsys: pytest.CaptureFixture[str]) -> None:
         "every month" in out
     code, _, err = run("catalog", "show", str(PLANS.with_name("missing.toml")))
     assert code == 2 and "cannot read it" in err
+
+
+def test_the_sync_client_creates_with_a_plan_and_sets_it() -> None:
+    with ServerThread(ServerConfig(catalog=str(PLANS))) as server, \
+            cc_client.sync.connect(server.url) as client:
+        assert client.admin.create_subscriber("ivy", D("1"), plan="premium").plan == "premium"
+        assert client.admin.set_plan("ivy", "standard").plan == "standard"
+        with pytest.raises(cc_client.UnknownPlan):
+            client.admin.set_plan("ivy", "gold")
