@@ -40,7 +40,7 @@ from protocol.frames import Frame
 
 from .controls import Plan, TestControls
 from .dedup import ANY_BODY, Key, OutcomeCache, Reply, digest
-from .engine import Engine, Refused, refills
+from .engine import Catalog, Engine, Refused, refills
 from .engine import subscribers as subs
 from .faults import Rule
 from .latency import Histogram
@@ -64,6 +64,8 @@ REC_EXECUTE_FAULTED: Final = 16
 REC_CLOCK: Final = 17
 #: an allowance refill decision: [[every, period start], ...] (refills.py)
 REC_REFILL: Final = 24
+#: a catalog reload (SIGHUP): the catalog file's content, priced by from then on
+REC_CATALOG: Final = 25
 EXIT_FAIL_STOP = 70   # EX_SOFTWARE: an internal error while applying a change
 #: request types a client sends after the handshake (HELLO, PING and GOODBYE are the
 #: connection's), with the role each needs
@@ -443,6 +445,16 @@ class Dispatcher:
         self.applying = False
         return done
 
+    def set_catalog(self, catalog: Catalog) -> None:
+        """Price by `catalog` (read from a file) from now on; logged with the file's
+        content, so that replay prices every later record by it."""
+        if catalog.source is None:
+            raise ValueError("only a catalog read from a file can be logged")
+        self.applying = True
+        self.engine.catalog = catalog
+        self._log(REC_CATALOG, self.clock(), catalog.source)
+        self.applying = False
+
     def _admin_request(self, peer: Peer, msg: m.AdminRequest, body: bytes) -> Reply:
         self.read_only = msg.command in READ_ONLY_ADMIN
         self.limits.check_admin(msg.args)
@@ -536,6 +548,8 @@ class Dispatcher:
             self.flush_renewals(now)
         elif kind == REC_ACK:
             self.renewal.acknowledge(argument)
+        elif kind == REC_CATALOG:
+            self.engine.catalog = Catalog.from_dict(argument, "catalog reloaded (log)")
         elif kind == REC_REFILL:
             refills.apply(self.engine, now, [(str(e), float(t)) for e, t in argument])
         else:

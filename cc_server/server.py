@@ -28,7 +28,7 @@ from .connection import ALL_ROLES, ServerConnection
 from .controls import TestControls
 from .dedup import OutcomeCache
 from .dispatch import Dispatcher
-from .engine import Catalog, ChargingSession, Engine, engine_context
+from .engine import Catalog, CatalogError, ChargingSession, Engine, engine_context
 from .faults import rule_from_map
 from .gcpolicy import GcPolicy
 from .limits import ConnectionGate, Limits
@@ -290,6 +290,32 @@ class ChargingServer:
         self.users = users
         log.info("event=users_reloaded users=%d", len(users))
         return True
+
+    def reload_catalog(self) -> bool:
+        """Read the --catalog file again (SIGHUP): its prices and plans apply from now
+        (logged, so replay agrees); on any problem the catalog in force stays. Its
+        [[subscribers]] are created at start only."""
+        if not self.config.catalog:
+            return False
+        try:
+            catalog = load_catalog(self.config.catalog)
+        except CatalogError as exc:
+            log.error("event=catalog_reload_failed error=%r (the catalog in force stays)",
+                      str(exc))
+            return False
+        if not catalogs_differ(self.engine.catalog, catalog):
+            log.info("event=catalog_unchanged file=%s", self.config.catalog)
+            return False
+        self.dispatcher.set_catalog(catalog)
+        self.catalog = catalog
+        log.info("event=catalog_reloaded file=%s plans=%d", self.config.catalog,
+                 len(catalog.named))
+        return True
+
+    def hangup(self) -> None:
+        """SIGHUP: read the users file and the catalog file again."""
+        self.reload_users()
+        self.reload_catalog()
 
     async def shutdown(self, drain: float = 5.0) -> None:
         """Stop accepting, say goodbye, let in-flight work finish, close everything."""

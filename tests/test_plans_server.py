@@ -181,3 +181,37 @@ def test_the_sync_client_creates_with_a_plan_and_sets_it() -> None:
         assert client.admin.set_plan("ivy", "standard").plan == "standard"
         with pytest.raises(cc_client.UnknownPlan):
             client.admin.set_plan("ivy", "gold")
+
+
+async def test_a_catalog_reload_prices_from_then_on_and_replays_alike(tmp_path: Path) -> None:
+    catalog = tmp_path / "plans.toml"
+    catalog.write_text(PLANS.read_text())
+    clock = ManualClock(at("2026-12-07 20:00"))
+    records: list[bytes] = []
+
+    async def call(client: cc_client.Client, sid: str) -> Decimal:
+        start = client.create_session_start_operation(user_id="jo", service_id="VOICE",
+                                                      session_id=sid)
+        start.prepare_reserve("r", ChargeableItem("call", {"duration": 60}), ttl=60)
+        amount: Decimal = (await start.execute())["r"].reserve_result.amount
+        return amount
+
+    async with running_server(clock=clock, catalog=str(catalog)) as server, \
+            cc_client.connect(server.url) as client:
+        server.server.dispatcher.wal = lambda payload: records.append(payload) or 0
+        await client.admin.create_subscriber("jo", D("5"), counters={"free_seconds": 0})
+        assert await call(client, "c1") == D("0.05")
+        assert not server.server.reload_catalog()                 # unchanged: nothing
+        catalog.write_text(PLANS.read_text().replace('price = "0.05"', 'price = "0.07"'))
+        assert server.server.reload_catalog()
+        assert await call(client, "c2") == D("0.07")
+        catalog.write_text("not = [toml")
+        assert not server.server.reload_catalog()                 # refused: 0.07 stays
+        assert await call(client, "c3") == D("0.07")
+        journal = [t[1:] for t in server.engine.transactions()]
+    catalog.write_text(PLANS.read_text())                         # the replay starts old
+    async with running_server(clock=ManualClock(at("2026-12-07 20:00")),
+                              catalog=str(catalog)) as again:
+        for payload in records:
+            again.server.dispatcher.replay(payload)
+        assert [t[1:] for t in again.engine.transactions()] == journal
