@@ -50,6 +50,7 @@ from .errors import (
     TooManyProperties,
     TooManyRequests,
     UnknownChargeableItem,
+    UnknownPlan,
     UserExists,
     UserUnknown,
 )
@@ -69,6 +70,6 @@ __all__ = [
     "SessionExists", "SessionInfo", "SessionNotFound", "SessionResult",
     "SessionStartOperation", "SessionStopOperation", "SessionUpdateOperation",
     "StringTooLong", "Subscriber", "TooManyNotifications", "TooManyProperties",
-    "TooManyRequests", "Transaction", "UnknownChargeableItem", "UserExists", "UserUnknown",
-    "connect", "parse_address", "sync",
+    "TooManyRequests", "Transaction", "UnknownChargeableItem", "UnknownPlan", "UserExists",
+    "UserUnknown", "connect", "parse_address", "sync",
 ]

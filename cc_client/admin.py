@@ -36,6 +36,8 @@ from cc_client.admin_format import (
     transactions_text,
 )
 from cc_client.admin_mock import add_test_control_commands
+from cc_client.admin_plans import EXAMPLES as PLAN_EXAMPLES
+from cc_client.admin_plans import CatalogCommandError, add_plan_commands
 from cc_client.admin_subscribers import EXAMPLES as SUBSCRIBER_EXAMPLES
 from cc_client.admin_subscribers import add_subscriber_commands
 from cc_client.admin_users import UserCommandError, add_user_commands
@@ -162,10 +164,11 @@ def tls_context(tls: bool, ca: str | None, cert: str | None,
 
 async def cmd_subscriber_create(client: cc_client.Client, args: argparse.Namespace,
                                 out: TextIO) -> None:
-    """subscriber create USER --balance AMOUNT [--currency C] [--counter NAME=UNITS ...]"""
+    """subscriber create USER --balance AMOUNT [--currency C] [--counter NAME=UNITS ...]
+    [--plan PLAN]"""
     counters = dict(args.counter or [])
     sub = await client.admin.create_subscriber(args.user_id, args.balance, args.currency,
-                                               counters or None)
+                                               counters or None, args.plan)
     emit(out, dumps(sub) if args.json else subscriber_text(sub))
 
 
@@ -277,6 +280,7 @@ EXAMPLES = {
     "subscriber show": "cc-admin subscriber show alice",
     "subscriber top-up": "cc-admin subscriber top-up alice 5.50",
     **SUBSCRIBER_EXAMPLES,
+    **PLAN_EXAMPLES,
     "sessions list": "cc-admin sessions list --user alice --limit 20",
     "sessions show": "cc-admin sessions show s-1",
     "sessions cancel": "cc-admin sessions cancel s-1",
@@ -348,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--currency", default="EUR", help="ISO currency code (default: EUR)")
     p.add_argument("--counter", metavar="NAME=UNITS", type=parse_counter, action="append",
                    help="an allowance counter and its units; repeat for several")
+    p.add_argument("--plan", metavar="PLAN",
+                   help="the price plan rating it (omitted: the catalog's default_plan)")
     p.add_argument("--json", action="store_true", help="print the subscriber as JSON")
     p = _command(sub_commands, "show", "subscriber show", cmd_subscriber_show,
                  "show balance, reserved, available and counters",
@@ -365,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the subscriber as JSON")
     add_subscriber_commands(sub_commands, _command, add_global_options, parse_amount,
                             parse_positive_int)
+    add_plan_commands(sub_commands, commands, _command)   # set-plan; catalog show (local)
 
     # sessions ...
     ses = commands.add_parser("sessions", help="list, show or cancel live sessions",
@@ -491,6 +498,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except UserCommandError as exc:
             err.write(f"{PROG}: error: {exc}\n")
             return EXIT_USAGE if exc.usage else EXIT_REFUSED
+        except CatalogCommandError as exc:
+            err.write(f"{PROG}: error: {exc}\n")
+            return EXIT_USAGE
         except KeyboardInterrupt:
             return 130
         return EXIT_OK

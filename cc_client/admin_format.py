@@ -96,7 +96,8 @@ def subscriber_text(sub: Subscriber) -> str:
     """A subscriber as aligned key/value lines, plus a counters table."""
     text = key_values([("user", sub.user_id), ("currency", sub.currency),
                        ("balance", sub.balance), ("reserved", sub.reserved),
-                       ("available", sub.available)])
+                       ("available", sub.available),
+                       ("plan", sub.plan or "(the catalog's default plan)")])
     names = sorted(set(sub.counters) | set(sub.counters_reserved))
     if names:
         rows = []

@@ -16,6 +16,7 @@ The classes::
         +-- CreditLimitReached         CREDIT_LIMIT_REACHED
         +-- UserUnknown                USER_UNKNOWN
         +-- UserExists                 USER_EXISTS
+        +-- UnknownPlan                UNKNOWN_PLAN
         +-- UnknownChargeableItem      UNKNOWN_CHARGEABLE_ITEM
         +-- Forbidden                  FORBIDDEN
         +-- OperationIdReused          OPERATION_ID_REUSED
@@ -130,6 +131,12 @@ class UserExists(OperationFailure):
     default_code = ErrorCode.USER_EXISTS.value
 
 
+class UnknownPlan(OperationFailure):
+    """The catalog has no price plan of this name (create_subscriber, set_plan)."""
+
+    default_code = ErrorCode.UNKNOWN_PLAN.value
+
+
 class UnknownChargeableItem(OperationFailure):
     """The catalog has no price for this service and item."""
 
@@ -207,7 +214,8 @@ class TooManyRequests(LimitExceeded):
 _BY_CODE: dict[str, type[ChargingError]] = {
     cls.default_code: cls for cls in (
         SessionNotFound, SessionExists, ReservationNotFound, DuplicateReservation,
-        CreditLimitReached, UserUnknown, UserExists, UnknownChargeableItem, Forbidden,
+        CreditLimitReached, UserUnknown, UserExists, UnknownPlan, UnknownChargeableItem,
+        Forbidden,
         OperationIdReused, InvalidRequest, ServerFailure, AuthenticationFailed,
         ContainerTooLarge, StringTooLong, TooManyProperties, ExternalDataTooLarge,
         TooManyNotifications, TooManyRequests)

@@ -79,13 +79,25 @@ class OperatorAPI:
 
     async def create_subscriber(self, user_id: str, balance: Decimal | int | str,
                                 currency: str = "EUR",
-                                counters: Mapping[str, Decimal | int | str] | None = None
-                                ) -> Subscriber:
-        """Create a subscriber (UserExists if the id is taken)."""
+                                counters: Mapping[str, Decimal | int | str] | None = None,
+                                plan: str | None = None) -> Subscriber:
+        """Create a subscriber (UserExists if the id is taken), rated by price plan `plan`
+        (None: the catalog's default plan; UnknownPlan if the catalog lacks it)."""
         counted = {name: to_decimal(v, f"counter {name!r}") for name, v in (counters or {}).items()}
         sub: Subscriber = await self._run(
             "create_subscriber", user=user_id, balance=to_decimal(balance, "balance"),
-            currency=currency, counters=counted or None)
+            currency=currency, counters=counted or None, plan=plan)
+        return sub
+
+    async def set_plan(self, user_id: str, plan: str,
+                       start: dt.datetime | None = None) -> Subscriber:
+        """Rate the subscriber by price plan `plan` from now, or from `start` (an aware
+        datetime) when that is later; UnknownPlan if the catalog lacks it. Reservations
+        held keep their amounts. Returns the subscriber afterwards."""
+        if start is not None and (not isinstance(start, dt.datetime) or start.tzinfo is None):
+            raise InvalidArgument("start must be an aware datetime (with a time zone)")
+        sub: Subscriber = await self._run("set_plan", user=user_id, plan=plan,
+                                          **{"from": start})
         return sub
 
     async def get_subscriber(self, user_id: str) -> Subscriber:

@@ -317,11 +317,17 @@ class SyncAdmin:
 
     def create_subscriber(self, user_id: str, balance: Decimal | int | str,
                           currency: str = "EUR",
-                          counters: Mapping[str, Decimal | int | str] | None = None
-                          ) -> Subscriber:
-        """Create a subscriber (UserExists if the id is taken)."""
+                          counters: Mapping[str, Decimal | int | str] | None = None,
+                          plan: str | None = None) -> Subscriber:
+        """Create a subscriber (UserExists if the id is taken), rated by price plan
+        `plan` (None: the catalog's default)."""
         return self._runner.run(self._admin.create_subscriber(user_id, balance, currency,
-                                                              counters))
+                                                              counters, plan))
+
+    def set_plan(self, user_id: str, plan: str,
+                 start: dt.datetime | None = None) -> Subscriber:
+        """Rate the subscriber by price plan `plan` from now (or from `start`)."""
+        return self._runner.run(self._admin.set_plan(user_id, plan, start))
 
     def get_subscriber(self, user_id: str) -> Subscriber:
         """Balance, reserved, available and counters (UserUnknown if absent)."""

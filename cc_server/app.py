@@ -190,7 +190,7 @@ def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
 
 async def serve(config: ServerConfig) -> None:
     """Run the server until SIGTERM or SIGINT, then drain and return; SIGHUP re-reads
-    the users file."""
+    the users file and the catalog file."""
     server = ChargingServer(config)
     try:
         await server.start()
@@ -208,7 +208,7 @@ async def serve(config: ServerConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, server.reload_users)
+    loop.add_signal_handler(signal.SIGHUP, server.hangup)
     loop_name = type(loop).__module__.split(".")[0]
     print(startup_line(host, port, server), flush=True)
     log.info("event=started host=%s port=%d loop=%s catalog=%s auth=%s tls=%s build=%s", host,

@@ -54,7 +54,7 @@ from protocol.frames import DEFAULT_MAX_FRAME, Frame
 
 from .controls import Plan, TestControls
 from .dedup import ANY_BODY, Key, OutcomeCache, Reply, digest
-from .engine import Engine, Refused
+from .engine import Catalog, Engine, Refused, refills
 from .engine import subscribers as subs
 from .faults import Rule
 from .latency import Histogram
@@ -86,6 +86,10 @@ REC_EXPIRED: Final = 6
 #: test controls: a container run with injected sub-request errors; a manual clock move
 REC_EXECUTE_FAULTED: Final = 16
 REC_CLOCK: Final = 17
+#: an allowance refill decision: [[every, period start], ...] (refills.py)
+REC_REFILL: Final = 24
+#: a catalog reload (SIGHUP): the catalog file's content, priced by from then on
+REC_CATALOG: Final = 25
 EXIT_FAIL_STOP = 70   # EX_SOFTWARE: an internal error while applying a change
 #: request types a client sends after the handshake (HELLO, PING and GOODBYE are the
 #: connection's), with the role each needs
@@ -220,6 +224,9 @@ class Dispatcher:
                 self.engine, a["user"], a["counter"], a["units"], a.get("reason"), now)),
             "reset_counter": lambda a, now: codec.subscriber_to_wire(subs.reset_counter(
                 self.engine, a["user"], a["counter"], a.get("reason"), now)),
+            "set_plan": lambda a, now: codec.subscriber_to_wire(refills.set_plan(
+                self.engine, a["user"], a["plan"],
+                a["from"].timestamp() if a.get("from") is not None else None, now)),
         }
 
     # ------------------------------------------------------------------ entry point
@@ -548,6 +555,28 @@ class Dispatcher:
             self._notify(now)
         return len(due)
 
+    def refill(self, now: float) -> int:
+        """Refill the allowances whose period started by `now` (logged as the decision
+        taken, so that replay refills the same counters at the same period starts)."""
+        starts = refills.due(self.engine, now)
+        if starts is None:
+            return 0
+        self.applying = True          # a failure half-way is a fail-stop (server.py)
+        done = refills.apply(self.engine, now, starts)
+        self._log(REC_REFILL, now, [[every, start] for every, start in starts])
+        self.applying = False
+        return done
+
+    def set_catalog(self, catalog: Catalog) -> None:
+        """Price by `catalog` (read from a file) from now on; logged with the file's
+        content, so that replay prices every later record by it."""
+        if catalog.source is None:
+            raise ValueError("only a catalog read from a file can be logged")
+        self.applying = True
+        self.engine.catalog = catalog
+        self._log(REC_CATALOG, self.clock(), catalog.source)
+        self.applying = False
+
     def _admin_request(self, peer: Peer, msg: m.AdminRequest, body: bytes) -> Reply:
         self.read_only = msg.command in READ_ONLY_ADMIN
         self.limits.check_admin(msg.args)
@@ -642,7 +671,7 @@ class Dispatcher:
     def _create_subscriber(self, args: dict[str, Any], now: float) -> Any:
         return codec.subscriber_to_wire(self.engine.create_subscriber(
             args["user"], args["balance"], args.get("currency") or "EUR",
-            args.get("counters") or {}))
+            args.get("counters") or {}, args.get("plan")))
 
     def _transactions(self, args: dict[str, Any], now: float) -> Any:
         limit = min(args.get("limit") or TX_PAGE, TX_PAGE)
@@ -702,6 +731,10 @@ class Dispatcher:
             self.flush_renewals(now)
         elif kind == REC_ACK:
             self.renewal.acknowledge(argument)
+        elif kind == REC_CATALOG:
+            self.engine.catalog = Catalog.from_dict(argument, "catalog reloaded (log)")
+        elif kind == REC_REFILL:
+            refills.apply(self.engine, now, [(str(e), float(t)) for e, t in argument])
         else:
             raise ValueError(f"unknown log record kind {kind!r}")
 

@@ -29,7 +29,7 @@ from .connection import ALL_ROLES, ServerConnection
 from .controls import TestControls
 from .dedup import OutcomeCache
 from .dispatch import Dispatcher
-from .engine import Catalog, ChargingSession, Engine, engine_context
+from .engine import Catalog, CatalogError, ChargingSession, Engine, engine_context
 from .faults import rule_from_map
 from .gcpolicy import GcPolicy
 from .limits import ConnectionGate, Limits
@@ -196,7 +196,9 @@ class ChargingServer:
             if seed.user_id not in self.engine.accounts:
                 self.dispatcher.admin_local("create_subscriber", {
                     "user": seed.user_id, "balance": seed.balance, "currency": seed.currency,
-                    "counters": dict(seed.counters)})
+                    "counters": dict(seed.counters),
+                    **({"plan": seed.plan} if seed.plan is not None else {})})
+        self.dispatcher.refill(self.clock())   # refills count from here (or catch up)
         # plain TCP even with TLS: each connection starts TLS itself (tls.TlsHandshake),
         # so it counts from accept and TLS shares the handshake deadline with HELLO
         self._server = await self.loop.create_server(
@@ -299,6 +301,32 @@ class ChargingServer:
         self.users = users
         log.info("event=users_reloaded users=%d", len(users))
         return True
+
+    def reload_catalog(self) -> bool:
+        """Read the --catalog file again (SIGHUP): its prices and plans apply from now
+        (logged, so replay agrees); on any problem the catalog in force stays. Its
+        [[subscribers]] are created at start only."""
+        if not self.config.catalog:
+            return False
+        try:
+            catalog = load_catalog(self.config.catalog)
+        except CatalogError as exc:
+            log.error("event=catalog_reload_failed error=%r (the catalog in force stays)",
+                      str(exc))
+            return False
+        if not catalogs_differ(self.engine.catalog, catalog):
+            log.info("event=catalog_unchanged file=%s", self.config.catalog)
+            return False
+        self.dispatcher.set_catalog(catalog)
+        self.catalog = catalog
+        log.info("event=catalog_reloaded file=%s plans=%d", self.config.catalog,
+                 len(catalog.named))
+        return True
+
+    def hangup(self) -> None:
+        """SIGHUP: read the users file and the catalog file again."""
+        self.reload_users()
+        self.reload_catalog()
 
     async def shutdown(self, drain: float = 5.0) -> None:
         """Stop accepting, say goodbye, let in-flight work finish, close everything."""
@@ -410,7 +438,9 @@ class ChargingServer:
         now = self.clock()
         busy = False
         try:
+            # expiries and refills: timer decisions, logged; a failure half-way is fatal
             busy = dispatcher.expire(now, EXPIRY_BATCH) >= EXPIRY_BATCH
+            dispatcher.refill(now)
         except Exception:
             if dispatcher.applying:       # an expiry half applied: fail-stop
                 dispatcher.applying = False

@@ -55,15 +55,23 @@ def snapshots(directory: Path) -> list[int]:
 # ------------------------------------------------------------------------ catalog
 
 def catalog_to_state(catalog: Catalog) -> dict[str, Any]:
-    """The catalog as plain data (kept with the state: replay must price as before)."""
-    return {"plans": [[p.service_id, p.item, p.quantity, p.step, dict(p.prices), p.allowance]
-                      for p in catalog.plans.values()],
-            "subscribers": [[s.user_id, s.balance, s.currency, dict(s.counters)]
-                            for s in catalog.subscribers]}
+    """The catalog as plain data (kept with the state: replay must price as before).
+    A catalog read from a file keeps that file's content too (`source`: its price plans,
+    periods, tiers and allowances), and is rebuilt from it."""
+    state: dict[str, Any] = {
+        "plans": [[p.service_id, p.item, p.quantity, p.step, dict(p.prices), p.allowance]
+                  for p in catalog.plans.values()],
+        "subscribers": [[s.user_id, s.balance, s.currency, dict(s.counters)]
+                        for s in catalog.subscribers]}
+    if catalog.source is not None:
+        state["source"] = catalog.source
+    return state
 
 
 def catalog_from_state(state: dict[str, Any]) -> Catalog:
     """Inverse of `catalog_to_state`."""
+    if "source" in state:
+        return Catalog.from_dict(state["source"], "catalog kept with the snapshot")
     plans = [PricePlan(*row) for row in state["plans"]]
     return Catalog({(p.service_id, p.item): p for p in plans},
                    tuple(SubscriberSeed(*row) for row in state["subscribers"]))
@@ -92,6 +100,10 @@ def engine_to_state(engine: Engine) -> dict[str, Any]:
             "journal": {"next_id": engine.journal.next_id,
                         "entries": [codec.tx_to_wire(t) for t in engine.journal.query()]},
             "expiry_seq": engine.expiry.seq,
+            "refill_mark": engine.refill_mark,
+            "plans": {a.user_id: [a.plan, list(a.plan_next) if a.plan_next else None]
+                      for a in engine.accounts.values()
+                      if a.plan is not None or a.plan_next is not None},
             "renewals": [[cs.session.session_id, cs.reservation_id, reason]
                          for cs, reason in engine.renewals.items()]}
 
@@ -130,6 +142,11 @@ def engine_from_state(state: dict[str, Any], catalog: Catalog, journal_retain: i
         engine.sessions[sid] = session
         account.sessions[sid] = None
     engine.expiry.restore(charging_sessions, state["expiry_seq"])
+    engine.refill_mark = state.get("refill_mark")
+    for user_id, (plan, plan_next) in state.get("plans", {}).items():
+        account = engine.accounts[user_id]
+        account.plan = plan
+        account.plan_next = (plan_next[0], plan_next[1]) if plan_next else None
     for user_id, _, _, _, hungry in state["accounts"]:
         account = engine.accounts[user_id]
         for sid, rid in hungry:

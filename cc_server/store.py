@@ -431,4 +431,4 @@ def _rewrite(path: Path, scan: Scan) -> None:
 
 def catalogs_differ(a: Catalog, b: Catalog) -> bool:
     """True when two catalogs price anything differently (seed subscribers aside)."""
-    return dict(a.plans) != dict(b.plans)
+    return not a.same_prices(b)

@@ -101,6 +101,7 @@ class TxReason(StrEnum):
     STOP = "stop"
     EXPIRY = "expiry"
     ADMIN = "admin"
+    REFILL = "refill"     # an allowance counter set at the start of its period
 
 
 class RenewalReason(StrEnum):
@@ -152,6 +153,7 @@ class Transaction(NamedTuple):
     amount: Decimal
     currency: str
     counters: Mapping[str, Decimal] = {}   # one shared empty map: never mutated
+    rating: str | None = None   # which period or tier priced it (dated items), else None
 
 
 class RatingResult(NamedTuple):
@@ -281,6 +283,7 @@ class Subscriber:
     available: Decimal
     counters: Mapping[str, Decimal] = field(default_factory=dict)
     counters_reserved: Mapping[str, Decimal] = field(default_factory=dict)
+    plan: str | None = None        # its price plan; None: the catalog's default plan
 
 
 @dataclass(frozen=True, slots=True)

@@ -177,11 +177,12 @@ def test_every_state_changing_admin_command_is_a_case_here() -> None:
     subscriber commands have their own exactly-once tests (test_subscriber_admin.py)."""
     assert set(CASES) <= codec.MUTATING_ADMIN
     subscriber = {"create_subscriber", "top_up", "cancel_session", "delete_subscriber",
-                  "adjust", "set_counter", "reset_counter"}
+                  "adjust", "set_counter", "reset_counter", "set_plan"}
     assert set(CASES) | subscriber == codec.MUTATING_ADMIN
     read_only = set(codec.ADMIN_COMMANDS) - codec.MUTATING_ADMIN
     assert read_only == {"get_subscriber", "list_subscribers", "find_sessions",
-                         "transactions", "stats", "fault_list", "record_get", "clock_get"}
+                         "transactions", "stats", "catalog", "fault_list", "record_get",
+                         "clock_get"}
 
 
 @pytest.mark.parametrize("command", sorted(CASES))

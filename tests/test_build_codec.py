@@ -92,7 +92,8 @@ executes = st.builds(m.Execute, st.binary(min_size=1, max_size=16),
 transactions = st.builds(m.Transaction, st.integers(1, 2**62), times, ids, maybe(st.none(), ids),
                          maybe(st.none(), ids), st.sampled_from(m.TxKind),
                          st.sampled_from(m.TxReason), decimals, st.just("EUR"),
-                         st.dictionaries(ids, decimals, max_size=2))
+                         st.dictionaries(ids, decimals, max_size=2),
+                         maybe(st.none(), st.text(max_size=30)))
 ratings = st.builds(m.RatingResult, decimals, st.just("EUR"),
                     st.lists(transactions, max_size=2).map(tuple))
 outcomes = st.builds(m.Outcome, ids, maybe(st.none(), st.just("CREDIT_LIMIT_REACHED")),

@@ -85,7 +85,9 @@ def test_every_journal_entry_carries_the_currency_places() -> None:
     assert kinds == {(k, r) for k in m.TxKind for r in m.TxReason} - {
         (m.TxKind.RESERVE, m.TxReason.STOP), (m.TxKind.RESERVE, m.TxReason.EXPIRY),
         (m.TxKind.RESERVE, m.TxReason.ADMIN), (m.TxKind.TOP_UP, m.TxReason.REQUEST),
-        (m.TxKind.TOP_UP, m.TxReason.STOP), (m.TxKind.TOP_UP, m.TxReason.EXPIRY)}
+        (m.TxKind.TOP_UP, m.TxReason.STOP), (m.TxKind.TOP_UP, m.TxReason.EXPIRY),
+        # refills need a plan with allowances: test_plans.py checks their places
+        *((k, m.TxReason.REFILL) for k in m.TxKind)}
     assert any(t.counters for t in txs if t.reason is m.TxReason.ADMIN)
     for tx in txs:
         text = wire_text(tx.amount)

@@ -3,11 +3,17 @@
 The model knows only the catalog's prices (section 8) and the container rules of section 3;
 it predicts every outcome's error code and amounts, and after every step the test checks
 the conservation rules of section 3 on the engine, on the model, and from the journal alone.
+The catalog is section 8's with price plans: VOICE has a peak period (mon-fri 08:00-19:00
+UTC) and a daily allowance refill, DATA graduated tiers over a usage counter reset at each
+month start. The clock starts just before 19:00 on the last day of a month, so calls cross
+into the evening rate and jumps of hours cross midnight and the month start.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import math
+import tomllib
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -21,13 +27,15 @@ from hypothesis.stateful import (
     rule,
 )
 
-from cc_server.engine import Engine, Refused
+from cc_server.engine import Catalog, Engine, Refused, refills
 from protocol import messages as m
 from protocol.errors import ErrorCode
 
 D = Decimal
 ZERO = D(0)
-T0 = 1_700_000_000.0
+T0 = dt.datetime(2026, 11, 30, 18, 59, 30, tzinfo=dt.UTC).timestamp()   # a Monday
+PEAK = D("0.10")           # VOICE, mon-fri 08:00-19:00 UTC; else its price 0.05
+DAILY_SECONDS = D(90)      # free_seconds is set to this at each day start
 USER = "u"
 SIDS = ("s0", "s1", "s2", "s3")
 RIDS = ("r0", "r1", "r2")
@@ -43,13 +51,46 @@ class Plan:
     step: Decimal
     price: Decimal
     counter: str | None
+    peak: bool = False                                  # VOICE's peak period
+    tiers: tuple[tuple[Decimal | None, Decimal], ...] = ()   # (up to, price)
+    usage: str | None = None                            # confirmed quantity counted here
 
 
 PLANS = {
-    "DATA": Plan("data", "volume", D(1), D("0.01"), "free_data"),
-    "VOICE": Plan("call", "duration", D(60), D("0.05"), "free_seconds"),
+    "DATA": Plan("data", "volume", D(1), D("0.01"), "free_data",
+                 tiers=((D(50), D("0.01")), (None, D("0.005"))), usage="data_used"),
+    "VOICE": Plan("call", "duration", D(60), D("0.05"), "free_seconds", peak=True),
     "SMS": Plan("sms", "count", D(1), D("0.10"), None),
 }
+CATALOG = """
+[plans.model.services.DATA.items.data]
+quantity = "volume"
+allowance = "free_data"
+usage_counter = "data_used"
+tiers = [{ up_to = 50, price = "0.01" }, { price = "0.005" }]
+[plans.model.services.VOICE.items.call]
+quantity = "duration"
+step = 60
+price = "0.05"
+allowance = "free_seconds"
+rates = [{ days = "mon-fri", from = "08:00", to = "19:00", price = "0.10" }]
+[plans.model.services.SMS.items.sms]
+quantity = "count"
+price = "0.10"
+[[plans.model.allowances]]
+counter = "free_seconds"
+units = 90
+every = "day"
+[[plans.model.allowances]]
+counter = "data_used"
+units = 0
+every = "month"
+"""
+
+
+def is_peak(when: float) -> bool:
+    local = dt.datetime.fromtimestamp(when, dt.UTC)
+    return local.weekday() < 5 and 8 * 60 <= local.hour * 60 + local.minute < 19 * 60
 
 
 @dataclass
@@ -89,7 +130,7 @@ class EngineModel(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.engine = Engine()
+        self.engine = Engine(Catalog.from_dict(tomllib.loads(CATALOG), "model"))
         self.now = T0
         self.initial = ZERO
         self.initial_counters: dict[str, Decimal] = {}
@@ -111,23 +152,51 @@ class EngineModel(RuleBasedStateMachine):
         return sum((r.held for s in self.sessions.values() for r in s.res.values() if r.open),
                    ZERO)
 
-    def rate(self, plan: Plan, quantity: Decimal) -> tuple[Decimal, Decimal]:
-        """(money, counter units): the allowance first, then whole steps rounded up."""
+    def rate(self, plan: Plan, quantity: Decimal, when: float) -> tuple[Decimal, Decimal]:
+        """(money, counter units) at the date `when`: the allowance first, then whole
+        steps rounded up: of the period's price, or of each tier's for its part."""
         free = ZERO
         if plan.counter is not None:
             free = self.counters.get(plan.counter, ZERO) - self.counter_reserved(plan.counter)
         covered = min(max(free, ZERO), quantity)
+        if plan.tiers:
+            assert plan.usage is not None
+            position = self.counters.get(plan.usage, ZERO) + covered
+            left, amount = quantity - covered, ZERO
+            for up_to, price in plan.tiers:
+                room = left if up_to is None else max(ZERO, min(left, up_to - position))
+                amount += math.ceil(room / plan.step) * price
+                left -= room
+                position += room
+            return amount, covered
+        price = PEAK if plan.peak and is_peak(when) else plan.price
         steps = math.ceil((quantity - covered) / plan.step)
-        return steps * plan.price, covered
+        return steps * price, covered
 
     def affordable(self, plan: Plan, wanted: Decimal, credit: Decimal) -> Decimal:
-        """The largest whole-step quantity (after the allowance) whose price fits."""
-        _, covered = self.rate(plan, wanted)
+        """The largest whole-step quantity (after the allowance) whose price fits; with
+        tiers: each whole tier while it fits, then whole steps of the next."""
+        _, covered = self.rate(plan, wanted, self.now)
+        if plan.tiers:
+            assert plan.usage is not None
+            position = self.counters.get(plan.usage, ZERO) + covered
+            got = covered
+            for up_to, price in plan.tiers:
+                room = wanted - got if up_to is None else \
+                    max(ZERO, min(wanted - got, up_to - position))
+                if not room:
+                    continue
+                cost = math.ceil(room / plan.step) * price
+                if cost <= credit:
+                    got, position, credit = got + room, position + room, credit - cost
+                    continue
+                return got + min(room, (max(credit, ZERO) // price) * plan.step)
+            return got
         best = ZERO
         k = 0
         while True:
             quantity = covered + k * plan.step
-            price = self.rate(plan, quantity)[0]
+            price = self.rate(plan, quantity, self.now)[0]
             if quantity >= wanted or (price and price > credit):   # allowance costs nothing
                 break
             best = quantity
@@ -136,7 +205,7 @@ class EngineModel(RuleBasedStateMachine):
 
     def hold(self, plan: Plan, res: MRes, quantity: Decimal) -> Decimal | None:
         """Reserve for `res`; the amount, or None for CREDIT_LIMIT_REACHED."""
-        amount, units = self.rate(plan, quantity)
+        amount, units = self.rate(plan, quantity, self.now)
         available = self.balance - self.reserved()
         if amount and amount > available:
             if not res.inverse:
@@ -144,7 +213,7 @@ class EngineModel(RuleBasedStateMachine):
             quantity = self.affordable(plan, quantity, available)
             if quantity <= 0:
                 return None
-            amount, units = self.rate(plan, quantity)
+            amount, units = self.rate(plan, quantity, self.now)
         res.quantity, res.held, res.units, res.starved = quantity, amount, units, False
         return amount
 
@@ -159,23 +228,33 @@ class EngineModel(RuleBasedStateMachine):
         if plan.counter is not None and units:
             self.counters[plan.counter] -= units
 
-    def consume(self, plan: Plan, quantity: Decimal) -> Decimal:
-        amount, units = self.rate(plan, quantity)
+    def consume(self, plan: Plan, quantity: Decimal, when: float) -> Decimal:
+        amount, units = self.rate(plan, quantity, when)
         self.debit(plan, amount, units)
+        self.count(plan, quantity)
         return amount
+
+    def count(self, plan: Plan, quantity: Decimal) -> None:
+        """A confirmed quantity goes to the item's usage counter."""
+        if plan.usage is not None:
+            self.counters[plan.usage] = self.counters.get(plan.usage, ZERO) + quantity
 
     def used(self, plan: Plan, res: MRes, quantity: Decimal | int | None) -> Decimal:
         """Debit a confirmation: the quantity given, else the stored one; a starved
         reservation confirmed without a quantity held nothing and confirms zero."""
         if quantity is None and res.starved:
             return ZERO
-        return self.consume(plan, res.quantity if quantity is None else D(quantity))
+        # rated at the date of the reservation it confirms
+        return self.consume(plan, res.quantity if quantity is None else D(quantity),
+                            res.expires_at - res.ttl)
 
     def clean_up(self, plan: Plan, res: MRes, resolution: m.Resolution) -> None:
         held, units = res.held, res.units
         self.release(res)
         if resolution is CONFIRMED:
             self.debit(plan, held, units)
+            if not res.starved:
+                self.count(plan, res.quantity)
         res.open = False
 
     # -------------------------------------------------------------- engine calls
@@ -222,9 +301,11 @@ class EngineModel(RuleBasedStateMachine):
                 free_data=st.integers(0, 120), free_seconds=st.sampled_from([0, 30, 90, 200]))
     def create(self, balance: Decimal, free_data: int, free_seconds: int) -> None:
         self.initial = self.balance = balance
-        self.initial_counters = {"free_data": D(free_data), "free_seconds": D(free_seconds)}
+        self.initial_counters = {"free_data": D(free_data), "free_seconds": D(free_seconds),
+                                 "data_used": ZERO}
         self.counters = dict(self.initial_counters)
         self.engine.create_subscriber(USER, balance, "EUR", self.initial_counters)
+        refills.apply(self.engine, self.now, [])     # refills count from now
 
     @rule(data=st.data(), service=st.sampled_from(sorted(PLANS)),
           rid=st.sampled_from(RIDS), quantity=quantities, ttl=ttls, resolution=resolutions,
@@ -436,10 +517,14 @@ class EngineModel(RuleBasedStateMachine):
         self.balance += amount
         self.top_ups += amount
 
-    @rule(seconds=st.sampled_from([1, 5, 0.25, 20, 60]))
+    @rule(seconds=st.sampled_from([1, 5, 0.25, 20, 60, 5 * 3600]))
     def advance(self, seconds: float) -> None:
+        before = dt.datetime.fromtimestamp(self.now, dt.UTC)
         self.now += seconds
         self.engine.expire(self.now)
+        starts = refills.due(self.engine, self.now)     # as the server's timers do
+        if starts is not None:
+            refills.apply(self.engine, self.now, starts)
         for sid, session in list(self.sessions.items()):
             plan = PLANS[session.service]
             for res in session.res.values():
@@ -448,6 +533,12 @@ class EngineModel(RuleBasedStateMachine):
             if not any(r.open for r in session.res.values()) and \
                     max(r.expires_at for r in session.res.values()) <= self.now:
                 del self.sessions[sid]
+        after = dt.datetime.fromtimestamp(self.now, dt.UTC)
+        if after.date() != before.date():      # never below what reservations hold
+            self.counters["free_seconds"] = max(DAILY_SECONDS,
+                                                self.counter_reserved("free_seconds"))
+        if (after.year, after.month) != (before.year, before.month):
+            self.counters["data_used"] = ZERO
 
     # -------------------------------------------------------------- invariants
 
@@ -507,7 +598,8 @@ class EngineModel(RuleBasedStateMachine):
         assert totals[m.TxKind.TOP_UP] == self.top_ups
         assert totals[m.TxKind.CONFIRM] == self.confirmed
         for name, initial in self.initial_counters.items():
-            assert s.counters[name] == initial - units[m.TxKind.CONFIRM][name]
+            assert s.counters[name] == \
+                initial + units[m.TxKind.TOP_UP][name] - units[m.TxKind.CONFIRM][name]
             assert s.counters_reserved.get(name, ZERO) == \
                 units[m.TxKind.RESERVE][name] - units[m.TxKind.RELEASE][name]
 

@@ -91,6 +91,8 @@ class Engine:
         self.caches = EngineCaches()
         #: user ids in order, built by the first subscriber listing
         self.subscriber_ids: SubscriberIds | None = None
+        #: when allowance refills were last decided (refills.py); None: not yet
+        self.refill_mark: float | None = None
 
     # ------------------------------------------------------------------ containers
 
@@ -263,8 +265,11 @@ class Engine:
         return account
 
     def create_subscriber(self, user_id: str, balance: Decimal, currency: str = "EUR",
-                          counters: Mapping[str, Decimal] | None = None) -> m.Subscriber:
-        """A new subscriber; `Refused(USER_EXISTS)` if the id is taken."""
+                          counters: Mapping[str, Decimal] | None = None,
+                          plan: str | None = None) -> m.Subscriber:
+        """A new subscriber; `Refused(USER_EXISTS)` if the id is taken, UNKNOWN_PLAN for a
+        plan the catalog lacks. Counters not given start at the plan's allowances."""
+        from . import refills
         if user_id in self.accounts:
             raise Refused(ErrorCode.USER_EXISTS, f"subscriber {user_id!r} already exists")
         if balance < 0:
@@ -275,7 +280,10 @@ class Engine:
                 raise Refused(ErrorCode.INVALID_REQUEST, f"counter {name!r} must be >= 0")
             if not in_wire_range(value):
                 raise out_of_range(f"counter {name!r}", value)
-        account = Account(user_id, balance, currency, counters)
+        if plan is not None:
+            refills.check_plan(self, plan)
+        account = Account(user_id, balance, currency,
+                          refills.opening_counters(self, plan, dict(counters or {})), plan)
         account.check_balance(account.balance)     # with its currency's places
         self.accounts[user_id] = account
         return account.snapshot()

@@ -36,11 +36,12 @@ def out_of_range(what: str, value: Decimal) -> Refused:
 class Account:
     """One subscriber's money and counters."""
 
-    __slots__ = ("balance", "counters", "counters_reserved", "currency", "hungry", "reserved",
-                 "sessions", "user_id")
+    __slots__ = ("balance", "counters", "counters_reserved", "currency", "hungry", "plan",
+                 "plan_next", "reserved", "sessions", "user_id")
 
     def __init__(self, user_id: str, balance: Decimal, currency: str,
-                 counters: Mapping[str, Decimal] | None = None) -> None:
+                 counters: Mapping[str, Decimal] | None = None,
+                 plan: str | None = None) -> None:
         self.user_id = user_id
         self.currency = currency
         self.balance = with_places(balance, currency)   # "1E+3" EUR is kept as 1000.00
@@ -51,6 +52,18 @@ class Account:
         self.sessions: dict[str, None] = {}
         #: starved or reduced charging sessions (a dict: insertion-ordered set)
         self.hungry: dict[ChargingSession, None] = {}
+        #: its price plan (None: the catalog's default plan), and a change of plan due
+        #: from a date: (plan, epoch seconds), applied by the first rating at or after it
+        self.plan = plan
+        self.plan_next: tuple[str | None, float] | None = None
+
+    def plan_at(self, now: float) -> str | None:
+        """Its plan at `now` (a change of plan due by then takes effect)."""
+        pending = self.plan_next
+        if pending is not None and now >= pending[1]:
+            self.plan = pending[0]
+            self.plan_next = None
+        return self.plan
 
     @property
     def available(self) -> Decimal:
@@ -101,4 +114,4 @@ class Account:
         """The subscriber as the operator API shows it."""
         return m.Subscriber(self.user_id, self.currency, self.balance, self.reserved,
                             self.available, dict(self.counters),
-                            dict(self.counters_reserved))
+                            dict(self.counters_reserved), self.plan)

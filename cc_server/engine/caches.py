@@ -44,6 +44,10 @@ class EngineCaches:
             stamp = self._stamp = (now, dt.datetime.fromtimestamp(now, UTC))
         return stamp[1]
 
+    def local(self, when: float, zone: dt.tzinfo) -> dt.datetime:
+        """`when` as a datetime in `zone` (the rating date of a dated item)."""
+        return dt.datetime.fromtimestamp(when, zone)
+
     def expiry(self, when: float) -> dt.datetime:
         """A reservation deadline as an aware UTC datetime: the reservations of one
         millisecond with one TTL share one. Bound: one entry, replaced by the next."""

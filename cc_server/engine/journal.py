@@ -73,15 +73,16 @@ class Journal:
     def record(self, time: dt.datetime, user_id: str, session_id: str | None,
                reservation_id: str | None, kind: m.TxKind, reason: m.TxReason,
                amount: Decimal, currency: str, counter: str | None = None,
-               units: Decimal = Decimal(0)) -> m.Transaction:
-        """Append one entry and return it as a Transaction."""
+               units: Decimal = Decimal(0), rating: str | None = None) -> m.Transaction:
+        """Append one entry and return it as a Transaction (`rating`: which period or
+        tier priced it)."""
         tid = self.next_id
         self.next_id = tid + 1
         counters = {counter: units} if units and counter else NO_COUNTERS
         self._append((tid, time, user_id, session_id, reservation_id, _KIND_TEXT[kind],
-                      _REASON_TEXT[reason], amount, currency, counters))
+                      _REASON_TEXT[reason], amount, currency, counters, rating))
         return _new_tuple(_TRANSACTION, (tid, time, user_id, session_id, reservation_id,
-                                          kind, reason, amount, currency, counters))
+                                          kind, reason, amount, currency, counters, rating))
 
     def add(self, tx: m.Transaction) -> None:
         """Append an existing transaction (recovery)."""

@@ -21,6 +21,7 @@ from .caches import EngineCaches
 from .catalog import PricePlan, affordable_quantity, rate
 from .errors import Refused
 from .expiry import Queued
+from .plans import period_price, tiered_affordable, tiered_amount
 
 if TYPE_CHECKING:   # the engine imports this module; typed as the class, compiled code
     from . import Engine  # reads its fields directly (a Protocol: a lookup each)
@@ -35,6 +36,7 @@ _ITEM: Final = m.ChargeableItem
 RELEASE: Final = m.TxKind.RELEASE
 CONFIRM: Final = m.TxKind.CONFIRM
 RESERVE: Final = m.TxKind.RESERVE
+TOP_UP: Final = m.TxKind.TOP_UP
 CANCELED: Final = m.Resolution.CANCELED
 CONFIRMED: Final = m.Resolution.CONFIRMED
 
@@ -238,10 +240,14 @@ def priced(op: Op, item: m.ChargeableItem) -> tuple[PricePlan, Decimal, Decimal]
     if name is None:
         raise Refused(ErrorCode.INVALID_REQUEST, "the chargeable item has no name")
     service = op.session.service_id
-    plan = op.catalog.plan(service, name)
+    plan_name = op.account.plan_at(op.now) if op.account.plan_next is not None \
+        else op.account.plan
+    plan = op.catalog.plan(service, name) if plan_name is None else \
+        op.catalog.item_of(plan_name, service, name)
     if plan is None:
         raise Refused(ErrorCode.UNKNOWN_CHARGEABLE_ITEM,
-                      f"service {service!r} has no chargeable item {item.name!r}")
+                      f"service {service!r} has no chargeable item {item.name!r}" +
+                      ("" if plan_name is None else f" in plan {plan_name!r}"))
     price = plan.prices.get(op.account.currency)
     if price is None:
         raise Refused(ErrorCode.UNKNOWN_CHARGEABLE_ITEM,
@@ -272,10 +278,77 @@ def _result(op: Op, amount: Decimal, tx: m.Transaction) -> m.RatingResult:
 
 
 def _journal(op: Op, cs: ChargingSession, kind: m.TxKind, amount: Decimal,
-             counter: str | None, units: Decimal) -> m.Transaction:
+             counter: str | None, units: Decimal, rating: str | None = None) -> m.Transaction:
     return op.journal.record(op.now_dt, op.account.user_id, op.session.session_id,
                              cs.reservation_id, kind, op.reason, amount,
-                             op.account.currency, counter, units)
+                             op.account.currency, counter, units, rating)
+
+
+# ------------------------------------------------------------------------ dated items
+
+def reserved_at(cs: ChargingSession) -> float:
+    """The date its reservation was rated at (made or last extended): its expiry minus
+    its TTL, to the millisecond as every server time is."""
+    return round(cs.expires_at - cs.ttl, 3)
+
+
+def rate_dated(op: Op, plan: PricePlan, quantity: Decimal, counter_available: Decimal,
+               when: float) -> tuple[Decimal, Decimal, str]:
+    """Rate an item with periods, tiers or a usage counter at the date `when`:
+    (allowance units covered, amount, which allowance, period or tiers priced it)."""
+    covered = min(counter_available, quantity) if plan.allowance and counter_available > 0 \
+        else ZERO
+    uncovered = quantity - covered
+    currency = op.account.currency
+    if plan.tiers:
+        usage = op.account.counters.get(plan.usage_counter, ZERO) if plan.usage_counter \
+            else ZERO
+        amount, note = tiered_amount(plan.tiers, plan.step, currency, usage + covered,
+                                     uncovered)
+        amount += zero(currency)
+    else:
+        price, note = period_price(plan.rates, plan.prices.get(currency), currency,
+                                   op.caches.local(when, op.catalog.zone))
+        assert price is not None     # periods price the item's currencies (catalog.py)
+        steps, rest = divmod(uncovered, plan.step)
+        if rest:
+            steps += 1
+        amount = steps * price
+        note = f"{note}: {steps} x {price}"
+    if covered:
+        note = f"allowance {plan.allowance}: {covered}; {note}"
+    return covered, amount, note
+
+
+def affordable_dated(op: Op, plan: PricePlan, wanted: Decimal, counter_available: Decimal,
+                     credit: Decimal, when: float) -> Decimal:
+    """The largest quantity <= `wanted` whose `rate_dated` at `when` fits `credit`."""
+    covered = min(counter_available, wanted) if plan.allowance and counter_available > 0 \
+        else ZERO
+    currency = op.account.currency
+    if plan.tiers:
+        usage = op.account.counters.get(plan.usage_counter, ZERO) if plan.usage_counter \
+            else ZERO
+        return covered + tiered_affordable(plan.tiers, plan.step, currency, usage + covered,
+                                           wanted - covered, credit)
+    price, _ = period_price(plan.rates, plan.prices.get(currency), currency,
+                            op.caches.local(when, op.catalog.zone))
+    assert price is not None
+    if price == 0:
+        return wanted
+    steps = (credit // price) if credit > 0 else ZERO
+    return min(wanted, covered + steps * plan.step)
+
+
+def count_usage(op: Op, cs: ChargingSession, plan: PricePlan, quantity: Decimal) -> None:
+    """Add a confirmed quantity to the item's usage counter (journaled: a top_up of 0
+    moving the units, so counters stay recomputable from the journal)."""
+    counter = plan.usage_counter
+    if counter is None or not quantity:
+        return
+    account = op.account
+    account.counters[counter] = account.counters.get(counter, ZERO) + quantity
+    _journal(op, cs, TOP_UP, zero(account.currency), counter, quantity, "usage")
 
 
 def release(op: Op, cs: ChargingSession) -> m.RatingResult:
@@ -294,30 +367,42 @@ def debit_nothing(op: Op, cs: ChargingSession) -> m.RatingResult:
 
 
 def charge(op: Op, cs: ChargingSession, plan: PricePlan, price: Decimal,
-           quantity: Decimal) -> tuple[Decimal, Decimal]:
-    """(units, amount): the rating of a consumed quantity, as `debit` charges it once `cs`
-    is released (its counter units count as available). Never fails for credit, but
+           quantity: Decimal) -> tuple[Decimal, Decimal, str | None]:
+    """(units, amount, note): the rating of a consumed quantity, as `debit` charges it once
+    `cs` is released (its counter units count as available). A dated item is rated at the
+    date of the reservation confirmed (`reserved_at`), and `note` says which allowance,
+    period or tiers priced it (None for a flat item). Never fails for credit, but
     `Refused` (nothing changed) when the amount or the available credit it leaves would
     be outside the wire's range."""
     account = op.account
     counter_available = account.counter_available(plan.allowance)
     if cs.units and cs.counter == plan.allowance:
         counter_available += cs.units
-    units, amount = rate(plan, price, quantity, counter_available)
+    note: str | None = None
+    if plan.dated:
+        units, amount, note = rate_dated(op, plan, quantity, counter_available,
+                                         reserved_at(cs))
+    else:
+        units, amount = rate(plan, price, quantity, counter_available)
     # available afterwards (<= the balance afterwards, as reserved >= 0)
     left = account.balance - account.reserved + cs.held - amount
     if amount >= WIRE_BOUND or left <= _LOWEST:
         raise out_of_range("this charge" if amount >= WIRE_BOUND
                            else f"the available credit of {account.user_id!r}",
                            amount if amount >= WIRE_BOUND else left)
-    return units, amount
+    return units, amount, note
 
 
-def debit(op: Op, cs: ChargingSession, allowance: str | None, units: Decimal,
-          amount: Decimal) -> m.RatingResult:
-    """Charge what `charge` rated in full (result (2))."""
-    op.account.debit(amount, allowance, units)
-    return _result(op, amount, _journal(op, cs, CONFIRM, amount, allowance, units))
+def debit(op: Op, cs: ChargingSession, plan: PricePlan, units: Decimal, amount: Decimal,
+          note: str | None, quantity: Decimal) -> m.RatingResult:
+    """Charge what `charge` rated in full (result (2)); a dated item's confirmed
+    `quantity` also counts toward its usage counter."""
+    op.account.debit(amount, plan.allowance, units)
+    if note is None:
+        return _result(op, amount, _journal(op, cs, CONFIRM, amount, plan.allowance, units))
+    tx = _journal(op, cs, CONFIRM, amount, plan.allowance, units, note)
+    count_usage(op, cs, plan, quantity)
+    return _result(op, amount, tx)
 
 
 def hold(op: Op, cs: ChargingSession, item: m.ChargeableItem, plan: PricePlan, price: Decimal,
@@ -328,18 +413,29 @@ def hold(op: Op, cs: ChargingSession, item: m.ChargeableItem, plan: PricePlan, p
     """
     account = op.account
     counter_available = account.counter_available(plan.allowance)
-    units, amount = rate(plan, price, quantity, counter_available)
+    note: str | None = None
+    if plan.dated:     # rated at this container's date
+        units, amount, note = rate_dated(op, plan, quantity, counter_available, op.now)
+    else:
+        units, amount = rate(plan, price, quantity, counter_available)
     available = account.balance - account.reserved
     reduced = False
     if amount and amount > available:
         if inverse is None:
             raise Refused(ErrorCode.CREDIT_LIMIT_REACHED, f"{amount} {account.currency} "
                           f"needed, {available} available")
-        granted = affordable_quantity(plan, price, quantity, counter_available, available)
+        if plan.dated:
+            granted = affordable_dated(op, plan, quantity, counter_available, available,
+                                       op.now)
+        else:
+            granted = affordable_quantity(plan, price, quantity, counter_available, available)
         if granted <= 0:
             raise Refused(ErrorCode.CREDIT_LIMIT_REACHED, f"not even one {plan.step} "
                           f"{plan.quantity} step is affordable ({available} available)")
-        units, amount = rate(plan, price, granted, counter_available)
+        if plan.dated:
+            units, amount, note = rate_dated(op, plan, granted, counter_available, op.now)
+        else:
+            units, amount = rate(plan, price, granted, counter_available)
         original = item.properties[plan.quantity]
         value = int(granted) if type(original) is int and granted == granted.to_integral() \
             else granted
@@ -353,7 +449,7 @@ def hold(op: Op, cs: ChargingSession, item: m.ChargeableItem, plan: PricePlan, p
         account.hungry[cs] = None
     elif cs in account.hungry:     # `in` and `del` compile to dict calls, `pop` to a lookup
         del account.hungry[cs]
-    return _result(op, amount, _journal(op, cs, RESERVE, amount, plan.allowance, units))
+    return _result(op, amount, _journal(op, cs, RESERVE, amount, plan.allowance, units, note))
 
 
 def end(op: Op, cs: ChargingSession) -> None:
@@ -403,9 +499,9 @@ def confirm(op: Op, sub: m.SubRequest) -> m.Outcome:
         confirm_result = debit_nothing(op, cs)
     else:
         plan, price, quantity = priced(op, consolidate(cs.item, sub.item))
-        units, amount = charge(op, cs, plan, price, quantity)
+        units, amount, note = charge(op, cs, plan, price, quantity)
         cancel_result = release(op, cs)
-        confirm_result = debit(op, cs, plan.allowance, units, amount)
+        confirm_result = debit(op, cs, plan, units, amount, note, quantity)
     end(op, cs)
     return _outcome(cs.reservation_id, None, None, cancel_result, confirm_result, None, None,
                     None, op.account.balance < 0)
@@ -436,10 +532,10 @@ def confirm_and_reserve(op: Op, sub: m.SubRequest) -> m.Outcome:
     if ttl is None or ttl < 0:
         ttl = cs.ttl
     if not nothing_used:
-        c_units, c_amount = charge(op, cs, c_plan, c_price, c_quantity)
+        c_units, c_amount, c_note = charge(op, cs, c_plan, c_price, c_quantity)
     cancel_result = release(op, cs)
     confirm_result = debit_nothing(op, cs) if nothing_used else \
-        debit(op, cs, c_plan.allowance, c_units, c_amount)
+        debit(op, cs, c_plan, c_units, c_amount, c_note, c_quantity)
     cs.ttl, cs.expires_at, cs.inverse = op.caches.ttl(ttl), op.now + ttl, inverse
     cs.resolution = sub.default_resolution or cs.resolution
     op.expiry.push(cs)
@@ -463,9 +559,26 @@ def clean_up(op: Op, cs: ChargingSession, resolution: m.Resolution | None = None
         op.account.debit(amount, counter, units)
         confirm_result = _result(op, amount,
                                  _journal(op, cs, CONFIRM, amount, counter, units))
+        _count_held(op, cs)
     end(op, cs)
     return _outcome(cs.reservation_id, None, None, cancel_result, confirm_result, None, None,
                     None, confirm_result is not None and op.account.balance < 0)
+
+
+def _count_held(op: Op, cs: ChargingSession) -> None:
+    """A CONFIRMED clean-up used what was held: its quantity goes to the usage counter of
+    the item (when the catalog still has it and it has one)."""
+    name, props = cs.item
+    if name is None or cs.starved:
+        return
+    plan_name = op.account.plan
+    plan = op.catalog.plan(op.session.service_id, name) if plan_name is None else \
+        op.catalog.item_of(plan_name, op.session.service_id, name)
+    if plan is None or plan.usage_counter is None:
+        return
+    value = props.get(plan.quantity)
+    if type(value) is int or type(value) is Decimal:
+        count_usage(op, cs, plan, Decimal(value))
 
 
 A_RESERVE: Final = m.Action.RESERVE

@@ -68,7 +68,8 @@ def _time_or_text(value: object, what: str) -> object:
 #: command -> {arg: (checker, required)}; the server implements each of them.
 ADMIN_COMMANDS: dict[str, dict[str, tuple[Callable[[object, str], Any], bool]]] = {
     "create_subscriber": {"user": (_id, True), "balance": (_dec, True),
-                          "currency": (_currency, False), "counters": (_opt(_dec_map), False)},
+                          "currency": (_currency, False), "counters": (_opt(_dec_map), False),
+                          "plan": (_opt(_id), False)},
     "get_subscriber": {"user": (_id, True)},
     "top_up": {"user": (_id, True), "amount": (_dec, True)},
     "find_sessions": {"user": (_opt(_id), False), "session": (_opt(_id), False),
@@ -104,6 +105,8 @@ ADMIN_COMMANDS.update({
                     "reason": (_opt(_id), False)},
     "reset_counter": {"user": (_id, True), "counter": (_id, True),
                       "reason": (_opt(_id), False)},
+    # price plans (README "Price plans")
+    "set_plan": {"user": (_id, True), "plan": (_id, True), "from": (_opt(_time), False)},
 })
 
 #: The one list of the commands that change state, for client and server alike: a client
@@ -113,7 +116,7 @@ ADMIN_COMMANDS.update({
 MUTATING_ADMIN = frozenset({"create_subscriber", "top_up", "cancel_session",
                             "delete_subscriber", "adjust", "set_counter", "reset_counter",
                             "request_renewal", "fault_add", "fault_remove", "fault_clear",
-                            "record_clear", "clock_advance", "clock_set"})
+                            "record_clear", "clock_advance", "clock_set", "set_plan"})
 
 
 _CONTROLS = ("fault_", "record_", "clock_")   # the test controls, named by prefix
@@ -163,7 +166,7 @@ def _dec_admin_result(obj: object) -> m.AdminResult:
 def admin_value_from_wire(command: str, value: Any) -> Any:
     """Typed value of an admin result, by the command it answers."""
     if command in ("create_subscriber", "get_subscriber", "top_up", "adjust", "set_counter",
-                   "reset_counter"):
+                   "reset_counter", "set_plan"):
         return subscriber_from_wire(value)
     if command == "list_subscribers":
         return [subscriber_from_wire(s) for s in _list(value, "subscribers", 1 << 20)]

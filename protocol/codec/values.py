@@ -107,15 +107,20 @@ _TX_REASON_OF: Final[dict[Any, Any]] = _TX_REASONS
 
 def prepare_tx(obj: object) -> list[Any]:
     """Check a transaction's wire array; in place, its kind and reason become members and
-    its counters decimals, so that it holds the Transaction's fields in order."""
-    if type(obj) is not list or len(obj) != 10:
-        raise InvalidMessage("a transaction is an array of 10 fields")
-    tid, time, user, session, rid, kind, reason, amount, currency, counters = obj
+    its counters decimals, so that it holds the Transaction's fields in order (an array
+    of 10, from a server without rating notes, gets a nil rating)."""
+    if type(obj) is not list or not 10 <= len(obj) <= 11:
+        raise InvalidMessage("a transaction is an array of 10 or 11 fields")
+    tid, time, user, session, rid, kind, reason, amount, currency, counters = obj[:10]
+    if len(obj) == 10:
+        obj.append(None)
+    rating = obj[10]
     if type(tid) is not int or type(time) is not _DATETIME or type(user) is not str \
             or (session is not None and type(session) is not str) \
             or (rid is not None and type(rid) is not str) \
             or type(amount) is not _DECIMAL or type(currency) is not str \
-            or type(kind) is not str or type(reason) is not str:
+            or type(kind) is not str or type(reason) is not str \
+            or (rating is not None and type(rating) is not str):
         raise InvalidMessage(f"transaction {tid!r}: a field has the wrong type")
     # members are non-empty strings, so `or` falls to _lookup (and its error) only on a miss
     obj[5] = _TX_KIND_OF.get(kind) or _lookup(_TX_KINDS, kind, "kind")
@@ -161,15 +166,18 @@ def rating_from_wire(obj: object, what: str) -> m.RatingResult | None:
 
 
 def subscriber_to_wire(s: m.Subscriber) -> dict[str, Any]:
-    return {"user": s.user_id, "currency": s.currency, "balance": s.balance,
+    wire = {"user": s.user_id, "currency": s.currency, "balance": s.balance,
             "reserved": s.reserved, "available": s.available, "counters": s.counters,
             "counters_reserved": s.counters_reserved}
+    if s.plan is not None:
+        wire["plan"] = s.plan
+    return wire
 
 
 _SUB_KEYS = frozenset({"user", "currency", "balance", "reserved", "available", "counters",
                        "counters_reserved"})
 
-_K_SUBSCRIBER = _keys(_SUB_KEYS)
+_K_SUBSCRIBER = _keys(_SUB_KEYS, {"plan"})
 
 
 def subscriber_from_wire(obj: object) -> m.Subscriber:
@@ -177,7 +185,8 @@ def subscriber_from_wire(obj: object) -> m.Subscriber:
     return m.Subscriber(_id(d["user"], "user"), _id(d["currency"], "currency"),
                         _dec(d["balance"], "balance"), _dec(d["reserved"], "reserved"),
                         _dec(d["available"], "available"), _dec_map(d["counters"], "counters"),
-                        _dec_map(d["counters_reserved"], "counters_reserved"))
+                        _dec_map(d["counters_reserved"], "counters_reserved"),
+                        _opt_id(d.get("plan"), "plan"))
 
 
 def session_to_wire(s: m.SessionInfo) -> dict[str, Any]:
