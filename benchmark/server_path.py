@@ -3,7 +3,9 @@
 Feeds pre-encoded EXECUTE frames (the standard mix: start, 2 x confirm_and_reserve, stop)
 to a ServerConnection whose transport is a stub, in reads of `--batch` frames, and
 reports microseconds per container. Run: python benchmark/server_path.py [--profile]
-(`--record N`: with the request record on, as `cc-server --record N`).
+(`--record N`: with the request record on, as `cc-server --record N`; `--catalog FILE`:
+rated by that catalog's DATA item, e.g. benchmark/catalogs/periods.toml or tiers.toml
+against flat.toml, the same item at one price).
 """
 
 from __future__ import annotations
@@ -69,8 +71,9 @@ def frames(sessions: int, users: int, result_type: m.ResultType | None) -> list[
 
 
 async def run(sessions: int, users: int, batch: int, profile: bool,
-              result_type: m.ResultType | None, freeze_every: int, record: int = 0) -> None:
-    server = ChargingServer(ServerConfig(port=0, record=record))
+              result_type: m.ResultType | None, freeze_every: int, record: int = 0,
+              catalog: str | None = None) -> None:
+    server = ChargingServer(ServerConfig(port=0, record=record, catalog=catalog))
     for u in range(users):
         server.engine.create_subscriber(f"u{u}", Decimal("1000000"))
     conn = ServerConnection(server)
@@ -111,12 +114,13 @@ def main() -> None:
     p.add_argument("--record", type=int, default=0, metavar="N",
                    help="keep the request record of the last N frames (default: off)")
     p.add_argument("--no-tx", action="store_true", help="result type NO_TRANSACTIONS")
+    p.add_argument("--catalog", metavar="FILE", help="a TOML catalog (default: built-in)")
     p.add_argument("--freeze-every", type=int, default=1000,
                    help="gc.freeze() every N reads, like cc-server (0: Python's default GC)")
     a = p.parse_args()
     asyncio.run(run(a.sessions, a.users, a.batch, a.profile,
                     m.ResultType.NO_TRANSACTIONS if a.no_tx else None, a.freeze_every,
-                    a.record))
+                    a.record, a.catalog))
 
 
 if __name__ == "__main__":
