@@ -23,7 +23,7 @@ from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PACKAGES = ("protocol", "cc_server", "cc_client", "cc_bench")
+PACKAGES = ("protocol", "cc_diameter", "cc_server", "cc_client", "cc_bench")
 
 
 def say(message: str) -> None:
