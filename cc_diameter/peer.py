@@ -116,6 +116,10 @@ class PeerMachine:
         self._dwr_pending = 0              # hop-by-hop id of our DWR in flight, 0: none
         self._dpr_pending = 0
         self._waiting: set[int] = set()    # hop-by-hop ids of our requests in flight
+        #: watchdog counts: the peer's DWRs answered, our DWRs sent, their DWAs received
+        self.dwr_received = 0
+        self.dwr_sent = 0
+        self.dwa_received = 0
         self._hbh = seed & 0xFFFFFFFF
         # RFC 6733 §3: end-to-end ids start with the low 12 bits of a time in the high bits
         self._e2e = ((seed & 0xFFF) << 20) & 0xFFFFFFFF
@@ -246,6 +250,7 @@ class PeerMachine:
                             result_code=c.DIAMETER_SUCCESS)
         self._queue(reply.answer(msg))
         if code == c.CMD_DEVICE_WATCHDOG:
+            self.dwr_received += 1
             return None
         return self._close(f"peer disconnected (cause {view.disconnect_cause})", by_peer=True)
 
@@ -254,6 +259,7 @@ class PeerMachine:
         if hbh and hbh == self._dwr_pending and msg.code == c.CMD_DEVICE_WATCHDOG:
             self._dwr_pending = 0
             self.watchdog_state = OKAY
+            self.dwa_received += 1
             return None
         if hbh and hbh == self._dpr_pending and msg.code == c.CMD_DISCONNECT_PEER:
             return self._close("disconnected")
@@ -338,6 +344,7 @@ class PeerMachine:
             local = self.local
             dwr = PeerMessage(local.origin_host, local.origin_realm, local.origin_state_id)
             self._out.append(encode(dwr.request(c.CMD_DEVICE_WATCHDOG, hbh, e2e)))
+            self.dwr_sent += 1
             self._deadline = now + tw
             return []
         if self.watchdog_state == OKAY:

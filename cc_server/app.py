@@ -182,6 +182,9 @@ async def serve(config: ServerConfig) -> None:
     loop.add_signal_handler(signal.SIGHUP, server.reload_users)
     loop_name = type(loop).__module__.split(".")[0]
     print(startup_line(host, port, server), flush=True)
+    if server.diameter is not None:
+        d_host, d_port = server.diameter.address
+        print(f"diameter listening on {d_host}:{d_port}", flush=True)
     log.info("event=started host=%s port=%d loop=%s catalog=%s auth=%s tls=%s build=%s", host,
              port, loop_name, config.catalog or "built-in",
              "users-file" if config.users else "none", server.ssl_context is not None,

@@ -222,6 +222,34 @@ class Dispatcher:
             self.counts["request", "SERVER_ERROR"] += 1
             return error_reply(ErrorCode.SERVER_ERROR, "internal error; nothing was applied")
 
+    def execute_local(self, peer: Peer, msg: m.Execute) -> Reply:
+        """Run a container the server built itself (the Diameter front-end) on the path of
+        an EXECUTE frame: checked by the codec as a client's would be (so that the log
+        replays it), exactly once under (user, op), the limits, logged. Failures become
+        ERROR replies as in `handle`."""
+        self.read_only = False
+        if self.stopped:
+            return error_reply(ErrorCode.SERVER_ERROR, "the server stopped on an internal "
+                                                       "error; nothing was applied")
+        body = codec.encode_body(msg)[1]
+        try:
+            checked = codec.decode_body(T.EXECUTE, body)
+            assert isinstance(checked, m.Execute)
+            return self._execute(peer, checked, body)
+        except ProtocolError as exc:
+            self.counts["request", exc.code] += 1
+            return error_reply(exc.code, exc.message)
+        except Refused as refused:
+            return error_reply(refused.code, refused.message)
+        except Exception:
+            if self.applying:
+                self.applying = False
+                self.fatal(peer, Frame(int(T.EXECUTE), 0, 0, body))
+                return error_reply(ErrorCode.SERVER_ERROR, "internal error")
+            log.exception("event=internal_error peer=%s type=local_execute", peer.name)
+            self.counts["request", "SERVER_ERROR"] += 1
+            return error_reply(ErrorCode.SERVER_ERROR, "internal error; nothing was applied")
+
     def fatal(self, peer: Peer | None, frame: Frame | None) -> None:
         """Fail-stop: an unexpected exception while a container, an operator change or a
         batch of expiries (`peer` and `frame` None) was being applied may have left part
