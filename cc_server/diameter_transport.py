@@ -14,10 +14,14 @@ import asyncio
 import logging
 import random
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, cast
 
 from cc_diameter import codes as c
+from cc_diameter.cc import Rar
+from cc_diameter.codec import Message
+from cc_diameter.errors import AvpError
+from cc_diameter.fields import result_code
 from cc_diameter.peer import (
     AnswerReceived,
     Closed,
@@ -28,6 +32,7 @@ from cc_diameter.peer import (
     PeerMachine,
     Request,
 )
+from protocol import messages as m
 
 from .gy import GyFrontEnd, GyPeer, GySettings, parse_listen
 
@@ -36,6 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cc_server")
 _TIMER_SLACK = 0.01
+MAX_RARS_IN_FLIGHT = 10_000    # per peer: RARs waiting for their RAA (oldest forgotten)
 
 
 class DiameterConnection(asyncio.Protocol):
@@ -51,6 +57,8 @@ class DiameterConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._held: deque[tuple[int, bytes]] = deque()
         self._closing = False
+        #: hop-by-hop id of a RAR in flight -> the notification it carries
+        self.rars: OrderedDict[int, int] = OrderedDict()
 
     # ------------------------------------------------------------------ life cycle
 
@@ -66,6 +74,9 @@ class DiameterConnection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
         self.listener.connections.discard(self)
+        host = self.machine.peer_host
+        if host and self.listener.by_host.get(host) is self:
+            del self.listener.by_host[host]
         self.listener.server.waiting.discard(self)
         self.transport = None
 
@@ -84,10 +95,11 @@ class DiameterConnection(asyncio.Protocol):
             elif type(event) is Opened:
                 host = event.peer.origin_host
                 self.peer = GyPeer(f"diameter:{host}")
+                self.listener.by_host[host] = self
                 log.info("event=diameter_peer_open peer=%s realm=%s product=%r", host,
                          event.peer.origin_realm, event.peer.product_name)
             elif type(event) is AnswerReceived:
-                pass     # no request of ours is answered yet (RAR: a later phase)
+                self.listener.rar_router.answered(self, event.message)
             elif type(event) is Closed:
                 closed = event
         own = self.machine.data_to_send()
@@ -138,6 +150,17 @@ class DiameterConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def send_rar(self, rar: Message, notification_id: int) -> bool:
+        """Send a RAR carrying a renewal notification; False when the peer is not open."""
+        if not self.machine.open or self.transport is None or self.transport.is_closing():
+            return False
+        data = self.machine.send_request(rar)
+        self.rars[rar.hop_by_hop] = notification_id
+        if len(self.rars) > MAX_RARS_IN_FLIGHT:
+            self.machine.forget(self.rars.popitem(last=False)[0])
+        self._write(data)
+        return True
+
     def disconnect(self) -> None:
         """Server shutdown: our DPR (REBOOTING), then close."""
         dpr = self.machine.disconnect(c.REBOOTING, self.loop.time())
@@ -163,6 +186,43 @@ class DiameterConnection(asyncio.Protocol):
         self._arm()
 
 
+class RarRouter:
+    """The renewal service's listener for Diameter sessions (listener id `listener_id` of
+    the [diameter] table): a notification becomes a RAR (AUTHORIZE_ONLY) to the peer that
+    sent the session's latest CCR; its RAA with 2001 or 2002 acknowledges it. Resends
+    are the renewal service's, as for msgpack listeners."""
+
+    def __init__(self, listener: DiameterListener) -> None:
+        self.listener = listener
+        self.name = "diameter:rar"
+        self.roles = frozenset({"charging"})
+
+    def push(self, note: m.Notification) -> bool:
+        """Send one attempt of `note` as a RAR; False when its peer is not connected."""
+        listener = self.listener
+        host = listener.front.holders.get(note.session_id)
+        conn = listener.by_host.get(host) if host is not None else None
+        if conn is None or conn.machine.peer is None:
+            return False
+        local = listener.local
+        rar = Rar(note.session_id, local.origin_host, local.origin_realm,
+                  conn.machine.peer.origin_realm, conn.machine.peer.origin_host,
+                  c.AUTHORIZE_ONLY).to_message(0, 0)
+        return conn.send_rar(rar, note.notification_id)
+
+    def answered(self, conn: DiameterConnection, answer: Message) -> None:
+        """An answer to one of our requests: the RAA of a notification."""
+        notification_id = conn.rars.pop(answer.hop_by_hop, None)
+        if notification_id is None:
+            return
+        try:
+            code = result_code(answer)
+        except AvpError:    # an undecodable Result-Code: not an acknowledgement
+            code = None
+        if code in (c.DIAMETER_SUCCESS, c.DIAMETER_LIMITED_SUCCESS):
+            self.listener.server.dispatcher.acknowledge_local(self, notification_id)
+
+
 class DiameterListener:
     """The Diameter Gy listener of one server (`--diameter HOST:PORT`)."""
 
@@ -180,6 +240,10 @@ class DiameterListener:
                                       max_message=settings.max_message,
                                       strict_mandatory=settings.reject_unknown_mandatory)
         self.connections: set[DiameterConnection] = set()
+        #: Origin-Host -> its open connection (where RARs for its sessions go)
+        self.by_host: dict[str, DiameterConnection] = {}
+        self.rar_router = RarRouter(self)
+        server.renewal.register(self.rar_router, settings.listener_id)
         self._server: asyncio.Server | None = None
 
     @property

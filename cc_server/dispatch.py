@@ -250,6 +250,14 @@ class Dispatcher:
             self.counts["request", "SERVER_ERROR"] += 1
             return error_reply(ErrorCode.SERVER_ERROR, "internal error; nothing was applied")
 
+    def acknowledge_local(self, peer: Peer, notification_id: int) -> str:
+        """A renewal notification acknowledged other than by an ACK frame (a Diameter RAA):
+        the renewal service's verdict, logged as an ACK is."""
+        status = self.renewal.ack(peer, notification_id)
+        if status == "acknowledged":
+            self._log(REC_ACK, self.clock(), notification_id)
+        return status
+
     def fatal(self, peer: Peer | None, frame: Frame | None) -> None:
         """Fail-stop: an unexpected exception while a container, an operator change or a
         batch of expiries (`peer` and `frame` None) was being applied may have left part

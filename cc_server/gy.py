@@ -130,6 +130,8 @@ class GySettings:
     max_message: int = 65536
     service: str = "DATA"                    # service of a session no rating group names
     host_ip_address: str = "127.0.0.1"       # Host-IP-Address in our CEA
+    ttl_grace: int = 5                       # reservation TTL = Validity-Time + this
+    listener_id: int = 127                   # renewal listener id of Diameter sessions (RAR)
 
     @staticmethod
     def from_table(table: Mapping[str, Any]) -> GySettings:
@@ -158,6 +160,10 @@ class GySettings:
             problems.append("watchdog must be in 0.1..3600 seconds")
         if not 1 <= settings.validity_time <= 86_400 * 30:
             problems.append("validity_time must be in 1..2592000 seconds")
+        if not 0 <= settings.ttl_grace <= 3600:
+            problems.append("ttl_grace must be in 0..3600 seconds")
+        if not 0 <= settings.listener_id <= m.MAX_LISTENER_ID:
+            problems.append(f"listener_id must be in 0..{m.MAX_LISTENER_ID}")
         if settings.on_expiry not in ("CANCELED", "CONFIRMED"):
             problems.append("on_expiry must be CANCELED or CONFIRMED")
         if not 1024 <= settings.max_message <= 16 * 1024 * 1024:
@@ -209,9 +215,23 @@ class GyFrontEnd:
     #: Session-Id -> (user, service) of sessions whose CCR-I reserved nothing yet
     pending: OrderedDict[str, tuple[str, str]] = field(default_factory=OrderedDict)
     counts: dict[str, int] = field(default_factory=dict)
+    #: Session-Id -> Origin-Host of the peer that sent its latest CCR (where RARs go)
+    holders: dict[str, str] = field(default_factory=dict)
 
     def handle_ccr(self, peer: GyPeer, msg: Message) -> Message:
         """The CCA (or error answer) to one CCR."""
+        answer = self._handle(peer, msg)
+        sid = msg.find(c.SESSION_ID)
+        host = msg.find(c.ORIGIN_HOST)
+        if sid is not None and host is not None:
+            key = sid.data.decode("utf-8", "replace")
+            if key in self.dispatcher.engine.sessions:
+                self.holders[key] = host.data.decode("ascii", "replace")
+            else:
+                self.holders.pop(key, None)
+        return answer
+
+    def _handle(self, peer: GyPeer, msg: Message) -> Message:
         local = self.settings
         try:
             ccr = Ccr.from_message(msg, local.reject_unknown_mandatory)
@@ -327,7 +347,7 @@ class GyFrontEnd:
 
     def _container(self, ccr: Ccr, kind: m.ContainerKind, op: bytes, user: str, service: str,
                    session: Session | None) -> m.Execute:
-        ttl = self.settings.validity_time
+        ttl = self.settings.validity_time + self.settings.ttl_grace
         resolution = m.Resolution(self.settings.on_expiry)
         subs: list[m.SubRequest] = []
         listed: set[str] = set()
@@ -364,9 +384,10 @@ class GyFrontEnd:
             for cs in session.charging_sessions():   # rating groups not reported: cancelled
                 if cs.open and cs.reservation_id not in listed:
                     subs.append(m.SubRequest(m.Action.CANCEL, cs.reservation_id))
+        start = kind is m.ContainerKind.START
         return m.Execute(op, kind, user, service, ccr.session_id, tuple(subs),
-                         result_type=m.ResultType.NO_TRANSACTIONS
-                         if kind is m.ContainerKind.START else None)
+                         listener_id=self.settings.listener_id if start else None,
+                         result_type=m.ResultType.NO_TRANSACTIONS if start else None)
 
     @staticmethod
     def _reservation(session: Session | None, rg: int) -> tuple[str, bool]:

@@ -1,7 +1,8 @@
 """Diameter Gy end to end: python-diameter's `Node` is the gateway, with no code of ours on
 its side, against an in-process cc-server with `--diameter` (loopback, free ports).
 
-CER, CCR-I/U/T with two rating groups, a per-MSCC 4012 next to a granted group, an
+CER, CCR-I/U/T with two rating groups, a RAR after a top-up answered by RAA with a CCR-U
+after it, a per-MSCC 4012 next to a granted group, an
 unknown subscriber (5030), an unknown session (5002), a duplicate CCR-U with the T bit
 answered with the same CCA and charged once, DWR both ways, and DPR at the end.
 """
@@ -71,11 +72,19 @@ class Gateway:
     def __init__(self, port: int) -> None:
         self.node = Node("gw.test", "test")
         self.node.idle_timeout = 1000
+        self.node.wakeup_interval = 0.2     # its select() timeout: stops and timers sooner
         self.peer = self.node.add_peer(f"aaa://ocs.test:{port};transport=tcp", "test",
                                        ["127.0.0.1"], is_persistent=True, is_default=True)
-        self.app = SimpleThreadingApplication(4, is_auth_application=True)
+        self.rars: list[PdMessage] = []
+        self.app = SimpleThreadingApplication(4, is_auth_application=True,
+                                              request_handler=self.on_request)
         self.node.add_application(self.app, [self.peer])
         self.numbers: dict[str, int] = {}
+
+    def on_request(self, app: SimpleThreadingApplication, msg: PdMessage) -> PdMessage:
+        """A RAR: acknowledged with RAA 2001 (the gateway then sends a CCR-U)."""
+        self.rars.append(msg)
+        return app.generate_answer(msg, 2001)
 
     async def start(self) -> None:
         await asyncio.to_thread(self.node.start)
@@ -222,3 +231,25 @@ async def test_watchdog_both_ways_and_disconnect(gy: tuple[TestServer, Gateway])
     await gw.stop()                    # DPR, our DPA, the gateway closes
     await wait_for(lambda: not listener.connections)
     assert conn.machine.closed
+
+
+async def test_a_top_up_sends_a_rar_and_the_ccr_u_after_it_is_served(
+        gy: tuple[TestServer, Gateway]) -> None:
+    server, gw = gy
+    cca = await gw.send(gw.ccr("gw.test;4;1", 1, mscc=[mscc(10, requested=50_000)]))
+    first = by_rg(cca)[10]
+    assert first.granted_service_unit.cc_total_octets == 10_000     # all 10.00 EUR buy
+    assert first.final_unit_indication.final_unit_action == 0
+    assert gw.rars == []
+    server.server.dispatcher.admin_local("top_up", {"user": "alice", "amount": Decimal("5")})
+    await wait_for(lambda: bool(gw.rars))
+    rar = gw.rars[0]
+    assert (rar.session_id, rar.re_auth_request_type) == ("gw.test;4;1", 0)
+    assert rar.header.application_id == 4 and rar.destination_host == b"gw.test"
+    renewal = server.server.renewal
+    await wait_for(lambda: renewal.counts["acknowledged"] == 1)
+    cca = await gw.send(gw.ccr("gw.test;4;1", 2, mscc=[mscc(10, requested=50_000,
+                                                           used=10_000)]))
+    assert cca.result_code == 2001
+    assert by_rg(cca)[10].granted_service_unit.cc_total_octets == 5_000
+    assert len(gw.rars) == 1
