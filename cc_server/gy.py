@@ -19,7 +19,7 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 from typing import TYPE_CHECKING, Any, Final
 
 from cc_diameter import codes as c
@@ -64,12 +64,27 @@ class GyConfigError(CatalogError):
 @dataclass(frozen=True)
 class RatingGroup:
     """What one Rating-Group is charged as: service, item, the unit AVP that gives the
-    item's quantity, and the quantity asked for when a RSU names no amount."""
+    item's quantity, the units asked for when a RSU names no amount, and how many AVP
+    units make one unit of the item's quantity (`per`, a power of ten: 1_000_000 rates
+    octets as MB)."""
 
     service: str
     item: str
     units: str = "total_octets"
     quota: int = 1_000_000
+    per: int = 1
+
+    def quantity(self, units: int) -> int | Decimal:
+        """The item's quantity for a number of AVP units (exact)."""
+        if self.per == 1:
+            return units
+        return Decimal(units).scaleb(-(len(str(self.per)) - 1))
+
+    def units_of(self, quantity: object) -> int:
+        """AVP units for an item quantity (rounded down)."""
+        if not isinstance(quantity, int | Decimal):
+            return 0
+        return int((Decimal(quantity) * self.per).to_integral_value(ROUND_FLOOR))
 
 
 def rating_groups_from(table: Any, where: str) -> dict[int, RatingGroup]:
@@ -87,7 +102,7 @@ def rating_groups_from(table: Any, where: str) -> dict[int, RatingGroup]:
             raise GyConfigError(f"{at}: a rating group is an Unsigned32")
         if not isinstance(spec, Mapping):
             raise GyConfigError(f"{at}: must be a table")
-        unknown = set(spec) - {"service", "item", "units", "quota"}
+        unknown = set(spec) - {"service", "item", "units", "quota", "per"}
         if unknown:
             raise GyConfigError(f"{at}: unknown key(s) {sorted(unknown)}")
         service, item = spec.get("service"), spec.get("item")
@@ -100,7 +115,10 @@ def rating_groups_from(table: Any, where: str) -> dict[int, RatingGroup]:
         quota = spec.get("quota", 1_000_000)
         if isinstance(quota, bool) or not isinstance(quota, int) or quota <= 0:
             raise GyConfigError(f"{at}.quota: a positive integer, not {quota!r}")
-        groups[number] = RatingGroup(service, item, units, quota)
+        per = spec.get("per", 1)
+        if isinstance(per, bool) or per not in [10**k for k in range(10)]:
+            raise GyConfigError(f"{at}.per: a power of ten up to 10**9, not {per!r}")
+        groups[number] = RatingGroup(service, item, units, quota, per)
     return groups
 
 
@@ -367,18 +385,19 @@ class GyFrontEnd:
             if kind is m.ContainerKind.START or not is_open:
                 if requested is None or kind is m.ContainerKind.STOP:
                     continue
-                subs.append(m.SubRequest(m.Action.RESERVE, rid,
-                                         ChargeableItem(group.item, {quantity_name: requested}),
+                subs.append(m.SubRequest(m.Action.RESERVE, rid, ChargeableItem(
+                    group.item, {quantity_name: group.quantity(requested)}),
                                          None, ttl, resolution, quantity_name))
             elif kind is m.ContainerKind.STOP or requested is None:
                 if used is not None or kind is m.ContainerKind.STOP:
                     subs.append(m.SubRequest(m.Action.CONFIRM, rid, ChargeableItem(
-                        group.item, {quantity_name: used or 0})))
+                        group.item, {quantity_name: group.quantity(used or 0)})))
             else:
                 subs.append(m.SubRequest(
                     m.Action.CONFIRM_AND_RESERVE, rid,
-                    ChargeableItem(group.item, {quantity_name: used or 0}),
-                    ChargeableItem(group.item, {quantity_name: requested}), ttl, resolution,
+                    ChargeableItem(group.item, {quantity_name: group.quantity(used or 0)}),
+                    ChargeableItem(group.item, {quantity_name: group.quantity(requested)}),
+                    ttl, resolution,
                     quantity_name))
         if kind is m.ContainerKind.STOP and session is not None:
             for cs in session.charging_sessions():   # rating groups not reported: cancelled
@@ -453,8 +472,7 @@ class GyFrontEnd:
         answer.result_code = c.DIAMETER_SUCCESS
         granted = outcome.granted_item
         if outcome.reserve_result is not None and granted is not None:
-            value = next(iter(granted.properties.values()), 0)
-            amount = int(value) if isinstance(value, int | Decimal) else 0
+            amount = group.units_of(next(iter(granted.properties.values()), 0))
             answer.granted = _units(group.units, amount)
             answer.validity_time = self.settings.validity_time
             requested = self._requested(group, mscc.requested)

@@ -4,10 +4,13 @@ catalog's rating groups, the start-up line, and the CCR -> container mapping's c
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import socket
 import subprocess
 import sys
 import textwrap
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -93,7 +96,11 @@ def test_rating_groups_of_a_catalog(tmp_path: Path) -> None:
     groups = load_rating_groups(str(path))
     assert groups[10].units == "total_octets" and groups[10].quota == 1_000_000
     assert groups[7].units == "time" and groups[7].quota == 60
+    mb = rating_groups_from({"1": {"service": "D", "item": "d", "per": 1_000_000}}, "t")[1]
+    assert mb.quantity(1_500_000) == Decimal("1.5") and mb.units_of(Decimal("1.5")) == 1_500_000
+    assert mb.units_of(Decimal("0.0000015")) == 1
     for bad in ({"x": {"service": "D", "item": "d"}}, {"1": {"service": "D"}},
+                {"1": {"service": "D", "item": "d", "per": 3}},
                 {"1": {"service": "D", "item": "d", "units": "bytes"}},
                 {"1": {"service": "D", "item": "d", "quota": 0}}):
         with pytest.raises(GyConfigError):
@@ -175,3 +182,23 @@ async def test_a_ccr_i_without_quota_starts_the_session_at_its_first_reservation
             d.Mscc(rating_group=10, used=[d.Units(total_octets=100)])])))
         assert cca.result_code == 2001
         assert server.engine.accounts["alice"].balance == 4
+
+
+async def test_the_gateway_example_charges_through_the_example_catalog(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    spec = importlib.util.spec_from_file_location("gy_gateway", examples / "gy_gateway.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = ServerConfig(catalog=str(examples / "catalog.toml"), diameter="127.0.0.1:0")
+    async with running_server(config) as server:
+        assert server.server.diameter is not None
+        host, port = server.server.diameter.address
+        await asyncio.to_thread(module.main, f"{host}:{port}")
+        out = capsys.readouterr().out
+        assert "CCR-I: Result-Code 2001, RG 10: 2001, granted 5000000 octets" in out
+        assert "CCR-T: Result-Code 2001" in out
+        alice = server.engine.accounts["alice"]
+        assert alice.counters["free_data"] == 100 - 7          # 4 + 3 MB used, free first
+        assert module.parse_address([]) == "127.0.0.1:3868"
