@@ -31,6 +31,9 @@ from cc_server.gy import (
 from cc_server.testing import running_server
 
 
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
 def test_listen_addresses() -> None:
     assert parse_listen("127.0.0.1:3868") == ("127.0.0.1", 3868)
     assert parse_listen("[::1]:0") == ("::1", 0)
@@ -186,7 +189,7 @@ async def test_a_ccr_i_without_quota_starts_the_session_at_its_first_reservation
 
 async def test_the_gateway_example_charges_through_the_example_catalog(
         capsys: pytest.CaptureFixture[str]) -> None:
-    examples = Path(__file__).resolve().parent.parent / "examples"
+    examples = EXAMPLES
     spec = importlib.util.spec_from_file_location("gy_gateway", examples / "gy_gateway.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
