@@ -30,7 +30,6 @@ from cc_server.gy import (
 )
 from cc_server.testing import running_server
 
-
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
