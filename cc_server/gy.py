@@ -178,6 +178,9 @@ class GySettings:
             problems.append("watchdog must be in 0.1..3600 seconds")
         if not 1 <= settings.validity_time <= 86_400 * 30:
             problems.append("validity_time must be in 1..2592000 seconds")
+        parts = settings.host_ip_address.split(".")
+        if len(parts) != 4 or not all(p.isdigit() and int(p) < 256 for p in parts):
+            problems.append("host_ip_address must be an IPv4 address")
         if not 0 <= settings.ttl_grace <= 3600:
             problems.append("ttl_grace must be in 0..3600 seconds")
         if not 0 <= settings.listener_id <= m.MAX_LISTENER_ID:
@@ -382,6 +385,12 @@ class GyFrontEnd:
             used = self._used(group, mscc.used)
             rid, is_open = self._reservation(session, rg)
             listed.add(rid)
+            if kind is not m.ContainerKind.START and not is_open and used is not None \
+                    and (requested is None or kind is m.ContainerKind.STOP):
+                # usage of a rating group with no open reservation: the engine says so
+                subs.append(m.SubRequest(m.Action.CONFIRM, rid, ChargeableItem(
+                    group.item, {quantity_name: group.quantity(used)})))
+                continue
             if kind is m.ContainerKind.START or not is_open:
                 if requested is None or kind is m.ContainerKind.STOP:
                     continue

@@ -180,10 +180,16 @@ async def test_a_ccr_i_without_quota_starts_the_session_at_its_first_reservation
         assert cca.mscc[0].granted == d.Units(total_octets=500)    # 5.00 EUR at 0.01
         assert cca.mscc[0].final_unit_action == c.FUA_TERMINATE
         assert "s;1" in server.engine.sessions
-        cca = d.Cca.from_message(front.handle_ccr(peer, ccr(3, 2, [
-            d.Mscc(rating_group=10, used=[d.Units(total_octets=100)])])))
-        assert cca.result_code == 2001
+        final_report = [d.Mscc(rating_group=10, used=[d.Units(total_octets=100)])]
+        cca = d.Cca.from_message(front.handle_ccr(peer, ccr(2, 2, final_report)))
+        assert cca.result_code == 2001 and cca.mscc[0].result_code == 2001
         assert server.engine.accounts["alice"].balance == 4
+        # usage of a rating group that has no open reservation any more: 5031, not charged
+        cca = d.Cca.from_message(front.handle_ccr(peer, ccr(2, 3, final_report)))
+        assert cca.result_code == 2001 and cca.mscc[0].result_code == 5031
+        assert server.engine.accounts["alice"].balance == 4
+        cca = d.Cca.from_message(front.handle_ccr(peer, ccr(3, 4, [])))
+        assert cca.result_code == 2001 and "s;1" not in server.engine.sessions
 
 
 async def test_the_gateway_example_charges_through_the_example_catalog(
