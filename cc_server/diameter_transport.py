@@ -34,6 +34,7 @@ from cc_diameter.peer import (
 )
 from protocol import messages as m
 
+from .faults import Rule
 from .gy import GyFrontEnd, GyPeer, GySettings, parse_listen
 
 if TYPE_CHECKING:
@@ -91,10 +92,17 @@ class DiameterConnection(asyncio.Protocol):
         front = self.listener.front
         for event in events:
             if type(event) is Request:
-                out.append(self.machine.answer(front.handle_ccr(self.peer, event.message)))
+                answer = front.handle_ccr(self.peer, event.message)
+                if answer is not None:
+                    out.append(self.machine.answer(answer))
+                    continue
+                fault = front.take_fault()
+                if fault is not None and self._carry_out_fault(fault[0], fault[1]):
+                    closed = Closed(f"closed by fault rule {fault[0].id}")
+                    break
             elif type(event) is Opened:
                 host = event.peer.origin_host
-                self.peer = GyPeer(f"diameter:{host}")
+                self.peer = GyPeer(f"diameter:{host}", user=host)
                 self.listener.by_host[host] = self
                 log.info("event=diameter_peer_open peer=%s realm=%s product=%r", host,
                          event.peer.origin_realm, event.peer.product_name)
@@ -111,6 +119,16 @@ class DiameterConnection(asyncio.Protocol):
             log.info("event=diameter_peer_closed peer=%s reason=%r", self.peer.name,
                      closed.reason)
             self._close_after_replies()
+
+    def _carry_out_fault(self, rule: Rule, cca: Message | None) -> bool:
+        """What a fired fault rule asks instead of the answer; True: close the connection
+        (close-before, close-after; what was answered before still leaves)."""
+        action = rule.action
+        if action == "delay" and cca is not None:
+            data = self.machine.answer(cca)
+            self.loop.call_later(rule.delay(), self._reply, data)
+            return False
+        return action in ("close-before", "close-after")   # drop-reply, drop-request: no word
 
     # ------------------------------------------------------------------ output
 

@@ -222,11 +222,12 @@ class Dispatcher:
             self.counts["request", "SERVER_ERROR"] += 1
             return error_reply(ErrorCode.SERVER_ERROR, "internal error; nothing was applied")
 
-    def execute_local(self, peer: Peer, msg: m.Execute) -> Reply:
+    def execute_local(self, peer: Peer, msg: m.Execute) -> Reply | None:
         """Run a container the server built itself (the Diameter front-end) on the path of
         an EXECUTE frame: checked by the codec as a client's would be (so that the log
-        replays it), exactly once under (user, op), the limits, logged. Failures become
-        ERROR replies as in `handle`."""
+        replays it), the fault rules, exactly once under (user, op), the limits, logged.
+        Failures become ERROR replies as in `handle`. None: a fault rule took the reply
+        (`take_fault` says what to do instead)."""
         self.read_only = False
         if self.stopped:
             return error_reply(ErrorCode.SERVER_ERROR, "the server stopped on an internal "
@@ -235,6 +236,12 @@ class Dispatcher:
         try:
             checked = codec.decode_body(T.EXECUTE, body)
             assert isinstance(checked, m.Execute)
+            controls = self.controls
+            if controls is not None and controls.faults.active:
+                plan = self._plan(controls, peer, checked)
+                if plan is not None:
+                    return self._with_plan(peer, checked, Frame(int(T.EXECUTE), 0, 0, body),
+                                           plan)
             return self._execute(peer, checked, body)
         except ProtocolError as exc:
             self.counts["request", exc.code] += 1

@@ -34,6 +34,7 @@ from protocol.items import ChargeableItem
 
 from .dedup import Reply
 from .engine.catalog import CatalogError
+from .faults import Rule
 from .tomlfile import read_toml
 
 if TYPE_CHECKING:
@@ -218,10 +219,12 @@ def rating_group_of(reservation_id: str) -> int | None:
 
 @dataclass
 class GyPeer:
-    """The dispatcher's view of a Diameter peer."""
+    """The dispatcher's view of a Diameter peer; `user` (what fault rules match as
+    `conn_user`) is its Origin-Host."""
 
     name: str
     roles: frozenset[str] = frozenset({"charging"})
+    user: str | None = None
 
 
 @dataclass
@@ -238,9 +241,20 @@ class GyFrontEnd:
     counts: dict[str, int] = field(default_factory=dict)
     #: Session-Id -> Origin-Host of the peer that sent its latest CCR (where RARs go)
     holders: dict[str, str] = field(default_factory=dict)
+    #: a fault rule that fired for the CCR just handled, with the CCA it holds back
+    #: (None for a rule that stopped the request before it ran): see `take_fault`
+    fault: tuple[Rule, Message | None] | None = None
+    _taken: tuple[Rule, Reply | None] | None = None
 
-    def handle_ccr(self, peer: GyPeer, msg: Message) -> Message:
-        """The CCA (or error answer) to one CCR."""
+    def take_fault(self) -> tuple[Rule, Message | None] | None:
+        """The fault rule that fired for the CCR just handled (then cleared): the
+        transport drops, delays or closes as it says instead of sending the answer."""
+        fault, self.fault = self.fault, None
+        return fault
+
+    def handle_ccr(self, peer: GyPeer, msg: Message) -> Message | None:
+        """The CCA (or error answer) to one CCR; None when a fault rule took it."""
+        self.fault = None
         answer = self._handle(peer, msg)
         sid = msg.find(c.SESSION_ID)
         host = msg.find(c.ORIGIN_HOST)
@@ -252,7 +266,7 @@ class GyFrontEnd:
                 self.holders.pop(key, None)
         return answer
 
-    def _handle(self, peer: GyPeer, msg: Message) -> Message:
+    def _handle(self, peer: GyPeer, msg: Message) -> Message | None:
         local = self.settings
         try:
             ccr = Ccr.from_message(msg, local.reject_unknown_mandatory)
@@ -285,7 +299,7 @@ class GyFrontEnd:
         pending = self.pending.get(ccr.session_id)
         if session is None and kind is not m.ContainerKind.START:
             if pending is None:
-                return self._cca(msg, ccr, service, self._run(
+                return self._outcome(msg, ccr, service, self._run(
                     peer, ccr, kind, op, user, service, None))
             if kind is m.ContainerKind.STOP:       # it never reserved anything: ends here
                 del self.pending[ccr.session_id]
@@ -301,19 +315,40 @@ class GyFrontEnd:
                 self.pending.popitem(last=False)
             return self._cca(msg, ccr, service, None)
         reply = self._execute(peer, container)
-        if reply[0] == _T_RESULT:
+        result = reply if reply is not None else self._held_reply()
+        if result is not None and result[0] == _T_RESULT:
             self.pending.pop(ccr.session_id, None)
             if kind is m.ContainerKind.STOP:
                 self._ended(ccr.session_id, user, service)
-        return self._cca(msg, ccr, service, reply)
+        return self._outcome(msg, ccr, service, reply)
+
+    def _held_reply(self) -> Reply | None:
+        taken = self._taken
+        return taken[1] if taken is not None else None
+
+    def _outcome(self, msg: Message, ccr: Ccr, service: str,
+                 reply: Reply | None) -> Message | None:
+        """The CCA, or None with `fault` set when a fault rule took the reply."""
+        taken, self._taken = self._taken, None
+        if taken is None:
+            assert reply is not None
+            return self._cca(msg, ccr, service, reply)
+        rule, held = taken
+        self.fault = (rule, None if held is None else self._cca(msg, ccr, service, held))
+        return None
 
     def _run(self, peer: GyPeer, ccr: Ccr, kind: m.ContainerKind, op: bytes, user: str,
-             service: str, session: Session | None) -> Reply:
+             service: str, session: Session | None) -> Reply | None:
         return self._execute(peer, self._container(ccr, kind, op, user, service, session))
 
-    def _execute(self, peer: GyPeer, container: m.Execute) -> Reply:
+    def _execute(self, peer: GyPeer, container: m.Execute) -> Reply | None:
         self._count(container.kind.value)
-        return self.dispatcher.execute_local(peer, container)
+        reply = self.dispatcher.execute_local(peer, container)
+        taken = self.dispatcher.take_fault()
+        if taken is not None:
+            self._count(f"fault.{taken[0].action}")
+            self._taken = taken
+        return reply
 
     def _count(self, what: str) -> None:
         self.counts[what] = self.counts.get(what, 0) + 1

@@ -253,3 +253,49 @@ async def test_a_top_up_sends_a_rar_and_the_ccr_u_after_it_is_served(
     assert cca.result_code == 2001
     assert by_rg(cca)[10].granted_service_unit.cc_total_octets == 5_000
     assert len(gw.rars) == 1
+
+
+async def test_a_dropped_cca_then_the_retransmission_with_the_t_bit_charges_once(
+        gy: tuple[TestServer, Gateway]) -> None:
+    server, gw = gy
+    await gw.send(gw.ccr("gw.test;5;1", 1, mscc=[mscc(10, requested=1000)]))
+    update = gw.ccr("gw.test;5;1", 2, mscc=[mscc(10, requested=1000, used=700)])
+    with server.faults.add(action="drop-reply", kind="update", conn_user="gw.test",
+                           times=1) as rule:
+        with pytest.raises(TimeoutError):      # the gateway hears nothing back
+            await asyncio.to_thread(gw.app.send_request, update, 1)
+        assert rule.fired == 1
+    assert balance(server, "alice") == Decimal("9.30")    # 0.70 used (1.00 held apart)
+    update.header.is_retransmit = True
+    again = await gw.send(update)
+    assert again.result_code == 2001 and by_rg(again)[10].result_code == 2001
+    assert by_rg(again)[10].granted_service_unit.cc_total_octets == 1000
+    assert balance(server, "alice") == Decimal("9.30")    # charged once
+
+
+async def test_fault_rules_answer_with_result_codes(gy: tuple[TestServer, Gateway]) -> None:
+    server, gw = gy
+    with server.faults.add(action="error", code="USER_UNKNOWN", session="gw.test;6;*",
+                           times=1):
+        cca = await gw.send(gw.ccr("gw.test;6;1", 1, mscc=[mscc(10, requested=10)]))
+    assert cca.result_code == 5030
+    with server.faults.add(action="busy", kind="start", times=1):
+        cca = await gw.send(gw.ccr("gw.test;6;2", 1, mscc=[mscc(10, requested=10)]))
+    assert cca.result_code == 3004
+    with server.faults.add(action="error", code="CREDIT_LIMIT_REACHED", scope="subrequest",
+                           sub_action="reserve", times=1):
+        cca = await gw.send(gw.ccr("gw.test;6;3", 1, mscc=[mscc(10, requested=10),
+                                                           mscc(20, requested=10)]))
+    assert cca.result_code == 2001
+    assert [by_rg(cca)[rg].result_code for rg in (10, 20)] == [4012, 4012]
+    with server.faults.add(action="delay", seconds=0.3, kind="start", times=1):
+        cca = await gw.send(gw.ccr("gw.test;6;4", 1, mscc=[mscc(10, requested=10)]))
+    assert cca.result_code == 2001
+    listener = server.server.diameter
+    assert listener is not None
+    with server.faults.add(action="close-after", kind="start", times=1), \
+            pytest.raises(TimeoutError):               # no answer: the connection closed
+        await asyncio.to_thread(gw.app.send_request,
+                                gw.ccr("gw.test;6;5", 1, mscc=[mscc(10, 10)]), 1)
+    await wait_for(lambda: not any(c.machine.open for c in listener.connections))
+    assert "gw.test;6;5" in server.engine.sessions             # applied, then closed
