@@ -21,7 +21,7 @@ from cc_diameter import codes as c
 from cc_diameter.cc import Rar
 from cc_diameter.codec import Message
 from cc_diameter.errors import AvpError
-from cc_diameter.fields import result_code
+from cc_diameter.fields import error_answer, result_code
 from cc_diameter.peer import (
     AnswerReceived,
     Closed,
@@ -92,7 +92,7 @@ class DiameterConnection(asyncio.Protocol):
         front = self.listener.front
         for event in events:
             if type(event) is Request:
-                answer = front.handle_ccr(self.peer, event.message)
+                answer = self._serve(front, event.message)
                 if answer is not None:
                     out.append(self.machine.answer(answer))
                     continue
@@ -119,6 +119,17 @@ class DiameterConnection(asyncio.Protocol):
             log.info("event=diameter_peer_closed peer=%s reason=%r", self.peer.name,
                      closed.reason)
             self._close_after_replies()
+
+    def _serve(self, front: GyFrontEnd, request: Message) -> Message | None:
+        """The front-end's answer; 5012 for a bug of ours (a failure while a change was
+        being applied has already stopped the server: dispatch.py's fail-stop)."""
+        try:
+            return front.handle_ccr(self.peer, request)
+        except Exception:
+            log.exception("event=internal_error peer=%s type=diameter_ccr", self.peer.name)
+            local = self.listener.local
+            return error_answer(request, c.DIAMETER_UNABLE_TO_COMPLY, local.origin_host,
+                                local.origin_realm, "internal error")
 
     def _carry_out_fault(self, rule: Rule, cca: Message | None) -> bool:
         """What a fired fault rule asks instead of the answer; True: close the connection

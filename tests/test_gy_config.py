@@ -210,3 +210,31 @@ async def test_the_gateway_example_charges_through_the_example_catalog(
         alice = server.engine.accounts["alice"]
         assert alice.counters["free_data"] == 100 - 7          # 4 + 3 MB used, free first
         assert module.parse_address([]) == "127.0.0.1:3868"
+
+
+async def test_a_bug_while_serving_a_ccr_is_answered_5012(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    async with running_server(ServerConfig(diameter="127.0.0.1:0")) as server:
+        listener = server.server.diameter
+        assert listener is not None
+
+        def broken(peer: GyPeer, msg: d.Message) -> d.Message:
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(listener.front, "handle_ccr", broken)
+        host, port = listener.address
+        reader, writer = await asyncio.open_connection(host, port)
+        cer = d.Capabilities("gw", "test", ["127.0.0.1"], 0, "t", auth_application_ids=[4])
+        ccr = d.Ccr("s;9", "gw", "test", "test", "ctx", 1, 0, subscription_ids=[(1, "x")])
+        writer.write(d.encode(cer.request(1, 1)) + d.encode(ccr.to_message(2, 2)))
+        dec = d.MessageDecoder()
+        got: list[bytes] = []
+        for _ in range(100):
+            got += dec.feed(await asyncio.wait_for(reader.read(4096), 5))
+            if len(got) >= 2:
+                break
+        writer.close()
+        answer = d.decode(got[1])
+        assert answer.hop_by_hop == 2
+        assert d.fields.result_code(answer) == c.DIAMETER_UNABLE_TO_COMPLY
+        assert "internal_error" in caplog.text
