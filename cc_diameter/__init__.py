@@ -3,7 +3,7 @@
 - `codec`: header and AVP codec (`Message`, `Avp`, `encode`, `decode`)
 - `dictionary`: the AVPs known (code, vendor, type, M bit)
 - `stream`: `MessageDecoder`, fed any split of bytes, with a size limit
-- `base`, `cc`: typed views of CER/CEA, DWR/DWA, DPR/DPA, CCR/CCA, RAR/RAA
+- `base`, `cc`, `reauth`: typed views of CER/CEA, DWR/DWA, DPR/DPA, CCR/CCA, RAR/RAA
 - `peer`: the responder's peer state machine (capabilities exchange, watchdog, disconnect)
 
 Nothing here performs IO or reads a clock. Named `cc_diameter`, not `diameter`: the test
@@ -14,10 +14,11 @@ from protocol import buildinfo as _buildinfo  # noqa: F401  (first: compiled or 
 
 from . import codes
 from .base import Capabilities, PeerMessage, VendorApp
-from .cc import Cca, Ccr, Mscc, Raa, Rar, Units
+from .cc import Cca, Ccr, Mscc, Units
 from .codec import Avp, Message, decode, encode
 from .errors import AvpError, DiameterError, FramingError
 from .peer import LocalPeer, PeerConfig, PeerMachine
+from .reauth import Raa, Rar
 from .stream import MessageDecoder
 
 __all__ = [

@@ -17,7 +17,7 @@ from protocol.frames import DEFAULT_MAX_FRAME
 
 from .clock import MAX_SPEED
 from .faults import FaultError, rule_from_map
-from .gy import GyConfigError, GySettings, parse_listen
+from .gy_config import GyConfigError, GySettings, parse_listen
 from .record import MAX_RECORD
 from .tomlfile import read_toml
 

@@ -18,7 +18,6 @@ from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, cast
 
 from cc_diameter import codes as c
-from cc_diameter.cc import Rar
 from cc_diameter.codec import Message
 from cc_diameter.errors import AvpError
 from cc_diameter.fields import error_answer, result_code
@@ -32,10 +31,12 @@ from cc_diameter.peer import (
     PeerMachine,
     Request,
 )
+from cc_diameter.reauth import Rar
 from protocol import messages as m
 
 from .faults import Rule
-from .gy import GyFrontEnd, GyPeer, GySettings, parse_listen
+from .gy import GyFrontEnd, GyPeer
+from .gy_config import GySettings, parse_listen
 
 if TYPE_CHECKING:
     from .server import ChargingServer

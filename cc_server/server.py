@@ -32,7 +32,8 @@ from .dispatch import Dispatcher
 from .engine import Catalog, ChargingSession, Engine, engine_context
 from .faults import rule_from_map
 from .gcpolicy import GcPolicy
-from .gy import GyFrontEnd, GySettings, load_rating_groups
+from .gy import GyFrontEnd
+from .gy_config import GySettings, load_rating_groups
 from .limits import ConnectionGate, Limits
 from .metrics import MetricsEndpoint, prometheus
 from .ratelog import RateLimitedLog

@@ -50,6 +50,7 @@ HOT_MODULES: tuple[str, ...] = (
     "cc_diameter.dictionary",
     "cc_diameter.fields",
     "cc_diameter.peer",
+    "cc_diameter.reauth",
     "cc_diameter.stream",
     "cc_client.connection",
     "cc_client.containers",

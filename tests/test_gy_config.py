@@ -19,12 +19,11 @@ import cc_diameter as d
 from cc_diameter import codes as c
 from cc_server.app import config_from_args
 from cc_server.config import ServerConfig, load_file, to_toml
-from cc_server.gy import (
+from cc_server.gy import GyPeer, operation_id
+from cc_server.gy_config import (
     GyConfigError,
-    GyPeer,
     GySettings,
     load_rating_groups,
-    operation_id,
     parse_listen,
     rating_groups_from,
 )
