@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 from protocol import messages as m
@@ -85,7 +85,7 @@ class ServerConfig:
     faults: tuple[dict[str, Any], ...] = ()
     # Diameter Gy front-end (DIAMETER.md): HOST:PORT, and the rest of the [diameter] table
     diameter: str | None = None
-    diameter_table: dict[str, Any] = field(default_factory=dict)
+    diameter_table: dict[str, Any] | None = None
 
     def problems(self) -> list[str]:
         """What is wrong with these settings (empty: nothing): every numeric setting
@@ -106,7 +106,7 @@ class ServerConfig:
             try:
                 if self.diameter is not None:
                     parse_listen(self.diameter)
-                GySettings.from_table(self.diameter_table)
+                GySettings.from_table(self.diameter_table or {})
             except GyConfigError as exc:
                 found.append(str(exc))
         return found

@@ -98,7 +98,7 @@ class ChargingServer:
         #: the Diameter Gy listener (--diameter), started beside the msgpack one
         self.diameter: DiameterListener | None = None
         if self.config.diameter is not None:
-            settings = GySettings.from_table(self.config.diameter_table)
+            settings = GySettings.from_table(self.config.diameter_table or {})
             front = GyFrontEnd(self.dispatcher, settings, load_rating_groups(self.config.catalog))
             self.diameter = DiameterListener(self, self.config.diameter, settings, front)
             self.dispatcher.stats_sections["diameter"] = self.diameter.stats
