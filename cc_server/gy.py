@@ -160,6 +160,9 @@ class GyFrontEnd:
         if kind is m.ContainerKind.START and not container.subs:
             # the engine starts a session with its first reservation: until then the
             # session is only known here (not across a restart; DIAMETER.md)
+            if user not in self.dispatcher.engine.accounts:
+                return self._answer(msg, ccr, c.DIAMETER_USER_UNKNOWN,
+                                    error=f"no subscriber {user!r}")
             self.pending[ccr.session_id] = (user, service)
             if len(self.pending) > ENDED_KEPT:
                 self.pending.popitem(last=False)

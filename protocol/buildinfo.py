@@ -26,7 +26,7 @@ from types import ModuleType
 
 #: Modules compiled by `setup.py` when a C compiler is there; "pkg.*" means every module of pkg.
 #: Not cc_diameter/errors.py nor cc_diameter/codes.py: exceptions raised on bad input only,
-#: and constants the compiled modules fold in.
+#: and a table of plain constants.
 #: Not protocol/errors.py: its exceptions carry a peer's code as a plain str, which a compiled
 #: `code: ErrorCode` refuses; raising them is rare and gains nothing from compiling.
 #: Not cc_client/client.py nor cc_client/operations.py: their public methods check their

@@ -173,6 +173,9 @@ async def test_a_ccr_i_without_quota_starts_the_session_at_its_first_reservation
 
         cca = d.Cca.from_message(front.handle_ccr(peer, ccr(1, 0, [])))
         assert cca.result_code == 2001 and "s;1" not in server.engine.sessions
+        stranger = d.Ccr("s;2", "gw", "r", "ocs", "ctx", 1, 0, subscription_ids=[(1, "bob")])
+        answer = front.handle_ccr(peer, d.decode(d.encode(stranger.to_message(9, 9))))
+        assert d.Cca.from_message(answer).result_code == 5030      # known before any quota
         cca = d.Cca.from_message(front.handle_ccr(peer, ccr(2, 1, [
             d.Mscc(rating_group=10, requested=d.Units())])))       # empty RSU: the quota
         assert cca.result_code == 2001
