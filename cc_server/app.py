@@ -131,6 +131,12 @@ def startup_warnings(server: ChargingServer) -> list[str]:
             f"cc-server: WARNING: test controls are on and --host {config.host} is not a "
             "loopback address: any admin user can inject faults, read the request record "
             "and move the clock. Start a production server with --no-test-controls.")
+    if server.diameter is not None and not is_loopback(server.diameter.host) \
+            and not server.diameter.settings.peers:
+        warnings.append(
+            f"cc-server: WARNING: --diameter {config.diameter} is not a loopback address and "
+            "the [diameter] table names no peers: any Diameter peer that can reach this port "
+            "can charge every subscriber. Set [diameter] peers, or bind it to 127.0.0.1.")
     if not is_loopback(config.host):
         if server.users is None:
             warnings.append(

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 
 import cc_diameter as d
 from cc_diameter import codes as c
-from cc_server.app import config_from_args
+from cc_server.app import config_from_args, startup_warnings
 from cc_server.config import ServerConfig, load_file, to_toml
 from cc_server.gy import GyPeer, operation_id
 from cc_server.gy_config import (
@@ -240,3 +241,15 @@ async def test_a_bug_while_serving_a_ccr_is_answered_5012(
         assert answer.hop_by_hop == 2
         assert d.fields.result_code(answer) == c.DIAMETER_UNABLE_TO_COMPLY
         assert "internal_error" in caplog.text
+
+
+async def test_an_open_diameter_port_without_peers_is_warned_about() -> None:
+    async with running_server(ServerConfig(diameter="127.0.0.1:0")) as server:
+        listener = server.server.diameter
+        assert listener is not None
+        assert startup_warnings(server.server) == []
+        listener.host = "0.0.0.0"                      # as if bound to every interface
+        (warning,) = startup_warnings(server.server)
+        assert "names no peers" in warning
+        listener.settings = replace(listener.settings, peers=("gw",))
+        assert startup_warnings(server.server) == []
