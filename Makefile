@@ -59,7 +59,7 @@ bench: built          ## the standard load mix (benchmark/README.md); ARGS add o
 	$(BIN)/cc-bench --spawn --connections 8 --concurrency 256 --sessions 100000 --updates 2 --reservations 1 $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check protocol cc_server cc_client cc_bench tests examples
+	$(BIN)/ruff check protocol cc_diameter cc_server cc_client cc_bench tests examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -98,4 +98,4 @@ clean:                 ## remove the virtualenvs and every build product (the co
 	rm -rf $(VENV) .venv-pure build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	rm -rf docs/_build
 	rm -f *__mypyc*.so
-	find protocol cc_server cc_client -name '*.so' -delete
+	find protocol cc_diameter cc_server cc_client -name '*.so' -delete

@@ -27,7 +27,7 @@ from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PACKAGES = ("protocol", "cc_server", "cc_client", "cc_bench")
+PACKAGES = ("protocol", "cc_diameter", "cc_server", "cc_client", "cc_bench")
 # What the whole compile (mypyc, then the C compiler on every core) took on the reference
 # machine, 2 cores (README "Two commands"); printed so a user knows what to expect.
 USUAL = ("a few seconds of mypyc, then about 20 s of C on 2 idle cores (1-3 minutes on a "

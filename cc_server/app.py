@@ -160,6 +160,12 @@ def startup_warnings(server: ChargingServer) -> list[str]:
             f"cc-server: WARNING: test controls are on and --host {config.host} is not a "
             "loopback address: any admin user can inject faults, read the request record "
             "and move the clock. Start a production server with --no-test-controls.")
+    if server.diameter is not None and not is_loopback(server.diameter.host) \
+            and not server.diameter.settings.peers:
+        warnings.append(
+            f"cc-server: WARNING: --diameter {config.diameter} is not a loopback address and "
+            "the [diameter] table names no peers: any Diameter peer that can reach this port "
+            "can charge every subscriber. Set [diameter] peers, or bind it to 127.0.0.1.")
     if not is_loopback(config.host):
         if server.users is None:
             warnings.append(
@@ -211,6 +217,9 @@ async def serve(config: ServerConfig) -> None:
     loop.add_signal_handler(signal.SIGHUP, server.hangup)
     loop_name = type(loop).__module__.split(".")[0]
     print(startup_line(host, port, server), flush=True)
+    if server.diameter is not None:
+        d_host, d_port = server.diameter.address
+        print(f"diameter listening on {d_host}:{d_port}", flush=True)
     log.info("event=started host=%s port=%d loop=%s catalog=%s auth=%s tls=%s build=%s", host,
              port, loop_name, config.catalog or "built-in",
              "users-file" if config.users else "none", server.ssl_context is not None,

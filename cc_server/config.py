@@ -17,6 +17,7 @@ from protocol.frames import DEFAULT_MAX_FRAME
 
 from .clock import MAX_SPEED
 from .faults import FaultError, rule_from_map
+from .gy_config import GyConfigError, GySettings, parse_listen
 from .record import MAX_RECORD
 from .tomlfile import read_toml
 
@@ -82,6 +83,9 @@ class ServerConfig:
     test_controls: bool = True
     #: fault rules loaded at start: the `[[faults]]` tables of the config file (no flag)
     faults: tuple[dict[str, Any], ...] = ()
+    # Diameter Gy front-end (DIAMETER.md): HOST:PORT, and the rest of the [diameter] table
+    diameter: str | None = None
+    diameter_table: dict[str, Any] | None = None
 
     def problems(self) -> list[str]:
         """What is wrong with these settings (empty: nothing): every numeric setting
@@ -98,6 +102,13 @@ class ServerConfig:
         if self.tls_client_ca and not self.tls_cert:
             found.append("--tls-client-ca needs --tls-cert and --tls-key")
         found += self._test_control_problems()
+        if self.diameter is not None or self.diameter_table:
+            try:
+                if self.diameter is not None:
+                    parse_listen(self.diameter)
+                GySettings.from_table(self.diameter_table or {})
+            except GyConfigError as exc:
+                found.append(str(exc))
         return found
 
     def _test_control_problems(self) -> list[str]:
@@ -232,6 +243,8 @@ HELP: dict[str, str] = {
     "clock": "wall, or manual: starts at the real time and moves only on "
              "`cc-admin clock advance|set` (test control)",
     "clock_speed": "run the clock K times faster than real time (TTL soak tests)",
+    "diameter": "also serve Diameter Gy (credit control, DIAMETER.md) on HOST:PORT; port 0 "
+                "picks a free one and prints it (default: off)",
     "test_controls": "fault rules, the request record and the manual clock over the "
                      "admin commands (on by default)",
 }
@@ -249,10 +262,10 @@ METAVAR: dict[str, str] = {
     "catalog": "FILE", "users": "FILE", "tls_cert": "FILE", "tls_key": "FILE",
     "tls_client_ca": "FILE", "data_dir": "DIR", "max_frame": "BYTES",
     "write_buffer_high": "BYTES", "snapshot_every": "BYTES", "max_external_data": "BYTES",
-    "clock_speed": "K",
+    "clock_speed": "K", "diameter": "HOST:PORT",
 }
 #: settings that are no flag (config file only)
-FILE_ONLY = frozenset({"faults"})
+FILE_ONLY = frozenset({"faults", "diameter_table"})
 
 
 def metavar(name: str) -> str:
@@ -282,6 +295,10 @@ def convert(name: str, value: Any) -> Any:
     """A value for setting `name`, checked and converted (ConfigError if it cannot be)."""
     if name == "faults":
         return fault_tables(value)
+    if name == "diameter_table":
+        if not isinstance(value, Mapping):
+            raise ConfigError("diameter must be a table ([diameter])")
+        return dict(value)
     kind, optional = field_types()[name]
     if value is None and optional:
         return None
@@ -304,6 +321,15 @@ def load_file(path: str) -> dict[str, Any]:
     Relative paths in it are resolved against the file's folder."""
     raw = read_toml(path, "config", ConfigError)
     known = {**field_types(), "faults": (tuple, False)}
+    raw = dict(raw)
+    table = raw.get("diameter")
+    if isinstance(table, Mapping):        # [diameter]: listen = "HOST:PORT", the rest
+        table = dict(table)
+        raw.pop("diameter")
+        if "listen" in table:
+            raw["diameter"] = table.pop("listen")
+        raw["diameter_table"] = table
+        known["diameter_table"] = (dict, False)
     folder = os.path.dirname(os.path.abspath(path))
     values: dict[str, Any] = {}
     for key, value in raw.items():
@@ -341,7 +367,7 @@ def to_toml(config: ServerConfig) -> str:
     lines = ["# cc-server configuration (cc-server --config FILE); flags override it"]
     for f in fields(ServerConfig):
         value = getattr(config, f.name)
-        if f.name in FILE_ONLY:
+        if f.name in FILE_ONLY or (f.name == "diameter" and config.diameter_table):
             continue
         if value is None:
             lines.append(f"# {f.name} =")
@@ -351,12 +377,18 @@ def to_toml(config: ServerConfig) -> str:
             lines.append(f"{f.name} = {value!r}".replace("'", '"'))
         else:
             lines.append(f"{f.name} = {value}")
+    if config.diameter_table:     # the listen address goes in the table, not beside it
+        table = {**({"listen": config.diameter} if config.diameter else {}),
+                 **config.diameter_table}
+        lines += ["", "[diameter]"] + [f"{key} = {_toml_value(v)}" for key, v in table.items()]
     for rule in config.faults:
         lines += ["", "[[faults]]"] + [f"{key} = {_toml_value(v)}" for key, v in rule.items()]
     return "\n".join(lines) + "\n"
 
 
 def _toml_value(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, str):

@@ -282,6 +282,49 @@ class Dispatcher:
             self.counts["request", "SERVER_ERROR"] += 1
             return error_reply(ErrorCode.SERVER_ERROR, "internal error; nothing was applied")
 
+    def execute_local(self, peer: Peer, msg: m.Execute) -> Reply | None:
+        """Run a container the server built itself (the Diameter front-end) on the path of
+        an EXECUTE frame: checked by the codec as a client's would be (so that the log
+        replays it), the fault rules, exactly once under (user, op), the limits, logged.
+        Failures become ERROR replies as in `handle`. None: a fault rule took the reply
+        (`take_fault` says what to do instead)."""
+        self.read_only = False
+        if self.stopped:
+            return error_reply(ErrorCode.SERVER_ERROR, "the server stopped on an internal "
+                                                       "error; nothing was applied")
+        body = codec.encode_body(msg)[1]
+        try:
+            checked = codec.decode_body(T.EXECUTE, body)
+            assert isinstance(checked, m.Execute)
+            controls = self.controls
+            if controls is not None and controls.faults.active:
+                plan = self._plan(controls, peer, checked)
+                if plan is not None:
+                    return self._with_plan(peer, checked, Frame(int(T.EXECUTE), 0, 0, body),
+                                           plan)
+            return self._execute(peer, checked, body)
+        except ProtocolError as exc:
+            self.counts["request", exc.code] += 1
+            return error_reply(exc.code, exc.message)
+        except Refused as refused:
+            return error_reply(refused.code, refused.message)
+        except Exception:
+            if self.applying:
+                self.applying = False
+                self.fatal(peer, Frame(int(T.EXECUTE), 0, 0, body))
+                return error_reply(ErrorCode.SERVER_ERROR, "internal error")
+            log.exception("event=internal_error peer=%s type=local_execute", peer.name)
+            self.counts["request", "SERVER_ERROR"] += 1
+            return error_reply(ErrorCode.SERVER_ERROR, "internal error; nothing was applied")
+
+    def acknowledge_local(self, peer: Peer, notification_id: int) -> str:
+        """A renewal notification acknowledged other than by an ACK frame (a Diameter RAA):
+        the renewal service's verdict, logged as an ACK is."""
+        status = self.renewal.ack(peer, notification_id)
+        if status == "acknowledged":
+            self._log(REC_ACK, self.clock(), notification_id)
+        return status
+
     def fatal(self, peer: Peer | None, frame: Frame | None) -> None:
         """Fail-stop: an unexpected exception while a container, an operator change or a
         batch of expiries (`peer` and `frame` None) was being applied may have left part

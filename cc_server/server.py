@@ -28,10 +28,13 @@ from .config import ServerConfig
 from .connection import ALL_ROLES, ServerConnection
 from .controls import TestControls
 from .dedup import OutcomeCache
+from .diameter_transport import DiameterListener
 from .dispatch import Dispatcher
 from .engine import Catalog, CatalogError, ChargingSession, Engine, engine_context
 from .faults import rule_from_map
 from .gcpolicy import GcPolicy
+from .gy import GyFrontEnd
+from .gy_config import GySettings, load_rating_groups
 from .limits import ConnectionGate, Limits
 from .metrics import MetricsEndpoint, prometheus
 from .ratelog import RateLimitedLog
@@ -101,6 +104,13 @@ class ChargingServer:
             gc=lambda: self.gc_policy.stats() if self.gc_policy is not None else None)
         self.started = time.monotonic()
         self.metrics: MetricsEndpoint | None = None
+        #: the Diameter Gy listener (--diameter), started beside the msgpack one
+        self.diameter: DiameterListener | None = None
+        if self.config.diameter is not None:
+            settings = GySettings.from_table(self.config.diameter_table or {})
+            front = GyFrontEnd(self.dispatcher, settings, load_rating_groups(self.config.catalog))
+            self.diameter = DiameterListener(self, self.config.diameter, settings, front)
+            self.dispatcher.stats_sections["diameter"] = self.diameter.stats
         #: set by the cc-server process (app.py), never by an in-process test server
         self.gc_policy: GcPolicy | None = None
         self.recovery: Recovery | None = None
@@ -204,6 +214,8 @@ class ChargingServer:
         self._server = await self.loop.create_server(
             lambda: ServerConnection(self), self.config.host, self.config.port,
             reuse_address=True, backlog=1024)
+        if self.diameter is not None:
+            await self.diameter.start()
         self._tick_handle = self.loop.call_later(self.config.tick, self._tick)
         if self.config.metrics_port is not None:
             self.metrics = MetricsEndpoint(self.config.metrics_host, self.config.metrics_port,
@@ -332,6 +344,8 @@ class ChargingServer:
         """Stop accepting, say goodbye, let in-flight work finish, close everything."""
         if self._server is not None:
             self._server.close()
+        if self.diameter is not None:
+            await self.diameter.close()
         if self.metrics is not None:
             await self.metrics.close()
         if self.wal is not None:

@@ -25,6 +25,8 @@ from importlib.machinery import ModuleSpec
 from types import ModuleType
 
 #: Modules compiled by `setup.py` when a C compiler is there; "pkg.*" means every module of pkg.
+#: Not cc_diameter/errors.py nor cc_diameter/codes.py: exceptions raised on bad input only,
+#: and a table of plain constants.
 #: Not protocol/errors.py: its exceptions carry a peer's code as a plain str, which a compiled
 #: `code: ErrorCode` refuses; raising them is rare and gains nothing from compiling.
 #: Not cc_client/client.py nor cc_client/operations.py: their public methods check their
@@ -42,6 +44,14 @@ HOT_MODULES: tuple[str, ...] = (
     "protocol.liveness",
     "protocol.messages",
     "protocol.money",
+    "cc_diameter.base",
+    "cc_diameter.cc",
+    "cc_diameter.codec",
+    "cc_diameter.dictionary",
+    "cc_diameter.fields",
+    "cc_diameter.peer",
+    "cc_diameter.reauth",
+    "cc_diameter.stream",
     "cc_client.connection",
     "cc_client.containers",
     "cc_client.flow",

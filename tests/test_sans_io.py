@@ -1,4 +1,4 @@
-"""protocol/ and the charging engine stay free of IO and clock reads.
+"""protocol/, cc_diameter/ and the charging engine stay free of IO and clock reads.
 
 Checked on the source (AST): no import of an IO, concurrency or clock module, absolute
 or relative (`from ..tomlfile import ...` reaches the server's file reading); no call of
@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SANS_IO = ("protocol", "cc_server/engine")
+SANS_IO = ("protocol", "cc_diameter", "cc_server/engine")
 FORBIDDEN = {"asyncio", "socket", "selectors", "time", "ssl", "threading", "uvloop",
              "logging", "os", "io", "pathlib", "subprocess", "multiprocessing", "signal",
              "shutil", "tempfile", "tomllib", "concurrent", "mmap", "fcntl", "select"}
 #: packages a sans-IO module may import from this project (the rest of cc_server does IO)
-OWN_ALLOWED = ("protocol", "cc_server.engine")
-OWN = {"protocol", "cc_server", "cc_client", "cc_bench"}
+OWN_ALLOWED = ("protocol", "cc_diameter", "cc_server.engine")
+OWN = {"protocol", "cc_diameter", "cc_server", "cc_client", "cc_bench"}
 #: attribute calls that read a clock, whatever they are called on (`x.time()` too: the
 #: engine has no use for a datetime's time of day)
 CLOCK_METHODS = {"now", "utcnow", "today", "time", "time_ns", "monotonic", "monotonic_ns",
@@ -137,7 +137,12 @@ def test_relative_imports_resolve_from_a_package_init() -> None:
 
 def test_protocol_never_imports_server_or_client() -> None:
     for path in (ROOT / "protocol").rglob("*.py"):
-        assert not _imports(path) & {"cc_server", "cc_client"}, path
+        assert not _imports(path) & {"cc_server", "cc_client", "cc_diameter"}, path
+
+
+def test_diameter_core_never_imports_server_or_client() -> None:
+    for path in (ROOT / "cc_diameter").rglob("*.py"):
+        assert not _imports(path) & {"cc_server", "cc_client", "cc_bench"}, path
 
 
 def test_client_and_server_do_not_import_each_other() -> None:
