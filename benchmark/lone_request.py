@@ -40,6 +40,7 @@ from cc_server.latency import Histogram
 from cc_server.server import ChargingServer
 from protocol.connection import SERVER, Connection
 from protocol.frames import HEADER_SIZE, encode_frame
+from protocol.messages import MsgType
 
 
 def fresh(users: int) -> tuple[ChargingServer, ServerConnection]:
@@ -52,9 +53,21 @@ def fresh(users: int) -> tuple[ChargingServer, ServerConnection]:
     return server, conn
 
 
+def pings(n: int) -> list[bytes]:
+    """A HELLO and `n` PINGs: answered by the connection's machine itself, so a PING
+    costs the connection's glue and framing only (no dispatch, no engine)."""
+    return [data_hello(), *(encode_frame(int(MsgType.PING), i + 2, b"\x80") for i in range(n))]
+
+
+def data_hello() -> bytes:
+    from protocol import codec
+    from protocol import messages as m
+    return codec.encode(m.Hello(), 1)
+
+
 def feed(data: list[bytes], batch: int, users: int,
          profiler: cProfile.Profile | None = None) -> float:
-    """CPU µs per container with `batch` frames per read (1: the lone request)."""
+    """CPU µs per frame with `batch` frames per read (1: the lone request)."""
     server, conn = fresh(users)
     conn.data_received(data[0])                  # the HELLO
     reads = [b"".join(data[i:i + batch]) for i in range(1, len(data), batch)]
@@ -227,16 +240,25 @@ def main() -> None:
 async def server_side(a: argparse.Namespace) -> None:
     """The alternating rounds, the profile and the parts."""
     data = frames(a.sessions, a.users, None)
+    ping = pings(len(data) - 1)
     lone: list[float] = []
     batched: list[float] = []
+    lone_ping: list[float] = []
+    batched_ping: list[float] = []
     for _ in range(a.rounds):
         batched.append(feed(data, a.batch, a.users))
         lone.append(feed(data, 1, a.users))
+        batched_ping.append(feed(ping, a.batch, 0))
+        lone_ping.append(feed(ping, 1, 0))
     lo, ba = statistics.median(lone), statistics.median(batched)
     print(f"batched: {ba:6.2f} us per container ({a.batch} per read, {len(data) - 1} "
           f"containers, median of {a.rounds})")
     print(f"lone:    {lo:6.2f} us per container (1 per read, one write per reply)")
-    print(f"fixed cost of a lone request: {lo - ba:5.2f} us ({lo / ba:.3f} x)")
+    print(f"fixed cost of a lone request: {lo - ba:5.2f} us ({lo / ba:.3f} x); "
+          f"each round's: {', '.join(f'{x - y:.2f}' for x, y in zip(lone, batched, strict=True))}")
+    lp, bp = statistics.median(lone_ping), statistics.median(batched_ping)
+    print(f"PING (the connection's glue and framing only): batched {bp:5.2f} us, "
+          f"lone {lp:5.2f} us, fixed cost {lp - bp:5.2f} us")
     if a.profile:
         profiler = cProfile.Profile()
         feed(data, 1 if a.profile == "lone" else a.batch, a.users, profiler)
