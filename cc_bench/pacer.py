@@ -3,7 +3,7 @@
 The i-th send is intended at `t0 + i / rate`. Each time the pacer wakes it starts every
 send whose intended time is at most `slack` away, then sleeps on one timer until the next
 one is `slack` away, but at least one `tick`: at 6,000 sessions per second a wake-up
-starts about ten, where waking once per send cost a timer, a future and a task step each.
+starts six or more, where waking once per send cost a timer, a future and a task step each.
 A send is never late because of the pacer (a wake-up is at most `tick` after the one
 before, and `tick` < `slack`), and at most `slack` early: a start is timed from its
 intended time when late (a stall counts, as in wrk2) and from its real start when early.
