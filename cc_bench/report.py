@@ -14,6 +14,8 @@ from .workload import CONTAINER_KINDS, Workload
 PCTS = (50.0, 90.0, 99.0, 99.9)
 PCT_NAMES = ("p50", "p90", "p99", "p99.9")
 SCHEMA = "cc-bench/1"
+#: above this share of a core the load generator warns that the figures are partly its own
+BUSY_PCT = 80
 
 
 def _latency_ms(h: Histogram) -> dict[str, float]:
@@ -77,6 +79,8 @@ def build_result(s: Settings, w: Workload, client_cpu: float, server_cpu: float 
         "client_cpu_s": round(client_cpu, 3),
         "client_cpu_us_per_op": _per_op(client_cpu, main.total),
         "client_cpu_pct_of_core": _pct_core(client_cpu, elapsed),
+        # open loop: the pacer's timer wake-ups over the whole run (warm-up included)
+        "pacer_wakeups": w.pacer.wakeups if w.pacer is not None else None,
         "server_cpu_s": None if server_cpu is None else round(server_cpu, 3),
         "server_cpu_us_per_op": _per_op(server_cpu, main.total),
         "server_cpu_pct_of_core": _pct_core(server_cpu, elapsed),
@@ -216,6 +220,14 @@ def _live_lines(sm: dict[str, Any], s: Settings) -> list[str]:
     return lines
 
 
+def busy_warning(client_pct: float | None) -> str:
+    """The warning line when cc-bench was busier than BUSY_PCT of a core (else "")."""
+    if client_pct is None or client_pct <= BUSY_PCT:
+        return ""
+    return (f"warning:    cc-bench itself was busy {client_pct:.0f} % of a core (over "
+            f"{BUSY_PCT} %): the throughput and latency are partly the load generator's")
+
+
 def format_text(result: dict[str, Any], s: Settings) -> str:
     """The results: where, throughput, table, rates, errors, CPU."""
     env, sm = result["environment"], result["summary"]
@@ -266,6 +278,9 @@ def format_text(result: dict[str, Any], s: Settings) -> str:
     lines.append(f"client CPU: {sm['client_cpu_s']:.2f} s = "
                  f"{sm['client_cpu_us_per_op'] or 0:.1f} us per {unit} "
                  f"({sm['client_cpu_pct_of_core'] or 0:.0f} % of one core)")
+    warning = busy_warning(sm["client_cpu_pct_of_core"])
+    if warning:
+        lines.append(warning)
     machine = env.get("machine")
     if machine:
         ours = sum(sm[k] or 0 for k in ("client_cpu_pct_of_core", "server_cpu_pct_of_core"))

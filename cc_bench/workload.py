@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from time import perf_counter_ns
+from typing import Any
 
 from cc_client import (
     ChargeableItem,
@@ -27,10 +28,10 @@ from cc_client import (
 )
 
 from .histogram import Histogram
+from .pacer import Pacer
 from .renewals import Renewals
 from .settings import Settings
 
-TIMER_SLACK = 1_500_000   # ns: the open-loop pacer sends this close to the intended time
 COMMUNICATION_FAILURE = "COMMUNICATION_FAILURE"   # the code of a request left unanswered
 CONTAINER_KINDS = ("start", "update", "stop")
 RESULT_TYPES = {"all": ResultType.ALL_TRANSACTIONS, "master": ResultType.MASTER_TRANSACTION,
@@ -78,6 +79,8 @@ class Workload:
         self._deadline_handle: asyncio.TimerHandle | None = None
         self._finished = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._running: set[asyncio.Task[None]] = set()   # open loop: sessions in flight
+        self.pacer: Pacer | None = None
         self._active = 0
         self.on_begin: Callable[[], None] | None = None   # measured period starts / ends
         self.on_end: Callable[[], None] | None = None
@@ -285,56 +288,57 @@ class Workload:
     # ------------------------------------------------------------------ open loop
 
     async def _pace(self) -> None:
-        """Start sessions (or pings) at their intended times, at most `in_flight` at once."""
+        """Start sessions (or pings) at their intended times, at most `in_flight` at once
+        (pacer.py: one timer per tick starts every session due in it)."""
         loop = asyncio.get_running_loop()
         assert self.s.rate is not None
-        period = 1e9 / self.s.rate
-        slots = asyncio.Semaphore(self.s.in_flight)
-        running: set[asyncio.Task[None]] = set()
-        clients = self.clients
-        count = len(clients)
-        is_ping = self.s.op == "ping"
-        renewals = self.renewals
-        every = self.renewal_every
-        t0 = perf_counter_ns()
-        i = 0
+        finished: asyncio.Future[None] = loop.create_future()
+        pacer = self.pacer = Pacer(self.s.rate, self.s.in_flight, self._launch, loop)
+
+        def paced() -> None:
+            if not finished.done():
+                finished.set_result(None)
+
+        pacer.on_finished = paced
+        running = self._running
         try:
-            while True:
-                intended = t0 + int(i * period)
-                now = perf_counter_ns()
-                # Timers have millisecond resolution (libuv) and may fire late: sleep on one
-                # only until TIMER_SLACK before the intended time, then send, up to that much
-                # early (counted from the real send, below). Never late because of the
-                # pacer, and no busy-waiting: yielding until the exact time burnt a whole
-                # core at any rate above ~700/s, which a 2-core machine takes from the server.
-                while intended - now > TIMER_SLACK:
-                    await asyncio.sleep((intended - now - TIMER_SLACK) / 1e9)
-                    now = perf_counter_ns()
-                n, measured = self._take()
-                if n < 0:
-                    break
-                await slots.acquire()
-                client = clients[n % count]
-                # late (a stall, or the cap): count from the intended time; early (a timer
-                # fires up to a millisecond before its time): from the real send
-                intended = min(intended, perf_counter_ns())
-                job: Awaitable[None]
-                if is_ping:
-                    job = self._one_ping(client, measured, intended)
-                elif renewals is not None and n % every == 0 and renewals.pool:
-                    job = renewals.session(client, n, measured, intended)
-                else:
-                    job = self._session(client, n, measured, intended)
-                task = loop.create_task(_released(job, slots))
-                running.add(task)
-                task.add_done_callback(running.discard)
-                i += 1
-            if running:
-                await asyncio.wait(running)
+            pacer.start()
+            await finished
+            while running:
+                await asyncio.wait(list(running))
         finally:
-            for task in running:
+            pacer.stop()
+            for task in list(running):
                 task.cancel()
             self._worker_done()
+
+    def _launch(self, intended: int) -> bool:
+        """Start the next session (or ping), timed from `intended`; False: none left."""
+        n, measured = self._take()
+        if n < 0:
+            return False
+        clients = self.clients
+        client = clients[n % len(clients)]
+        renewals = self.renewals
+        job: Coroutine[Any, Any, None]
+        if self.s.op == "ping":
+            job = self._one_ping(client, measured, intended)
+        elif renewals is not None and n % self.renewal_every == 0 and renewals.pool:
+            job = renewals.session(client, n, measured, intended)
+        else:
+            job = self._session(client, n, measured, intended)
+        pacer = self.pacer
+        assert pacer is not None
+        task = pacer.loop.create_task(job)
+        self._running.add(task)
+        task.add_done_callback(self._landed)
+        return True
+
+    def _landed(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        pacer = self.pacer
+        if pacer is not None:
+            pacer.done()
 
     async def _one_ping(self, client: Client, measured: bool, intended: int) -> None:
         sent_measuring = measured and self.measuring
@@ -420,9 +424,3 @@ class Workload:
             if measured and self.measuring:
                 self.completed += 1
 
-
-async def _released(job: Awaitable[None], slots: asyncio.Semaphore) -> None:
-    try:
-        await job
-    finally:
-        slots.release()

@@ -58,6 +58,7 @@ HOT_MODULES: tuple[str, ...] = (
     "cc_client.hot",
     "cc_client.results",
     "cc_bench.histogram",
+    "cc_bench.pacer",
     "cc_bench.workload",
     "cc_server.clock",
     "cc_server.connection",
