@@ -50,23 +50,24 @@ def _price(prices: dict[str, Any]) -> str:
     return ", ".join(f"{price} {cur}" for cur, price in sorted(prices.items()))
 
 
-def catalog_text(catalog: Any, at: dt.datetime | None) -> str:
-    """Every plan of a catalog: items with their rating, allowances; with `at`, the price
-    per step in force at that time (periods) in place of the list of periods."""
+def _local(catalog: Any, at: dt.datetime) -> dt.datetime:
+    return at.astimezone(catalog.zone) if at.tzinfo else at.replace(tzinfo=catalog.zone)
+
+
+def catalog_plans(catalog: Any, at: dt.datetime | None) -> list[dict[str, Any]]:
+    """Every plan of a catalog as a map: name, whether it is the default, its items (each
+    with how it is priced; with `at`, the price per step in force then in place of the
+    list of periods) and its allowances."""
     plans_module = importlib.import_module("cc_server.engine.plans")
-    head = f"timezone {catalog.timezone}, default plan {catalog.default_plan}"
-    if at is not None:
-        local = at.astimezone(catalog.zone) if at.tzinfo else at.replace(tzinfo=catalog.zone)
-        head += f", prices at {local.isoformat(timespec='minutes')} " \
-                f"({plans_module.DAYS[local.weekday()]})"
-    blocks = [head]
+    local = _local(catalog, at) if at is not None else None
+    out = []
     for name, plan in catalog.named.items():
-        rows = []
+        items = []
         for (service, item), rating in plan.items.items():
             if rating.tiers:
                 rule = "; ".join(f"{t.label}: {_price(t.prices)}" for t in rating.tiers)
                 rule = f"tiers ({rating.usage_counter or 'per rating'}): {rule}"
-            elif rating.rates and at is not None:
+            elif rating.rates and local is not None:
                 found = [(cur, *plans_module.period_price(rating.rates, rating.prices.get(cur),
                                                           cur, local))
                          for cur in sorted(rating.prices)]
@@ -76,26 +77,50 @@ def catalog_text(catalog: Any, at: dt.datetime | None) -> str:
                 rule = f"{_price(rating.prices)}, periods {rule}"
             else:
                 rule = _price(rating.prices)
-            rows.append((service, item, rating.quantity, rating.step,
-                         rating.allowance or "-", rule))
-        marker = " (default)" if name == catalog.default_plan else ""
-        text = f"plan {name}{marker}\n" + table(
+            items.append({"service": service, "item": item, "quantity": rating.quantity,
+                          "step": str(rating.step), "allowance": rating.allowance,
+                          "price": rule})
+        out.append({"plan": name, "default": name == catalog.default_plan, "items": items,
+                    "allowances": [{"counter": a.counter, "units": str(a.units),
+                                    "every": a.every} for a in plan.allowances]})
+    return out
+
+
+def catalog_text(catalog: Any, at: dt.datetime | None) -> str:
+    """Every plan of a catalog: items with their rating, allowances; with `at`, the price
+    per step in force at that time (periods) in place of the list of periods."""
+    plans_module = importlib.import_module("cc_server.engine.plans")
+    head = f"timezone {catalog.timezone}, default plan {catalog.default_plan}"
+    if at is not None:
+        local = _local(catalog, at)
+        head += f", prices at {local.isoformat(timespec='minutes')} " \
+                f"({plans_module.DAYS[local.weekday()]})"
+    blocks = [head]
+    for plan in catalog_plans(catalog, at):
+        rows = [(i["service"], i["item"], i["quantity"], i["step"], i["allowance"] or "-",
+                 i["price"]) for i in plan["items"]]
+        marker = " (default)" if plan["default"] else ""
+        text = f"plan {plan['plan']}{marker}\n" + table(
             ("SERVICE", "ITEM", "QUANTITY", "STEP", "ALLOWANCE", "PRICE PER STEP"), rows)
-        if plan.allowances:
-            text += "\n" + "\n".join(f"  allowance {a.counter}: {a.units} every {a.every}"
-                                     for a in plan.allowances)
+        if plan["allowances"]:
+            text += "\n" + "\n".join(f"  allowance {a['counter']}: {a['units']} every "
+                                      f"{a['every']}" for a in plan["allowances"])
         blocks.append(text)
     return "\n\n".join(blocks)
 
 
 def cmd_catalog_show(args: argparse.Namespace, out: TextIO) -> None:
-    """catalog show FILE [--at TIME]: local, no server."""
+    """catalog show FILE [--at TIME] [--json]: local, no server."""
     loader = importlib.import_module("cc_server.catalogfile")
     try:
         catalog = loader.load_catalog(args.file)
     except ValueError as exc:        # CatalogError
         raise CatalogCommandError(str(exc)) from None
-    emit(out, catalog_text(catalog, args.at))
+    if args.json:                    # JSON lines: one plan a line
+        for plan in catalog_plans(catalog, args.at):
+            emit(out, dumps(plan))
+    else:
+        emit(out, catalog_text(catalog, args.at))
 
 
 def add_plan_commands(subscriber_actions: Any, commands: Any,
@@ -130,4 +155,5 @@ def add_plan_commands(subscriber_actions: Any, commands: Any,
     p.add_argument("file", metavar="FILE", help="a TOML catalog file")
     p.add_argument("--at", metavar="TIME", type=parse_time,
                    help="ISO 8601 time whose prices to show")
+    p.add_argument("--json", action="store_true", help="JSON lines, one plan each")
     p.set_defaults(local=cmd_catalog_show)
