@@ -51,6 +51,7 @@ STOP: Final = m.TxReason.STOP
 EXPIRY: Final = m.TxReason.EXPIRY
 ADMIN: Final = m.TxReason.ADMIN
 START_KIND: Final = m.ContainerKind.START
+UPDATE_KIND: Final = m.ContainerKind.UPDATE
 STOP_KIND: Final = m.ContainerKind.STOP
 
 
@@ -103,8 +104,11 @@ class Engine:
         account = self.accounts.get(req.user_id)
         if account is None:
             raise Refused(ErrorCode.USER_UNKNOWN, f"no subscriber {req.user_id!r}")
-        if req.kind is START_KIND:
+        kind = req.kind
+        if kind is START_KIND:
             session = self._new_session(req, account, now)
+        elif kind is not UPDATE_KIND and kind is not STOP_KIND:   # not a member: a bug
+            raise ValueError(f"unknown container kind {kind!r}")
         else:
             found = self.sessions.get(req.session_id)
             if found is None or found.user_id != req.user_id or \
