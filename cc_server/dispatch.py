@@ -61,7 +61,9 @@ T = m.MsgType
 MUTATING_ADMIN = codec.MUTATING_ADMIN
 #: the test controls' changes are not logged: fault rules and the record live in memory
 #: only, and a clock move is logged as REC_CLOCK (and its outcome as REC_REMEMBER)
-LOGGED_ADMIN = MUTATING_ADMIN - TestControls.COMMANDS
+#: The fault actions before apply that the connection carries out (no reply, or a close).
+_LEFT_TO_CONNECTION = frozenset({"drop-request", "close-before"})
+LOGGED_ADMIN = MUTATING_ADMIN - TestControls.CONTROL_COMMANDS
 CLOCK_MOVES = frozenset({"clock_advance", "clock_set"})
 #: commands whose failure half-way is a fail-stop (a clock move runs the timers)
 APPLIED_ADMIN = LOGGED_ADMIN | CLOCK_MOVES
@@ -317,7 +319,7 @@ class Dispatcher:
         if isinstance(msg, m.Execute):
             return controls.plan_execute(msg, conn_user)
         if isinstance(msg, m.AdminRequest):
-            if msg.command in controls.COMMANDS:   # the controls themselves never fail
+            if msg.command in controls.CONTROL_COMMANDS:   # the controls themselves never fail
                 return None
             args = msg.args
             return controls.plan_other("ADMIN", conn_user, _text_arg(args, "user"),
@@ -342,6 +344,8 @@ class Dispatcher:
             if rule.action == "busy":
                 return error_reply(ErrorCode.TOO_MANY_REQUESTS,
                                    f"busy (injected by fault rule {rule.id})")
+            if rule.action not in _LEFT_TO_CONNECTION:
+                raise ValueError(f"fault action {rule.action!r} has no handling before apply")
             self.fault = (rule, None)          # drop-request, close-before: not applied
             return None
         reply = self._request(peer, msg, frame, plan.sub_errors)
