@@ -41,9 +41,9 @@ __all__ = ["Catalog", "CatalogError", "ChargingSession", "Engine", "PricePlan", 
 UTC: Final = dt.UTC
 # Wide enough that no amount of the wire's range is ever rounded; rounding would be a bug.
 MONEY: Final[Context] = EXACT
-_getcontext: Final = getcontext     # C statics compiled (an imported name is a lookup)
+# Final: compiled, each is a C static rather than a lookup on every use (protocol/buildinfo.py)
+_getcontext: Final = getcontext
 _setcontext: Final = setcontext
-# Final: compiled, each is a C static rather than a lookup on every use
 _new_tuple: Final = tuple.__new__
 _EXECUTE_RESULT: Final = m.ExecuteResult
 REQUEST: Final = m.TxReason.REQUEST
