@@ -37,11 +37,16 @@ def _module_name(path: Path) -> str:
 
 def _aliases(tree: ast.Module) -> set[str]:
     """Module-level names bound to `tuple.__new__`."""
-    names = set()
+    names: set[str] = set()
     for node in tree.body:
-        value = node.value if isinstance(node, ast.Assign | ast.AnnAssign) else None
+        value: ast.expr | None
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign):
+            targets, value = [node.target], node.value
+        else:
+            continue
         if value is not None and ast.unparse(value) == "tuple.__new__":
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             names.update(t.id for t in targets if isinstance(t, ast.Name))
     return names
 
