@@ -96,7 +96,10 @@ def _from_row(o: Sequence[Any]) -> ReservationResult:
     # compiled class has no interpreted subclasses)
     rid, code, message, cancel, confirm, reserve, granted, expires, below = o
     error = None if code is None else error_from_code(code, message or "")
-    return ReservationResult(rid, error, cancel, confirm, reserve, granted, expires, below)
+    result = ReservationResult(rid, error, None, None, None, granted, expires, below)
+    ratings = result._ratings     # wire arrays are no `RatingResult | None` (checked compiled)
+    ratings[0], ratings[1], ratings[2] = cancel, confirm, reserve
+    return result
 
 
 class SessionResult:
