@@ -101,15 +101,34 @@ class Client:
         self._admission = Gate(queue_size_to_notify + max_queue_size_to_wait, self.loop)
         self._deadlines = Deadlines(self.loop)
         self.retry = Retry(self.loop.time)
-        self._conn: ClientConnection | None = None
+        #: the hot path's view of this client (it holds `_conn` and `_closed`)
+        self._lane = hot.Lane(self.loop, request_timeout, self.retry, self._admission,
+                              self._in_flight, self._deadlines, self._call_slowly, self._lost,
+                              self._timed_out, self.error_of)
         self._dialing: asyncio.Task[ClientConnection] | None = None
-        self._closed = False
         self._nonce = os.urandom(8)
         self._op_counter = itertools.count(1)
         self.listeners = Listeners(self)
         self.admin = OperatorAPI(self)
         self.reconnects = 0
         self._last_error = ""   # why the latest connection attempt or connection failed
+
+    @property
+    def _conn(self) -> ClientConnection | None:
+        """The open connection, if any (kept in the hot path's `Lane`)."""
+        return self._lane.conn
+
+    @_conn.setter
+    def _conn(self, conn: ClientConnection | None) -> None:
+        self._lane.conn = conn
+
+    @property
+    def _closed(self) -> bool:
+        return self._lane.closed
+
+    @_closed.setter
+    def _closed(self, closed: bool) -> None:
+        self._lane.closed = closed
 
     # ------------------------------------------------------------------ containers
 
@@ -135,7 +154,7 @@ class Client:
     def execute_container(self, msg: m.Execute) -> Coroutine[Any, Any, SessionResult]:
         """Send a container; its SessionResult, or the whole-container failure raised.
         (The compiled `hot.execute_container` does it: a coroutine less per container.)"""
-        return hot.execute_container(self, msg)
+        return hot.execute_container(self._lane, msg)
 
     async def ping(self) -> float:
         """One PING/PONG round trip through the whole stack; returns its seconds."""
@@ -171,7 +190,7 @@ class Client:
 
     def call(self, msg_type: int, body: bytes) -> Coroutine[Any, Any, Reply]:
         """Send one request and return its raw reply, retrying across reconnects."""
-        return hot.call(self, msg_type, body)
+        return hot.call(self._lane, msg_type, body)
 
     def _lost(self, exc: ConnectionLost) -> Exception:
         """What a connection lost under a request means: retry it elsewhere, unless the

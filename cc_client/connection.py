@@ -134,6 +134,7 @@ class ClientConnection(asyncio.Protocol):
         for rid, pending in self.pending.items():
             if pending is fut:
                 del self.pending[rid]
+                self.machine.forget(rid)    # its reply, if it comes, is dropped
                 return
 
     def send_oneway(self, msg_type: int, body: bytes) -> None:
@@ -162,7 +163,7 @@ class ClientConnection(asyncio.Protocol):
         events = machine.receive_data(data, self.loop.time())
         pending = self.pending
         for event in events:
-            if isinstance(event, Frame):    # a reply: unknown ids are ignored (caller gave up)
+            if isinstance(event, Frame):    # a reply to a request of ours (the machine checked)
                 fut = pending.pop(event.request_id, None)
                 if fut is not None and not fut.done():
                     fut.set_result((event.type, event.body))

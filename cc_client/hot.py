@@ -4,12 +4,17 @@
 connecting, queueing and retrying; what every request does when all goes well is here:
 send on the open connection while the window has room, wait for the reply under the
 shared deadline timer, and decode an EXECUTE_RESULT.
+
+The two meet at one interface, `Lane`: the state the hot path reads (the open connection,
+the gates, the deadline timer, the retry policy) and the slow-path callbacks it falls back
+to. `Client` builds one and keeps its connection and its closed flag there.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Final, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Final
 
 from protocol import codec
 from protocol import messages as m
@@ -26,86 +31,94 @@ _EXECUTE_RESULT: Final = int(m.MsgType.EXECUTE_RESULT)
 _ERROR: Final = int(m.MsgType.ERROR)
 
 
-class Host(Protocol):
-    """What the hot path uses of the client (`Client` has it all)."""
+class Lane:
+    """What the hot path uses of a client, and all it uses: `Client` keeps one (`conn`
+    and `closed` live here, read by `Client` too). A native class in the compiled build,
+    so each attribute read below is a C field read, not a lookup on the interpreted client.
+    """
 
-    loop: asyncio.AbstractEventLoop
-    request_timeout: float
-    retry: Retry
-    _conn: ClientConnection | None
-    _closed: bool
-    _admission: Gate
-    _in_flight: Gate
-    _deadlines: Deadlines
+    def __init__(self, loop: asyncio.AbstractEventLoop, request_timeout: float, retry: Retry,
+                 admission: Gate, in_flight: Gate, deadlines: Deadlines,
+                 call_slowly: Callable[[int, bytes, float, Retryable | None], Awaitable[Reply]],
+                 lost: Callable[[ConnectionLost], Exception],
+                 timed_out: Callable[[], CommunicationFailure],
+                 error_of: Callable[[int, bytes], ChargingError]) -> None:
+        self.loop = loop
+        self.request_timeout = request_timeout
+        self.retry = retry
+        self.admission = admission      # requests queued or in flight (bounded)
+        self.in_flight = in_flight      # requests sent, not answered (the window)
+        self.deadlines = deadlines
+        self.conn: ClientConnection | None = None
+        self.closed = False
+        #: the slow path: queue for the window, (re)connect and retry, within the deadline
+        self.call_slowly = call_slowly
+        #: what a connection lost under a request means (a Retryable, or the final error)
+        self.lost = lost
+        #: the error of a request that got no reply in time
+        self.timed_out = timed_out
+        #: the exception for an ERROR reply
+        self.error_of = error_of
 
-    async def _call_slowly(self, msg_type: int, body: bytes, deadline: float,
-                           failed: Retryable | None) -> Reply: ...
 
-    def _lost(self, exc: ConnectionLost) -> Exception: ...
-
-    def _timed_out(self, reason: str = "") -> CommunicationFailure: ...
-
-    def error_of(self, msg_type: int, body: bytes) -> ChargingError: ...
-
-
-async def execute_container(client: Host, msg: m.Execute) -> SessionResult:
+async def execute_container(lane: Lane, msg: m.Execute) -> SessionResult:
     """Send a container; its SessionResult, or the whole-container failure raised."""
     msg_type, body = codec.encode_body(msg)
-    reply_type, reply = await call(client, msg_type, body)
+    reply_type, reply = await call(lane, msg_type, body)
     if reply_type == _EXECUTE_RESULT:   # checked in full; results built when read
         try:
-            return SessionResult.from_wire(*codec.execute_result_outcomes(reply))
+            return SessionResult.from_outcomes(*codec.execute_result_outcomes(reply))
         except ProtocolError as exc:
             raise InvalidReply(f"the server's EXECUTE_RESULT could not be read: {exc}") \
                 from None
-    raise client.error_of(reply_type, reply)
+    raise lane.error_of(reply_type, reply)
 
 
-async def call(client: Host, msg_type: int, body: bytes) -> Reply:
+async def call(lane: Lane, msg_type: int, body: bytes) -> Reply:
     """Send one request and return its raw reply, retrying across reconnects."""
-    if client._closed:
+    if lane.closed:
         raise CommunicationFailure("the client is closed")
-    conn = client._conn
+    conn = lane.conn
     limit = conn.max_frame if conn is not None else DEFAULT_MAX_FRAME
     if len(body) > limit:
         raise CommunicationFailure(f"message too long: {len(body) + HEADER_SIZE} bytes "
                                    f"(the limit is {limit + HEADER_SIZE})")
-    deadline = client.loop.time() + client.request_timeout
+    deadline = lane.loop.time() + lane.request_timeout
     failed: Retryable | None = None
     if conn is not None and not conn.closed and not conn.draining:
-        admission = client._admission
+        admission = lane.admission
         if admission.try_enter():
             try:
-                in_flight = client._in_flight
+                in_flight = lane.in_flight
                 if in_flight.try_enter():    # the common case: send at once
                     try:
-                        return await _send_once(client, conn, msg_type, body, deadline)
+                        return await _send_once(lane, conn, msg_type, body, deadline)
                     except Retryable as exc:
                         failed = exc
                     finally:
                         in_flight.leave()
             finally:
                 admission.leave()
-    return await client._call_slowly(msg_type, body, deadline, failed)
+    return await lane.call_slowly(msg_type, body, deadline, failed)
 
 
-async def _send_once(client: Host, conn: ClientConnection, msg_type: int, body: bytes,
+async def _send_once(lane: Lane, conn: ClientConnection, msg_type: int, body: bytes,
                      deadline: float) -> Reply:
     """One attempt on `conn`, its reply watched by `Deadlines` (cheaper than the slow
     path's timeout); `Retryable` when the policy says to send it again."""
     fut = conn.request(msg_type, body)
-    client._deadlines.watch(deadline, fut)
+    lane.deadlines.watch(deadline, fut)
     try:
         reply = await fut
     except ConnectionLost as exc:
-        raise client._lost(exc) from None
+        raise lane.lost(exc) from None
     except RequestTimedOut:
         conn.forget(fut)
-        raise client._timed_out() from None
+        raise lane.timed_out() from None
     except asyncio.CancelledError:
         conn.forget(fut)
         raise
-    return final(client.retry, conn, reply)
+    return final(lane.retry, conn, reply)
 
 
 def final(retry: Retry, conn: ClientConnection, reply: Reply) -> Reply:

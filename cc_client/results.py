@@ -22,8 +22,8 @@ class ReservationResult:
     SPEC code (e.g. `CreditLimitReached`, code "CREDIT_LIMIT_REACHED").
     """
 
-    __slots__ = ("_cancel", "_confirm", "_reserve", "balance_below_zero", "error",
-                 "expires_at", "granted_item", "reservation_id")
+    __slots__ = ("_ratings", "balance_below_zero", "error", "expires_at", "granted_item",
+                 "reservation_id")
 
     def __init__(self, reservation_id: str, error: ChargingError | None = None,
                  cancel_result: RatingResult | None = None,
@@ -34,11 +34,10 @@ class ReservationResult:
                  balance_below_zero: bool = False) -> None:
         self.reservation_id = reservation_id
         self.error = error
-        # a RatingResult, None, or its checked wire array, built on first read by the
-        # properties below
-        self._cancel: RatingResult | list[Any] | None = cancel_result
-        self._confirm: RatingResult | list[Any] | None = confirm_result
-        self._reserve: RatingResult | list[Any] | None = reserve_result
+        # cancel, confirm, reserve: each a RatingResult, None, or its checked wire array,
+        # built on first read (`_rating`)
+        self._ratings: list[RatingResult | list[Any] | None] = [
+            cancel_result, confirm_result, reserve_result]
         self.granted_item = granted_item
         self.expires_at = expires_at
         #: True when this confirm took the subscriber's balance below zero
@@ -49,29 +48,29 @@ class ReservationResult:
         """True when the sub-request succeeded."""
         return self.error is None
 
+    def _rating(self, index: int) -> RatingResult | None:
+        """The lazy result: rating result `index`, built from its wire array on first read
+        (a caller that reads only `ok` and the granted item never pays for it)."""
+        ratings = self._ratings
+        value = ratings[index]
+        if isinstance(value, list):
+            value = ratings[index] = rating_from_prepared(value)
+        return value
+
     @property
     def cancel_result(self) -> RatingResult | None:
         """Result (1): the reservation released (re-rated), or None."""
-        value = self._cancel
-        if isinstance(value, list):
-            value = self._cancel = rating_from_prepared(value)
-        return value
+        return self._rating(0)
 
     @property
     def confirm_result(self) -> RatingResult | None:
         """Result (2): what was charged for the confirmed item, or None."""
-        value = self._confirm
-        if isinstance(value, list):
-            value = self._confirm = rating_from_prepared(value)
-        return value
+        return self._rating(1)
 
     @property
     def reserve_result(self) -> RatingResult | None:
         """Result (3): what the new reservation holds, or None."""
-        value = self._reserve
-        if isinstance(value, list):
-            value = self._reserve = rating_from_prepared(value)
-        return value
+        return self._rating(2)
 
     @classmethod
     def from_outcome(cls, o: m.Outcome) -> ReservationResult:
@@ -98,7 +97,8 @@ def _from_row(o: Sequence[Any]) -> ReservationResult:
     rid, code, message, cancel, confirm, reserve, granted, expires, below = o
     error = None if code is None else error_from_code(code, message or "")
     result = ReservationResult(rid, error, None, None, None, granted, expires, below)
-    result._cancel, result._confirm, result._reserve = cancel, confirm, reserve
+    ratings = result._ratings     # wire arrays are no `RatingResult | None` (checked compiled)
+    ratings[0], ratings[1], ratings[2] = cancel, confirm, reserve
     return result
 
 
@@ -120,19 +120,13 @@ class SessionResult:
         self._by_id: dict[str, ReservationResult] | None = None   # built on first lookup
 
     @classmethod
-    def from_message(cls, msg: m.ExecuteResult) -> SessionResult:
-        """Build from the wire result. Each `ReservationResult` is made when first asked
-        for: a caller that only checks `ok` (the common case) never pays for them."""
-        result = SessionResult(msg.session_id, [])
-        result._outcomes = msg.outcomes
-        return result
-
-    @classmethod
-    def from_wire(cls, session_id: str, outcomes: list[list[Any]]) -> SessionResult:
-        """Build from an EXECUTE_RESULT's outcomes as `codec.execute_result_outcomes` gives
-        them (checked, every field). Like `from_message`, but the rating results and their
-        transactions are built only when first read: a gateway that reads the granted item
-        and the expiry never pays for them."""
+    def from_outcomes(cls, session_id: str, outcomes: Sequence[Sequence[Any]]
+                      ) -> SessionResult:
+        """The one way from a reply to a result: `outcomes` are `m.Outcome`s (an
+        `m.ExecuteResult` unpacked: `from_outcomes(*msg)`) or the wire arrays that
+        `codec.execute_result_outcomes` checked. Each `ReservationResult` is made when first
+        asked for, and from wire arrays its rating results only when read: a caller that
+        only checks `ok` (the common case) never pays for them."""
         result = SessionResult(session_id, [])
         result._outcomes = outcomes
         return result

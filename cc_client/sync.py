@@ -69,19 +69,36 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
+#: Seconds a blocking call waits for the loop thread beyond the client's own deadlines:
+#: a backstop for a loop thread that is stuck or gone, never reached by a slow server (the
+#: async client's `request_timeout` ends each call first).
+RUN_MARGIN = 60.0
+
+
 class _LoopThread:
-    def __init__(self) -> None:
+    """The event loop of a `SyncClient`, on its own daemon thread."""
+
+    def __init__(self, timeout: float = RUN_MARGIN) -> None:
+        self.timeout = timeout
         self.loop = _new_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="cc-client-loop",
                                        daemon=True)
         self.thread.start()
 
     def run(self, coro: Coroutine[Any, Any, R]) -> R:
+        """Run `coro` on the loop thread and wait for its result, at most `timeout`
+        seconds (then it is cancelled and TimeoutError raised)."""
         if threading.current_thread() is self.thread:
             coro.close()
             raise RuntimeError("a blocking call from the client's own loop thread would "
                                "deadlock; use the async client there")
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(self.timeout)
+        except TimeoutError:
+            future.cancel()
+            raise TimeoutError(f"the client's loop thread gave no result within "
+                               f"{self.timeout:g} s") from None
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -395,7 +412,11 @@ class SyncClient:
     """A blocking charging client (see module docstring)."""
 
     def __init__(self, *addresses: str, **options: Any) -> None:
-        self._runner = _LoopThread()
+        # a login and a listing's pages each take up to request_timeout (its default: 5 s);
+        # a bad value is refused by `connect`, with its own message
+        each = options.get("request_timeout", 5.0)
+        self._runner = _LoopThread(RUN_MARGIN + 4 * each if isinstance(each, int | float)
+                                   else RUN_MARGIN)
         try:
             self._client: Client = self._runner.run(self._open(addresses, options))
         except BaseException:

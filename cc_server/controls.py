@@ -32,13 +32,13 @@ from protocol.errors import ErrorCode
 from .clock import ClockError, ManualClock, parse_time
 from .engine import Refused
 from .faults import NOTIFY_ACTIONS, FaultError, Faults, Request, Rule, rule_from_map
-from .record import UNRECORDED, Record
+from .record import CONTROL_COMMANDS, Record
 
 #: Actions the dispatcher handles before the request is applied.
-BEFORE = frozenset({"error", "busy", "drop-request", "close-before", "pause"})
+ACTIONS_BEFORE_APPLY = frozenset({"error", "busy", "drop-request", "close-before", "pause"})
 #: Actions that act on the reply of an applied request.
-AFTER = frozenset({"drop-reply", "close-after", "delay"})
-REQUEST_ACTIONS = BEFORE | AFTER
+ACTIONS_AFTER_APPLY = frozenset({"drop-reply", "close-after", "delay"})
+REQUEST_ACTIONS = ACTIONS_BEFORE_APPLY | ACTIONS_AFTER_APPLY
 RECORD_PAGE = 1000   # entries per admin reply
 
 
@@ -58,8 +58,8 @@ class TestControls:
     """Faults, record and clock of one server."""
 
     __test__ = False   # not a pytest test class
-    #: the admin commands of the test controls
-    COMMANDS = UNRECORDED
+    #: the admin commands of the test controls (record.py says what sets them apart)
+    CONTROL_COMMANDS = CONTROL_COMMANDS
 
     def __init__(self, enabled: bool = True, record_size: int = 0,
                  clock: Callable[[], float] | None = None) -> None:
@@ -112,7 +112,7 @@ class TestControls:
     def _place(plan: Plan, rule: Rule) -> None:
         if rule.action == "pause":
             plan.pause = max(plan.pause, rule.delay())
-        elif rule.action in BEFORE:
+        elif rule.action in ACTIONS_BEFORE_APPLY:
             plan.before = plan.before or rule
         elif plan.after is None:
             plan.after = rule

@@ -67,7 +67,9 @@ T = m.MsgType
 MUTATING_ADMIN = codec.MUTATING_ADMIN
 #: the test controls' changes are not logged: fault rules and the record live in memory
 #: only, and a clock move is logged as REC_CLOCK, carrying its outcome when it had an op
-LOGGED_ADMIN = MUTATING_ADMIN - TestControls.COMMANDS
+LOGGED_ADMIN = MUTATING_ADMIN - TestControls.CONTROL_COMMANDS
+#: The fault actions before apply that the connection carries out (no reply, or a close).
+_LEFT_TO_CONNECTION = frozenset({"drop-request", "close-before"})
 CLOCK_MOVES = frozenset({"clock_advance", "clock_set"})
 #: commands whose failure half-way is a fail-stop (a clock move runs the timers)
 APPLIED_ADMIN = LOGGED_ADMIN | CLOCK_MOVES
@@ -382,7 +384,7 @@ class Dispatcher:
         if isinstance(msg, m.Execute):
             return controls.plan_execute(msg, conn_user)
         if isinstance(msg, m.AdminRequest):
-            if msg.command in controls.COMMANDS:   # the controls themselves never fail
+            if msg.command in controls.CONTROL_COMMANDS:   # the controls themselves never fail
                 return None
             args = msg.args
             return controls.plan_other("ADMIN", conn_user, _text_arg(args, "user"),
@@ -407,6 +409,8 @@ class Dispatcher:
             if rule.action == "busy":
                 return error_reply(ErrorCode.TOO_MANY_REQUESTS,
                                    f"busy (injected by fault rule {rule.id})")
+            if rule.action not in _LEFT_TO_CONNECTION:
+                raise ValueError(f"fault action {rule.action!r} has no handling before apply")
             self.fault = (rule, None)          # drop-request, close-before: not applied
             return None
         reply = self._request(peer, msg, frame, plan.sub_errors)

@@ -26,9 +26,10 @@ from protocol import messages as m
 from protocol.frames import Frame
 
 MAX_RECORD = 1_000_000   # frames a record may hold
-#: admin commands left out of the record, with their replies: reading the record (or
-#: moving the clock) must not change what the record shows
-UNRECORDED = frozenset({"fault_add", "fault_list", "fault_remove", "fault_clear",
+#: The test controls' own admin commands (faults, record, clock). They are left out of the
+#: record, with their replies (reading the record or moving the clock must not change what
+#: the record shows), never fail by a fault rule, and are not logged (dispatch.py).
+CONTROL_COMMANDS = frozenset({"fault_add", "fault_list", "fault_remove", "fault_clear",
                         "record_get", "record_clear", "clock_get", "clock_advance",
                         "clock_set"})
 _ADMIN = int(m.MsgType.ADMIN)
@@ -137,7 +138,7 @@ class Record:
         if self._unrecorded and direction == "out" and (conn, request_id) in self._unrecorded:
             self._unrecorded.discard((conn, request_id))
             return
-        if msg_type == _ADMIN and isinstance(value, dict) and value.get("cmd") in UNRECORDED:
+        if msg_type == _ADMIN and isinstance(value, dict) and value.get("cmd") in CONTROL_COMMANDS:
             if len(self._unrecorded) < 100_000:
                 self._unrecorded.add((conn, request_id))
             return

@@ -327,7 +327,9 @@ class Store:
         self._bytes_at_snapshot = writer.bytes_written
         parent = os.getpid()
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # the WAL thread is idle
+            # fork() warns when other threads run (the login hashing pool, a test's own;
+            # the WAL has no thread): the child runs none of their code, only the write
+            warnings.simplefilter("ignore", DeprecationWarning)
             pid = os.fork()
         if pid == 0:   # the child: write and leave without running any of the parent's code
             code = 1

@@ -12,6 +12,18 @@ Every package of the project calls `select()` first thing. It decides once per p
 
 It is all or nothing: compiled code calls the other compiled modules directly, so a mixture of
 compiled and pure copies of one module would disagree about its classes.
+
+The compiled-speed tricks live in the hot modules only, each commented where it is used:
+
+- `Final` aliases (``_new_tuple: Final = tuple.__new__``, ``_ERROR: Final = int(T.ERROR)``):
+  a `Final` module constant is a C static, any other global a dict lookup per use (an enum
+  member two lookups);
+- NamedTuples built with ``tuple.__new__``: their own ``__new__`` is interpreted Python even
+  compiled. It skips the arity check, so tests/test_tuple_sites.py checks every site;
+- wire rows unpacked at once and classes called by name, not ``cls``: a NamedTuple field by
+  name is an attribute lookup compiled, a call through a type object a generic call;
+- values built when first read (`cc_client.results`: `_rating`, `SessionResult._outcomes`);
+- native classes as the interface between interpreted and compiled code (`cc_client.hot.Lane`).
 """
 
 from __future__ import annotations

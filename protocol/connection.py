@@ -17,7 +17,15 @@ about charging:
   three intervals of silence;
 - the handshake deadline (server) and the idle deadline (server: no request for
   `idle_timeout`; PING/PONG do not count);
-- GOODBYE (the peer is going away) and the connection-level ERROR (request id 0).
+- GOODBYE (the peer's, and our own) and the connection-level ERROR (request id 0);
+- the ids of our own requests still waiting for their reply, and the reply type each
+  expects: a reply of another type ends the connection, and so does any reply but the
+  HELLO's before HELLO_OK; a reply whose request was given up (`forget`) is dropped.
+
+The states each side goes through, and the events that move it from one to the next, are
+the two tables `CLIENT_TRANSITIONS` and `SERVER_TRANSITIONS`: a move that is not in its
+side's table is refused (a `ProtocolError` for a call of ours, the end of the connection
+with PROTOCOL_ERROR for a frame of the peer's).
 
 It never touches a socket or a clock: the transport (`cc_server/connection.py`,
 `cc_client/connection.py`) passes `now`, writes what `data_to_send()` and the `send_*`
@@ -34,7 +42,7 @@ methods return, and acts on the events. Event types::
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -48,11 +56,57 @@ CLIENT: Final = 0
 SERVER: Final = 1
 
 # states
-HANDSHAKE: Final = 0        # client: HELLO not answered yet; server: no HELLO yet
-AUTHENTICATING: Final = 1   # server: HELLO received, its verdict pending (`accept` / `fail`)
+HANDSHAKE: Final = 0        # nothing sent (client) or received (server) yet
+AUTHENTICATING: Final = 1   # client: HELLO sent, its answer pending; server: HELLO received,
+                            # its verdict pending (`accept` / `fail`)
 OPEN: Final = 2
 DRAINING: Final = 3         # the peer said GOODBYE (client: no new requests on this connection)
-CLOSED: Final = 4
+LEAVING: Final = 4          # we said GOODBYE (client: no new requests; a server still answers)
+CLOSED: Final = 5
+STATE_NAMES: Final = ("HANDSHAKE", "AUTHENTICATING", "OPEN", "DRAINING", "LEAVING", "CLOSED")
+
+# the events that move the machine: the columns of the transition tables
+SEND_HELLO: Final = "send HELLO"
+GOT_HELLO: Final = "receive HELLO"
+ACCEPT: Final = "accept the HELLO"
+GOT_HELLO_OK: Final = "receive HELLO_OK"
+SEND_GOODBYE: Final = "send GOODBYE"
+GOT_GOODBYE: Final = "receive GOODBYE"
+END: Final = "end"          # an ERROR sent or received, a silent peer, the transport closed
+
+_Table = Mapping[int, Mapping[str, int]]
+
+
+def _with_end(table: dict[int, dict[str, int]]) -> _Table:
+    """`table` with END -> CLOSED in every state: any connection can end at any time."""
+    for moves in table.values():
+        moves[END] = CLOSED
+    return table
+
+
+#: state -> {event: next state}. Before HELLO_OK our GOODBYE changes nothing (the answer
+#: to the HELLO, or the transport closing, decides), and nothing but the answer to the
+#: HELLO may come: a GOODBYE from the server then is refused.
+CLIENT_TRANSITIONS: Final[_Table] = _with_end({
+    HANDSHAKE: {SEND_HELLO: AUTHENTICATING, SEND_GOODBYE: HANDSHAKE},
+    AUTHENTICATING: {GOT_HELLO_OK: OPEN, SEND_GOODBYE: AUTHENTICATING},
+    OPEN: {GOT_GOODBYE: DRAINING, SEND_GOODBYE: LEAVING},
+    DRAINING: {GOT_GOODBYE: DRAINING, SEND_GOODBYE: LEAVING},
+    LEAVING: {GOT_GOODBYE: LEAVING, SEND_GOODBYE: LEAVING},
+    CLOSED: {},
+})
+
+#: state -> {event: next state}. A client's GOODBYE while its HELLO is being checked is
+#: honoured (a Goodbye event) but leaves the verdict to come; a server shutting down says
+#: GOODBYE to every connection, handshake or not, and before HELLO_OK that changes nothing.
+SERVER_TRANSITIONS: Final[_Table] = _with_end({
+    HANDSHAKE: {GOT_HELLO: AUTHENTICATING, SEND_GOODBYE: HANDSHAKE},
+    AUTHENTICATING: {ACCEPT: OPEN, GOT_GOODBYE: AUTHENTICATING, SEND_GOODBYE: AUTHENTICATING},
+    OPEN: {GOT_GOODBYE: DRAINING, SEND_GOODBYE: LEAVING},
+    DRAINING: {GOT_GOODBYE: DRAINING, SEND_GOODBYE: LEAVING},
+    LEAVING: {GOT_GOODBYE: LEAVING, SEND_GOODBYE: LEAVING},
+    CLOSED: {},
+})
 
 HELLO_MAX_FRAME: Final = 64 * 1024    # body bytes of a frame before the handshake is done
 
@@ -73,6 +127,14 @@ ANSWERED: Final = frozenset(int(t) for t in (T.HELLO, T.PING, T.EXECUTE, T.ADMIN
 #: What a client may send to a server after the HELLO (besides PING, PONG and GOODBYE).
 _CLIENT_REQUESTS: Final = frozenset(int(t) for t in (T.EXECUTE, T.ADMIN, T.LISTEN, T.UNLISTEN,
                                               T.ACK))
+
+
+def _name(msg_type: int) -> str:
+    """A message type's name, or its number when it has none."""
+    try:
+        return T(msg_type).name
+    except ValueError:
+        return f"{msg_type:#04x}"
 
 
 def _zero_id(msg_type: int) -> str:
@@ -132,6 +194,7 @@ class Connection:
                  max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self.role = role
         self.state = HANDSHAKE
+        self._table = SERVER_TRANSITIONS if role == SERVER else CLIENT_TRANSITIONS
         # (server) until HELLO_OK a frame may carry at most HELLO_MAX_FRAME bytes of body
         self.decoder = FrameDecoder(min(max_frame, HELLO_MAX_FRAME) if role == SERVER
                                     else max_frame)
@@ -144,6 +207,8 @@ class Connection:
         self.hello_id = 0
         self._next_id = 0
         self._pings: set[int] = set()
+        #: our requests waiting for their reply: request id -> the reply type it expects
+        self._outstanding: dict[int, int] = {}
         self._out: list[bytes] = []
 
     # ------------------------------------------------------------------ state
@@ -151,7 +216,31 @@ class Connection:
     @property
     def open(self) -> bool:
         """True once the handshake is done and until the connection closes."""
-        return self.state in (OPEN, DRAINING)
+        return OPEN <= self.state < CLOSED
+
+    def _move(self, event: str) -> bool:
+        """Take the transition `event` from the current state, if this side's table has
+        it (True); else change nothing (False)."""
+        state = self._table[self.state].get(event)
+        if state is None:
+            return False
+        self.state = state
+        return True
+
+    def _must_move(self, event: str) -> None:
+        """`_move`, for a call of ours: one the table does not allow raises."""
+        if not self._move(event):
+            raise ProtocolError(f"cannot {event} in state {STATE_NAMES[self.state]}")
+
+    @property
+    def outstanding(self) -> Mapping[int, int]:
+        """Our requests still waiting for their reply: request id -> expected reply type."""
+        return self._outstanding
+
+    def forget(self, request_id: int) -> None:
+        """Stop waiting for the reply to `request_id` (its caller gave up): when it comes,
+        it is dropped."""
+        self._outstanding.pop(request_id, None)
 
     @property
     def closed(self) -> bool:
@@ -161,8 +250,9 @@ class Connection:
     def next_request_id(self, busy: Container[int] = ()) -> int:
         """A fresh request id of ours: 1, 2, ... wrapping below 2**32, never 0, and
         none in `busy` (ids still waiting for their reply, after a wrap)."""
+        outstanding = self._outstanding
         rid = self._next_id = self._next_id % MAX_REQUEST_ID + 1
-        while rid in busy:   # only after 4 billion requests with one still pending
+        while rid in busy or rid in outstanding:   # only after 4 billion requests
             rid = self._next_id = self._next_id % MAX_REQUEST_ID + 1
         return rid
 
@@ -219,7 +309,7 @@ class Connection:
             return self._fail(ErrorCode.HANDSHAKE_REQUIRED, "the first frame must be HELLO")
         if frame.request_id == 0:
             return self._fail(ErrorCode.PROTOCOL_ERROR, _zero_id(_HELLO))
-        self.state = AUTHENTICATING
+        self._move(GOT_HELLO)
         self.hello_id = frame.request_id
         return HelloReceived(frame)
 
@@ -245,17 +335,22 @@ class Connection:
 
     def _client_frames(self, frames: list[Frame]) -> list[Event]:
         events: list[Event] = []
+        outstanding = self._outstanding
         for frame in frames:
             msg_type = frame.type
-            if msg_type & REPLY and msg_type != _ERROR:
-                if msg_type == _PONG and frame.request_id in self._pings:
-                    self._pings.discard(frame.request_id)
+            rid = frame.request_id
+            if msg_type & REPLY and (rid or msg_type != _ERROR):   # a reply
+                if msg_type == _PONG and rid in self._pings:
+                    self._pings.discard(rid)
                     continue
-                if msg_type == _HELLO_OK and self.state == HANDSHAKE:
-                    self._opened()
-                events.append(frame)
-                continue
-            if msg_type == _ERROR and frame.request_id:
+                expected = outstanding.pop(rid, 0)
+                if expected == 0 and self.state >= OPEN:
+                    continue       # a reply its caller gave up waiting for (`forget`)
+                if msg_type not in (expected, _ERROR):
+                    events.append(self._wrong_reply(msg_type, rid, expected))
+                    return events
+                if msg_type == _HELLO_OK:
+                    self._move(GOT_HELLO_OK)
                 events.append(frame)
                 continue
             event = self._client_control(frame)
@@ -265,11 +360,20 @@ class Connection:
                     return events
         return events
 
+    def _wrong_reply(self, msg_type: int, rid: int, expected: int) -> Closed:
+        if expected == 0:
+            return self._fail(ErrorCode.PROTOCOL_ERROR,
+                              f"{_name(msg_type)} with request id {rid} before HELLO_OK: "
+                              "nothing but the answer to the HELLO comes before it")
+        return self._fail(ErrorCode.PROTOCOL_ERROR,
+                          f"{_name(msg_type)} answers request id {rid}, which waits for "
+                          f"{_name(expected)}")
+
     def _client_control(self, frame: Frame) -> Event | None:
         msg_type = frame.type
         if msg_type == T.ERROR:
             return self._peer_error(frame)
-        if self.state == HANDSHAKE:
+        if self.state < OPEN:
             return self._fail(ErrorCode.PROTOCOL_ERROR,
                               f"message type {msg_type:#04x} before HELLO_OK")
         if msg_type == T.PING:
@@ -310,7 +414,9 @@ class Connection:
                 reason = msg.reason
         except ProtocolError:
             pass   # a GOODBYE is honoured even when its reason does not decode
-        self.state = DRAINING
+        if not self._move(GOT_GOODBYE):
+            return self._fail(ErrorCode.PROTOCOL_ERROR,
+                              f"GOODBYE in state {STATE_NAMES[self.state]}")
         return Goodbye(reason)
 
     def _peer_error(self, frame: Frame) -> Event:
@@ -321,14 +427,14 @@ class Connection:
                 code, message = str(msg.code), msg.message
         except ProtocolError:
             pass
-        self.state = CLOSED
+        self._move(END)
         return Closed(code, message, by_peer=True)
 
     def _fail(self, code: ErrorCode, message: str) -> Closed:
         """Queue a connection-level ERROR and end the connection."""
         message = message[:MAX_ERROR_TEXT]
         self._out.append(codec.encode(m.Error(code, message), 0))
-        self.state = CLOSED
+        self._move(END)
         return Closed(str(code), message)
 
     def fail(self, code: ErrorCode, message: str) -> Closed:
@@ -342,14 +448,16 @@ class Connection:
 
     def send_hello(self, hello: m.Hello) -> bytes:
         """(client) The HELLO frame; its request id is `hello_id`."""
-        if self.role != CLIENT or self.state != HANDSHAKE or self.hello_id:
+        if self.role != CLIENT or self.state != HANDSHAKE:
             raise ProtocolError("HELLO is the client's first frame, sent once")
+        self._must_move(SEND_HELLO)
         self.hello_id = self.next_request_id()
+        self._outstanding[self.hello_id] = _HELLO_OK
         return codec.encode(hello, self.hello_id)
 
     def accept(self, welcome: m.HelloOk, now: float) -> bytes:
         """(server) The HELLO passed: the HELLO_OK frame; requests flow from now on."""
-        if self.role != SERVER or self.state != AUTHENTICATING:
+        if self.role != SERVER or not self._move(ACCEPT):
             raise ProtocolError("accept() answers a HelloReceived event")
         self.decoder.max_body = welcome.max_frame
         self.liveness = Liveness(welcome.heartbeat, now)
@@ -359,12 +467,13 @@ class Connection:
 
     def welcomed(self, welcome: m.HelloOk, now: float) -> None:
         """(client) HELLO_OK was decoded: adopt its heartbeat and frame limit."""
+        if self.state < OPEN:      # HELLO_OK opened the machine when it was received
+            raise ProtocolError("welcomed() follows the HELLO_OK reply")
         self.decoder.max_body = max(self.decoder.max_body, welcome.max_frame)
         self.liveness = Liveness(welcome.heartbeat, now)
         self._opened()
 
     def _opened(self) -> None:
-        self.state = max(self.state, OPEN)
         self.heartbeat_on = True
         self.handshake_deadline = None
 
@@ -376,10 +485,12 @@ class Connection:
         if self.state != OPEN:
             raise ProtocolError("no new requests: the connection is "
                                 + ("not open yet" if self.state < OPEN else "closing"))
+        outstanding = self._outstanding
         rid = self._next_id % MAX_REQUEST_ID + 1    # next_request_id, inlined
-        while rid in busy:
+        while rid in busy or rid in outstanding:
             rid = rid % MAX_REQUEST_ID + 1
         self._next_id = rid
+        outstanding[rid] = msg_type | REPLY
         return rid, encode_frame(msg_type, rid, body)
 
     def reply(self, msg_type: int, request_id: int, body: bytes) -> bytes:
@@ -394,12 +505,15 @@ class Connection:
         return encode_frame(msg_type, 0, body)
 
     def send_goodbye(self, reason: str) -> bytes:
-        """GOODBYE: we are going away (a server still answers what it has read)."""
+        """GOODBYE: we are going away (a server still answers what it has read); no
+        bytes once the connection is closed."""
+        if not self._move(SEND_GOODBYE):
+            return b""
         return codec.encode(m.Goodbye(reason), 0)
 
     def close(self) -> None:
         """The transport closed; nothing more is read or produced."""
-        self.state = CLOSED
+        self._move(END)
 
     def data_to_send(self) -> bytes:
         """The bytes the machine produced by itself (PONG, PING, ERROR), then nothing."""
@@ -429,7 +543,7 @@ class Connection:
         live = self.liveness
         due = live.due(now)
         if due is Due.DEAD:
-            self.state = CLOSED
+            self._move(END)
             silent = now - live.last_received
             return [Closed("", f"no data from the peer for {silent:.1f} s", dead=True)]
         idle = self.idle_timeout

@@ -21,8 +21,28 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import StrEnum
 from types import MappingProxyType
+from typing import TypeVar
+
+E = TypeVar("E", bound=type[StrEnum])
 
 
+def unique_codes(cls: E) -> E:
+    """Refuse, at import, a code table where two names share a value (an Enum would
+    silently make the second an alias of the first) or a name differs from its value."""
+    seen: dict[str, str] = {}
+    for name, member in cls.__members__.items():
+        if member.name != name or str(member.value) in seen:
+            first = seen.get(str(member.value), member.name)
+            raise ValueError(f"{cls.__name__}: {name} repeats the code {member.value!r} "
+                             f"of {first}")
+        if str(member.value) != name:
+            raise ValueError(f"{cls.__name__}: {name} has the value {member.value!r}, "
+                             "not its own name")
+        seen[str(member.value)] = name
+    return cls
+
+
+@unique_codes
 class ErrorCode(StrEnum):
     """Every error code that may appear on the wire."""
 

@@ -38,7 +38,7 @@ class Frame(NamedTuple):
     body: bytes
 
 
-_new_tuple: Final = tuple.__new__
+_new_tuple: Final = tuple.__new__    # compiled-speed trick (protocol/buildinfo.py)
 _FRAME: Final = Frame
 
 
@@ -95,7 +95,6 @@ class FrameDecoder:
                 if end > size:
                     need = HEADER_SIZE + length
                     break
-                # tuple.__new__: a NamedTuple's own __new__ is interpreted, even compiled
                 frames.append(_new_tuple(_FRAME, (msg_type, flags, request_id,
                                                   view[pos + HEADER_SIZE:end].tobytes())))
                 pos = end

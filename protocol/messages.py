@@ -14,19 +14,21 @@ from decimal import Decimal
 from enum import IntEnum, StrEnum
 from typing import Any, Final, NamedTuple, TypeAlias
 
-from .items import ChargeableItem as ChargeableItem  # noqa: PLC0414  (re-export)
+# re-exported: items.py owns the item, its property checks and the format's hard limits
+from .items import MAX_EXTERNAL_DATA as MAX_EXTERNAL_DATA  # noqa: PLC0414
+from .items import MAX_ID_LENGTH as MAX_ID_LENGTH  # noqa: PLC0414
+from .items import MAX_LISTENER_ID as MAX_LISTENER_ID  # noqa: PLC0414
+from .items import MAX_PROPERTIES as MAX_PROPERTIES  # noqa: PLC0414
+from .items import MAX_STRING_LENGTH as MAX_STRING_LENGTH  # noqa: PLC0414
+from .items import MAX_SUBREQUESTS as MAX_SUBREQUESTS  # noqa: PLC0414
+from .items import ChargeableItem as ChargeableItem  # noqa: PLC0414
+from .items import PropertyValue as PropertyValue  # noqa: PLC0414
+from .items import check_property as check_property  # noqa: PLC0414
 
 PROTOCOL_VERSION: Final = 1
 SUPPORTED_VERSIONS = (1,)
 REPLY: Final = 0x80
 
-# Hard limits of the format itself (the server may configure tighter ones).
-MAX_ID_LENGTH: Final = 256            # user, session, service, reservation ids, property names
-MAX_STRING_LENGTH: Final = 4096       # any other string
-MAX_PROPERTIES: Final = 64            # properties per chargeable item
-MAX_SUBREQUESTS: Final = 1024         # sub-requests per container
-MAX_EXTERNAL_DATA: Final = 4096       # session external data, bytes
-MAX_LISTENER_ID: Final = 127
 
 
 class MsgType(IntEnum):
@@ -107,34 +109,6 @@ class TxReason(StrEnum):
 class RenewalReason(StrEnum):
     CREDIT_AVAILABLE = "credit_available"
     OPERATOR = "operator"
-
-
-PropertyValue: TypeAlias = str | int | Decimal | bool | dt.datetime
-_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
-
-
-def check_property(name: object, value: object) -> None:
-    """Raise TypeError/ValueError unless (name, value) is a valid item property."""
-    if type(name) is not str or not name or len(name) > MAX_ID_LENGTH:
-        raise ValueError(f"property name must be a non-empty str of at most "
-                         f"{MAX_ID_LENGTH} characters, not {name!r}")
-    kind = type(value)
-    if kind is int:
-        if not _INT_MIN <= value <= _INT_MAX:  # type: ignore[operator]
-            raise ValueError(f"property {name!r}: integer {value} out of the 64-bit range")
-    elif kind is Decimal:
-        if not value.is_finite():  # type: ignore[attr-defined]
-            raise ValueError(f"property {name!r}: Decimal must be finite, not {value}")
-    elif kind is str:
-        if len(value) > MAX_STRING_LENGTH:  # type: ignore[arg-type]
-            raise ValueError(f"property {name!r}: string longer than {MAX_STRING_LENGTH}")
-    elif kind is dt.datetime:
-        if value.tzinfo is None:  # type: ignore[attr-defined]
-            raise ValueError(f"property {name!r}: datetime must be timezone-aware")
-    elif kind is not bool:
-        hint = " (use decimal.Decimal for fractions)" if kind is float else ""
-        raise TypeError(f"property {name!r}: {kind.__name__} is not a property type; "
-                        f"use str, int, Decimal, bool or an aware datetime{hint}")
 
 
 class Transaction(NamedTuple):

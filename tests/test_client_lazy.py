@@ -1,6 +1,7 @@
 """The client reads an EXECUTE_RESULT checked in full but built as it is read
-(`codec.execute_result_outcomes` + `SessionResult.from_wire`): the same values, types and
-errors as decoding the whole message (`codec.decode_body` + `SessionResult.from_message`)."""
+(`codec.execute_result_outcomes`, then `SessionResult.from_outcomes` on the wire arrays):
+the same values, types and errors as decoding the whole message (`codec.decode_body`, then
+`SessionResult.from_outcomes` on the Outcomes)."""
 
 from __future__ import annotations
 
@@ -47,8 +48,10 @@ def _types(value: Any) -> Any:
 @given(results)
 def test_built_when_read_equals_built_at_once(msg: m.ExecuteResult) -> None:
     body = codec.encode_body(msg)[1]
-    whole = SessionResult.from_message(codec.decode_body(RESULT, body))  # type: ignore[arg-type]
-    lazy = SessionResult.from_wire(*codec.execute_result_outcomes(body))
+    decoded = codec.decode_body(RESULT, body)
+    assert isinstance(decoded, m.ExecuteResult)
+    whole = SessionResult.from_outcomes(*decoded)
+    lazy = SessionResult.from_outcomes(*codec.execute_result_outcomes(body))
     assert (lazy.session_id, lazy.ok, len(lazy)) == (whole.session_id, whole.ok, len(whole))
     assert fields(lazy) == fields(whole)
 
@@ -58,7 +61,7 @@ def test_a_rating_result_is_built_once_when_first_read() -> None:
                        D("1.50"), "EUR", {})
     rating = m.RatingResult(tx.amount, "EUR", (tx,))
     body = codec.encode_body(m.ExecuteResult("s", (m.Outcome("r", confirm_result=rating),)))[1]
-    (r,) = SessionResult.from_wire(*codec.execute_result_outcomes(body))
+    (r,) = SessionResult.from_outcomes(*codec.execute_result_outcomes(body))
     first = r.confirm_result
     assert first == rating and type(first.transactions[0].kind) is m.TxKind  # type: ignore[union-attr]
     assert r.confirm_result is first and r.cancel_result is None and r.reserve_result is None

@@ -17,7 +17,7 @@ WHEN = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
 
 
 def test_results_keep_every_field_of_the_wire_outcome() -> None:
-    """`SessionResult.from_message` copies each outcome field to its `ReservationResult`,
+    """`SessionResult.from_outcomes` copies each outcome field to its `ReservationResult`,
     and a code becomes its ChargingError class with the message (or the code)."""
     tx = m.Transaction(1, WHEN, "u", "s", "r1", m.TxKind.CONFIRM, m.TxReason.REQUEST,
                        D("1.50"), "EUR")
@@ -27,7 +27,7 @@ def test_results_keep_every_field_of_the_wire_outcome() -> None:
                    True)
     failed = m.Outcome("r2", "CREDIT_LIMIT_REACHED", "no money")
     bare = m.Outcome("r1", "SESSION_NOT_FOUND")
-    result = SessionResult.from_message(m.ExecuteResult("s", (ok, failed, bare)))
+    result = SessionResult.from_outcomes(*m.ExecuteResult("s", (ok, failed, bare)))
     assert result.session_id == "s" and not result.ok and len(result) == 3
     first, second, third = result
     assert result["r1"] is first and result.keys() == ["r1", "r2", "r1"]
@@ -64,7 +64,7 @@ def test_a_lazy_result_answers_as_one_made_at_once() -> None:
     msg = m.ExecuteResult("s", outcomes())
     eager = SessionResult("s", [ReservationResult.from_outcome(o) for o in msg.outcomes])
     for name, (ask, answer) in ASKS.items():
-        lazy = SessionResult.from_message(msg)
+        lazy = SessionResult.from_outcomes(*msg)
         assert ask(lazy) == answer == ask(eager), name    # asked first, then again
         assert ask(lazy) == answer, name
         assert (lazy.ok, len(lazy), lazy.keys(), repr(lazy)) == \
@@ -74,13 +74,14 @@ def test_a_lazy_result_answers_as_one_made_at_once() -> None:
         assert list(lazy) == made and lazy["r1"] is made[0] and lazy.result["r2"] is made[1]
         assert lazy.get("r1") is made[0] and made[2] is not made[0]
         assert type(made[1].error) is cc_client.UserUnknown and made[1].error.message == "who"
-    assert repr(SessionResult.from_message(msg)) == repr(eager)
+    assert repr(SessionResult.from_outcomes(*msg)) == repr(eager)
 
 
 def test_ok_looks_at_every_outcome() -> None:
     fine = m.Outcome("r1")
-    assert SessionResult.from_message(m.ExecuteResult("s", (fine, fine))).ok
-    assert not SessionResult.from_message(m.ExecuteResult("s", (fine, m.Outcome("r2", "X")))).ok
-    empty = SessionResult.from_message(m.ExecuteResult("s", ()))
+    assert SessionResult.from_outcomes(*m.ExecuteResult("s", (fine, fine))).ok
+    failing = m.ExecuteResult("s", (fine, m.Outcome("r2", "X")))
+    assert not SessionResult.from_outcomes(*failing).ok
+    empty = SessionResult.from_outcomes(*m.ExecuteResult("s", ()))
     assert empty.ok and len(empty) == 0 and list(empty) == [] and empty.result == {}
     assert SessionResult("s", [ReservationResult("r1", cc_client.UserUnknown())]).ok is False

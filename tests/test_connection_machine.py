@@ -324,10 +324,11 @@ def test_pings_read_before_hello_ok_are_answered_after_it() -> None:
 def test_a_ping_with_a_bad_field_gets_an_error_reply_and_stays_open() -> None:
     pair = ConnectionPair()
     pair.handshake()
-    (answer,) = pair.to_server(encode_frame(T.PING, 4, codec.pack({"x": 1})))
+    rid, ping = pair.client.send_request(T.PING, codec.pack({"x": 1}))
+    (answer,) = pair.to_server(ping)
     assert isinstance(answer, Answer)
     (frame,) = pair.to_client(answer.data)
-    assert isinstance(frame, Frame) and frame.request_id == 4
+    assert isinstance(frame, Frame) and frame.request_id == rid
     assert error_of(answer.data).code == ErrorCode.INVALID_REQUEST
     assert pair.server.state == OPEN
 

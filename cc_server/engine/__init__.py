@@ -41,9 +41,9 @@ __all__ = ["Catalog", "CatalogError", "ChargingSession", "Engine", "PricePlan", 
 UTC: Final = dt.UTC
 # Wide enough that no amount of the wire's range is ever rounded; rounding would be a bug.
 MONEY: Final[Context] = EXACT
-_getcontext: Final = getcontext     # C statics compiled (an imported name is a lookup)
+# Final: compiled, each is a C static rather than a lookup on every use (protocol/buildinfo.py)
+_getcontext: Final = getcontext
 _setcontext: Final = setcontext
-# Final: compiled, each is a C static rather than a lookup on every use
 _new_tuple: Final = tuple.__new__
 _EXECUTE_RESULT: Final = m.ExecuteResult
 REQUEST: Final = m.TxReason.REQUEST
@@ -51,6 +51,7 @@ STOP: Final = m.TxReason.STOP
 EXPIRY: Final = m.TxReason.EXPIRY
 ADMIN: Final = m.TxReason.ADMIN
 START_KIND: Final = m.ContainerKind.START
+UPDATE_KIND: Final = m.ContainerKind.UPDATE
 STOP_KIND: Final = m.ContainerKind.STOP
 
 
@@ -105,8 +106,11 @@ class Engine:
         account = self.accounts.get(req.user_id)
         if account is None:
             raise Refused(ErrorCode.USER_UNKNOWN, f"no subscriber {req.user_id!r}")
-        if req.kind is START_KIND:
+        kind = req.kind
+        if kind is START_KIND:
             session = self._new_session(req, account, now)
+        elif kind is not UPDATE_KIND and kind is not STOP_KIND:   # not a member: a bug
+            raise ValueError(f"unknown container kind {kind!r}")
         else:
             found = self.sessions.get(req.session_id)
             if found is None or found.user_id != req.user_id or \

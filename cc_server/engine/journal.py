@@ -19,7 +19,7 @@ from typing import Any, Final
 from protocol import messages as m
 
 NO_COUNTERS: Final[Mapping[str, Decimal]] = m.Transaction._field_defaults["counters"]  # {}
-_new_tuple: Final = tuple.__new__
+_new_tuple: Final = tuple.__new__   # compiled-speed trick (protocol/buildinfo.py)
 _TRANSACTION: Final = m.Transaction
 DEFAULT_RETAIN = 2_000_000
 

@@ -584,10 +584,12 @@ def _count_held(op: Op, cs: ChargingSession) -> None:
 A_RESERVE: Final = m.Action.RESERVE
 A_CONFIRM: Final = m.Action.CONFIRM
 A_CANCEL: Final = m.Action.CANCEL
+A_CONFIRM_AND_RESERVE: Final = m.Action.CONFIRM_AND_RESERVE
 
 
 def apply(op: Op, sub: m.SubRequest) -> m.Outcome:
-    """Apply one sub-request: the rule of its action."""
+    """Apply one sub-request: the rule of its action (anything but an `m.Action` member,
+    which the codec never lets through, raises: an internal error, not a refusal)."""
     action = sub.action
     if action is A_RESERVE:
         return reserve(op, sub)
@@ -595,7 +597,9 @@ def apply(op: Op, sub: m.SubRequest) -> m.Outcome:
         return confirm(op, sub)
     if action is A_CANCEL:
         return cancel(op, sub)
-    return confirm_and_reserve(op, sub)
+    if action is A_CONFIRM_AND_RESERVE:
+        return confirm_and_reserve(op, sub)
+    raise ValueError(f"unknown sub-request action {action!r}")
 
 
 def failed(rid: str, exc: Refused) -> m.Outcome:
