@@ -25,7 +25,8 @@ class EngineCaches:
     """Shared items, ids, TTLs and amounts, and the datetime of the latest `now` (see
     the module)."""
 
-    __slots__ = ("_amounts", "_expiry", "_items", "_quantities", "_stamp", "_values")
+    __slots__ = ("_amounts", "_expiry", "_items", "_local", "_quantities", "_stamp",
+                 "_values")
 
     def __init__(self) -> None:
         self._items: dict[tuple[str | None, str, int], m.ChargeableItem] = {}
@@ -35,6 +36,8 @@ class EngineCaches:
         # (epoch seconds, its aware datetime), replaced as ONE tuple: never a torn pair
         self._stamp: tuple[float, dt.datetime] = (0.0, dt.datetime.fromtimestamp(0, UTC))
         self._expiry = self._stamp     # the same, for the latest reservation deadline
+        # (whole epoch second, zone, that second in the zone): a dated item's rating date
+        self._local: tuple[int, dt.tzinfo, dt.datetime] = (0, UTC, self._stamp[1])
 
     def datetime(self, now: float) -> dt.datetime:
         """`now` as an aware UTC datetime; the containers of one millisecond share one.
@@ -45,8 +48,13 @@ class EngineCaches:
         return stamp[1]
 
     def local(self, when: float, zone: dt.tzinfo) -> dt.datetime:
-        """`when` as a datetime in `zone` (the rating date of a dated item)."""
-        return dt.datetime.fromtimestamp(when, zone)
+        """`when` in `zone`, to the whole second (rate periods need only the minute): the
+        ratings of one second share one. Bound: one entry, replaced by the next second."""
+        second = int(when)             # the clock never goes before 1970: a floor
+        stamp = self._local
+        if stamp[0] != second or stamp[1] is not zone:
+            stamp = self._local = (second, zone, dt.datetime.fromtimestamp(second, zone))
+        return stamp[2]
 
     def expiry(self, when: float) -> dt.datetime:
         """A reservation deadline as an aware UTC datetime: the reservations of one

@@ -322,7 +322,8 @@ def _periods(specs: Any, currency: str, currencies: set[str], where: str
         if isinstance(days_text, list):
             days_text = ",".join(str(d) for d in days_text)
         label = f"{days_text} {spec.get('from', '00:00')}-{spec.get('to', '24:00')}"
-        periods.append(Period(days, start, end, prices, label))
+        periods.append(Period(days, start, end, prices, label,
+                              f"period {len(periods) + 1} ({label})"))
     return tuple(periods)
 
 

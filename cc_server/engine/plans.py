@@ -35,6 +35,8 @@ class Period:
     end: int
     prices: dict[str, Decimal]
     label: str
+    #: what the journal's rating note says of it: "period N (label)", made once
+    note: str = ""
 
     def matches(self, weekday: int, minute: int) -> bool:
         """Whether local `weekday` and `minute` (of the day) fall in this period."""
@@ -70,9 +72,9 @@ def period_price(periods: tuple[Period, ...], default: Decimal | None, currency:
     the item's own price (`default`)."""
     weekday = local.weekday()
     minute = local.hour * 60 + local.minute
-    for index, period in enumerate(periods):
+    for period in periods:
         if period.matches(weekday, minute):
-            return period.prices.get(currency), f"period {index + 1} ({period.label})"
+            return period.prices.get(currency), period.note
     return default, "no period: item price"
 
 
