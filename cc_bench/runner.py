@@ -265,12 +265,20 @@ def gy_server_args(args: list[str], s: Settings, workdir: str) -> list[str]:
     a catalog whose rating groups 10.. charge --service/--item (the --catalog given with
     --server-arg, else the built-in prices, with those tables added)."""
     text = BUILTIN_CATALOG
+    path: str | None = None
     if "--catalog" in args[:-1]:
         at = args.index("--catalog")
         path = args.pop(at + 1)
         args.pop(at)
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+    for arg in [a for a in args if a.startswith("--catalog=")]:
+        path = arg.partition("=")[2]
+        args.remove(arg)
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as exc:
+            raise BenchError(f"--server-arg --catalog {path}: {exc.strerror}") from None
     if "[diameter" not in text:
         text += "".join(f'\n[diameter.rating_groups.{RATING_GROUP + k}]\nservice = '
                         f'"{s.service}"\nitem = "{s.item}"\nunits = "total_octets"\n'

@@ -96,3 +96,5 @@ def test_spawned_server_args_add_rating_groups_to_a_given_catalog(tmp_path: Path
     text = Path(args[args.index("--catalog") + 1]).read_text()
     assert text.startswith(given.read_text())
     assert '[diameter.rating_groups.11]\nservice = "VOICE"\nitem = "call"' in text
+    again = gy_server_args([f"--catalog={given}"], s, str(tmp_path))
+    assert again[:1] == ["--catalog"] and "--catalog=" not in " ".join(again)
