@@ -20,37 +20,41 @@ from cc_diameter.cc import Cca
 
 from .gy import RATING_GROUP, GyClient, GyError, ccr
 from .renewals import Renewals
-from .settings import Settings
 from .workload import COMMUNICATION_FAILURE, Workload
 
 STARVED = c.DIAMETER_CREDIT_LIMIT_REACHED
 
 
-class GyWorkload(Workload):
-    """The Workload, its sessions sent as CCRs over `gy` connections."""
+class GySessions:
+    """Sends a workload's sessions as CCRs over `gy` connections (plugged into the
+    Workload, which is compiled and so cannot be subclassed here)."""
 
-    def __init__(self, settings: Settings, clients: list[Client], gy: list[GyClient],
-                 users: list[str], prefix: str, renewal_users: list[str] | None = None,
-                 renewal_amount: str = "0") -> None:
-        super().__init__(settings, clients, users, prefix, renewal_users, renewal_amount)
+    def __init__(self, workload: Workload, gy: list[GyClient]) -> None:
+        self.w = workload
+        self.s = settings = workload.s
         self.gy = gy
+        self.stats = workload.stats
         self.groups = [RATING_GROUP + k for k in range(settings.reservations)]
         q = settings.quantity
         self.used = max(1, q * 4 // 5)
         self.final = max(1, q // 5)
-        if settings.renewals:
-            self.renewals = GyRenewals(self, renewal_users or [], renewal_amount)
+        workload.run_session = self.session
+        old = workload.renewals
+        if old is not None:
+            renewals = GyRenewals(self, list(old.pool), old.amount)
+            workload.renewals = renewals
             for conn in gy:
-                conn.on_rar = self.renewals.on_rar
+                conn.on_rar = renewals.on_rar
 
     def gy_failed(self, kind: str, exc: GyError, record: bool) -> None:
         """A CCR left unanswered; when nothing was answered for a request timeout, the
         server is taken as gone (as `count_error` does for msgpack)."""
         if record:
             self.stats[kind].errors[COMMUNICATION_FAILURE] += 1
-        silent = (perf_counter_ns() - max(self.last_reply, self.first_sent)) / 1e9
+        w = self.w
+        silent = (perf_counter_ns() - max(w.last_reply, w.first_sent)) / 1e9
         if silent >= self.s.request_timeout:
-            self.abort(f"no answer from the Diameter server for {silent:.1f} s: {exc}")
+            w.abort(f"no answer from the Diameter server for {silent:.1f} s: {exc}")
 
     def outcome(self, kind: str, cca: Cca, record: bool) -> list[int]:
         """Count the CCA's errors; the rating groups granted (all of them on success
@@ -70,51 +74,52 @@ class GyWorkload(Workload):
                 errors[str(code)] += 1
         return granted
 
-    async def _session(self, client: Client, n: int, measured: bool, t0: int) -> None:
+    async def session(self, client: Client, n: int, measured: bool, t0: int) -> None:
         """CCR-I, U CCR-U, CCR-T; each timed; `t0` is the CCR-I's send time."""
+        w = self.w
         gy = self.gy[n % len(self.gy)]
-        user = self.users[n % len(self.users)]
-        sid = f"{self.prefix};s{n}"
+        user = w.users[n % len(w.users)]
+        sid = f"{w.prefix};s{n}"
         s = self.s
         limit = s.request_timeout
         kind = "start"
-        sent_measuring = measured and self.measuring
+        sent_measuring = measured and w.measuring
         try:
             cca = await gy.credit_control(
                 ccr(sid, user, c.INITIAL_REQUEST, 0, self.groups, s.quantity, None), limit)
-            t1 = self.last_reply = perf_counter_ns()
-            if measured and self.measuring:
+            t1 = w.last_reply = perf_counter_ns()
+            if measured and w.measuring:
                 self.stats["start"].hist.record(t1 - t0)
-            groups = self.outcome("start", cca, measured and self.measuring)
+            groups = self.outcome("start", cca, measured and w.measuring)
             if not groups:
                 return
             kind = "update"
             for number in range(1, s.updates + 1):
                 t0 = perf_counter_ns()
-                sent_measuring = measured and self.measuring
+                sent_measuring = measured and w.measuring
                 cca = await gy.credit_control(ccr(sid, user, c.UPDATE_REQUEST, number, groups,
                                                   s.quantity, self.used), limit)
-                t1 = self.last_reply = perf_counter_ns()
-                if measured and self.measuring:
+                t1 = w.last_reply = perf_counter_ns()
+                if measured and w.measuring:
                     self.stats["update"].hist.record(t1 - t0)
-                self.outcome("update", cca, measured and self.measuring)
+                self.outcome("update", cca, measured and w.measuring)
             kind = "stop"
             t0 = perf_counter_ns()
-            sent_measuring = measured and self.measuring
+            sent_measuring = measured and w.measuring
             cca = await gy.credit_control(ccr(sid, user, c.TERMINATION_REQUEST, s.updates + 1,
                                               groups, None, self.final), limit)
-            t1 = self.last_reply = perf_counter_ns()
-            if measured and self.measuring:
+            t1 = w.last_reply = perf_counter_ns()
+            if measured and w.measuring:
                 self.stats["stop"].hist.record(t1 - t0)
-            self.outcome("stop", cca, measured and self.measuring)
+            self.outcome("stop", cca, measured and w.measuring)
         except GyError as exc:
             self.gy_failed(kind, exc, sent_measuring)
         except asyncio.CancelledError:
-            self.count_cut_off(kind, sent_measuring)
+            w.count_cut_off(kind, sent_measuring)
             raise
         finally:
-            if measured and self.measuring:
-                self.completed += 1
+            if measured and w.measuring:
+                w.completed += 1
 
 
 class GyRenewals(Renewals):
@@ -123,15 +128,16 @@ class GyRenewals(Renewals):
     RAR arrives (timed as `notification` from the top-up), and the CCR-U that follows
     is served; then a CCR-T."""
 
-    def __init__(self, workload: GyWorkload, users: list[str], amount: str) -> None:
-        super().__init__(workload, users, amount)
-        self.gw = workload
+    def __init__(self, sessions: GySessions, users: list[str], amount: str) -> None:
+        super().__init__(sessions.w, users, amount)
+        self.gw = sessions
 
     async def session(self, client: Client, n: int, measured: bool, t0: int) -> None:
         """One starved session over Gy (see the class)."""
-        w = self.gw
+        g = self.gw
+        w = self.w
         s = w.s
-        gy = w.gy[n % len(w.gy)]
+        gy = g.gy[n % len(g.gy)]
         user = self.pool.popleft()
         sid = f"{w.prefix};n{n}"
         record = measured and w.measuring
@@ -154,7 +160,7 @@ class GyRenewals(Renewals):
 
         try:
             cca = await send("start", c.INITIAL_REQUEST, s.quantity, None)
-            if not w.outcome("start", cca, record):
+            if not g.outcome("start", cca, record):
                 return
             kind = "update"             # all of it used, as much again asked: starved
             cca = await send("update", c.UPDATE_REQUEST, s.quantity, s.quantity)
@@ -163,17 +169,17 @@ class GyRenewals(Renewals):
                 w.starved += 1
                 await self._top_up_and_wait(client, user, sid, record)
                 t0 = perf_counter_ns()  # the CCR-U that follows the RAR
-                w.outcome("update", await send("update", c.UPDATE_REQUEST, s.quantity, None),
+                g.outcome("update", await send("update", c.UPDATE_REQUEST, s.quantity, None),
                           record)
             elif record:
                 w.stats["notification"].errors["NOT_STARVED"] += 1
             kind = "stop"
             t0 = perf_counter_ns()
-            w.outcome("stop", await send("stop", c.TERMINATION_REQUEST, None, 0), record)
+            g.outcome("stop", await send("stop", c.TERMINATION_REQUEST, None, 0), record)
         except ChargingError as exc:
             w.count_error(kind, exc, record)
         except GyError as exc:
-            w.gy_failed(kind, exc, record)
+            g.gy_failed(kind, exc, record)
         except asyncio.CancelledError:
             w.count_cut_off(kind, record)
             raise

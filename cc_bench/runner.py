@@ -19,7 +19,7 @@ from cc_client import ChargingError, Client
 
 from .cleanup import Removed, remove_run
 from .gy import RATING_GROUP, GyClient, GyError, connect
-from .gy_workload import GyWorkload
+from .gy_workload import GySessions
 from .live import LiveSessions
 from .progress import Progress
 from .provision import BenchError, Provisioned, provision, run_prefix
@@ -139,12 +139,10 @@ def environment(address: str, server: SpawnedServer | None) -> dict[str, Any]:
 async def _measure(s: Settings, clients: list[Client], prov: Provisioned, meter: CpuMeter,
                    interrupt: Interrupt, gy: list[GyClient] | None = None
                    ) -> tuple[Workload, Progress, bool]:
+    workload = Workload(s, clients, prov.users, prov.prefix, prov.renewal_users,
+                        str(prov.reserve_amount))
     if gy is not None:
-        workload: Workload = GyWorkload(s, clients, gy, prov.users, prov.prefix,
-                                        prov.renewal_users, str(prov.reserve_amount))
-    else:
-        workload = Workload(s, clients, prov.users, prov.prefix, prov.renewal_users,
-                            str(prov.reserve_amount))
+        GySessions(workload, gy)     # its sessions go over Gy
     interrupt.workload = workload
     if workload.renewals is not None and gy is None:
         await clients[0].register_reservation_renewal_listener(
