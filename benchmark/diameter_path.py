@@ -3,9 +3,10 @@ server_path.py's CPU per container in the same run.
 
 Feeds pre-encoded frames (a CER, then per session CCR-I, two CCR-U with one MSCC of
 USU + RSU, CCR-T with USU; the standard mix's four containers) to a DiameterConnection
-whose transport is a stub, in reads of `--batch` frames, and prints microseconds per CCR,
-then server_path's microseconds per container, and their ratio (the target of a CCR-U:
-at most 1.5). Run: python benchmark/diameter_path.py [--sessions N] [--profile]
+whose transport is a stub, in reads of `--batch` frames, and prints microseconds per CCR;
+then again with every CCR-I first and every CCR-T last, untimed, to time the CCR-Us alone;
+then server_path's microseconds per container, and the ratios (the target of a CCR-U: at
+most 1.5). Run: python benchmark/diameter_path.py [--sessions N] [--profile]
 """
 
 from __future__ import annotations
@@ -56,26 +57,38 @@ class StubTransport(server_path.StubTransport):
         return ("127.0.0.1", 1) if name == "peername" else None
 
 
-def frames(sessions: int, users: int) -> list[bytes]:
-    """The CER, then four CCRs per session (I, U, U, T), encoded."""
-    out = [encode(cer())]
+def frames(sessions: int, users: int) -> list[list[bytes]]:
+    """Per session its four CCRs (I, U, U, T), encoded."""
+    out = []
     hop = 2
     groups = [RATING_GROUP]
     for n in range(sessions):
         user, sid = f"u{n % users}", f"gw;{n}"
+        ccrs = []
         for number, (kind, rsu, usu) in enumerate(((c.INITIAL_REQUEST, 100, None),
                                                    (c.UPDATE_REQUEST, 100, 80),
                                                    (c.UPDATE_REQUEST, 100, 80),
                                                    (c.TERMINATION_REQUEST, None, 20))):
-            out.append(encode(ccr(sid, user, kind, number, groups, rsu, usu)
-                              .to_message(hop, hop)))
+            ccrs.append(encode(ccr(sid, user, kind, number, groups, rsu, usu)
+                               .to_message(hop, hop)))
             hop += 1
+        out.append(ccrs)
     return out
 
 
+def phases(sessions: list[list[bytes]], updates_only: bool) -> list[tuple[bool, list[bytes]]]:
+    """(timed, frames) in the order they are fed: the sessions one after another, all
+    timed; or (`updates_only`) every CCR-I, then every CCR-U (timed), then every CCR-T."""
+    if not updates_only:
+        return [(True, [f for one in sessions for f in one])]
+    return [(False, [one[0] for one in sessions]),
+            (True, [f for one in sessions for f in one[1:3]]),
+            (False, [one[3] for one in sessions])]
+
+
 async def run(sessions: int, users: int, batch: int, profile: bool, freeze_every: int,
-              catalog: str) -> float:
-    """Feed the CCRs; microseconds per CCR."""
+              catalog: str, updates_only: bool = False) -> float:
+    """Feed the CCRs; microseconds per timed CCR."""
     server = ChargingServer(ServerConfig(port=0, catalog=catalog, diameter="127.0.0.1:0"))
     for u in range(users):
         server.engine.create_subscriber(f"u{u}", Decimal("1000000"))
@@ -83,31 +96,40 @@ async def run(sessions: int, users: int, batch: int, profile: bool, freeze_every
     conn = DiameterConnection(server.diameter)
     stub = StubTransport()
     conn.connection_made(stub)  # type: ignore[arg-type]
-    data = frames(sessions, users)
-    conn.data_received(data[0])
+    conn.data_received(encode(cer()))
     assert conn.machine.open, "the CER was refused"
-    reads = [b"".join(data[i:i + batch]) for i in range(1, len(data), batch)]
+    plan = [(timed, [b"".join(data[i:i + batch]) for i in range(0, len(data), batch)],
+             len(data)) for timed, data in phases(frames(sessions, users), updates_only)]
     profiler = cProfile.Profile() if profile else None
 
     def feed() -> float:
-        started = time.process_time()
-        if profiler:
-            profiler.enable()
-        for n, chunk in enumerate(reads):
-            conn.data_received(chunk)
-            if freeze_every and n % freeze_every == 0:
-                gc.freeze()
-        if profiler:
-            profiler.disable()
-        return time.process_time() - started
+        spent = 0.0
+        n = 0
+        for timed, reads, _ in plan:
+            started = time.process_time()
+            if profiler and timed:
+                profiler.enable()
+            for chunk in reads:
+                conn.data_received(chunk)
+                n += 1
+                if freeze_every and n % freeze_every == 0:
+                    gc.freeze()
+            if profiler:
+                profiler.disable()
+            if timed:
+                spent += time.process_time() - started
+        return spent
 
     spent = server.context.run(feed)
     counts = server.diameter.front.counts
-    if counts.get("stop", 0) != sessions:
+    if counts.get("stop", 0) != sessions or counts.get("update", 0) != 2 * sessions:
         raise SystemExit(f"not every CCR was served as planned: {counts}")
     conn.connection_lost(None)
-    per_ccr = spent / (len(data) - 1) * 1e6
-    print(f"{per_ccr:.2f} us per CCR ({len(data) - 1} CCRs, {batch} per read)")
+    timed_ccrs = sum(size for timed, _, size in plan if timed)
+    per_ccr = spent / timed_ccrs * 1e6
+    what = "CCR-U (CCR-Is fed before, CCR-Ts after, untimed)" if updates_only else \
+        "CCR (I, U, U, T)"
+    print(f"{per_ccr:.2f} us per {what} ({timed_ccrs} timed, {batch} per read)")
     if profiler:
         pstats.Stats(profiler).sort_stats(SORT).print_stats(40)
     return per_ccr
@@ -127,11 +149,14 @@ def main() -> None:
     try:
         per_ccr = asyncio.run(run(a.sessions, a.users, a.batch, a.profile, a.freeze_every,
                                   f.name))
+        per_update = asyncio.run(run(a.sessions, a.users, a.batch, False, a.freeze_every,
+                                     f.name, updates_only=True))
     finally:
         os.unlink(f.name)
     print("server_path.py, same run: ", end="")
     per_container = server_path.measure(a.sessions, a.users, a.batch, a.freeze_every)
-    print(f"ratio {per_ccr / per_container:.2f} (CCR / container; target <= 1.5)")
+    print(f"ratio {per_ccr / per_container:.2f} (CCR / container, both the mean of the mix)")
+    print(f"ratio {per_update / per_container:.2f} (CCR-U / container; target <= 1.5)")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ def test_runs_and_prints_the_ratio() -> None:
                           check=False)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert re.search(r"^[\d.]+ us per CCR \(80 CCRs, 4 per read\)$", out, re.M), out
+    assert re.search(r"^[\d.]+ us per CCR \(I, U, U, T\) \(80 timed, 4 per read\)$", out,
+                     re.M), out
+    assert re.search(r"^[\d.]+ us per CCR-U \(.*\) \(40 timed, 4 per read\)$", out, re.M), out
     assert re.search(r"[\d.]+ us per container \(80 containers, 4 per read\)", out), out
-    assert re.search(r"^ratio [\d.]+ \(CCR / container; target <= 1.5\)$", out, re.M), out
+    assert re.search(r"^ratio [\d.]+ \(CCR-U / container; target <= 1.5\)$", out, re.M), out
