@@ -10,8 +10,11 @@ from typing import Any
 import pytest
 
 from cc_bench import main
-from cc_bench.runner import gy_server_args
+from cc_bench.cli import parse
+from cc_bench.runner import execute, gy_server_args
 from cc_bench.settings import Settings
+from cc_server.config import ServerConfig
+from cc_server.testing import running_server
 
 pytestmark = pytest.mark.timeout(90)
 SMALL = ["--protocol", "diameter", "--spawn", "--connections", "2", "--concurrency", "16",
@@ -98,3 +101,24 @@ def test_spawned_server_args_add_rating_groups_to_a_given_catalog(tmp_path: Path
     assert '[diameter.rating_groups.11]\nservice = "VOICE"\nitem = "call"' in text
     again = gy_server_args([f"--catalog={given}"], s, str(tmp_path))
     assert again[:1] == ["--catalog"] and "--catalog=" not in " ".join(again)
+
+
+async def test_running_server_over_its_diameter_port(tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog.toml"
+    catalog.write_text('currency = "EUR"\n[services.DATA.items.data]\nquantity = "volume"\n'
+                       'price = "0.01"\n[diameter.rating_groups.10]\nservice = "DATA"\n'
+                       'item = "data"\nunits = "total_octets"\n')
+    async with running_server(ServerConfig(catalog=str(catalog),
+                                           diameter="127.0.0.1:0")) as server:
+        assert server.server.diameter is not None
+        host, port = server.server.diameter.address
+        s = parse(["--protocol", "diameter", "--server", server.url, "--diameter-server",
+                   f"{host}:{port}", "--sessions", "50", "--updates", "1", "--connections",
+                   "2", "--concurrency", "8", "--users", "5", "--quiet"])
+        result = await execute(s)
+        assert server.server.diameter.front.counts["stop"] == 50   # all of it went over Gy
+    sm, ops = result["summary"], result["operations"]
+    assert sm["errors"] == 0, sm["errors_by_code"]
+    assert (ops["start"]["count"], ops["update"]["count"], ops["stop"]["count"]) == \
+        (50, 50, 50)
+    assert sm["server_cpu_s"] is None                  # not spawned: not measured
