@@ -72,7 +72,8 @@ def frames(sessions: int, users: int, result_type: m.ResultType | None) -> list[
 
 async def run(sessions: int, users: int, batch: int, profile: bool,
               result_type: m.ResultType | None, freeze_every: int, record: int = 0,
-              catalog: str | None = None) -> None:
+              catalog: str | None = None) -> float:
+    """Feed the containers; microseconds per container."""
     server = ChargingServer(ServerConfig(port=0, record=record, catalog=catalog))
     for u in range(users):
         server.engine.create_subscriber(f"u{u}", Decimal("1000000"))
@@ -96,13 +97,20 @@ async def run(sessions: int, users: int, batch: int, profile: bool,
         return time.process_time() - started
 
     spent = server.context.run(feed)   # the context a server's connections run in
-    print(f"{spent / (len(data) - 1) * 1e6:.2f} us per container "
+    per_container = spent / (len(data) - 1) * 1e6
+    print(f"{per_container:.2f} us per container "
           f"({len(data) - 1} containers, {batch} per read)")
     if profiler:
         stats = pstats.Stats(profiler).sort_stats(SORT)
         stats.print_stats(40)
         if os.environ.get("CALLERS"):
             stats.print_callers(os.environ["CALLERS"])
+    return per_container
+
+
+def measure(sessions: int, users: int, batch: int, freeze_every: int = 1000) -> float:
+    """Microseconds per container of the standard mix (other scripts compare with it)."""
+    return asyncio.run(run(sessions, users, batch, False, None, freeze_every))
 
 
 def main() -> None:

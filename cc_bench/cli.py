@@ -26,6 +26,7 @@ examples:
   cc-bench --spawn --op ping --duration 5                 bare round trip through the stack
   cc-bench --spawn --renewals --duration 10 --json out.json --plot latency.svg
   cc-bench --spawn --live-sessions 1000000 --sessions 100000   load with 1M sessions held open
+  cc-bench --spawn --protocol diameter --duration 10    the same mix as CCRs over Diameter Gy
   cc-bench --op codec                                     codec micro-benchmark, no server
   cc-bench --server 127.0.0.1:9500 --service VOICE --item call --quantity 120
                                           another catalog item (its quantity property found)
@@ -73,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--server-arg", dest="server_args", action="append", default=[],
                    metavar="ARG", help="with --spawn: pass ARG to cc-server (repeatable; "
                    "use --server-arg=--flag) (default: none)")
+    g.add_argument("--protocol", choices=["msgpack", "diameter"], default=d.protocol,
+                   help="what the sessions speak: msgpack containers, or Diameter Gy CCRs "
+                        "(CCR-I/U/T; with --spawn the server gets --diameter 127.0.0.1:0 and "
+                        "a catalog mapping rating groups 10.. to --service/--item)")
+    g.add_argument("--diameter-server", metavar="HOST:PORT",
+                   help="--protocol diameter with --server: the server's Diameter port "
+                        "(its catalog maps rating groups 10.. to --service/--item) "
+                        "(default: none)")
     g.add_argument("--user", help="user name, when the server has a users file "
                                   "(default: none, no login)")
     g.add_argument("--password", help="its password (default: none)")

@@ -119,7 +119,9 @@ def describe_settings(s: Settings) -> list[str]:
     else:
         ups = f"{s.updates} update{'s' if s.updates != 1 else ''}"
         prop = s.quantity_property or "<the catalog's quantity property>"
-        lines.append(f"session:    start + {ups} + stop, {s.reservations} reservation"
+        gy = " (Diameter Gy: CCR-I + CCR-U + CCR-T, one MSCC per reservation)" \
+            if s.protocol == "diameter" else ""
+        lines.append(f"session:    start + {ups} + stop{gy}, {s.reservations} reservation"
                      f"{'s' if s.reservations != 1 else ''} each; {s.service}/{s.item} "
                      f"{prop}={s.quantity}, ttl {s.ttl:g} s, result type "
                      f"{s.result_type or 'server default'}")

@@ -7,8 +7,10 @@ import contextlib
 import datetime as dt
 import os
 import platform
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -16,6 +18,8 @@ import cc_client
 from cc_client import ChargingError, Client
 
 from .cleanup import Removed, remove_run
+from .gy import RATING_GROUP, GyClient, GyError, connect
+from .gy_workload import GySessions
 from .live import LiveSessions
 from .progress import Progress
 from .provision import BenchError, Provisioned, provision, run_prefix
@@ -24,6 +28,22 @@ from .settings import CLEANUP_BUDGET, Settings
 from .spawn import STOP_TIMEOUT, SpawnedServer, SpawnError, machine_ticks, own_cpu_seconds
 from .tls import tls_context
 from .workload import Workload
+
+BUILTIN_CATALOG = """\
+currency = "EUR"
+[services.DATA.items.data]
+quantity = "volume"
+price = "0.01"
+allowance = "free_data"
+[services.VOICE.items.call]
+quantity = "duration"
+step = 60
+price = "0.05"
+allowance = "free_seconds"
+[services.SMS.items.sms]
+quantity = "count"
+price = "0.10"
+"""   # the server's built-in catalog, for a spawned Diameter server (rating groups added)
 
 
 class CpuMeter:
@@ -117,11 +137,14 @@ def environment(address: str, server: SpawnedServer | None) -> dict[str, Any]:
 
 
 async def _measure(s: Settings, clients: list[Client], prov: Provisioned, meter: CpuMeter,
-                   interrupt: Interrupt) -> tuple[Workload, Progress, bool]:
+                   interrupt: Interrupt, gy: list[GyClient] | None = None
+                   ) -> tuple[Workload, Progress, bool]:
     workload = Workload(s, clients, prov.users, prov.prefix, prov.renewal_users,
                         str(prov.reserve_amount))
+    if gy is not None:
+        GySessions(workload, gy)     # its sessions go over Gy
     interrupt.workload = workload
-    if workload.renewals is not None:
+    if workload.renewals is not None and gy is None:
         await clients[0].register_reservation_renewal_listener(
             s.listener_id, workload.renewals.on_notification)
     progress = Progress(workload, s.interval, quiet=s.quiet)
@@ -165,12 +188,20 @@ async def execute(s: Settings) -> dict[str, Any]:
 
 async def _execute(s: Settings, started_at: str, interrupt: Interrupt) -> dict[str, Any]:
     server: SpawnedServer | None = None
+    diameter = s.diameter_server
+    workdir = tempfile.mkdtemp(prefix="cc-bench-") if s.spawn else None
     if s.spawn:
-        server = SpawnedServer(s.data_dir, s.server_args)
+        assert workdir is not None
+        args = list(s.server_args)
+        if s.protocol == "diameter":
+            args = gy_server_args(args, s, workdir)
+        server = SpawnedServer(s.data_dir, args)
         try:
             address = await server.start()
         except (SpawnError, OSError) as exc:
+            shutil.rmtree(workdir, ignore_errors=True)
             raise BenchError(f"--spawn: {exc}") from None
+        diameter = server.diameter_address or None
     else:
         assert s.server is not None
         address = s.server
@@ -179,9 +210,12 @@ async def _execute(s: Settings, started_at: str, interrupt: Interrupt) -> dict[s
     try:
         t0 = time.monotonic()
         clients = await connect_all(address, s)
+        gy: list[GyClient] | None = None
         gone = False
         try:
             prov = await provision(clients, s, prefix)
+            if diameter is not None:
+                gy = await connect_gy(diameter, s)
             setup_s = time.monotonic() - t0
             live = LiveSessions(s, clients, prov.users, prov.prefix)
             meter = CpuMeter(server)
@@ -190,7 +224,7 @@ async def _execute(s: Settings, started_at: str, interrupt: Interrupt) -> dict[s
                 await live.open()
                 meter.mark_memory("after_live_open")
                 workload, progress, timed_out = await _measure(s, clients, prov, meter,
-                                                               interrupt)
+                                                               interrupt, gy)
                 gone = workload.aborted is not None
                 server_stats: dict[str, Any] | None = None
                 if not gone:
@@ -204,9 +238,14 @@ async def _execute(s: Settings, started_at: str, interrupt: Interrupt) -> dict[s
                 removed = await _cleanup(clients[0], prefix)
             for client in clients:
                 await client.close()
+            for conn in gy or ():
+                if conn.transport is not None:
+                    conn.transport.close()
     finally:
         if server is not None:   # a server holding many sessions may take longer to exit
             await server.stop(STOP_TIMEOUT + s.live_sessions / 20_000)
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
     env = environment(address, server)
     env["server"]["exit_code"] = server.exit_code if server is not None else None
     env["setup_s"] = round(setup_s, 3)
@@ -217,6 +256,44 @@ async def _execute(s: Settings, started_at: str, interrupt: Interrupt) -> dict[s
     return build_result(s, workload, meter.client, meter.server_cpu, progress.timeline, env,
                         server_stats, timed_out, live=live.to_dict() if s.live_sessions else None,
                         memory=meter.memory or None)
+
+
+def gy_server_args(args: list[str], s: Settings, workdir: str) -> list[str]:
+    """A spawned server's arguments for `--protocol diameter`: `--diameter 127.0.0.1:0` and
+    a catalog whose rating groups 10.. charge --service/--item (the --catalog given with
+    --server-arg, else the built-in prices, with those tables added)."""
+    text = BUILTIN_CATALOG
+    path: str | None = None
+    if "--catalog" in args[:-1]:
+        at = args.index("--catalog")
+        path = args.pop(at + 1)
+        args.pop(at)
+    for arg in [a for a in args if a.startswith("--catalog=")]:
+        path = arg.partition("=")[2]
+        args.remove(arg)
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as exc:
+            raise BenchError(f"--server-arg --catalog {path}: {exc.strerror}") from None
+    if "[diameter" not in text:
+        text += "".join(f'\n[diameter.rating_groups.{RATING_GROUP + k}]\nservice = '
+                        f'"{s.service}"\nitem = "{s.item}"\nunits = "total_octets"\n'
+                        for k in range(s.reservations))
+    catalog = os.path.join(workdir, "catalog.toml")
+    with open(catalog, "w", encoding="utf-8") as f:
+        f.write(text)
+    return [*args, "--catalog", catalog, "--diameter", "127.0.0.1:0"]
+
+
+async def connect_gy(address: str, s: Settings) -> list[GyClient]:
+    """One Gy connection per `--connections`, each past its CER/CEA."""
+    try:
+        return list(await asyncio.gather(*(connect(address, s.request_timeout)
+                                           for _ in range(s.connections))))
+    except (GyError, OSError) as exc:
+        raise BenchError(f"cannot connect to the Diameter port {address}: {exc}") from None
 
 
 async def _cleanup(client: Client, prefix: str) -> Removed | None:

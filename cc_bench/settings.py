@@ -35,6 +35,8 @@ class Settings:
     """One run's settings (see `cc-bench --help`)."""
 
     op: str = "session"                     # session | ping | codec
+    protocol: str = "msgpack"               # msgpack | diameter (Gy: gy_workload.py)
+    diameter_server: str | None = None      # --protocol diameter with --server: its Gy port
     server: str | None = None               # host:port; None with spawn
     spawn: bool = False
     data_dir: str | None = None
@@ -157,6 +159,18 @@ class Settings:
         if self.plot is not None and not self.plot.lower().endswith(PLOT_SUFFIXES):
             raise ValueError(f"--plot {self.plot}: the chart is SVG (or an HTML page); "
                              "give a file name ending in .svg (or .html)")
+        if self.protocol not in ("msgpack", "diameter"):
+            raise ValueError(f"unknown --protocol {self.protocol!r}")
+        if self.protocol == "diameter":
+            if self.op != "session":
+                raise ValueError("--protocol diameter needs --op session")
+            if not self.spawn and self.diameter_server is None:
+                raise ValueError("--protocol diameter with --server needs --diameter-server "
+                                 "HOST:PORT (the server's Gy port)")
+            if self.reservations > 32:
+                raise ValueError("--protocol diameter: --reservations must be in 1..32")
+        elif self.diameter_server is not None:
+            raise ValueError("--diameter-server only applies with --protocol diameter")
         if self.renewals and self.op != "session":
             raise ValueError("--renewals needs --op session")
         if self.live_sessions and self.op != "session":

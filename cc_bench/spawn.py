@@ -77,6 +77,7 @@ class SpawnedServer:
         self.data_dir = data_dir
         self.proc: asyncio.subprocess.Process | None = None
         self.address = ""
+        self.diameter_address = ""     # with --diameter: from its `diameter listening on` line
         self.exit_code: int | None = None
         self._drain: asyncio.Task[None] | None = None
 
@@ -112,8 +113,27 @@ class SpawnedServer:
                              f"first line {text!r})")
         # "listening on HOST:PORT (details...)": the address is the first word.
         self.address = text.removeprefix("listening on ").split()[0]
+        if "--diameter" in self.argv:
+            await self._diameter_line()
         self._drain = asyncio.get_running_loop().create_task(self._discard_output())
         return self.address
+
+    async def _diameter_line(self) -> None:
+        """Read the `diameter listening on HOST:PORT` line printed after the first one."""
+        assert self.proc is not None and self.proc.stdout is not None
+        for _ in range(8):    # a few lines at most come before it
+            try:
+                line = await asyncio.wait_for(self.proc.stdout.readline(), READY_TIMEOUT)
+            except TimeoutError:
+                break
+            text = line.decode(errors="replace").strip()
+            if text.startswith("diameter listening on "):
+                self.diameter_address = text.removeprefix("diameter listening on ").split()[0]
+                return
+            if not line:
+                break
+        await self.stop()
+        raise SpawnError("the server printed no 'diameter listening on' line")
 
     async def _discard_output(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None

@@ -84,6 +84,9 @@ class Workload:
         self._active = 0
         self.on_begin: Callable[[], None] | None = None   # measured period starts / ends
         self.on_end: Callable[[], None] | None = None
+        #: what one (non-renewal) session does; `--protocol diameter` puts gy_workload's here
+        self.run_session: Callable[[Client, int, bool, int], Coroutine[Any, Any, None]] = \
+            self._session
         # pre-built objects the sessions reuse
         q = settings.quantity
         prop = settings.quantity_property or "unused"   # settled at set-up (pings: no items)
@@ -257,7 +260,7 @@ class Workload:
                 if renewals is not None and n % every == 0 and renewals.pool:
                     await renewals.session(client, n, measured, perf_counter_ns())
                 else:
-                    await self._session(client, n, measured, perf_counter_ns())
+                    await self.run_session(client, n, measured, perf_counter_ns())
         finally:
             self._worker_done()
 
@@ -326,7 +329,7 @@ class Workload:
         elif renewals is not None and n % self.renewal_every == 0 and renewals.pool:
             job = renewals.session(client, n, measured, intended)
         else:
-            job = self._session(client, n, measured, intended)
+            job = self.run_session(client, n, measured, intended)
         pacer = self.pacer
         assert pacer is not None
         task = pacer.loop.create_task(job)
