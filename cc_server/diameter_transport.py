@@ -34,7 +34,7 @@ from cc_diameter.peer import (
 from cc_diameter.reauth import Rar
 from protocol import messages as m
 
-from .faults import Rule
+from .faults import DiameterTraffic, Rule
 from .gy import GyFrontEnd, GyPeer
 from .gy_config import GySettings, parse_listen
 
@@ -276,6 +276,13 @@ class DiameterListener:
         server.renewal.register(self.rar_router, settings.listener_id)
         self._server: asyncio.Server | None = None
 
+    def rar_traffic(self, note: m.Notification) -> DiameterTraffic | None:
+        """The RAR a notification becomes (None: it is not one of ours): its Origin-Host
+        is the peer it goes to."""
+        if note.listener_id != self.settings.listener_id:
+            return None
+        return DiameterTraffic("RAR", origin_host=self.front.holders.get(note.session_id))
+
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
         """The server's loop."""
@@ -283,6 +290,9 @@ class DiameterListener:
 
     async def start(self) -> None:
         """Bind and accept."""
+        controls = self.server.dispatcher.controls
+        if controls is not None:        # the notify fault rules see RARs as RARs
+            controls.notify_traffic = self.rar_traffic
         self._server = await self.loop.create_server(
             lambda: DiameterConnection(self), self.host, self.port, reuse_address=True)
 

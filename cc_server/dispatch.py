@@ -379,8 +379,8 @@ class Dispatcher:
     def _plan(self, controls: TestControls, peer: Peer, msg: m.Message) -> Plan | None:
         """What the fault rules ask of this request (None: nothing fired)."""
         conn_user = getattr(peer, "user", None)
-        if isinstance(msg, m.Execute):
-            return controls.plan_execute(msg, conn_user)
+        if isinstance(msg, m.Execute):   # a Gy peer carries the CCR the container is of
+            return controls.plan_execute(msg, conn_user, getattr(peer, "traffic", None))
         if isinstance(msg, m.AdminRequest):
             if msg.command in controls.COMMANDS:   # the controls themselves never fail
                 return None
