@@ -153,7 +153,8 @@ async def cmd_record(client: cc_client.Client, args: argparse.Namespace,
     for e in entries:
         when = dt.datetime.fromtimestamp(e["time"], dt.UTC).isoformat(timespec="milliseconds")
         body = e.get("body")
-        what = " ".join(f"{k}={body[k]}" for k in ("user", "session", "kind", "cmd", "code")
+        what = " ".join(f"{k}={body[k]}" for k in ("user", "session", "kind", "cmd", "code",
+                                                   "result")
                         if isinstance(body, dict) and k in body)
         rows.append((str(e["seq"]), when.replace("+00:00", "Z"), e["conn"],
                      e.get("conn_user") or "-", e["direction"], e["type"], what))

@@ -32,8 +32,10 @@ from cc_diameter.peer import (
     Request,
 )
 from cc_diameter.reauth import Rar
+from cc_diameter.stream import MessageDecoder
 from protocol import messages as m
 
+from . import diameter_record
 from .faults import DiameterTraffic, Rule
 from .gy import GyFrontEnd, GyPeer
 from .gy_config import GySettings, parse_listen
@@ -61,6 +63,9 @@ class DiameterConnection(asyncio.Protocol):
         self._closing = False
         #: hop-by-hop id of a RAR in flight -> the notification it carries
         self.rars: OrderedDict[int, int] = OrderedDict()
+        #: the request record's own cut of the byte stream (None: out of step, stopped)
+        self._recording: MessageDecoder | None = MessageDecoder(
+            listener.peer_config.max_message)
 
     # ------------------------------------------------------------------ life cycle
 
@@ -83,6 +88,8 @@ class DiameterConnection(asyncio.Protocol):
         self.transport = None
 
     def data_received(self, data: bytes) -> None:
+        if self.listener.server.record is not None:
+            self._record_in(data)
         events = self.machine.receive_data(data, self.loop.time())
         self._act(events)
         self._arm()
@@ -147,6 +154,34 @@ class DiameterConnection(asyncio.Protocol):
     def _write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
+            if self.listener.server.record is not None:
+                self._record(diameter_record.split(data), "out")
+
+    # ------------------------------------------------------------------ request record
+
+    def _record_in(self, data: bytes) -> None:
+        decoder = self._recording
+        if decoder is None:
+            return
+        try:
+            messages = decoder.feed(data)
+        except Exception:        # out of step: the machine closes the connection too
+            self._recording = None
+            record = self.listener.server.record
+            assert record is not None
+            record.add_raw(self.listener.server.clock(), self.peer.name, self.peer.user,
+                           "in", data)
+            return
+        self._record(messages, "in")
+
+    def _record(self, messages: list[bytes], direction: str) -> None:
+        record = self.listener.server.record
+        assert record is not None
+        now = self.listener.server.clock()
+        for data in messages:
+            kind, hop_by_hop, body, raw = diameter_record.entry(data)
+            record.add_entry(now, self.peer.name, self.peer.user, direction, kind,
+                             hop_by_hop, body, raw)
 
     def _reply(self, data: bytes) -> None:
         """Send CCAs now, or once the log records they depend on are synced."""
@@ -274,7 +309,16 @@ class DiameterListener:
         self.by_host: dict[str, DiameterConnection] = {}
         self.rar_router = RarRouter(self)
         server.renewal.register(self.rar_router, settings.listener_id)
+        server.dispatcher.session_origin = self.session_origin
         self._server: asyncio.Server | None = None
+
+    def session_origin(self, info: m.SessionInfo) -> tuple[str, str | None] | None:
+        """("diameter", Origin-Host of its peer) for a Gy session (the peer None when not
+        known: after a restart, until its next CCR); None for a msgpack session."""
+        peer = self.front.holders.get(info.session_id)
+        if peer is None and info.listener_id != self.settings.listener_id:
+            return None
+        return "diameter", peer
 
     def rar_traffic(self, note: m.Notification) -> DiameterTraffic | None:
         """The RAR a notification becomes (None: it is not one of ours): its Origin-Host
