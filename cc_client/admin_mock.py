@@ -48,7 +48,7 @@ RULE_OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
     ("--type", "type", str, "match: message type EXECUTE, ADMIN, LISTEN, ACK, NOTIFY"),
     ("--listener", "listener", LISTENER, "match: renewal listener id"),
     ("--conn-user", "conn_user", str, "match: the connection's authenticated user (glob)"),
-    ("--diameter-command", "diameter_command", str, "match (Diameter): CCR or RAR"),
+    ("--diameter-command", "diameter_command", str, "match (Diameter): CCR, RAR, CER, DWR or DPR"),
     ("--request-type", "request_type", str,
      "match (Diameter): CC-Request-Type INITIAL, UPDATE, TERMINATION or EVENT"),
     ("--rating-group", "rating_group", RATING_GROUP, "match (Diameter): a CCR's Rating-Group"),

@@ -36,7 +36,8 @@ from cc_diameter.stream import MessageDecoder
 from protocol import messages as m
 
 from . import diameter_record
-from .faults import DiameterTraffic, Rule
+from .faults import BASE_ACTIONS, DiameterTraffic, Faults, Rule
+from .faults import Request as FaultRequest
 from .gy import GyFrontEnd, GyPeer
 from .gy_config import GySettings, parse_listen
 
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cc_server")
 _TIMER_SLACK = 0.01
+_BASE_ANSWERS = {c.CMD_CAPABILITIES_EXCHANGE: "CER", c.CMD_DEVICE_WATCHDOG: "DWR",
+                 c.CMD_DISCONNECT_PEER: "DPR"}
 MAX_RARS_IN_FLIGHT = 10_000    # per peer: RARs waiting for their RAA (oldest forgotten)
 
 
@@ -119,6 +122,11 @@ class DiameterConnection(asyncio.Protocol):
             elif type(event) is Closed:
                 closed = event
         own = self.machine.data_to_send()
+        controls = self.listener.server.dispatcher.controls
+        if own and controls is not None and controls.faults.active:
+            own, close = self._base_faults(controls.faults, own)
+            if close and closed is None:
+                closed = Closed("closed by a fault rule on the base protocol")
         if own:
             self._write(own)           # CEA, DWA, DPA, DWR, error answers: no log record
         if out:
@@ -138,6 +146,25 @@ class DiameterConnection(asyncio.Protocol):
             local = self.listener.local
             return error_answer(request, c.DIAMETER_UNABLE_TO_COMPLY, local.origin_host,
                                 local.origin_realm, "internal error")
+
+    def _base_faults(self, faults: Faults, own: bytes) -> tuple[bytes, bool]:
+        """The machine's own answers (CEA, DWA, DPA) as the fault rules that name their
+        request (`diameter_command` CER, DWR, DPR) say: (what still leaves now, close)."""
+        kept: list[bytes] = []
+        close = False
+        for data in diameter_record.split(own):
+            name = _BASE_ANSWERS.get(int.from_bytes(data[5:8], "big"))
+            fired = [] if name is None or data[4] & c.FLAG_REQUEST else faults.fire(
+                FaultRequest("DIAMETER", conn_user=self.peer.user, command=name,
+                             origin_host=self.machine.peer_host), BASE_ACTIONS)
+            if not fired:
+                kept.append(data)
+                continue
+            rule = fired[0]
+            if rule.action == "delay":
+                self.loop.call_later(rule.delay(), self._write, data)
+            close = close or rule.action in ("close-before", "close-after")
+        return b"".join(kept), close
 
     def _carry_out_fault(self, rule: Rule, cca: Message | None) -> bool:
         """What a fired fault rule asks instead of the answer; True: close the connection

@@ -5,7 +5,7 @@ A rule has three parts, every field optional:
 - a match: subscriber (`user`, glob), `service`, `session` (glob), container `kind`,
   sub-request `action`, message `type` (EXECUTE, ADMIN, LISTEN, ACK, NOTIFY), `listener`
   id, and the connection's authenticated user (`conn_user`, glob); on Diameter traffic
-  also `diameter_command` (CCR, RAR), `request_type` (INITIAL, UPDATE, TERMINATION,
+  also `diameter_command` (CCR, RAR, CER, DWR, DPR), `request_type` (INITIAL, UPDATE, TERMINATION,
   EVENT), `rating_group` and `origin_host` (glob): a rule with any of them matches only
   Diameter traffic;
 - a schedule: only after `after` matches, then every `every`-th one, each with
@@ -40,7 +40,12 @@ KINDS = frozenset({"start", "update", "stop"})
 SUB_ACTIONS = frozenset({"reserve", "confirm", "cancel", "confirm_and_reserve"})
 SCOPES = frozenset({"container", "subrequest", "mscc"})
 #: Diameter commands a rule can match (CCRs reach the request actions, RARs the notify ones)
-DIAMETER_COMMANDS = frozenset({"CCR", "RAR"})
+#: the base protocol's requests from a peer: the peer state machine answers them, and
+#: only a rule that names one of them as its `diameter_command` acts on the answer
+BASE_COMMANDS = frozenset({"CER", "DWR", "DPR"})
+BASE_ACTIONS = frozenset({"drop-reply", "drop-request", "delay", "close-before",
+                          "close-after"})
+DIAMETER_COMMANDS = frozenset({"CCR", "RAR"}) | BASE_COMMANDS
 REQUEST_TYPES = frozenset({"INITIAL", "UPDATE", "TERMINATION", "EVENT"})
 _DIAMETER_FIELDS = ("diameter_command", "request_type", "rating_group", "origin_host",
                     "result_code")
@@ -170,6 +175,12 @@ class Rule:
 
     def _check_diameter(self) -> None:
         command = self.command
+        if command in BASE_COMMANDS:
+            if self.action not in BASE_ACTIONS:
+                raise FaultError(f"a {command} rule's action is one of "
+                                 f"{sorted(BASE_ACTIONS)}")
+            if self.request_type is not None or self.rating_group is not None:
+                raise FaultError("request_type and rating_group match CCRs only")
         if command == "RAR" and self.action not in NOTIFY_ACTIONS:
             raise FaultError("a RAR rule's action is drop-notify, delay-notify or "
                              "duplicate-notify (the server sends RARs)")
@@ -215,6 +226,8 @@ class Rule:
         if self.action in NOTIFY_ACTIONS and req.type != "NOTIFY":
             return False
         command = self.command
+        if req.command in BASE_COMMANDS and command != req.command:
+            return False
         if command is not None and (
                 command != req.command
                 or (self.request_type is not None and self.request_type != req.request_type)

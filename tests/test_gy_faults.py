@@ -91,12 +91,19 @@ def test_diameter_fields_never_match_msgpack_traffic() -> None:
     assert not Rule(action="busy", rating_group=20).matches(ccr)
     assert not Rule(action="busy", request_type="INITIAL").matches(ccr)
     assert Rule(action="busy", kind="update").matches(ccr)        # the old fields still do
+    # the base protocol's requests: only a rule that names the command
+    dwr = Request("DIAMETER", conn_user="gw.test", command="DWR", origin_host="gw.test")
+    assert not Rule(action="drop-reply").matches(dwr)
+    assert not Rule(action="drop-reply", origin_host="gw.*").matches(dwr)
+    assert Rule(action="drop-reply", diameter_command="DWR").matches(dwr)
+    assert not Rule(action="drop-reply", diameter_command="CER").matches(dwr)
 
 
 BAD_RULES: list[tuple[dict[str, Any], str]] = [
     ({"action": "busy", "rating_group": "10"}, "rating_group must be a whole number"),
     ({"action": "busy", "request_type": "MIDDLE"}, "request_type must be one of"),
-    ({"action": "busy", "diameter_command": "DWR"}, "diameter_command must be one of"),
+    ({"action": "busy", "diameter_command": "DWA"}, "diameter_command must be one of"),
+    ({"action": "busy", "diameter_command": "DWR"}, "a DWR rule's action is one of"),
     ({"action": "busy", "origin_host": 7}, "origin_host must be a string"),
     ({"action": "error", "result_code": "5003"}, "result_code must be a whole number"),
     ({"action": "error", "result_code": 99}, "result_code must be a Diameter"),

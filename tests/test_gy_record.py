@@ -21,7 +21,7 @@ from cc_server.testing import TestServer, running_server
 from tests.mockkit import data
 
 pytest.importorskip("diameter.node")
-from tests.test_gy_server import CATALOG, Gateway, mscc
+from tests.test_gy_server import CATALOG, Gateway, mscc, wait_for
 
 
 @pytest.fixture
@@ -108,3 +108,29 @@ async def test_sessions_list_shows_a_gy_sessions_peer(gy: tuple[TestServer, Gate
     shown = await asyncio.to_thread(_admin, ["--server", server.url, "sessions", "show",
                                              "gw.test;10;1"])
     assert "gw.test" in shown and "diameter" in shown
+
+
+async def test_a_fault_rule_delays_or_drops_a_dwa(gy: tuple[TestServer, Gateway]) -> None:
+    server, gw = gy
+    record = server.record
+    assert record is not None
+    listener = server.server.diameter
+    assert listener is not None
+    [conn] = listener.connections
+    with server.faults.add(action="delay", diameter_command="DWR", seconds=0.2,
+                           times=1) as delayed:
+        gw.peer.idle_timeout = 1                # the gateway's DWR: its DWA leaves late
+        await wait_for(lambda: delayed.fired == 1)
+        gw.peer.idle_timeout = 1000
+        late = record.find(type="DWR")[-1]
+        await wait_for(lambda: any(e.request_id == late.request_id
+                                   for e in record.find(type="DWA")))
+    with server.faults.add(action="drop-reply", diameter_command="DWR",
+                           origin_host="gw.test", times=1) as dropped:
+        gw.peer.idle_timeout = 1                # the next DWR: no DWA comes back
+        await wait_for(lambda: dropped.fired == 1)
+        gw.peer.idle_timeout = 1000
+    dwr = record.find(type="DWR")[-1]
+    assert dwr.request_id != late.request_id
+    assert not [e for e in record.find(type="DWA") if e.request_id == dwr.request_id]
+    assert conn.machine.dwr_received >= 2
