@@ -69,7 +69,10 @@ def to_json(value: object) -> Any:
     """A JSON-ready copy: records (dataclasses, named tuples) as objects, Decimals as
     strings, times ISO 8601 UTC."""
     if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: to_json(getattr(value, f.name)) for f in fields(value)}
+        out = {f.name: to_json(getattr(value, f.name)) for f in fields(value)}
+        if isinstance(value, SessionInfo) and value.protocol is None:
+            del out["protocol"], out["peer"]   # a msgpack session's JSON as it always was
+        return out
     if isinstance(value, tuple) and hasattr(value, "_asdict"):
         return {k: to_json(v) for k, v in value._asdict().items()}
     if isinstance(value, Mapping):
@@ -137,16 +140,22 @@ def live(res: ReservationInfo) -> bool:
 
 def sessions_text(sessions: Sequence[SessionInfo]) -> str:
     """Sessions as a table: open reservations, what they hold, the next expiry."""
-    rows = []
+    rows: list[tuple[object, ...]] = []
+    # a PEER column (Diameter Gy sessions' Origin-Host) only when a Gy session is listed
+    peers = any(s.protocol is not None for s in sessions)
     for s in sessions:
         open_ones = [r for r in s.reservations if live(r)]
         held = exact_sum(r.amount for r in open_ones)
         expiry = min((r.expires_at for r in open_ones), default=None)
-        rows.append((s.session_id, s.user_id, s.service_id, fmt_time(s.created_at, precise=False),
-                     f"{len(open_ones)}/{len(s.reservations)}", held,
-                     None if expiry is None else fmt_time(expiry, precise=False)))
-    return table(("SESSION", "USER", "SERVICE", "CREATED", "OPEN", "HELD", "NEXT EXPIRY"),
-                 rows, right=(4, 5))
+        row: tuple[object, ...] = (
+            s.session_id, s.user_id, s.service_id, fmt_time(s.created_at, precise=False),
+            f"{len(open_ones)}/{len(s.reservations)}", held,
+            None if expiry is None else fmt_time(expiry, precise=False))
+        if peers:
+            row += (None if s.protocol is None else f"{s.protocol}:{s.peer or '?'}",)
+        rows.append(row)
+    head = ("SESSION", "USER", "SERVICE", "CREATED", "OPEN", "HELD", "NEXT EXPIRY")
+    return table(head + (("PEER",) if peers else ()), rows, right=(4, 5))
 
 
 def session_text(s: SessionInfo) -> str:
@@ -159,7 +168,9 @@ def session_text(s: SessionInfo) -> str:
             external = "0x" + s.external_data.hex()
     text = key_values([("session", s.session_id), ("user", s.user_id),
                        ("service", s.service_id), ("created", fmt_time(s.created_at)),
-                       ("listener", s.listener_id), ("external data", external)])
+                       ("listener", s.listener_id), ("external data", external)]
+                      + ([("protocol", s.protocol), ("peer", s.peer)]
+                         if s.protocol is not None else []))
     rows = [(r.reservation_id, r.state, fmt_item(r.item), r.amount, fmt_counters(r.counters),
              fmt_time(r.expires_at, precise=False), r.default_resolution,
              r.property_to_inverse) for r in s.reservations]

@@ -24,6 +24,8 @@ from cc_client.admin_args import (
     LIMIT,
     LISTENER,
     PROBABILITY,
+    RATING_GROUP,
+    RESULT_CODE,
     RULE_ID,
     RULE_SECONDS,
 )
@@ -46,13 +48,22 @@ RULE_OPTIONS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
     ("--type", "type", str, "match: message type EXECUTE, ADMIN, LISTEN, ACK, NOTIFY"),
     ("--listener", "listener", LISTENER, "match: renewal listener id"),
     ("--conn-user", "conn_user", str, "match: the connection's authenticated user (glob)"),
+    ("--diameter-command", "diameter_command", str, "match (Diameter): CCR, RAR, CER, DWR or DPR"),
+    ("--request-type", "request_type", str,
+     "match (Diameter): CC-Request-Type INITIAL, UPDATE, TERMINATION or EVENT"),
+    ("--rating-group", "rating_group", RATING_GROUP, "match (Diameter): a CCR's Rating-Group"),
+    ("--origin-host", "origin_host", str,
+     "match (Diameter): the CCR's Origin-Host, a RAR's peer (glob)"),
     ("--times", "times", COUNT, "schedule: fire at most N times"),
     ("--every", "every", COUNT, "schedule: fire on every K-th match"),
     ("--probability", "probability", PROBABILITY, "schedule: fire with probability P"),
     ("--seed", "seed", COUNT0, "schedule: seed of the random generator of --probability"),
     ("--after", "after", COUNT0, "schedule: only after M matches"),
     ("--code", "code", str, "error: the error code (PROTOCOL.md section 7)"),
-    ("--scope", "scope", str, "error: container (default) or subrequest"),
+    ("--result-code", "result_code", RESULT_CODE,
+     "error (Diameter): answer this Result-Code instead of a --code"),
+    ("--scope", "scope", str, "error: container (default), subrequest, or mscc "
+                              "(with --result-code)"),
     ("--seconds", "seconds", RULE_SECONDS, "delay, pause, delay-notify: seconds"),
     ("--jitter", "jitter", RULE_SECONDS, "delay, delay-notify: up to this many seconds more"),
 )
@@ -142,7 +153,8 @@ async def cmd_record(client: cc_client.Client, args: argparse.Namespace,
     for e in entries:
         when = dt.datetime.fromtimestamp(e["time"], dt.UTC).isoformat(timespec="milliseconds")
         body = e.get("body")
-        what = " ".join(f"{k}={body[k]}" for k in ("user", "session", "kind", "cmd", "code")
+        what = " ".join(f"{k}={body[k]}" for k in ("user", "session", "kind", "cmd", "code",
+                                                   "result")
                         if isinstance(body, dict) and k in body)
         rows.append((str(e["seq"]), when.replace("+00:00", "Z"), e["conn"],
                      e.get("conn_user") or "-", e["direction"], e["type"], what))

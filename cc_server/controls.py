@@ -31,7 +31,15 @@ from protocol.errors import ErrorCode
 
 from .clock import ClockError, ManualClock, parse_time
 from .engine import Refused
-from .faults import NOTIFY_ACTIONS, FaultError, Faults, Request, Rule, rule_from_map
+from .faults import (
+    NOTIFY_ACTIONS,
+    DiameterTraffic,
+    FaultError,
+    Faults,
+    Request,
+    Rule,
+    rule_from_map,
+)
 from .record import CONTROL_COMMANDS, Record
 
 #: Actions the dispatcher handles before the request is applied.
@@ -54,6 +62,12 @@ class Plan:
     pause: float = 0.0
 
 
+def _rating_group(reservation_id: str) -> int | None:
+    """The Rating-Group of a Gy reservation id ("RG<n>" or "RG<n>.<k>", gy.py)."""
+    head = reservation_id[2:].partition(".")[0] if reservation_id.startswith("RG") else ""
+    return int(head) if head.isdigit() else None
+
+
 class TestControls:
     """Faults, record and clock of one server."""
 
@@ -68,6 +82,9 @@ class TestControls:
         self.record: Record | None = Record(record_size) if record_size and enabled else None
         #: the server's clock; a `ManualClock` tells the server itself when it moves
         self.clock = clock
+        #: the Diameter side of a notification (a RAR) for the notify rules; set by the
+        #: Diameter listener, None for a notification pushed over msgpack
+        self.notify_traffic: Callable[[m.Notification], DiameterTraffic | None] | None = None
 
     @property
     def manual_clock(self) -> ManualClock | None:
@@ -76,10 +93,13 @@ class TestControls:
 
     # ------------------------------------------------------------------ requests
 
-    def plan_execute(self, msg: m.Execute, conn_user: str | None) -> Plan | None:
-        """The fired rules' plan for one container (None: nothing fired)."""
+    def plan_execute(self, msg: m.Execute, conn_user: str | None,
+                     traffic: DiameterTraffic | None = None) -> Plan | None:
+        """The fired rules' plan for one container (None: nothing fired); `traffic`: the
+        CCR it was built from."""
         req = Request("EXECUTE", msg.user_id, msg.service_id, msg.session_id, str(msg.kind),
-                      tuple(str(sub.action) for sub in msg.subs), conn_user=conn_user)
+                      tuple(str(sub.action) for sub in msg.subs), conn_user=conn_user,
+                      **traffic.fields() if traffic is not None else {})
         fired = self.faults.fire(req, REQUEST_ACTIONS)
         if not fired:
             return None
@@ -88,7 +108,9 @@ class TestControls:
             if rule.action == "error" and rule.scope == "subrequest":
                 errors = plan.sub_errors or {}
                 for index, sub in enumerate(msg.subs):
-                    if rule.sub_action is None or rule.sub_action == sub.action:
+                    if (rule.sub_action is None or rule.sub_action == sub.action) and (
+                            rule.rating_group is None
+                            or _rating_group(sub.reservation_id) == rule.rating_group):
                         errors.setdefault(index, str(rule.code))
                 plan.sub_errors = errors
             else:
@@ -119,9 +141,11 @@ class TestControls:
 
     def plan_notify(self, msg: m.Notification) -> list[Rule]:
         """The notification rules that fire for one NOTIFY attempt."""
-        return self.faults.fire(Request("NOTIFY", msg.user_id, msg.service_id,
-                                        msg.session_id, listener=msg.listener_id),
-                                NOTIFY_ACTIONS)
+        traffic = self.notify_traffic(msg) if self.notify_traffic is not None else None
+        req = Request("NOTIFY", msg.user_id, msg.service_id, msg.session_id,
+                      listener=msg.listener_id,
+                      **traffic.fields() if traffic is not None else {})
+        return self.faults.fire(req, NOTIFY_ACTIONS)
 
     # ------------------------------------------------------------------ admin commands
 

@@ -32,9 +32,12 @@ from cc_diameter.peer import (
     Request,
 )
 from cc_diameter.reauth import Rar
+from cc_diameter.stream import MessageDecoder
 from protocol import messages as m
 
-from .faults import Rule
+from . import diameter_record
+from .faults import BASE_ACTIONS, DiameterTraffic, Faults, Rule
+from .faults import Request as FaultRequest
 from .gy import GyFrontEnd, GyPeer
 from .gy_config import GySettings, parse_listen
 
@@ -43,6 +46,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cc_server")
 _TIMER_SLACK = 0.01
+_BASE_ANSWERS = {c.CMD_CAPABILITIES_EXCHANGE: "CER", c.CMD_DEVICE_WATCHDOG: "DWR",
+                 c.CMD_DISCONNECT_PEER: "DPR"}
 MAX_RARS_IN_FLIGHT = 10_000    # per peer: RARs waiting for their RAA (oldest forgotten)
 
 
@@ -61,6 +66,9 @@ class DiameterConnection(asyncio.Protocol):
         self._closing = False
         #: hop-by-hop id of a RAR in flight -> the notification it carries
         self.rars: OrderedDict[int, int] = OrderedDict()
+        #: the request record's own cut of the byte stream (None: out of step, stopped)
+        self._recording: MessageDecoder | None = MessageDecoder(
+            listener.peer_config.max_message)
 
     # ------------------------------------------------------------------ life cycle
 
@@ -83,6 +91,8 @@ class DiameterConnection(asyncio.Protocol):
         self.transport = None
 
     def data_received(self, data: bytes) -> None:
+        if self.listener.server.record is not None:
+            self._record_in(data)
         events = self.machine.receive_data(data, self.loop.time())
         self._act(events)
         self._arm()
@@ -112,6 +122,11 @@ class DiameterConnection(asyncio.Protocol):
             elif type(event) is Closed:
                 closed = event
         own = self.machine.data_to_send()
+        controls = self.listener.server.dispatcher.controls
+        if own and controls is not None and controls.faults.active:
+            own, close = self._base_faults(controls.faults, own)
+            if close and closed is None:
+                closed = Closed("closed by a fault rule on the base protocol")
         if own:
             self._write(own)           # CEA, DWA, DPA, DWR, error answers: no log record
         if out:
@@ -132,6 +147,25 @@ class DiameterConnection(asyncio.Protocol):
             return error_answer(request, c.DIAMETER_UNABLE_TO_COMPLY, local.origin_host,
                                 local.origin_realm, "internal error")
 
+    def _base_faults(self, faults: Faults, own: bytes) -> tuple[bytes, bool]:
+        """The machine's own answers (CEA, DWA, DPA) as the fault rules that name their
+        request (`diameter_command` CER, DWR, DPR) say: (what still leaves now, close)."""
+        kept: list[bytes] = []
+        close = False
+        for data in diameter_record.split(own):
+            name = _BASE_ANSWERS.get(int.from_bytes(data[5:8], "big"))
+            fired = [] if name is None or data[4] & c.FLAG_REQUEST else faults.fire(
+                FaultRequest("DIAMETER", conn_user=self.peer.user, command=name,
+                             origin_host=self.machine.peer_host), BASE_ACTIONS)
+            if not fired:
+                kept.append(data)
+                continue
+            rule = fired[0]
+            if rule.action == "delay":
+                self.loop.call_later(rule.delay(), self._write, data)
+            close = close or rule.action in ("close-before", "close-after")
+        return b"".join(kept), close
+
     def _carry_out_fault(self, rule: Rule, cca: Message | None) -> bool:
         """What a fired fault rule asks instead of the answer; True: close the connection
         (close-before, close-after; what was answered before still leaves)."""
@@ -147,6 +181,34 @@ class DiameterConnection(asyncio.Protocol):
     def _write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
+            if self.listener.server.record is not None:
+                self._record(diameter_record.split(data), "out")
+
+    # ------------------------------------------------------------------ request record
+
+    def _record_in(self, data: bytes) -> None:
+        decoder = self._recording
+        if decoder is None:
+            return
+        try:
+            messages = decoder.feed(data)
+        except Exception:        # out of step: the machine closes the connection too
+            self._recording = None
+            record = self.listener.server.record
+            assert record is not None
+            record.add_raw(self.listener.server.clock(), self.peer.name, self.peer.user,
+                           "in", data)
+            return
+        self._record(messages, "in")
+
+    def _record(self, messages: list[bytes], direction: str) -> None:
+        record = self.listener.server.record
+        assert record is not None
+        now = self.listener.server.clock()
+        for data in messages:
+            kind, hop_by_hop, body, raw = diameter_record.entry(data)
+            record.add_entry(now, self.peer.name, self.peer.user, direction, kind,
+                             hop_by_hop, body, raw)
 
     def _reply(self, data: bytes) -> None:
         """Send CCAs now, or once the log records they depend on are synced."""
@@ -274,7 +336,23 @@ class DiameterListener:
         self.by_host: dict[str, DiameterConnection] = {}
         self.rar_router = RarRouter(self)
         server.renewal.register(self.rar_router, settings.listener_id)
+        server.dispatcher.session_origin = self.session_origin
         self._server: asyncio.Server | None = None
+
+    def session_origin(self, info: m.SessionInfo) -> tuple[str, str | None] | None:
+        """("diameter", Origin-Host of its peer) for a Gy session (the peer None when not
+        known: after a restart, until its next CCR); None for a msgpack session."""
+        peer = self.front.holders.get(info.session_id)
+        if peer is None and info.listener_id != self.settings.listener_id:
+            return None
+        return "diameter", peer
+
+    def rar_traffic(self, note: m.Notification) -> DiameterTraffic | None:
+        """The RAR a notification becomes (None: it is not one of ours): its Origin-Host
+        is the peer it goes to."""
+        if note.listener_id != self.settings.listener_id:
+            return None
+        return DiameterTraffic("RAR", origin_host=self.front.holders.get(note.session_id))
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -283,6 +361,9 @@ class DiameterListener:
 
     async def start(self) -> None:
         """Bind and accept."""
+        controls = self.server.dispatcher.controls
+        if controls is not None:        # the notify fault rules see RARs as RARs
+            controls.notify_traffic = self.rar_traffic
         self._server = await self.loop.create_server(
             lambda: DiameterConnection(self), self.host, self.port, reuse_address=True)
 

@@ -166,6 +166,10 @@ class Dispatcher:
         self.on_dedup_full: Callable[[str], None] | None = None
         #: more sections of `stats()`, by name (a section returning None is left out)
         self.stats_sections: dict[str, Callable[[], Any]] = {}
+        #: a Gy session's (protocol, peer) for find_sessions (set by the Diameter
+        #: listener; None for a msgpack session)
+        self.session_origin: Callable[[m.SessionInfo], tuple[str, str | None] | None] | \
+            None = None
         #: (container kind or command, outcome) -> count. Not a Counter: its Python-level
         #: __delitem__ sends every `+= 1` through Python slot dispatch (3 times slower).
         self.counts: defaultdict[tuple[str, str], int] = defaultdict(int)
@@ -203,7 +207,7 @@ class Dispatcher:
             "top_up": lambda a, now: codec.subscriber_to_wire(
                 self.engine.top_up(a["user"], a["amount"], now)),
             "find_sessions": lambda a, now: [
-                codec.session_to_wire(s) for s in self.engine.find_sessions(
+                self._session_to_wire(s) for s in self.engine.find_sessions(
                     a.get("user"), a.get("session"), min(a.get("limit") or 1000, 5000),
                     a.get("after"))],
             "cancel_session": lambda a, now: [codec.tx_to_wire(t) for t in
@@ -319,6 +323,15 @@ class Dispatcher:
             self.counts["request", "SERVER_ERROR"] += 1
             return error_reply(ErrorCode.SERVER_ERROR, "internal error; nothing was applied")
 
+    def _session_to_wire(self, s: m.SessionInfo) -> dict[str, Any]:
+        wire = codec.session_to_wire(s)
+        origin = self.session_origin(s) if self.session_origin is not None else None
+        if origin is not None:
+            wire["protocol"] = origin[0]
+            if origin[1] is not None:
+                wire["peer"] = origin[1]
+        return wire
+
     def acknowledge_local(self, peer: Peer, notification_id: int) -> str:
         """A renewal notification acknowledged other than by an ACK frame (a Diameter RAA):
         the renewal service's verdict, logged as an ACK is."""
@@ -381,8 +394,8 @@ class Dispatcher:
     def _plan(self, controls: TestControls, peer: Peer, msg: m.Message) -> Plan | None:
         """What the fault rules ask of this request (None: nothing fired)."""
         conn_user = getattr(peer, "user", None)
-        if isinstance(msg, m.Execute):
-            return controls.plan_execute(msg, conn_user)
+        if isinstance(msg, m.Execute):   # a Gy peer carries the CCR the container is of
+            return controls.plan_execute(msg, conn_user, getattr(peer, "traffic", None))
         if isinstance(msg, m.AdminRequest):
             if msg.command in controls.CONTROL_COMMANDS:   # the controls themselves never fail
                 return None

@@ -4,12 +4,16 @@ A rule has three parts, every field optional:
 
 - a match: subscriber (`user`, glob), `service`, `session` (glob), container `kind`,
   sub-request `action`, message `type` (EXECUTE, ADMIN, LISTEN, ACK, NOTIFY), `listener`
-  id, and the connection's authenticated user (`conn_user`, glob);
+  id, and the connection's authenticated user (`conn_user`, glob); on Diameter traffic
+  also `diameter_command` (CCR, RAR, CER, DWR, DPR), `request_type` (INITIAL, UPDATE, TERMINATION,
+  EVENT), `rating_group` and `origin_host` (glob): a rule with any of them matches only
+  Diameter traffic;
 - a schedule: only after `after` matches, then every `every`-th one, each with
   `probability` (from a generator seeded with `seed`), at most `times` times;
 - an action (`ACTIONS`), with its `code` (error), `seconds` and `jitter` (delay, pause,
   delay-notify) and `scope` (error: the whole `container` or only the matching
-  `subrequest`).
+  `subrequest`); on Diameter, `result_code` instead of `code` (error: that Result-Code,
+  top level with scope `container`, in the matching MSCCs with scope `mscc`).
 
 The rules only decide; the server acts (dispatch.py, connection.py, renewal.py). This
 module does no IO and reads no clock. Every rule counts how often it matched and fired.
@@ -34,7 +38,17 @@ NOTIFY_ACTIONS = frozenset({"drop-notify", "delay-notify", "duplicate-notify"})
 MESSAGE_TYPES = frozenset({"EXECUTE", "ADMIN", "LISTEN", "ACK", "NOTIFY"})
 KINDS = frozenset({"start", "update", "stop"})
 SUB_ACTIONS = frozenset({"reserve", "confirm", "cancel", "confirm_and_reserve"})
-SCOPES = frozenset({"container", "subrequest"})
+SCOPES = frozenset({"container", "subrequest", "mscc"})
+#: Diameter commands a rule can match (CCRs reach the request actions, RARs the notify ones)
+#: the base protocol's requests from a peer: the peer state machine answers them, and
+#: only a rule that names one of them as its `diameter_command` acts on the answer
+BASE_COMMANDS = frozenset({"CER", "DWR", "DPR"})
+BASE_ACTIONS = frozenset({"drop-reply", "drop-request", "delay", "close-before",
+                          "close-after"})
+DIAMETER_COMMANDS = frozenset({"CCR", "RAR"}) | BASE_COMMANDS
+REQUEST_TYPES = frozenset({"INITIAL", "UPDATE", "TERMINATION", "EVENT"})
+_DIAMETER_FIELDS = ("diameter_command", "request_type", "rating_group", "origin_host",
+                    "result_code")
 MAX_SECONDS = 3600.0   # the longest delay or pause a rule may ask for
 MAX_RULES = 1000
 
@@ -55,6 +69,28 @@ class Request:
     actions: tuple[str, ...] = ()
     listener: int | None = None
     conn_user: str | None = None
+    #: Diameter traffic only: the command (CCR, RAR), CC-Request-Type name, the
+    #: Rating-Groups of its MSCCs, the Origin-Host (of a RAR: the peer it goes to)
+    command: str | None = None
+    request_type: str | None = None
+    rating_groups: tuple[int, ...] = ()
+    origin_host: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DiameterTraffic:
+    """The Diameter side of a request (`Request`'s Diameter fields), as the front-end
+    hands it to the dispatcher with a container it built from a CCR."""
+
+    command: str
+    request_type: str | None = None
+    rating_groups: tuple[int, ...] = ()
+    origin_host: str | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """The Diameter fields of a `Request`, as keywords."""
+        return {"command": self.command, "request_type": self.request_type,
+                "rating_groups": self.rating_groups, "origin_host": self.origin_host}
 
 
 @dataclass(slots=True)
@@ -70,12 +106,17 @@ class Rule:
     type: str | None = None
     listener: int | None = None
     conn_user: str | None = None
+    diameter_command: str | None = None
+    request_type: str | None = None
+    rating_group: int | None = None
+    origin_host: str | None = None
     times: int | None = None
     every: int | None = None
     probability: float | None = None
     after: int = 0
     seed: int | None = None
     code: str | None = None
+    result_code: int | None = None
     scope: str = "container"
     seconds: float = 0.0
     jitter: float = 0.0
@@ -102,12 +143,18 @@ class Rule:
         _one_of("sub_action", self.sub_action, SUB_ACTIONS)
         _one_of("type", self.type, MESSAGE_TYPES)
         _one_of("scope", self.scope, SCOPES)
-        if self.action == "error":
+        _one_of("diameter_command", self.diameter_command, DIAMETER_COMMANDS)
+        _one_of("request_type", self.request_type, REQUEST_TYPES)
+        self._check_diameter()
+        if self.action == "error" and self.result_code is None:
             if self.code not in ErrorCode.__members__:
-                raise FaultError(f"action error needs a code of the protocol, not {self.code!r}")
+                raise FaultError(f"action error needs a code of the protocol (or a Diameter "
+                                 f"result_code), not {self.code!r}")
             if self.scope == "subrequest" and self.code in _CONNECTION_CODES:
                 raise FaultError(f"{self.code} is not a sub-request outcome")
-        elif self.code is not None:
+            if self.scope == "mscc":
+                raise FaultError("scope mscc goes with result_code")
+        elif self.code is not None and self.action != "error":
             raise FaultError("code goes with action error only")
         for name in ("times", "every"):
             value = getattr(self, name)
@@ -126,6 +173,49 @@ class Rule:
         if self.action in ("delay", "pause", "delay-notify") and self.seconds <= 0:
             raise FaultError(f"action {self.action} needs seconds > 0")
 
+    def _check_diameter(self) -> None:
+        command = self.command
+        if command in BASE_COMMANDS:
+            if self.action not in BASE_ACTIONS:
+                raise FaultError(f"a {command} rule's action is one of "
+                                 f"{sorted(BASE_ACTIONS)}")
+            if self.request_type is not None or self.rating_group is not None:
+                raise FaultError("request_type and rating_group match CCRs only")
+        if command == "RAR" and self.action not in NOTIFY_ACTIONS:
+            raise FaultError("a RAR rule's action is drop-notify, delay-notify or "
+                             "duplicate-notify (the server sends RARs)")
+        if command == "CCR" and self.action in NOTIFY_ACTIONS:
+            raise FaultError(f"action {self.action} acts on RARs, not on CCRs")
+        if command == "RAR" and (self.request_type is not None
+                                 or self.rating_group is not None):
+            raise FaultError("request_type and rating_group match CCRs, not RARs")
+        if self.rating_group is not None and not 0 <= self.rating_group <= 0xFFFFFFFF:
+            raise FaultError("rating_group must be 0..4294967295")
+        if self.result_code is None:
+            return
+        if self.action != "error":
+            raise FaultError("result_code goes with action error only")
+        if self.code is not None:
+            raise FaultError("an error rule has code (protocol) or result_code "
+                             "(Diameter), not both")
+        if not 1000 <= self.result_code <= 5999:
+            raise FaultError("result_code must be a Diameter Result-Code 1000..5999")
+        if self.scope not in ("container", "mscc"):
+            raise FaultError("result_code goes with scope container or mscc")
+        if self.sub_action is not None:
+            raise FaultError("a result_code rule is tried before the container is built: "
+                             "match rating_group, not sub_action")
+
+    @property
+    def command(self) -> str | None:
+        """The Diameter command the rule matches: `diameter_command`, or the one its
+        Diameter fields imply (RAR for notify actions, else CCR); None: any traffic."""
+        if self.diameter_command is not None:
+            return self.diameter_command
+        if any(getattr(self, name) is not None for name in _DIAMETER_FIELDS):
+            return "RAR" if self.action in NOTIFY_ACTIONS else "CCR"
+        return None
+
     # ------------------------------------------------------------------ matching
 
     def matches(self, req: Request) -> bool:
@@ -134,6 +224,16 @@ class Rule:
         if rule_type is not None and rule_type != req.type:
             return False
         if self.action in NOTIFY_ACTIONS and req.type != "NOTIFY":
+            return False
+        command = self.command
+        if req.command in BASE_COMMANDS and command != req.command:
+            return False
+        if command is not None and (
+                command != req.command
+                or (self.request_type is not None and self.request_type != req.request_type)
+                or (self.rating_group is not None
+                    and self.rating_group not in req.rating_groups)
+                or not _glob(self.origin_host, req.origin_host)):
             return False
         return (_glob(self.user, req.user) and _glob(self.session, req.session)
                 and _glob(self.conn_user, req.conn_user)
@@ -175,6 +275,8 @@ _TEXT, _INT, _NUMBER = (str,), (int,), (int, float)   # bool is none of them (`t
 FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "action": _TEXT, "user": _TEXT, "service": _TEXT, "session": _TEXT, "kind": _TEXT,
     "sub_action": _TEXT, "type": _TEXT, "listener": _INT, "conn_user": _TEXT,
+    "diameter_command": _TEXT, "request_type": _TEXT, "rating_group": _INT,
+    "origin_host": _TEXT, "result_code": _INT,
     "times": _INT, "every": _INT, "probability": _NUMBER, "after": _INT, "seed": _INT,
     "code": _TEXT, "scope": _TEXT, "seconds": _NUMBER, "jitter": _NUMBER}
 _OPTIONAL = frozenset(f.name for f in fields(Rule) if f.default is None)
@@ -266,11 +368,16 @@ class Faults:
         self.active = False
         return count
 
-    def fire(self, req: Request, actions: frozenset[str] | None = None) -> list[Rule]:
-        """The rules that fire for `req` (each counted), optionally only of `actions`."""
+    def fire(self, req: Request, actions: frozenset[str] | None = None,
+             result_codes: bool = False) -> list[Rule]:
+        """The rules that fire for `req` (each counted), optionally only of `actions`;
+        only the rules with a Diameter `result_code` when `result_codes`, else only the
+        others (the Gy front-end tries those itself, before it builds the container)."""
         fired = []
         for rule in list(self._rules.values()):
             if actions is not None and rule.action not in actions:
+                continue
+            if (rule.result_code is not None) != result_codes:
                 continue
             if rule.consider(req):
                 fired.append(rule)

@@ -31,7 +31,7 @@ from protocol.errors import ErrorCode
 from protocol.items import ChargeableItem
 
 from .dedup import Reply
-from .faults import Rule
+from .faults import DiameterTraffic, Request, Rule
 from .gy_config import GySettings, RatingGroup
 
 if TYPE_CHECKING:
@@ -50,6 +50,10 @@ TOP_LEVEL: Final[dict[str, int]] = {
 KINDS: Final = {c.INITIAL_REQUEST: m.ContainerKind.START,
                 c.UPDATE_REQUEST: m.ContainerKind.UPDATE,
                 c.TERMINATION_REQUEST: m.ContainerKind.STOP}
+REQUEST_TYPE_NAMES: Final = {c.INITIAL_REQUEST: "INITIAL", c.UPDATE_REQUEST: "UPDATE",
+                              c.TERMINATION_REQUEST: "TERMINATION",
+                              c.EVENT_REQUEST: "EVENT"}
+_ERROR: Final = frozenset({"error"})
 ENDED_KEPT: Final = 100_000   # ended Diameter sessions remembered for their duplicates
 
 
@@ -75,6 +79,8 @@ class GyPeer:
     name: str
     roles: frozenset[str] = frozenset({"charging"})
     user: str | None = None
+    #: the CCR being served, for the fault rules' Diameter fields (dispatch.py reads it)
+    traffic: DiameterTraffic | None = None
 
 
 @dataclass
@@ -95,6 +101,9 @@ class GyFrontEnd:
     #: (None for a rule that stopped the request before it ran): see `take_fault`
     fault: tuple[Rule, Message | None] | None = None
     _taken: tuple[Rule, Reply | None] | None = None
+    #: Rating-Group -> Result-Code a `result_code` fault rule (scope mscc) forces on the
+    #: CCR being served: those MSCCs are left out of the container
+    _forced: dict[int, int] = field(default_factory=dict)
 
     def take_fault(self) -> tuple[Rule, Message | None] | None:
         """The fault rule that fired for the CCR just handled (then cleared): the
@@ -105,7 +114,11 @@ class GyFrontEnd:
     def handle_ccr(self, peer: GyPeer, msg: Message) -> Message | None:
         """The CCA (or error answer) to one CCR; None when a fault rule took it."""
         self.fault = None
-        answer = self._handle(peer, msg)
+        self._forced.clear()
+        try:
+            answer = self._handle(peer, msg)
+        finally:
+            peer.traffic = None
         sid = msg.find(c.SESSION_ID)
         host = msg.find(c.ORIGIN_HOST)
         if sid is not None and host is not None:
@@ -124,8 +137,15 @@ class GyFrontEnd:
             self._count(f"avp_error.{exc.result_code}")
             return error_answer(msg, exc.result_code, local.origin_host, local.origin_realm,
                                 exc.message, exc.failed)
+        peer.traffic = DiameterTraffic(
+            "CCR", REQUEST_TYPE_NAMES.get(ccr.request_type),
+            tuple(x.rating_group for x in ccr.mscc if x.rating_group is not None),
+            ccr.origin_host)
         kind = KINDS.get(ccr.request_type)
         if kind is None:
+            forced = self._result_code_rules(peer, msg, ccr, ccr.subscriber(), None, None)
+            if forced is not None:
+                return forced
             return self._answer(msg, ccr, c.DIAMETER_UNABLE_TO_COMPLY,
                                 error="event charging (CC-Request-Type 4) is not supported")
         if ccr.auth_application_id != c.APP_CREDIT_CONTROL:
@@ -146,6 +166,9 @@ class GyFrontEnd:
         if stored is not True and stored is not False:
             self._count("repeated")
             return self._cca(msg, ccr, service, stored)
+        forced = self._result_code_rules(peer, msg, ccr, user, service, str(kind))
+        if forced is not None:
+            return forced
         pending = self.pending.get(ccr.session_id)
         if session is None and kind is not m.ContainerKind.START:
             if pending is None:
@@ -174,6 +197,31 @@ class GyFrontEnd:
             if kind is m.ContainerKind.STOP:
                 self._ended(ccr.session_id, user, service)
         return self._outcome(msg, ccr, service, reply)
+
+    def _result_code_rules(self, peer: GyPeer, msg: Message, ccr: Ccr, user: str | None,
+                           service: str | None, kind: str | None) -> Message | None:
+        """Fire the fault rules with a `result_code`: the error answer of a scope
+        container one (nothing applied), or None, with the MSCCs a scope mscc one takes
+        noted in `_forced`."""
+        controls = self.dispatcher.controls
+        traffic = peer.traffic
+        if controls is None or not controls.faults.active or traffic is None:
+            return None
+        fired = controls.faults.fire(Request("EXECUTE", user, service, ccr.session_id, kind,
+                                             conn_user=peer.user, **traffic.fields()),
+                                     _ERROR, result_codes=True)
+        for rule in fired:
+            self._count("fault.error")
+            code = rule.result_code
+            assert code is not None
+            if rule.scope != "mscc":
+                self._forced.clear()
+                return self._answer(msg, ccr, code, error=f"injected by fault rule {rule.id}")
+            for mscc in ccr.mscc:
+                rg = mscc.rating_group
+                if rg is not None and rule.rating_group in (None, rg):
+                    self._forced.setdefault(rg, code)
+        return None
 
     def _held_reply(self) -> Reply | None:
         taken = self._taken
@@ -260,10 +308,11 @@ class GyFrontEnd:
         resolution = m.Resolution(self.settings.on_expiry)
         subs: list[m.SubRequest] = []
         listed: set[str] = set()
+        forced = self._forced
         for mscc in ccr.mscc:
             rg = mscc.rating_group
             group = self.rating_groups.get(rg) if rg is not None else None
-            if group is None or rg is None:
+            if group is None or rg is None or rg in forced:
                 continue
             probe = self._item(group, service, 0)
             if probe is None:
@@ -352,6 +401,9 @@ class GyFrontEnd:
               by_rg: dict[int, m.Outcome]) -> Mscc:
         rg = mscc.rating_group
         answer = Mscc(rating_group=rg, service_identifiers=list(mscc.service_identifiers))
+        if rg is not None and rg in self._forced:
+            answer.result_code = self._forced[rg]       # a fault rule's (scope mscc)
+            return answer
         group = self.rating_groups.get(rg) if rg is not None else None
         if group is None or rg is None or self._item(group, service, 0) is None:
             answer.result_code = c.DIAMETER_RATING_FAILED

@@ -38,6 +38,9 @@ _HELLO = int(m.MsgType.HELLO)
 _ANSWERED = frozenset(t.name for t in m.MsgType if not t & m.REPLY and t not in (
     m.MsgType.GOODBYE, m.MsgType.NOTIFY, m.MsgType.ERROR))
 _REPLIES = frozenset(t.name for t in m.MsgType if t & m.REPLY)
+# Diameter (diameter_record.py): a CCR read is answered by the CCA written
+_ANSWERED |= {"CCR"}
+_REPLIES |= {"CCA"}
 _SUB_FIELDS = ("action", "rid", "item", "next", "ttl", "resolution", "inverse")
 
 
@@ -147,6 +150,13 @@ class Record:
         self.seq += 1
         self.entries.append(Entry(self.seq, now, conn, conn_user, direction,
                                   type_name(msg_type), request_id, value, raw))
+
+    def add_entry(self, now: float, conn: str, conn_user: str | None, direction: str,
+                  type: str, request_id: int, body: Any, raw: bytes | None = None) -> None:
+        """Record one message decoded elsewhere (a Diameter message: diameter_record.py)."""
+        self.seq += 1
+        self.entries.append(Entry(self.seq, now, conn, conn_user, direction, type,
+                                  request_id, body, raw))
 
     def add_raw(self, now: float, conn: str, conn_user: str | None, direction: str,
                 data: bytes) -> None:

@@ -281,6 +281,8 @@ class SessionInfo:
     listener_id: int | None = None
     external_data: bytes | None = None
     reservations: tuple[ReservationInfo, ...] = ()
+    protocol: str | None = None          # "diameter" for a Gy session, None: msgpack
+    peer: str | None = None              # a Gy session's peer (Origin-Host), when known
 
 
 # ------------------------------------------------------------------------ renewal

@@ -13,8 +13,8 @@ import datetime as dt
 from decimal import Decimal, localcontext
 
 from protocol import messages as m
-from protocol.money import zero
 from protocol.errors import ErrorCode
+from protocol.money import zero
 
 from . import MONEY, Engine
 from .accounts import ZERO, Account

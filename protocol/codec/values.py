@@ -190,13 +190,19 @@ def subscriber_from_wire(obj: object) -> m.Subscriber:
 
 
 def session_to_wire(s: m.SessionInfo) -> dict[str, Any]:
-    return {"session": s.session_id, "user": s.user_id, "service": s.service_id,
-            "created": s.created_at, "listener": s.listener_id, "external": s.external_data,
-            "reservations": [
-                {"rid": r.reservation_id, "state": r.state, "item": item_to_wire(r.item),
-                 "amount": r.amount, "expires": r.expires_at,
-                 "resolution": r.default_resolution, "counters": r.counters,
-                 "inverse": r.property_to_inverse} for r in s.reservations]}
+    wire: dict[str, Any] = {
+        "session": s.session_id, "user": s.user_id, "service": s.service_id,
+        "created": s.created_at, "listener": s.listener_id, "external": s.external_data,
+        "reservations": [
+            {"rid": r.reservation_id, "state": r.state, "item": item_to_wire(r.item),
+             "amount": r.amount, "expires": r.expires_at,
+             "resolution": r.default_resolution, "counters": r.counters,
+             "inverse": r.property_to_inverse} for r in s.reservations]}
+    if s.protocol is not None:           # only a Gy session's map has these two
+        wire["protocol"] = s.protocol
+    if s.peer is not None:
+        wire["peer"] = s.peer
+    return wire
 
 
 _SESSION_KEYS = frozenset({"session", "user", "service", "created", "listener", "external",
@@ -204,7 +210,7 @@ _SESSION_KEYS = frozenset({"session", "user", "service", "created", "listener", 
 _RES_INFO_KEYS = frozenset({"rid", "state", "item", "amount", "expires", "resolution",
                             "counters", "inverse"})
 
-_K_SESSION = _keys(_SESSION_KEYS)
+_K_SESSION = _keys(_SESSION_KEYS, {"protocol", "peer"})
 _K_RES_INFO = _keys(_RES_INFO_KEYS)
 
 
@@ -225,4 +231,5 @@ def session_from_wire(obj: object) -> m.SessionInfo:
         _time(d["created"], "created"),
         None if listener is None else _int(listener, "listener", 1, m.MAX_LISTENER_ID),
         None if external is None else _bin(external, "external", m.MAX_EXTERNAL_DATA),
-        tuple(reservations))
+        tuple(reservations), _opt_id(d.get("protocol"), "protocol"),
+        _opt_id(d.get("peer"), "peer"))
