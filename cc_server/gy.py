@@ -79,6 +79,16 @@ def new_item(name: str, quantity_name: str, quantity: int | Decimal) -> Chargeab
     return ChargeableItem(name, {quantity_name: quantity})
 
 
+def _sub(action: m.Action, reservation_id: str, item: ChargeableItem | None = None,
+         next_item: ChargeableItem | None = None, ttl: int | None = None,
+         resolution: m.Resolution | None = None,
+         property_to_inverse: str | None = None) -> m.SubRequest:
+    """`m.SubRequest(...)` without its interpreted NamedTuple `__new__`."""
+    sub: m.SubRequest = _new_tuple(m.SubRequest, (
+        action, reservation_id, item, next_item, ttl, resolution, property_to_inverse))
+    return sub
+
+
 def rating_group_of(reservation_id: str) -> int | None:
     """The Rating-Group of a reservation id "RG<n>" or "RG<n>.<k>"."""
     if not reservation_id.startswith("RG"):
@@ -346,21 +356,21 @@ class GyFrontEnd:
             if kind is not m.ContainerKind.START and not is_open and used is not None \
                     and (requested is None or kind is m.ContainerKind.STOP):
                 # usage of a rating group with no open reservation: the engine says so
-                subs.append(m.SubRequest(m.Action.CONFIRM, rid, new_item(
+                subs.append(_sub(m.Action.CONFIRM, rid, new_item(
                     item, quantity_name, group.quantity(used))))
                 continue
             if kind is m.ContainerKind.START or not is_open:
                 if requested is None or kind is m.ContainerKind.STOP:
                     continue
-                subs.append(m.SubRequest(m.Action.RESERVE, rid, new_item(
+                subs.append(_sub(m.Action.RESERVE, rid, new_item(
                     item, quantity_name, group.quantity(requested)),
-                                         None, ttl, resolution, quantity_name))
+                                 None, ttl, resolution, quantity_name))
             elif kind is m.ContainerKind.STOP or requested is None:
                 if used is not None or kind is m.ContainerKind.STOP:
-                    subs.append(m.SubRequest(m.Action.CONFIRM, rid, new_item(
+                    subs.append(_sub(m.Action.CONFIRM, rid, new_item(
                         item, quantity_name, group.quantity(used or 0))))
             else:
-                subs.append(m.SubRequest(
+                subs.append(_sub(
                     m.Action.CONFIRM_AND_RESERVE, rid,
                     new_item(item, quantity_name, group.quantity(used or 0)),
                     new_item(item, quantity_name, group.quantity(requested)),
@@ -369,11 +379,13 @@ class GyFrontEnd:
         if kind is m.ContainerKind.STOP and session is not None:
             for cs in session.charging_sessions():   # rating groups not reported: cancelled
                 if cs.open and cs.reservation_id not in listed:
-                    subs.append(m.SubRequest(m.Action.CANCEL, cs.reservation_id))
+                    subs.append(_sub(m.Action.CANCEL, cs.reservation_id))
         start = kind is m.ContainerKind.START
-        return m.Execute(op, kind, user, service, ccr.session_id, tuple(subs),
-                         listener_id=self.settings.listener_id if start else None,
-                         result_type=m.ResultType.NO_TRANSACTIONS if start else None)
+        execute: m.Execute = _new_tuple(m.Execute, (
+            op, kind, user, service, ccr.session_id, tuple(subs),
+            self.settings.listener_id if start else None, None,
+            m.ResultType.NO_TRANSACTIONS if start else None, None, None))
+        return execute
 
     @staticmethod
     def _reservation(session: Session | None, rg: int) -> tuple[str, bool]:
