@@ -18,17 +18,30 @@ from .fields import answer_to, check_group, enum, identity, missing, origin, ses
 G = c.VENDOR_3GPP
 
 
-@dataclass
+# init=False and an __init__ of its own: a compiled dataclass keeps the interpreted
+# __init__ the dataclasses module writes; these are built several times per CCR.
+@dataclass(init=False)
 class Units:
     """A Requested-, Granted- or Used-Service-Unit. An empty RSU (all None) asks for the
     server's default quota. `reporting_reason` is 3GPP's, inside a USU."""
 
-    time: int | None = None
-    total_octets: int | None = None
-    input_octets: int | None = None
-    output_octets: int | None = None
-    service_specific_units: int | None = None
-    reporting_reason: int | None = None
+    time: int | None
+    total_octets: int | None
+    input_octets: int | None
+    output_octets: int | None
+    service_specific_units: int | None
+    reporting_reason: int | None
+
+    def __init__(self, time: int | None = None, total_octets: int | None = None,
+                 input_octets: int | None = None, output_octets: int | None = None,
+                 service_specific_units: int | None = None,
+                 reporting_reason: int | None = None) -> None:
+        self.time = time
+        self.total_octets = total_octets
+        self.input_octets = input_octets
+        self.output_octets = output_octets
+        self.service_specific_units = service_specific_units
+        self.reporting_reason = reporting_reason
 
     def get(self, name: str) -> int | None:
         """A unit by field name ("time", "total_octets", ...); None when absent."""
@@ -87,22 +100,44 @@ class Units:
         return Avp.of_group(code, avps)
 
 
-@dataclass
+@dataclass(init=False)       # an __init__ of its own: see Units
 class Mscc:
     """One Multiple-Services-Credit-Control, in a CCR or a CCA."""
 
-    rating_group: int | None = None
-    service_identifiers: list[int] = field(default_factory=list)
-    requested: Units | None = None
-    used: list[Units] = field(default_factory=list)
-    granted: Units | None = None
-    validity_time: int | None = None
-    result_code: int | None = None
-    final_unit_action: int | None = None
-    reporting_reason: int | None = None
-    time_quota_threshold: int | None = None
-    volume_quota_threshold: int | None = None
-    quota_holding_time: int | None = None
+    rating_group: int | None
+    service_identifiers: list[int]
+    requested: Units | None
+    used: list[Units]
+    granted: Units | None
+    validity_time: int | None
+    result_code: int | None
+    final_unit_action: int | None
+    reporting_reason: int | None
+    time_quota_threshold: int | None
+    volume_quota_threshold: int | None
+    quota_holding_time: int | None
+
+    def __init__(self, rating_group: int | None = None,
+                 service_identifiers: list[int] | None = None,
+                 requested: Units | None = None, used: list[Units] | None = None,
+                 granted: Units | None = None, validity_time: int | None = None,
+                 result_code: int | None = None, final_unit_action: int | None = None,
+                 reporting_reason: int | None = None,
+                 time_quota_threshold: int | None = None,
+                 volume_quota_threshold: int | None = None,
+                 quota_holding_time: int | None = None) -> None:
+        self.rating_group = rating_group
+        self.service_identifiers = [] if service_identifiers is None else service_identifiers
+        self.requested = requested
+        self.used = [] if used is None else used
+        self.granted = granted
+        self.validity_time = validity_time
+        self.result_code = result_code
+        self.final_unit_action = final_unit_action
+        self.reporting_reason = reporting_reason
+        self.time_quota_threshold = time_quota_threshold
+        self.volume_quota_threshold = volume_quota_threshold
+        self.quota_holding_time = quota_holding_time
 
     @staticmethod
     def from_avp(avp: Avp, strict: bool) -> Mscc:

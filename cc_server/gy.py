@@ -18,7 +18,8 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from decimal import Decimal
+from typing import Final
 
 from cc_diameter import codes as c
 from cc_diameter.cc import Cca, Ccr, Mscc, Units
@@ -28,15 +29,13 @@ from cc_diameter.fields import error_answer
 from protocol import codec
 from protocol import messages as m
 from protocol.errors import ErrorCode
-from protocol.items import ChargeableItem
+from protocol.items import MAX_ID_LENGTH, ChargeableItem
 
 from .dedup import Reply
+from .dispatch import Dispatcher  # imported at run time: compiled, the classes must exist
+from .engine import Session
 from .faults import DiameterTraffic, Request, Rule
 from .gy_config import GySettings, RatingGroup
-
-if TYPE_CHECKING:
-    from .dispatch import Dispatcher
-    from .engine import Session
 
 _T_RESULT: Final = int(m.MsgType.EXECUTE_RESULT)
 #: whole-request errors of the engine -> top-level Result-Code (anything else: 5012)
@@ -54,6 +53,11 @@ REQUEST_TYPE_NAMES: Final = {c.INITIAL_REQUEST: "INITIAL", c.UPDATE_REQUEST: "UP
                               c.TERMINATION_REQUEST: "TERMINATION",
                               c.EVENT_REQUEST: "EVENT"}
 _ERROR: Final = frozenset({"error"})
+_new_tuple: Final = tuple.__new__     # a Final alias is a C static compiled (buildinfo.py)
+_UINT64_MAX: Final = 2**64 - 1
+#: enum lookups done once, not per CCR (`Resolution(value)` and `.value` are Python calls)
+_RESOLUTIONS: Final[dict[str, m.Resolution]] = {r.value: r for r in m.Resolution}
+_KIND_NAMES: Final[dict[m.ContainerKind, str]] = {k: k.value for k in m.ContainerKind}
 ENDED_KEPT: Final = 100_000   # ended Diameter sessions remembered for their duplicates
 
 
@@ -61,6 +65,28 @@ def operation_id(session_id: str, request_number: int) -> bytes:
     """The container's operation id: 16 bytes of digest of Session-Id and the number."""
     return hashlib.blake2b(f"{session_id}\0{request_number}".encode(),
                            digest_size=16).digest()
+
+
+def new_item(name: str, quantity_name: str, quantity: int | Decimal) -> ChargeableItem:
+    """The item {quantity_name: quantity} of `name`, without the public constructor's
+    checks when the values are known good (a configured item name and a quantity from a
+    decoded Unsigned AVP, or a finite Decimal made from one); anything else goes through
+    `ChargeableItem`, which raises as before."""
+    if (type(quantity) is Decimal or (type(quantity) is int and 0 <= quantity <= _UINT64_MAX)) \
+            and 0 < len(name) <= MAX_ID_LENGTH and 0 < len(quantity_name) <= MAX_ID_LENGTH:
+        item: ChargeableItem = _new_tuple(ChargeableItem, (name, {quantity_name: quantity}))
+        return item
+    return ChargeableItem(name, {quantity_name: quantity})
+
+
+def _sub(action: m.Action, reservation_id: str, item: ChargeableItem | None = None,
+         next_item: ChargeableItem | None = None, ttl: int | None = None,
+         resolution: m.Resolution | None = None,
+         property_to_inverse: str | None = None) -> m.SubRequest:
+    """`m.SubRequest(...)` without its interpreted NamedTuple `__new__`."""
+    sub: m.SubRequest = _new_tuple(m.SubRequest, (
+        action, reservation_id, item, next_item, ttl, resolution, property_to_inverse))
+    return sub
 
 
 def rating_group_of(reservation_id: str) -> int | None:
@@ -137,10 +163,12 @@ class GyFrontEnd:
             self._count(f"avp_error.{exc.result_code}")
             return error_answer(msg, exc.result_code, local.origin_host, local.origin_realm,
                                 exc.message, exc.failed)
-        peer.traffic = DiameterTraffic(
-            "CCR", REQUEST_TYPE_NAMES.get(ccr.request_type),
-            tuple(x.rating_group for x in ccr.mscc if x.rating_group is not None),
-            ccr.origin_host)
+        controls = self.dispatcher.controls
+        if controls is not None and controls.faults.active:   # only fault rules read it
+            peer.traffic = DiameterTraffic(
+                "CCR", REQUEST_TYPE_NAMES.get(ccr.request_type),
+                tuple(x.rating_group for x in ccr.mscc if x.rating_group is not None),
+                ccr.origin_host)
         kind = KINDS.get(ccr.request_type)
         if kind is None:
             forced = self._result_code_rules(peer, msg, ccr, ccr.subscriber(), None, None)
@@ -243,7 +271,7 @@ class GyFrontEnd:
         return self._execute(peer, self._container(ccr, kind, op, user, service, session))
 
     def _execute(self, peer: GyPeer, container: m.Execute) -> Reply | None:
-        self._count(container.kind.value)
+        self._count(_KIND_NAMES[container.kind])
         reply = self.dispatcher.execute_local(peer, container)
         taken = self.dispatcher.take_fault()
         if taken is not None:
@@ -284,11 +312,13 @@ class GyFrontEnd:
 
     # ------------------------------------------------------------------ CCR -> container
 
-    def _item(self, group: RatingGroup, service: str, quantity: int) -> ChargeableItem | None:
-        plan = self.dispatcher.engine.catalog.plan(service, group.item)
-        if plan is None or group.service != service:
+    def _quantity_name(self, group: RatingGroup, service: str) -> str | None:
+        """The name of the quantity property of the group's item in `service`; None when
+        the group is not charged there (another service, or an item the catalog lacks)."""
+        if group.service != service:
             return None
-        return ChargeableItem(group.item, {plan.quantity: quantity})
+        plan = self.dispatcher.engine.catalog.plan(service, group.item)
+        return None if plan is None else plan.quantity
 
     def _requested(self, group: RatingGroup, units: Units | None) -> int | None:
         if units is None:
@@ -305,7 +335,8 @@ class GyFrontEnd:
     def _container(self, ccr: Ccr, kind: m.ContainerKind, op: bytes, user: str, service: str,
                    session: Session | None) -> m.Execute:
         ttl = self.settings.validity_time + self.settings.ttl_grace
-        resolution = m.Resolution(self.settings.on_expiry)
+        resolution = _RESOLUTIONS.get(self.settings.on_expiry) \
+            or m.Resolution(self.settings.on_expiry)
         subs: list[m.SubRequest] = []
         listed: set[str] = set()
         forced = self._forced
@@ -314,10 +345,10 @@ class GyFrontEnd:
             group = self.rating_groups.get(rg) if rg is not None else None
             if group is None or rg is None or rg in forced:
                 continue
-            probe = self._item(group, service, 0)
-            if probe is None:
+            quantity_name = self._quantity_name(group, service)
+            if quantity_name is None:
                 continue
-            quantity_name = next(iter(probe.properties))
+            item = group.item
             requested = self._requested(group, mscc.requested)
             used = self._used(group, mscc.used)
             rid, is_open = self._reservation(session, rg)
@@ -325,34 +356,36 @@ class GyFrontEnd:
             if kind is not m.ContainerKind.START and not is_open and used is not None \
                     and (requested is None or kind is m.ContainerKind.STOP):
                 # usage of a rating group with no open reservation: the engine says so
-                subs.append(m.SubRequest(m.Action.CONFIRM, rid, ChargeableItem(
-                    group.item, {quantity_name: group.quantity(used)})))
+                subs.append(_sub(m.Action.CONFIRM, rid, new_item(
+                    item, quantity_name, group.quantity(used))))
                 continue
             if kind is m.ContainerKind.START or not is_open:
                 if requested is None or kind is m.ContainerKind.STOP:
                     continue
-                subs.append(m.SubRequest(m.Action.RESERVE, rid, ChargeableItem(
-                    group.item, {quantity_name: group.quantity(requested)}),
-                                         None, ttl, resolution, quantity_name))
+                subs.append(_sub(m.Action.RESERVE, rid, new_item(
+                    item, quantity_name, group.quantity(requested)),
+                                 None, ttl, resolution, quantity_name))
             elif kind is m.ContainerKind.STOP or requested is None:
                 if used is not None or kind is m.ContainerKind.STOP:
-                    subs.append(m.SubRequest(m.Action.CONFIRM, rid, ChargeableItem(
-                        group.item, {quantity_name: group.quantity(used or 0)})))
+                    subs.append(_sub(m.Action.CONFIRM, rid, new_item(
+                        item, quantity_name, group.quantity(used or 0))))
             else:
-                subs.append(m.SubRequest(
+                subs.append(_sub(
                     m.Action.CONFIRM_AND_RESERVE, rid,
-                    ChargeableItem(group.item, {quantity_name: group.quantity(used or 0)}),
-                    ChargeableItem(group.item, {quantity_name: group.quantity(requested)}),
+                    new_item(item, quantity_name, group.quantity(used or 0)),
+                    new_item(item, quantity_name, group.quantity(requested)),
                     ttl, resolution,
                     quantity_name))
         if kind is m.ContainerKind.STOP and session is not None:
             for cs in session.charging_sessions():   # rating groups not reported: cancelled
                 if cs.open and cs.reservation_id not in listed:
-                    subs.append(m.SubRequest(m.Action.CANCEL, cs.reservation_id))
+                    subs.append(_sub(m.Action.CANCEL, cs.reservation_id))
         start = kind is m.ContainerKind.START
-        return m.Execute(op, kind, user, service, ccr.session_id, tuple(subs),
-                         listener_id=self.settings.listener_id if start else None,
-                         result_type=m.ResultType.NO_TRANSACTIONS if start else None)
+        execute: m.Execute = _new_tuple(m.Execute, (
+            op, kind, user, service, ccr.session_id, tuple(subs),
+            self.settings.listener_id if start else None, None,
+            m.ResultType.NO_TRANSACTIONS if start else None, None, None))
+        return execute
 
     @staticmethod
     def _reservation(session: Session | None, rg: int) -> tuple[str, bool]:
@@ -405,7 +438,7 @@ class GyFrontEnd:
             answer.result_code = self._forced[rg]       # a fault rule's (scope mscc)
             return answer
         group = self.rating_groups.get(rg) if rg is not None else None
-        if group is None or rg is None or self._item(group, service, 0) is None:
+        if group is None or rg is None or self._quantity_name(group, service) is None:
             answer.result_code = c.DIAMETER_RATING_FAILED
             return answer
         outcome = by_rg.get(rg)

@@ -43,6 +43,8 @@ class RatingGroup:
 
     def units_of(self, quantity: object) -> int:
         """AVP units for an item quantity (rounded down)."""
+        if self.per == 1 and type(quantity) is int:   # the common case, no Decimal needed
+            return quantity
         if not isinstance(quantity, int | Decimal):
             return 0
         return int((Decimal(quantity) * self.per).to_integral_value(ROUND_FLOOR))

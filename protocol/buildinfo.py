@@ -77,6 +77,7 @@ HOT_MODULES: tuple[str, ...] = (
     "cc_server.dedup",
     "cc_server.dispatch",
     "cc_server.flow",
+    "cc_server.gy",
     "cc_server.latency",
     "cc_server.limits",
     "cc_server.engine",

@@ -13,7 +13,13 @@ from __future__ import annotations
 
 import ast
 import importlib
+from decimal import Decimal
 from pathlib import Path
+
+import pytest
+
+from cc_server.gy import new_item
+from protocol.items import ChargeableItem
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("protocol", "cc_server", "cc_client", "cc_bench")
@@ -120,3 +126,15 @@ def test_a_wrong_arity_and_an_unlisted_computed_site_are_caught() -> None:
         _problem("x.py", "protocol.messages", "f", short))
     assert "list the site in COMPUTED" in str(
         _problem("x.py", "protocol.messages", "f", computed))
+
+
+def test_the_gy_items_are_among_the_sites_and_match_the_public_constructor() -> None:
+    assert ("cc_server/gy.py", "new_item") in {(rel, f) for rel, _, f, _ in _sites()}
+    for quantity in (0, 80, 2**64 - 1, Decimal("0.000080")):
+        fast = new_item("data", "volume", quantity)
+        assert type(fast) is ChargeableItem
+        assert fast == ChargeableItem("data", {"volume": quantity})
+    with pytest.raises(ValueError, match="64-bit range"):   # not known good: checked as before
+        new_item("data", "volume", 2**64)
+    with pytest.raises(ValueError, match="property name"):
+        new_item("data", "", 1)
