@@ -23,7 +23,7 @@ call with FORBIDDEN.
 from __future__ import annotations
 
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 if TYPE_CHECKING:
     from .operator import OperatorAPI
@@ -40,18 +40,16 @@ def rule_fields(action: str | None, fields: dict[str, Any]) -> dict[str, Any]:
     return rule
 
 
-class FaultRule(int):
-    """A rule added with `client.admin.faults.add`: an int (its id) that can remove
-    itself. `fields` is the rule as the server added it. `async with` removes it when
-    the block ends."""
+class RuleId(int):
+    """A fault rule as the server added it: an int (its id) with its `fields`. The
+    async `FaultRule` and the blocking `SyncFaultRule` add `remove()` and the context
+    manager."""
 
     fields: dict[str, Any]
-    _faults: FaultsAPI
 
-    def __new__(cls, faults: FaultsAPI, fields: dict[str, Any]) -> FaultRule:
+    def __new__(cls, fields: dict[str, Any]) -> Self:
         rule = super().__new__(cls, int(fields["id"]))
         rule.fields = fields
-        rule._faults = faults
         return rule
 
     @property
@@ -63,6 +61,19 @@ class FaultRule(int):
     def action(self) -> str:
         """The rule's action."""
         return str(self.fields["action"])
+
+
+class FaultRule(RuleId):
+    """A rule added with `client.admin.faults.add`: an int (its id) that can remove
+    itself. `fields` is the rule as the server added it. `async with` removes it when
+    the block ends."""
+
+    _faults: FaultsAPI
+
+    def __new__(cls, faults: FaultsAPI, fields: dict[str, Any]) -> Self:
+        rule = super().__new__(cls, fields)
+        rule._faults = faults
+        return rule
 
     async def remove(self) -> bool:
         """Remove the rule; False when it was already gone."""

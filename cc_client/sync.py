@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Coroutine, Mapping
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar
+from typing import Any, Generic, ParamSpec, Protocol, Self, TypeVar
 
 from protocol import messages as m
 from protocol.messages import (
@@ -38,7 +38,7 @@ from protocol.messages import (
 
 from .client import Client
 from .client import connect as async_connect
-from .faults import FaultsAPI
+from .faults import FaultsAPI, RuleId
 from .listeners import RenewalHandler
 from .operations import (
     SessionStartOperation,
@@ -231,29 +231,17 @@ class SyncStopOperation(SyncOperation[SessionStopOperation], _SyncConfirm, _Sync
     """Blocking stop container: confirm and cancel."""
 
 
-class SyncFaultRule(int):
+class SyncFaultRule(RuleId):
     """A rule added with the blocking `client.admin.faults.add`: an int (its id) with
     `fields`, `remove()` and use as a context manager (`with`), like the in-process
     `server.faults.add(...)`."""
 
-    fields: dict[str, Any]
     _faults: SyncFaults
 
-    def __new__(cls, faults: SyncFaults, fields: dict[str, Any]) -> SyncFaultRule:
-        rule = super().__new__(cls, int(fields["id"]))
-        rule.fields = fields
+    def __new__(cls, faults: SyncFaults, fields: dict[str, Any]) -> Self:
+        rule = super().__new__(cls, fields)
         rule._faults = faults
         return rule
-
-    @property
-    def id(self) -> int:
-        """The rule id."""
-        return int(self)
-
-    @property
-    def action(self) -> str:
-        """The rule's action."""
-        return str(self.fields["action"])
 
     def remove(self) -> bool:
         """Remove the rule; False when it was already gone."""
